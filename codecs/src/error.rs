@@ -1,0 +1,36 @@
+//! The error every codec returns.
+
+/// Why a byte stream could not be decoded. Every variant is final for the
+/// connection: the stream cannot be resynchronised after it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// A head (HTTP head, RTSP head, ...) grew past its configured limit.
+    #[error("head larger than the limit of {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    /// A frame or a length-prefixed element declared or reached a size over its limit.
+    #[error("{what} of {size} bytes is over the limit of {limit} bytes")]
+    FrameTooLarge {
+        what: &'static str,
+        size: u64,
+        limit: usize,
+    },
+    /// The bytes break the protocol's grammar.
+    #[error("malformed {protocol}: {reason}")]
+    Malformed {
+        protocol: &'static str,
+        reason: &'static str,
+    },
+    /// Valid protocol, but a feature this codec refuses (for example RTSP/2.0).
+    #[error("unsupported {protocol}: {reason}")]
+    Unsupported {
+        protocol: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl CodecError {
+    /// Shorthand for [`CodecError::Malformed`].
+    pub const fn malformed(protocol: &'static str, reason: &'static str) -> Self {
+        Self::Malformed { protocol, reason }
+    }
+}
