@@ -1,0 +1,414 @@
+//! Reading a config file and checking it: syntax and types (serde), then
+//! cross-references, duplicates and values. Every problem is reported as
+//! `file:line:column: field: what is wrong (hint)`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::{Config, Fallback, Host};
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column, when known.
+    pub line: u64,
+    pub column: u64,
+    /// The field, as a path (`clusters[redis].hosts[0]`).
+    pub field: String,
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// A config file that cannot be used, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}: {}", self.file, p.line, p.column, p.field, p.message)?;
+            if let Some(hint) = &p.hint {
+                write!(f, " ({hint})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read and check the config file at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: format!("cannot read the file: {e}"),
+            hint: Some("check the path given with -c".into()),
+        }],
+    })?;
+    load_str(&text, &file)
+}
+
+/// Parse and check config `text`; `file` names it in error messages.
+pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                line,
+                column,
+                field: "(syntax)".into(),
+                message: first_line(&e.to_string()),
+                hint: Some("see docs/config.md for every field".into()),
+            }],
+        }
+    })?;
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { file: file.to_owned(), problems })
+    }
+}
+
+fn first_line(s: &str) -> String {
+    // serde-saphyr renders a snippet after the message; keep the message.
+    s.lines().next().unwrap_or(s).trim().to_owned()
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn at(&mut self, loc: Location, field: String, message: String, hint: Option<&str>) {
+        self.problems.push(Problem {
+            line: loc.line(),
+            column: loc.column(),
+            field,
+            message,
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    fn unique<'a>(&mut self, what: &str, names: impl Iterator<Item = &'a Spanned<String>>) {
+        let mut seen = HashSet::new();
+        for name in names {
+            if !seen.insert(name.value.as_str()) {
+                self.at(
+                    name.referenced,
+                    format!("{what}[{}].name", name.value),
+                    format!("duplicate {what} name `{}`", name.value),
+                    Some("names must be unique"),
+                );
+            }
+        }
+    }
+}
+
+/// Check cross-references, duplicates and values; returns every problem found.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut c = Checker { problems: Vec::new() };
+    let clusters: HashSet<&str> = config.clusters.iter().map(|c| c.name.value.as_str()).collect();
+    let tables: HashSet<&str> = config.route_tables.iter().map(|t| t.name.value.as_str()).collect();
+    let cluster_hint = format!("defined clusters: {}", sorted(&clusters));
+
+    if config.listeners.is_empty() {
+        c.problems.push(Problem {
+            line: 1,
+            column: 1,
+            field: "listeners".into(),
+            message: "no listener is defined".into(),
+            hint: Some("add at least one listener with a name, an address and a route_table".into()),
+        });
+    }
+    c.unique("listeners", config.listeners.iter().map(|l| &l.name));
+    c.unique("route_tables", config.route_tables.iter().map(|t| &t.name));
+    c.unique("clusters", config.clusters.iter().map(|c| &c.name));
+
+    let mut addresses = HashSet::new();
+    for l in &config.listeners {
+        let field = |f: &str| format!("listeners[{}].{f}", l.name.value);
+        if !addresses.insert(l.address.value) {
+            c.at(
+                l.address.referenced,
+                field("address"),
+                format!("address {} is used by another listener", l.address.value),
+                Some("give each listener its own port"),
+            );
+        }
+        match (&l.protocol, l.protocols.is_empty()) {
+            (Some(p), false) => c.at(
+                p.referenced,
+                field("protocol"),
+                "both `protocol` and `protocols` are set".into(),
+                Some("use `protocol` for one fixed protocol or `protocols` to sniff several"),
+            ),
+            (None, true) => c.at(
+                l.name.referenced,
+                field("protocols"),
+                "no protocol is enabled".into(),
+                Some("add e.g. `protocols: [http1, redis]` or `protocol: mysql`"),
+            ),
+            _ => {}
+        }
+        if l.protocols.len() > 1 || l.protocol.is_none() {
+            for p in &l.protocols {
+                if p.value.0.server_speaks_first() {
+                    c.at(
+                        p.referenced,
+                        field("protocols"),
+                        format!("{} cannot be sniffed: its server speaks first", p.value.0),
+                        Some("give it a listener of its own with `protocol: mysql`"),
+                    );
+                }
+            }
+        }
+        if !tables.contains(l.route_table.value.as_str()) {
+            c.at(
+                l.route_table.referenced,
+                field("route_table"),
+                format!("no route table is named `{}`", l.route_table.value),
+                Some(&format!("defined route tables: {}", sorted(&tables))),
+            );
+        }
+        if let Fallback::TcpProxy(cluster) = &l.detect.fallback {
+            if !clusters.contains(cluster.value.as_str()) {
+                c.at(
+                    cluster.referenced,
+                    field("detect.fallback.tcp_proxy"),
+                    format!("no cluster is named `{}`", cluster.value),
+                    Some(&cluster_hint),
+                );
+            }
+        }
+        if l.detect.max_bytes == 0 || l.detect.max_bytes > 1024 * 1024 {
+            c.at(
+                l.name.referenced,
+                field("detect.max_bytes"),
+                format!("{} is out of range", l.detect.max_bytes),
+                Some("use 1..=1048576; 8192 is plenty for every protocol"),
+            );
+        }
+    }
+
+    for t in &config.route_tables {
+        c.unique("virtual_hosts", t.virtual_hosts.iter().map(|v| &v.name));
+        for v in &t.virtual_hosts {
+            let vfield = format!("route_tables[{}].virtual_hosts[{}]", t.name.value, v.name.value);
+            if v.domains.is_empty() {
+                c.at(
+                    v.name.referenced,
+                    format!("{vfield}.domains"),
+                    "no domain is listed".into(),
+                    Some("list host names, or `*` for any host"),
+                );
+            }
+            for (i, r) in v.routes.iter().enumerate() {
+                let rfield = format!("{vfield}.routes[{i}]");
+                let actions = usize::from(r.cluster.is_some())
+                    + usize::from(!r.weighted_clusters.is_empty())
+                    + usize::from(r.direct_response.is_some());
+                if actions != 1 {
+                    let loc = r.cluster.as_ref().map(|s| s.referenced).unwrap_or(v.name.referenced);
+                    c.at(
+                        loc,
+                        rfield.clone(),
+                        format!("a route needs exactly one action, found {actions}"),
+                        Some("set one of `cluster`, `weighted_clusters` or `direct_response`"),
+                    );
+                }
+                let refs = r.cluster.iter().chain(r.weighted_clusters.iter().map(|w| &w.name));
+                for name in refs {
+                    if !clusters.contains(name.value.as_str()) {
+                        c.at(
+                            name.referenced,
+                            format!("{rfield}.cluster"),
+                            format!("no cluster is named `{}`", name.value),
+                            Some(&cluster_hint),
+                        );
+                    }
+                }
+                for w in &r.weighted_clusters {
+                    if w.weight == 0 {
+                        c.at(
+                            w.name.referenced,
+                            format!("{rfield}.weighted_clusters[{}].weight", w.name.value),
+                            "weight 0 never receives traffic".into(),
+                            Some("use a weight of 1 or more, or remove the entry"),
+                        );
+                    }
+                }
+                if let Some(d) = &r.direct_response {
+                    if !(100..=599).contains(&d.status) {
+                        c.at(
+                            v.name.referenced,
+                            format!("{rfield}.direct_response.status"),
+                            format!("{} is not an HTTP status", d.status),
+                            Some("use 100..=599"),
+                        );
+                    }
+                }
+                let regexes = r
+                    .matcher
+                    .path_regex
+                    .iter()
+                    .map(|re| ("match.path_regex".to_owned(), re))
+                    .chain(r.matcher.headers.iter().filter_map(|h| {
+                        h.regex.as_ref().map(|re| (format!("match.headers[{}].regex", h.name), re))
+                    }));
+                for (f, re) in regexes {
+                    if let Err(e) = regex::bytes::Regex::new(&re.value) {
+                        c.at(
+                            re.referenced,
+                            format!("{rfield}.{f}"),
+                            format!("invalid regex: {}", first_line(&e.to_string())),
+                            Some("regex syntax: https://docs.rs/regex"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    for cl in &config.clusters {
+        let field = |f: &str| format!("clusters[{}].{f}", cl.name.value);
+        if cl.hosts.is_empty() {
+            c.at(
+                cl.name.referenced,
+                field("hosts"),
+                "no host is listed".into(),
+                Some("add e.g. `hosts: [\"127.0.0.1:6379\"]`"),
+            );
+        }
+        for (i, h) in cl.hosts.iter().enumerate() {
+            let a = h.address();
+            if a.value.parse::<SocketAddr>().is_err() {
+                c.at(
+                    a.referenced,
+                    field(&format!("hosts[{i}]")),
+                    format!("`{}` is not an IP:port address", a.value),
+                    Some("write e.g. 127.0.0.1:6379 or [::1]:6379"),
+                );
+            }
+            if let Host::Weighted { weight: 0, .. } = h {
+                c.at(
+                    a.referenced,
+                    field(&format!("hosts[{i}].weight")),
+                    "weight 0 never receives traffic".into(),
+                    Some("use a weight of 1 or more"),
+                );
+            }
+        }
+    }
+    c.problems
+}
+
+fn sorted(set: &HashSet<&str>) -> String {
+    let mut v: Vec<&str> = set.iter().copied().collect();
+    v.sort_unstable();
+    if v.is_empty() { "(none)".into() } else { v.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listeners:
+  - name: edge
+    address: 127.0.0.1:7000
+    protocols: [http1, redis]
+    route_table: main
+route_tables:
+  - name: main
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - match: { protocol: redis }
+            cluster: cache
+          - direct_response: { status: 200, body: "hi" }
+clusters:
+  - name: cache
+    hosts: ["127.0.0.1:6379", { address: "127.0.0.1:6380", weight: 3 }]
+"#;
+
+    #[test]
+    fn accepts_a_good_config_with_defaults() {
+        let c = load_str(GOOD, "good.yaml").unwrap();
+        assert_eq!(c.listeners[0].enabled_protocols().len(), 2);
+        assert_eq!(c.clusters[0].hosts[1].weight(), 3);
+        assert_eq!(c.listeners[0].detect.max_bytes, 8192);
+        assert_eq!(c.admin.address.unwrap().port(), 9901);
+    }
+
+    #[test]
+    fn reports_unknown_cluster_with_line_and_hint() {
+        let bad = GOOD.replace("cluster: cache", "cluster: cach");
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("bad.yaml:14:22: "), "{text}");
+        assert!(text.contains("no cluster is named `cach`"), "{text}");
+        assert!(text.contains("defined clusters: cache"), "{text}");
+    }
+
+    #[test]
+    fn reports_unknown_field_with_location() {
+        let bad = GOOD.replace("route_table: main", "route_table: main\n    routetable: x");
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.line, 6, "{err}");
+        assert!(p.message.contains("routetable"), "{err}");
+    }
+
+    #[test]
+    fn reports_bad_address_duplicate_names_and_mysql_sniffing() {
+        let bad = GOOD
+            .replace("127.0.0.1:6379\"", "localhost:6379\"")
+            .replace("[http1, redis]", "[http1, mysql]")
+            .replace("  - name: cache", "  - name: cache\n    hosts: []\n  - name: cache");
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`localhost:6379` is not an IP:port address"), "{text}");
+        assert!(text.contains("duplicate clusters name `cache`"), "{text}");
+        assert!(text.contains("mysql cannot be sniffed"), "{text}");
+        assert!(text.contains("no host is listed"), "{text}");
+    }
+
+    #[test]
+    fn reports_routes_without_exactly_one_action() {
+        let bad = GOOD.replace(
+            "- direct_response: { status: 200, body: \"hi\" }",
+            "- match: { path_prefix: / }",
+        );
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        assert!(err.to_string().contains("exactly one action, found 0"), "{err}");
+    }
+
+    #[test]
+    fn reports_invalid_regex_and_bad_duration() {
+        let bad = GOOD.replace("match: { protocol: redis }", "match: { path_regex: \"(\" }");
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        assert!(err.to_string().contains("invalid regex"), "{err}");
+        let bad = GOOD.replace("  - name: cache\n", "  - name: cache\n    connect_timeout: 5\n");
+        let err = load_str(&bad, "bad.yaml").unwrap_err();
+        assert!(err.to_string().contains("no known unit"), "{err}");
+    }
+}

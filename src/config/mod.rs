@@ -1,0 +1,429 @@
+//! The YAML configuration: schema ([`Config`]), loading and validation
+//! ([`load`]), and the small value types it is made of.
+//!
+//! A loaded [`Config`] is immutable; the gateway compiles it into a snapshot
+//! and swaps snapshots atomically on reload.
+
+mod duration;
+mod load;
+
+pub use duration::Duration;
+pub use load::{ConfigError, Problem, load_file, load_str};
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use switchyard_codecs::Protocol;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin HTTP server (`/ready`, `/metrics`, `/config`).
+    #[serde(default)]
+    pub admin: Admin,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Duration,
+    /// Ports the gateway accepts connections on.
+    pub listeners: Vec<Listener>,
+    /// Named route tables; a listener names the one it uses.
+    #[serde(default)]
+    pub route_tables: Vec<RouteTable>,
+    /// Upstream clusters routes send traffic to.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// A protocol name in a config file (`http1`, `redis`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolName(pub Protocol);
+
+impl<'de> Deserialize<'de> for ProtocolName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ProtocolName).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ProtocolName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+/// The admin server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address to serve on; keep it on loopback. `null` disables the admin server.
+    #[serde(default = "defaults::admin_address")]
+    pub address: Option<SocketAddr>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { address: defaults::admin_address() }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// `IP:port` to bind.
+    pub address: Spanned<SocketAddr>,
+    /// Protocols sniffed on this port. Mutually exclusive with `protocol`.
+    #[serde(default)]
+    pub protocols: Vec<Spanned<ProtocolName>>,
+    /// One fixed protocol, no sniffing (required for server-first protocols like MySQL).
+    #[serde(default)]
+    pub protocol: Option<Spanned<ProtocolName>>,
+    /// The route table requests on this listener are routed with.
+    pub route_table: Spanned<String>,
+    /// Detection limits and what to do when nothing matches.
+    #[serde(default)]
+    pub detect: Detect,
+    /// Most concurrent downstream connections; further ones wait in the accept queue.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Close a downstream connection idle (no request in progress) for this long.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    /// HTTP/1 limits on this listener.
+    #[serde(default)]
+    pub http1: Http1Limits,
+    /// Redis limits on this listener.
+    #[serde(default)]
+    pub redis: RedisLimits,
+}
+
+impl Listener {
+    /// The protocols this listener accepts, fixed or sniffed.
+    pub fn enabled_protocols(&self) -> Vec<Protocol> {
+        match &self.protocol {
+            Some(p) => vec![p.value.0],
+            None => self.protocols.iter().map(|p| p.value.0).collect(),
+        }
+    }
+}
+
+/// Detection settings of a sniffing listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detect {
+    /// Give up sniffing after this long without a verdict.
+    #[serde(default = "defaults::detect_timeout")]
+    pub timeout: Duration,
+    /// Give up sniffing after this many bytes without a verdict.
+    #[serde(default = "defaults::detect_max_bytes")]
+    pub max_bytes: usize,
+    /// What to do with a connection no enabled protocol matched.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Self {
+            timeout: defaults::detect_timeout(),
+            max_bytes: defaults::detect_max_bytes(),
+            fallback: Fallback::default(),
+        }
+    }
+}
+
+/// The fallback of detection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fallback {
+    /// Close the connection.
+    #[default]
+    Reject,
+    /// Pass the bytes through, unparsed, to a host of this cluster.
+    TcpProxy(Spanned<String>),
+}
+
+/// HTTP/1 limits.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http1Limits {
+    /// Largest request or response head, in bytes (over it: 431 / 502).
+    #[serde(default = "defaults::max_head_bytes")]
+    pub max_head_bytes: usize,
+    /// Most header fields in one head.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+}
+
+impl Default for Http1Limits {
+    fn default() -> Self {
+        Self { max_head_bytes: defaults::max_head_bytes(), max_headers: defaults::max_headers() }
+    }
+}
+
+/// Redis limits.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLimits {
+    /// Largest bulk string in a command or reply, in bytes.
+    #[serde(default = "defaults::max_bulk")]
+    pub max_bulk: usize,
+    /// Most arguments in a command / elements in a reply aggregate.
+    #[serde(default = "defaults::max_elements")]
+    pub max_elements: usize,
+    /// Most commands in flight (sent upstream, not yet answered) per client connection.
+    #[serde(default = "defaults::max_pipeline")]
+    pub max_pipeline: usize,
+}
+
+impl Default for RedisLimits {
+    fn default() -> Self {
+        Self {
+            max_bulk: defaults::max_bulk(),
+            max_elements: defaults::max_elements(),
+            max_pipeline: defaults::max_pipeline(),
+        }
+    }
+}
+
+/// A named set of virtual hosts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub name: Spanned<String>,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Routes that apply to requests for some hosts. Requests without a host
+/// (Redis, ...) use the virtual hosts whose `domains` include `*`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    pub name: Spanned<String>,
+    /// Host names (port ignored), `*.suffix`, `prefix.*`, or `*` for any.
+    pub domains: Vec<Spanned<String>>,
+    /// Tried in order; the first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// One route: a match and an action.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Optional name, for logs and metrics.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What requests this route takes; an empty match takes everything.
+    #[serde(rename = "match", default)]
+    pub matcher: RouteMatch,
+    /// Send to this cluster.
+    #[serde(default)]
+    pub cluster: Option<Spanned<String>>,
+    /// Send to one of these clusters, chosen by weight.
+    #[serde(default)]
+    pub weighted_clusters: Vec<WeightedCluster>,
+    /// Answer directly from the gateway.
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Request timeout (overrides the cluster's `request_timeout`).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// A request matcher. All the given conditions must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Only requests of this protocol.
+    #[serde(default)]
+    pub protocol: Option<ProtocolName>,
+    /// HTTP/RTSP method, one of these (case-insensitive).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Path equals this.
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    /// Path matches this regex (whole path).
+    #[serde(default)]
+    pub path_regex: Option<Spanned<String>>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    /// Redis command, one of these (case-insensitive).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// The first key starts with this.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+/// A condition on one header.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    /// Value equals this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// Value starts with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Value matches this regex.
+    #[serde(default)]
+    pub regex: Option<Spanned<String>>,
+    /// `true`: the header must be present; `false`: it must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A cluster and its share of traffic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub name: Spanned<String>,
+    pub weight: u32,
+}
+
+/// A response made by the gateway itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// HTTP status code (HTTP routes).
+    #[serde(default = "defaults::status")]
+    pub status: u16,
+    /// Response body (HTTP) or error text (Redis, answered as `-ERR <body>`).
+    #[serde(default)]
+    pub body: String,
+    /// `Content-Type` of the body (HTTP).
+    #[serde(default = "defaults::content_type")]
+    pub content_type: String,
+}
+
+/// A group of interchangeable upstream hosts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: Spanned<String>,
+    /// How a host is chosen for each request or session.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    pub hosts: Vec<Host>,
+    /// Give up connecting to a host after this long (answered 502 / `-ERR`).
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Wait this long for a response before answering 504 / `-ERR` (routes may override).
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout: Duration,
+    /// Close pooled upstream connections idle for this long.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per host.
+    #[serde(default = "defaults::max_idle_per_host")]
+    pub max_idle_per_host: usize,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each host in turn.
+    #[default]
+    RoundRobin,
+    /// Each host in turn, in proportion to its weight (smooth, as nginx).
+    WeightedRoundRobin,
+    /// A host chosen at random (weighted).
+    Random,
+}
+
+/// One upstream host: `"IP:port"` or `{address, weight}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Host {
+    Address(Spanned<String>),
+    Weighted {
+        address: Spanned<String>,
+        #[serde(default = "defaults::weight")]
+        weight: u32,
+    },
+}
+
+impl Host {
+    pub fn address(&self) -> &Spanned<String> {
+        match self {
+            Host::Address(a) | Host::Weighted { address: a, .. } => a,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            Host::Address(_) => 1,
+            Host::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+mod defaults {
+    use super::Duration;
+    use std::net::SocketAddr;
+
+    pub fn admin_address() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_connections() -> usize {
+        100_000
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn detect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn detect_max_bytes() -> usize {
+        8192
+    }
+    pub fn max_head_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_headers() -> usize {
+        128
+    }
+    pub fn max_bulk() -> usize {
+        512 * 1024 * 1024
+    }
+    pub fn max_elements() -> usize {
+        1024 * 1024
+    }
+    pub fn max_pipeline() -> usize {
+        4096
+    }
+    pub fn status() -> u16 {
+        200
+    }
+    pub fn content_type() -> String {
+        "text/plain; charset=utf-8".to_owned()
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_idle_per_host() -> usize {
+        128
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}

@@ -1,0 +1,215 @@
+//! The running gateway: the compiled config snapshot behind an `ArcSwap`
+//! (each new connection takes the current one; SIGHUP swaps in a new one),
+//! the listeners, the admin server, and graceful drain on SIGTERM/SIGINT.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use switchyard_codecs::Protocol;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, ConfigError, Fallback};
+use crate::router::RouteTable;
+use crate::upstream::Cluster;
+
+/// Protocols with a driver in this build.
+pub const SERVED: [Protocol; 2] = [Protocol::Http1, Protocol::Redis];
+
+/// A listener's compiled settings, as of one snapshot.
+pub struct ListenerRuntime {
+    pub name: String,
+    /// Sniffed protocols, or the one fixed protocol.
+    pub protocols: Vec<Protocol>,
+    pub fixed: bool,
+    pub routes: Arc<RouteTable>,
+    pub fallback: Option<Arc<Cluster>>,
+    pub detect_timeout: Duration,
+    pub detect_max_bytes: usize,
+    pub idle_timeout: Duration,
+    pub http1: switchyard_codecs::http1::Limits,
+    pub redis: switchyard_codecs::redis::Limits,
+    pub redis_max_pipeline: usize,
+}
+
+/// An immutable, compiled config.
+pub struct Snapshot {
+    pub config: Config,
+    pub listeners: HashMap<String, Arc<ListenerRuntime>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl Snapshot {
+    /// Compile a validated config.
+    pub fn new(config: Config) -> Self {
+        let clusters: HashMap<String, Arc<Cluster>> =
+            config.clusters.iter().map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c)))).collect();
+        let tables: HashMap<String, Arc<RouteTable>> = config
+            .route_tables
+            .iter()
+            .map(|t| (t.name.value.clone(), Arc::new(RouteTable::new(t, &clusters))))
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let routes = tables.get(&l.route_table.value)?.clone();
+                let fallback = match &l.detect.fallback {
+                    Fallback::Reject => None,
+                    Fallback::TcpProxy(c) => clusters.get(&c.value).cloned(),
+                };
+                let runtime = ListenerRuntime {
+                    name: l.name.value.clone(),
+                    protocols: l.enabled_protocols(),
+                    fixed: l.protocol.is_some(),
+                    routes,
+                    fallback,
+                    detect_timeout: l.detect.timeout.get(),
+                    detect_max_bytes: l.detect.max_bytes,
+                    idle_timeout: l.idle_timeout.get(),
+                    http1: switchyard_codecs::http1::Limits {
+                        max_head_bytes: l.http1.max_head_bytes,
+                        max_headers: l.http1.max_headers,
+                    },
+                    redis: switchyard_codecs::redis::Limits {
+                        max_bulk: l.redis.max_bulk,
+                        max_elements: l.redis.max_elements,
+                        ..Default::default()
+                    },
+                    redis_max_pipeline: l.redis.max_pipeline,
+                };
+                Some((l.name.value.clone(), Arc::new(runtime)))
+            })
+            .collect();
+        Self { config, listeners, clusters }
+    }
+}
+
+/// Check that a config's protocols have drivers in this build.
+pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for l in &config.listeners {
+        let spans = l.protocols.iter().chain(l.protocol.iter());
+        for p in spans {
+            let proto = p.value.0;
+            if !SERVED.contains(&proto) && !(proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject)) {
+                problems.push(config::Problem {
+                    line: p.referenced.line(),
+                    column: p.referenced.column(),
+                    field: format!("listeners[{}].protocols", l.name.value),
+                    message: format!("{proto} has no driver in this build yet"),
+                    hint: Some(
+                        "served today: http1, redis; `tls` is accepted with a tcp_proxy fallback (passthrough)"
+                            .into(),
+                    ),
+                });
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ConfigError { file: file.to_owned(), problems }) }
+}
+
+/// Load, validate and check a config file for this build.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = config::load_file(path)?;
+    check_served(&config, &path.display().to_string())?;
+    Ok(config)
+}
+
+/// The running gateway.
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub config_path: PathBuf,
+    pub drain: watch::Sender<bool>,
+    pub connections: TaskTracker,
+}
+
+impl Gateway {
+    /// Reload the config file; on any problem keep the running snapshot.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let config = load(&self.config_path)?;
+        let old = self.snapshot.load();
+        let old_addrs: Vec<_> = old.config.listeners.iter().map(|l| (&l.name.value, l.address.value)).collect();
+        let new_addrs: Vec<_> = config.listeners.iter().map(|l| (&l.name.value, l.address.value)).collect();
+        if old_addrs != new_addrs {
+            tracing::warn!("listener names or addresses changed: that takes a restart; routes and clusters are reloaded");
+        }
+        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        Ok(())
+    }
+}
+
+/// Run the gateway on `path` until SIGTERM/SIGINT, then drain.
+pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = load(path)?;
+    let metrics = crate::observe::install_metrics();
+    let drain_timeout = config.drain_timeout.get();
+    let admin_addr = config.admin.address;
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(l.address.value)
+            .await
+            .map_err(|e| format!("listener {}: cannot bind {}: {e}", l.name.value, l.address.value))?;
+        tracing::info!(listener = %l.name.value, address = %l.address.value, protocols = ?l.enabled_protocols(), "listening");
+        bound.push((l.name.value.clone(), l.max_connections, socket));
+    }
+    let snapshot = Snapshot::new(config);
+    for c in snapshot.clusters.values() {
+        let c = c.clone();
+        tokio::spawn(async move { c.probe().await });
+    }
+    let (drain, _) = watch::channel(false);
+    let gateway = Arc::new(Gateway {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        config_path: path.to_owned(),
+        drain,
+        connections: TaskTracker::new(),
+    });
+    if let Some(addr) = admin_addr {
+        let socket = TcpListener::bind(addr).await.map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
+        tracing::info!(address = %addr, "admin server listening");
+        tokio::spawn(crate::admin::serve(socket, gateway.clone(), metrics));
+    }
+    let mut accept_loops = Vec::new();
+    for (name, max, socket) in bound {
+        accept_loops.push(tokio::spawn(crate::net::accept_loop(socket, name, max, gateway.clone())));
+    }
+
+    wait_for_shutdown(&gateway).await;
+    tracing::info!(timeout = ?drain_timeout, "draining");
+    let _ = gateway.drain.send(true);
+    for a in &accept_loops {
+        a.abort();
+    }
+    gateway.connections.close();
+    if tokio::time::timeout(drain_timeout, gateway.connections.wait()).await.is_err() {
+        tracing::warn!(left = gateway.connections.len(), "drain timeout: closing the remaining connections");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown(gateway: &Gateway) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match gateway.reload() {
+                Ok(()) => tracing::info!(file = %gateway.config_path.display(), "config reloaded"),
+                Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
+            },
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! HTTP/1.1 through the gateway: keep-alive downstream connections, one
+//! exchange at a time on an exclusive upstream connection taken from the
+//! cluster's pool, bodies streamed both ways as they arrive (never buffered
+//! whole), `Expect: 100-continue` and upgrades (101) passed through.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use switchyard_codecs::http1::{self, RequestDecoder, RequestHead, ResponseDecoder};
+use switchyard_codecs::{CodecError, Decoder, Part, Protocol, WireHead};
+use tokio::io::{AsyncWriteExt, AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{Conn, drained, read_more};
+use crate::error::{Error, ErrorKind};
+use crate::observe::ConnMetrics;
+use crate::router::Action;
+use crate::stream::session::splice;
+use crate::upstream::Cluster;
+
+/// Writes smaller than this are gathered into one buffer before a syscall.
+const COALESCE: usize = 16 * 1024;
+
+/// The downstream side of one HTTP/1 connection.
+struct Downstream {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    decoder: RequestDecoder,
+}
+
+/// What happens to the downstream connection after an exchange.
+enum After {
+    KeepAlive,
+    Close,
+    /// 101 Switching Protocols: splice the two connections.
+    Upgrade(TcpStream, BytesMut),
+}
+
+/// Serve one downstream HTTP/1 connection; `buf` holds the bytes detection read.
+pub async fn serve(stream: TcpStream, buf: BytesMut, mut conn: Conn) {
+    let limits = conn.listener.http1;
+    let (rd, wr) = stream.into_split();
+    let mut down = Downstream { rd, wr, buf, decoder: RequestDecoder::new(limits) };
+    loop {
+        let head = match next_head(&mut down, &mut conn).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) => {
+                let (status, text) = match e {
+                    ReadError::Codec(CodecError::HeadTooLarge { .. }) => (431, "request header fields too large"),
+                    ReadError::Codec(_) => (400, "malformed request"),
+                    ReadError::IdleTimeout | ReadError::Io => break,
+                };
+                conn.metrics.observe(Duration::ZERO, true);
+                let _ = down.wr.write_all(&http1::error_response(status, text, true)).await;
+                break;
+            }
+        };
+        let started = Instant::now();
+        let (after, failed) = exchange(&head, &mut down, &conn).await;
+        conn.metrics.observe(started.elapsed(), failed);
+        match after {
+            After::KeepAlive if !conn.draining() => {}
+            After::KeepAlive | After::Close => break,
+            After::Upgrade(up, up_buf) => {
+                upgrade(down, up, up_buf, &conn).await;
+                return;
+            }
+        }
+    }
+    let _ = down.wr.shutdown().await;
+}
+
+enum ReadError {
+    Codec(CodecError),
+    Io,
+    IdleTimeout,
+}
+
+/// Wait for the next request head, within the idle timeout; `None` at a clean
+/// end (EOF between requests, or draining).
+async fn next_head(down: &mut Downstream, conn: &mut Conn) -> Result<Option<RequestHead>, ReadError> {
+    let idle = conn.listener.idle_timeout;
+    let deadline = tokio::time::Instant::now() + idle;
+    loop {
+        match down.decoder.decode(&mut down.buf) {
+            Ok(Some(Part::Head(head))) => return Ok(Some(head)),
+            Ok(Some(_)) => return Err(ReadError::Codec(CodecError::malformed("http1", "body without a head"))),
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Codec(e)),
+        }
+        let between_requests = down.buf.is_empty();
+        tokio::select! {
+            r = read_more(&mut down.rd, &mut down.buf, &conn.metrics) => match r {
+                Ok(0) if between_requests => return Ok(None),
+                Ok(0) => return Err(ReadError::Io),
+                Ok(_) => {}
+                Err(_) => return Err(ReadError::Io),
+            },
+            () = tokio::time::sleep_until(deadline) => return Err(ReadError::IdleTimeout),
+            () = drained(&mut conn.drain), if between_requests => return Ok(None),
+        }
+    }
+}
+
+/// Handle one request: route it, answer it locally or forward it.
+/// Returns what to do with the connection and whether the request failed.
+async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (After, bool) {
+    let route = conn.listener.routes.route(Protocol::Http1, head);
+    let cluster = match route.map(|r| &r.action) {
+        None => return (local(head, down, &http1::error_response(404, "no route", !head.keep_alive()), &conn.metrics).await, true),
+        Some(Action::Direct(d)) => {
+            let resp = http1::response(d.status, &[("Content-Type", &d.content_type)], &d.body, !head.keep_alive());
+            return (local(head, down, &resp, &conn.metrics).await, false);
+        }
+        Some(action) => match action.cluster() {
+            Some(c) => c.clone(),
+            None => return (local(head, down, &http1::error_response(503, "no cluster available", true), &conn.metrics).await, true),
+        },
+    };
+    let timeout = route.and_then(|r| r.timeout).unwrap_or(cluster.request_timeout);
+    forward(head, down, &cluster, timeout, conn).await
+}
+
+/// Answer from the gateway: skip the request body, then write `resp`.
+async fn local(head: &RequestHead, down: &mut Downstream, resp: &Bytes, metrics: &ConnMetrics) -> After {
+    let mut keep = head.keep_alive();
+    if head.has_body() {
+        if head.expects_continue() {
+            // The client waits for 100 before sending the body; answer and close.
+            keep = false;
+        } else if skip_body(down).await.is_err() {
+            return After::Close;
+        }
+    }
+    let written = down.wr.write_all(resp).await;
+    if written.is_ok() {
+        metrics.bytes_out.increment(resp.len() as u64);
+    }
+    match written {
+        Ok(()) if keep => After::KeepAlive,
+        _ => After::Close,
+    }
+}
+
+async fn skip_body(down: &mut Downstream) -> Result<(), ReadError> {
+    loop {
+        match down.decoder.decode(&mut down.buf) {
+            Ok(Some(Part::End)) => return Ok(()),
+            Ok(Some(_)) => {}
+            Ok(None) => match read_more_plain(&mut down.rd, &mut down.buf).await {
+                Ok(0) => return Err(ReadError::Io),
+                Ok(_) => {}
+                Err(_) => return Err(ReadError::Io),
+            },
+            Err(e) => return Err(ReadError::Codec(e)),
+        }
+    }
+}
+
+async fn read_more_plain<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(16 * 1024);
+    }
+    rd.read_buf(buf).await
+}
+
+/// How relaying the response ended.
+struct Relayed {
+    keep_alive: bool,
+    upgraded: bool,
+}
+
+/// A failed relay: whether any response byte had reached the client.
+struct RelayError {
+    error: Error,
+    forwarded: bool,
+}
+
+/// Forward one request to the cluster and relay the response.
+async fn forward(
+    head: &RequestHead,
+    down: &mut Downstream,
+    cluster: &Cluster,
+    timeout: Duration,
+    conn: &Conn,
+) -> (After, bool) {
+    let limits = conn.listener.http1;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (host, mut up, reused) = match checkout(cluster).await {
+            Ok(x) => x,
+            Err(e) => {
+                let status = if e.kind() == ErrorKind::ConnectTimeout { 504 } else { 502 };
+                let text = format!("upstream connect error (cluster {})", cluster.name);
+                return (fail(head, down, status, &text, &conn.metrics).await, true);
+            }
+        };
+        let mut up_buf = BytesMut::with_capacity(16 * 1024);
+        let mut up_dec = ResponseDecoder::new(limits);
+        up_dec.expect_response_to(head.method());
+
+        let (sent, relayed) = {
+            let (up_rd, mut up_wr) = up.split();
+            let Downstream { rd, wr, buf, decoder } = &mut *down;
+            let send = send_request(head, rd, buf, decoder, &mut up_wr, &conn.metrics);
+            let relay = relay_response(up_rd, &mut up_buf, &mut up_dec, wr, timeout, &conn.metrics);
+            tokio::pin!(send, relay);
+            let mut sent: Option<Result<(), SendError>> = None;
+            loop {
+                tokio::select! {
+                    r = &mut send, if sent.is_none() => sent = Some(r),
+                    r = &mut relay => break (sent, r),
+                }
+                if matches!(sent, Some(Err(SendError::Downstream))) {
+                    // The client is gone or broke the protocol mid-body: nothing to answer.
+                    return (After::Close, true);
+                }
+            }
+        };
+        let body_complete = matches!(sent, Some(Ok(())));
+        match relayed {
+            Ok(r) => {
+                if r.upgraded {
+                    return (After::Upgrade(up, up_buf), false);
+                }
+                if r.keep_alive && body_complete && up_buf.is_empty() {
+                    cluster.pool.put(host, up);
+                }
+                let keep = r.keep_alive && head.keep_alive() && body_complete;
+                return (if keep { After::KeepAlive } else { After::Close }, false);
+            }
+            Err(RelayError { error, forwarded: false })
+                if reused && attempt == 1 && !head.has_body() && error.kind() == ErrorKind::UpstreamClosed =>
+            {
+                // A pooled connection the server had already closed: retry once on a new one.
+                tracing::debug!(cluster = %cluster.name, "retrying on a fresh connection: {error}");
+                continue;
+            }
+            Err(RelayError { error, forwarded }) => {
+                tracing::debug!(cluster = %cluster.name, %error, "upstream request failed");
+                if forwarded {
+                    return (After::Close, true);
+                }
+                let (status, what) = match error.kind() {
+                    ErrorKind::UpstreamTimeout => (504, "upstream request timeout"),
+                    _ => (502, "upstream connection error"),
+                };
+                let text = format!("{what} (cluster {})", cluster.name);
+                let after = if body_complete {
+                    fail(head, down, status, &text, &conn.metrics).await
+                } else {
+                    let _ = down.wr.write_all(&http1::error_response(status, &text, true)).await;
+                    After::Close
+                };
+                return (after, true);
+            }
+        }
+    }
+}
+
+/// An idle pooled connection, or a new one: `(host, stream, reused)`.
+async fn checkout(cluster: &Cluster) -> Result<(usize, TcpStream, bool), Error> {
+    let mut last = None;
+    for host in cluster.pick() {
+        if let Some(stream) = cluster.pool.take(host) {
+            return Ok((host, stream, true));
+        }
+        match cluster.connect(host).await {
+            Ok(stream) => return Ok((host, stream, false)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::upstream(ErrorKind::NoHost, format!("cluster {} has no hosts", cluster.name))))
+}
+
+/// Answer a failed request with `status`, keeping the connection if the
+/// request was read completely and the client wants keep-alive.
+async fn fail(head: &RequestHead, down: &mut Downstream, status: u16, text: &str, metrics: &ConnMetrics) -> After {
+    let resp = http1::error_response(status, text, !head.keep_alive());
+    local(head, down, &resp, metrics).await
+}
+
+enum SendError {
+    /// Reading the request body from the client failed.
+    Downstream,
+    /// Writing to the upstream failed (it may still answer).
+    Upstream,
+}
+
+/// Write the request head and stream its body to the upstream.
+async fn send_request<W: AsyncWrite + Unpin>(
+    head: &RequestHead,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: &mut RequestDecoder,
+    up: &mut W,
+    metrics: &ConnMetrics,
+) -> Result<(), SendError> {
+    let mut out = BytesMut::with_capacity(head.wire().len() + 1024);
+    out.extend_from_slice(head.wire());
+    if !head.has_body() {
+        return up.write_all(&out).await.map_err(|_| SendError::Upstream);
+    }
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(Part::Body(b))) => {
+                if b.len() >= COALESCE {
+                    flush(up, &mut out).await?;
+                    up.write_all(&b).await.map_err(|_| SendError::Upstream)?;
+                } else {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Ok(Some(Part::End)) => return flush(up, &mut out).await,
+            Ok(Some(Part::Head(_))) | Err(_) => return Err(SendError::Downstream),
+            Ok(None) => {
+                flush(up, &mut out).await?;
+                match read_more(rd, buf, metrics).await {
+                    Ok(0) | Err(_) => return Err(SendError::Downstream),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(), SendError> {
+    if !out.is_empty() {
+        w.write_all(out).await.map_err(|_| SendError::Upstream)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Read the response (interim ones too) and pass it to the client as it comes.
+async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut up: R,
+    buf: &mut BytesMut,
+    decoder: &mut ResponseDecoder,
+    down: &mut W,
+    timeout: Duration,
+    metrics: &ConnMetrics,
+) -> Result<Relayed, RelayError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut forwarded = false;
+    let mut final_head: Option<(bool, bool)> = None; // (keep_alive, upgraded)
+    let mut out = BytesMut::with_capacity(COALESCE);
+    let err = |error: Error, forwarded: bool| RelayError { error, forwarded };
+    loop {
+        // Take every part the buffer holds, then write them in one go.
+        loop {
+            let part = match decoder.decode(buf) {
+                Ok(Some(part)) => part,
+                Ok(None) => break,
+                Err(e) => {
+                    let e = Error::upstream(ErrorKind::UpstreamProtocol, "malformed response").with_source(e);
+                    return Err(err(e, forwarded));
+                }
+            };
+            match part {
+                Part::Head(h) => {
+                    out.extend_from_slice(h.wire());
+                    if !h.is_interim() {
+                        let upgraded = h.status() == 101;
+                        final_head = Some((h.keep_alive(), upgraded));
+                        if upgraded || !h.has_body() {
+                            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                            return Ok(Relayed { keep_alive: h.keep_alive(), upgraded });
+                        }
+                    }
+                }
+                Part::Body(b) if b.len() >= COALESCE => {
+                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                    down.write_all(&b).await.map_err(|e| err(downstream_gone(e), true))?;
+                    metrics.bytes_out.increment(b.len() as u64);
+                    forwarded = true;
+                }
+                Part::Body(b) => out.extend_from_slice(&b),
+                Part::End => {
+                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                    let (keep_alive, upgraded) = final_head.unwrap_or((false, false));
+                    return Ok(Relayed { keep_alive, upgraded });
+                }
+            }
+        }
+        if !out.is_empty() {
+            forwarded = true;
+            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+        }
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(16 * 1024);
+        }
+        let read = async {
+            use tokio::io::AsyncReadExt;
+            up.read_buf(buf).await
+        };
+        let n = if final_head.is_some() {
+            read.await
+        } else {
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let e = Error::upstream(ErrorKind::UpstreamTimeout, format!("no response within {timeout:?}"));
+                    return Err(err(e, forwarded));
+                }
+            }
+        };
+        match n {
+            Ok(0) => {
+                // EOF: the end of a close-delimited body, or a broken exchange.
+                if let Ok(Some(Part::End)) = decoder.decode_eof(buf) {
+                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                    return Ok(Relayed { keep_alive: false, upgraded: false });
+                }
+                let e = Error::upstream(ErrorKind::UpstreamClosed, "the upstream closed the connection mid-response");
+                return Err(err(e, forwarded));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let e = Error::upstream(ErrorKind::UpstreamClosed, "reading the response failed").with_source(e);
+                return Err(err(e, forwarded));
+            }
+        }
+    }
+}
+
+async fn write_out<W: AsyncWrite + Unpin>(
+    down: &mut W,
+    out: &mut BytesMut,
+    metrics: &ConnMetrics,
+) -> Result<(), Error> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    down.write_all(out).await.map_err(downstream_gone)?;
+    metrics.bytes_out.increment(out.len() as u64);
+    out.clear();
+    Ok(())
+}
+
+fn downstream_gone(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, crate::error::Side::Downstream, "writing to the client failed").with_source(e)
+}
+
+/// After 101 Switching Protocols: bytes already read on either side go first,
+/// then the two connections are spliced.
+async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &Conn) {
+    let Downstream { rd, mut wr, buf, .. } = down;
+    if wr.write_all(&up_buf).await.is_err() || up.write_all(&buf).await.is_err() {
+        return;
+    }
+    let Ok(down) = rd.reunite(wr) else { return };
+    let _ = splice(down, up, conn.listener.idle_timeout).await;
+}

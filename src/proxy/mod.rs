@@ -1,0 +1,54 @@
+//! Glue between one downstream connection and its upstreams, per protocol:
+//! [`http1`] (ordered, exclusive upstream connections from a pool),
+//! [`redis`] (ordered, pipelined upstream connections with in-order replies),
+//! [`tcp`] (session passthrough). Parsing is the codecs' job, routing the
+//! router's, connecting the upstream's; this layer only moves frames and
+//! turns failures into protocol-correct answers.
+
+pub mod http1;
+pub mod redis;
+pub mod tcp;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::gateway::ListenerRuntime;
+use crate::observe::ConnMetrics;
+
+/// What a protocol driver gets for one downstream connection.
+pub struct Conn {
+    pub listener: Arc<ListenerRuntime>,
+    pub metrics: ConnMetrics,
+    /// Becomes `true` when the gateway starts draining.
+    pub drain: watch::Receiver<bool>,
+}
+
+impl Conn {
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// Read more bytes into `buf`, counting them; `Ok(0)` at EOF.
+pub(crate) async fn read_more<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    metrics: &ConnMetrics,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(16 * 1024);
+    }
+    let n = rd.read_buf(buf).await?;
+    metrics.bytes_in.increment(n as u64);
+    Ok(n)
+}
+
+/// Resolves when draining starts (never, if the sender is gone).
+pub(crate) async fn drained(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,33 @@
+//! Raw TCP passthrough (the session shape without a codec): the detection
+//! fallback and protocols carried opaquely.
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Conn;
+use crate::stream::session::splice;
+use crate::upstream::Cluster;
+
+/// Connect to a host of `cluster`, replay the bytes already read, and splice.
+pub async fn serve(down: TcpStream, prefix: BytesMut, cluster: &Cluster, conn: &Conn) {
+    let started = std::time::Instant::now();
+    let mut up = match cluster.connect_any().await {
+        Ok((_, up)) => up,
+        Err(e) => {
+            tracing::debug!(error = %e, "tcp passthrough: no upstream");
+            conn.metrics.observe(started.elapsed(), true);
+            return;
+        }
+    };
+    if up.write_all(&prefix).await.is_err() {
+        conn.metrics.observe(started.elapsed(), true);
+        return;
+    }
+    let result = splice(down, up, conn.listener.idle_timeout).await;
+    if let Ok(c) = &result {
+        conn.metrics.bytes_in.increment(c.downstream_to_upstream + prefix.len() as u64);
+        conn.metrics.bytes_out.increment(c.upstream_to_downstream);
+    }
+    conn.metrics.observe(started.elapsed(), result.is_err());
+}

@@ -1,0 +1,347 @@
+//! The router: route tables of virtual hosts and ordered routes, matched on a
+//! request's [`Metadata`] (never on protocol structs).
+//!
+//! A virtual host is chosen by the request's host (exact name, then `*.suffix`,
+//! then `prefix.*`, then `*`); requests without a host use the `*` virtual
+//! host. Within it, the first route whose conditions all hold wins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use regex::bytes::Regex;
+use switchyard_codecs::{Field, Metadata, Protocol};
+
+use crate::config;
+use crate::upstream::Cluster;
+
+/// A compiled route table.
+pub struct RouteTable {
+    pub name: String,
+    exact: HashMap<String, usize>,
+    suffixes: Vec<(String, usize)>,
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    hosts: Vec<VirtualHost>,
+}
+
+struct VirtualHost {
+    routes: Vec<Route>,
+}
+
+/// A compiled route.
+pub struct Route {
+    pub name: String,
+    protocol: Option<Protocol>,
+    conditions: Vec<Condition>,
+    pub action: Action,
+    /// Overrides the cluster's request timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// What to do with a matched request.
+pub enum Action {
+    /// Send to this cluster.
+    Cluster(Arc<Cluster>),
+    /// Send to one of these clusters, chosen by weight.
+    Weighted { clusters: Vec<Arc<Cluster>>, cumulative: Vec<u64> },
+    /// Answer from the gateway.
+    Direct(DirectResponse),
+}
+
+/// A response the gateway makes itself.
+pub struct DirectResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Action {
+    /// The cluster to use for one request (weighted choice where configured).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match self {
+            Action::Cluster(c) => Some(c),
+            Action::Weighted { clusters, cumulative } => {
+                let total = *cumulative.last()?;
+                let r = rand::random_range(0..total);
+                clusters.get(cumulative.partition_point(|c| *c <= r))
+            }
+            Action::Direct(_) => None,
+        }
+    }
+}
+
+struct Condition {
+    field: Field,
+    test: Test,
+}
+
+enum Test {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    Regex(Regex),
+    /// One of these values, ASCII case-insensitively.
+    AnyOf(Vec<Vec<u8>>),
+    Present(bool),
+}
+
+impl Condition {
+    fn holds(&self, req: &dyn Metadata) -> bool {
+        let value = req.get(&self.field);
+        let ci = self.field.case_insensitive();
+        match (&self.test, value) {
+            (Test::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (Test::Exact(x), Some(v)) => {
+                if ci { v.eq_ignore_ascii_case(x) } else { v == x.as_slice() }
+            }
+            (Test::Prefix(x), Some(v)) => v.starts_with(x),
+            (Test::Regex(re), Some(v)) => re.is_match(v),
+            (Test::AnyOf(xs), Some(v)) => xs.iter().any(|x| v.eq_ignore_ascii_case(x)),
+        }
+    }
+}
+
+impl Route {
+    fn matches(&self, protocol: Protocol, req: &dyn Metadata) -> bool {
+        self.protocol.is_none_or(|p| p == protocol) && self.conditions.iter().all(|c| c.holds(req))
+    }
+}
+
+impl RouteTable {
+    /// Compile a validated table; `clusters` holds every compiled cluster by name.
+    pub fn new(t: &config::RouteTable, clusters: &HashMap<String, Arc<Cluster>>) -> Self {
+        let mut table = RouteTable {
+            name: t.name.value.clone(),
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            any: None,
+            hosts: Vec::new(),
+        };
+        for (i, v) in t.virtual_hosts.iter().enumerate() {
+            for d in &v.domains {
+                let d = d.value.to_ascii_lowercase();
+                if d == "*" {
+                    table.any.get_or_insert(i);
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    table.suffixes.push((suffix.to_owned(), i));
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    table.prefixes.push((prefix.to_owned(), i));
+                } else {
+                    table.exact.entry(d).or_insert(i);
+                }
+            }
+            // Longest suffix/prefix first, as Envoy.
+            table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            table.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            let routes = v.routes.iter().enumerate().map(|(k, r)| compile_route(r, k, clusters)).collect();
+            table.hosts.push(VirtualHost { routes });
+        }
+        table
+    }
+
+    /// The route for a request of `protocol`, or `None` (answer "no route").
+    pub fn route(&self, protocol: Protocol, req: &dyn Metadata) -> Option<&Route> {
+        let vhost = self.virtual_host(req.get(&Field::Host))?;
+        vhost.routes.iter().find(|r| r.matches(protocol, req))
+    }
+
+    fn virtual_host(&self, host: Option<&[u8]>) -> Option<&VirtualHost> {
+        let index = match host.and_then(|h| std::str::from_utf8(h).ok()) {
+            None => self.any,
+            Some(h) => {
+                let h = strip_port(h).to_ascii_lowercase();
+                self.exact
+                    .get(&h)
+                    .copied()
+                    .or_else(|| self.suffixes.iter().find(|(s, _)| h.ends_with(s.as_str())).map(|(_, i)| *i))
+                    .or_else(|| self.prefixes.iter().find(|(p, _)| h.starts_with(p.as_str())).map(|(_, i)| *i))
+                    .or(self.any)
+            }
+        };
+        self.hosts.get(index?)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| h.trim_start_matches('['));
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn compile_route(r: &config::Route, index: usize, clusters: &HashMap<String, Arc<Cluster>>) -> Route {
+    let m = &r.matcher;
+    let mut conditions = Vec::new();
+    let bytes = |s: &str| s.as_bytes().to_vec();
+    if !m.methods.is_empty() {
+        conditions.push(Condition { field: Field::Method, test: Test::AnyOf(m.methods.iter().map(|s| bytes(s)).collect()) });
+    }
+    if let Some(p) = &m.path_exact {
+        conditions.push(Condition { field: Field::Path, test: Test::Exact(bytes(p)) });
+    }
+    if let Some(p) = &m.path_prefix {
+        conditions.push(Condition { field: Field::Path, test: Test::Prefix(bytes(p)) });
+    }
+    if let Some(re) = m.path_regex.as_ref().and_then(|re| anchored(&re.value)) {
+        conditions.push(Condition { field: Field::Path, test: Test::Regex(re) });
+    }
+    for h in &m.headers {
+        let field = Field::Header(h.name.clone());
+        if let Some(x) = &h.exact {
+            conditions.push(Condition { field: field.clone(), test: Test::Exact(bytes(x)) });
+        }
+        if let Some(x) = &h.prefix {
+            conditions.push(Condition { field: field.clone(), test: Test::Prefix(bytes(x)) });
+        }
+        if let Some(re) = h.regex.as_ref().and_then(|re| anchored(&re.value)) {
+            conditions.push(Condition { field: field.clone(), test: Test::Regex(re) });
+        }
+        let present = h.present.unwrap_or(h.exact.is_none() && h.prefix.is_none() && h.regex.is_none());
+        if present || h.present == Some(false) {
+            conditions.push(Condition { field, test: Test::Present(present) });
+        }
+    }
+    if !m.commands.is_empty() {
+        conditions.push(Condition { field: Field::Command, test: Test::AnyOf(m.commands.iter().map(|s| bytes(s)).collect()) });
+    }
+    if let Some(p) = &m.key_prefix {
+        conditions.push(Condition { field: Field::Key, test: Test::Prefix(bytes(p)) });
+    }
+    let lookup = |name: &str| clusters.get(name).cloned();
+    let action = if let Some(d) = &r.direct_response {
+        Action::Direct(DirectResponse {
+            status: d.status,
+            content_type: d.content_type.clone(),
+            body: Bytes::from(d.body.clone()),
+        })
+    } else if let Some(c) = r.cluster.as_ref().and_then(|c| lookup(&c.value)) {
+        Action::Cluster(c)
+    } else {
+        let mut total = 0u64;
+        let mut cumulative = Vec::new();
+        let mut list = Vec::new();
+        for w in &r.weighted_clusters {
+            if let Some(c) = lookup(&w.name.value) {
+                total += u64::from(w.weight);
+                cumulative.push(total);
+                list.push(c);
+            }
+        }
+        Action::Weighted { clusters: list, cumulative }
+    };
+    Route {
+        name: r.name.clone().unwrap_or_else(|| format!("route{index}")),
+        protocol: m.protocol.map(|p| p.0),
+        conditions,
+        action,
+        timeout: r.timeout.map(|t| t.get()),
+    }
+}
+
+/// Regexes match the whole value, as Envoy's `safe_regex`.
+fn anchored(re: &str) -> Option<Regex> {
+    Regex::new(&format!("^(?:{re})$")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap as Map;
+
+    struct Req(Map<Field, &'static str>);
+    impl Metadata for Req {
+        fn get(&self, field: &Field) -> Option<&[u8]> {
+            self.0.get(field).map(|s| s.as_bytes())
+        }
+    }
+    fn req(fields: &[(Field, &'static str)]) -> Req {
+        Req(fields.iter().cloned().collect())
+    }
+
+    fn table() -> RouteTable {
+        let yaml = r#"
+listeners: [{name: l, address: "127.0.0.1:1", protocols: [http1, redis], route_table: t}]
+clusters:
+  - {name: api, hosts: ["127.0.0.1:2"]}
+  - {name: users, hosts: ["127.0.0.1:3"]}
+  - {name: cache, hosts: ["127.0.0.1:4"]}
+  - {name: wild, hosts: ["127.0.0.1:5"]}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: example
+        domains: ["example.com"]
+        routes:
+          - {name: api, match: {path_prefix: /api, methods: [get, POST]}, cluster: api}
+          - {name: exact, match: {path_exact: /users}, cluster: users}
+          - {name: re, match: {path_regex: "/u/[0-9]+"}, cluster: users}
+          - {name: hdr, match: {headers: [{name: x-canary, exact: "1"}]}, cluster: users}
+          - {name: fallback, direct_response: {status: 404, body: nope}}
+      - name: wildcard
+        domains: ["*.example.org"]
+        routes: [{name: wild, cluster: wild}]
+      - name: default
+        domains: ["*"]
+        routes:
+          - {name: users-keys, match: {protocol: redis, key_prefix: "user:"}, cluster: users}
+          - {name: reads, match: {protocol: redis, commands: [get, mget]}, cluster: cache}
+          - {name: redis-rest, match: {protocol: redis}, cluster: cache}
+"#;
+        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let clusters: HashMap<String, Arc<Cluster>> = cfg
+            .clusters
+            .iter()
+            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
+            .collect();
+        RouteTable::new(&cfg.route_tables[0], &clusters)
+    }
+
+    fn name(t: &RouteTable, p: Protocol, r: &Req) -> Option<String> {
+        t.route(p, r).map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn http_routes_by_host_method_path_and_header() {
+        let t = table();
+        let h = Protocol::Http1;
+        let host = (Field::Host, "Example.com:8080");
+        let get = |p| req(&[host.clone(), (Field::Method, "GET"), (Field::Path, p)]);
+        assert_eq!(name(&t, h, &get("/api/v1")).as_deref(), Some("api"));
+        assert_eq!(name(&t, h, &get("/users")).as_deref(), Some("exact"));
+        assert_eq!(name(&t, h, &get("/users/1")).as_deref(), Some("fallback"));
+        assert_eq!(name(&t, h, &get("/u/42")).as_deref(), Some("re"));
+        assert_eq!(name(&t, h, &get("/u/42x")).as_deref(), Some("fallback"), "regex is anchored");
+        let delete = req(&[host.clone(), (Field::Method, "DELETE"), (Field::Path, "/api")]);
+        assert_eq!(name(&t, h, &delete).as_deref(), Some("fallback"));
+        let canary = req(&[host, (Field::Path, "/x"), (Field::Header("x-canary".into()), "1")]);
+        assert_eq!(name(&t, h, &canary).as_deref(), Some("hdr"));
+        let wild = req(&[(Field::Host, "a.b.example.org"), (Field::Path, "/")]);
+        assert_eq!(name(&t, h, &wild).as_deref(), Some("wild"));
+        let other = req(&[(Field::Host, "other.net"), (Field::Path, "/")]);
+        assert_eq!(name(&t, h, &other), None, "the * host has only redis routes");
+    }
+
+    #[test]
+    fn redis_routes_by_command_and_key_on_the_default_host() {
+        let t = table();
+        let r = Protocol::Redis;
+        let cmd = |c, k| req(&[(Field::Command, c), (Field::Key, k)]);
+        assert_eq!(name(&t, r, &cmd("GET", "user:1")).as_deref(), Some("users-keys"));
+        assert_eq!(name(&t, r, &cmd("get", "x")).as_deref(), Some("reads"));
+        assert_eq!(name(&t, r, &req(&[(Field::Command, "PING")])).as_deref(), Some("redis-rest"));
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("a.com:80"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("a.com"), "a.com");
+    }
+}

@@ -1,0 +1,10 @@
+//! Upstream: clusters of hosts, load balancers and connection pools.
+//! Knows nothing of downstream connections.
+
+mod cluster;
+mod lb;
+mod pool;
+
+pub use cluster::{Cluster, Host};
+pub use lb::Balancer;
+pub use pool::Pool;

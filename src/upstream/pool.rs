@@ -1,0 +1,114 @@
+//! An idle-connection pool for exclusive (one request at a time) upstream
+//! connections, as HTTP/1.1 keep-alive uses. One lock-free bounded queue per host.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::net::TcpStream;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Idle connections of one cluster, per host index.
+pub struct Pool {
+    hosts: Vec<ArrayQueue<Idle>>,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(hosts: usize, max_idle_per_host: usize, idle_timeout: Duration) -> Self {
+        Self {
+            hosts: (0..hosts).map(|_| ArrayQueue::new(max_idle_per_host.max(1))).collect(),
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection to host `i` that is still open, if there is one.
+    pub fn take(&self, i: usize) -> Option<TcpStream> {
+        let queue = self.hosts.get(i)?;
+        while let Some(idle) = queue.pop() {
+            if idle.since.elapsed() < self.idle_timeout && is_open(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    /// Return a connection to host `i` after a complete exchange. Dropped
+    /// (closed) when the host's queue is full.
+    pub fn put(&self, i: usize, stream: TcpStream) {
+        if let Some(queue) = self.hosts.get(i) {
+            let _ = queue.push(Idle { stream, since: Instant::now() });
+        }
+    }
+
+    /// Idle connections held for host `i`.
+    pub fn idle(&self, i: usize) -> usize {
+        self.hosts.get(i).map_or(0, ArrayQueue::len)
+    }
+}
+
+/// An idle connection is usable if reading would block: EOF means the server
+/// closed it, and bytes mean it is out of step.
+fn is_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    #[tokio::test]
+    async fn reuses_open_connections_and_drops_closed_ones() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(1, 4, Duration::from_secs(60));
+        let (c1, s1) = pair(&l).await;
+        let (c2, _s2) = pair(&l).await;
+        let c2_port = c2.local_addr().unwrap().port();
+        pool.put(0, c1);
+        pool.put(0, c2);
+        drop(s1); // the server closes the first connection
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = pool.take(0).expect("the open connection");
+        assert_eq!(got.local_addr().unwrap().port(), c2_port);
+        assert!(pool.take(0).is_none());
+    }
+
+    #[tokio::test]
+    async fn drops_connections_with_unexpected_bytes_or_past_idle_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(1, 4, Duration::from_millis(30));
+        let (c, mut s) = pair(&l).await;
+        s.write_all(b"stray").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pool.put(0, c);
+        assert!(pool.take(0).is_none(), "stray bytes make it unusable");
+        let (c, _s) = pair(&l).await;
+        pool.put(0, c);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(pool.take(0).is_none(), "past idle timeout");
+    }
+
+    #[tokio::test]
+    async fn bounded_per_host() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(2, 1, Duration::from_secs(60));
+        let (a, _sa) = pair(&l).await;
+        let (b, _sb) = pair(&l).await;
+        pool.put(1, a);
+        pool.put(1, b);
+        assert_eq!(pool.idle(1), 1);
+        assert_eq!(pool.idle(0), 0);
+    }
+}
