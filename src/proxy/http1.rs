@@ -208,7 +208,8 @@ async fn forward(
             let (up_rd, mut up_wr) = up.split();
             let Downstream { rd, wr, buf, decoder } = &mut *down;
             let send = send_request(head, rd, buf, decoder, &mut up_wr, &conn.metrics);
-            let relay = relay_response(up_rd, &mut up_buf, &mut up_dec, wr, timeout, &conn.metrics);
+            let connect = head.method().eq_ignore_ascii_case(b"CONNECT");
+            let relay = relay_response(up_rd, &mut up_buf, &mut up_dec, wr, timeout, connect, &conn.metrics);
             tokio::pin!(send, relay);
             let mut sent: Option<Result<(), SendError>> = None;
             loop {
@@ -344,6 +345,7 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     decoder: &mut ResponseDecoder,
     down: &mut W,
     timeout: Duration,
+    tunnel_request: bool,
     metrics: &ConnMetrics,
 ) -> Result<Relayed, RelayError> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -366,7 +368,8 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Part::Head(h) => {
                     out.extend_from_slice(h.wire());
                     if !h.is_interim() {
-                        let upgraded = h.status() == 101;
+                        // 101, or a 2xx to CONNECT: the connection becomes a tunnel.
+                        let upgraded = h.status() == 101 || (tunnel_request && (200..300).contains(&h.status()));
                         final_head = Some((h.keep_alive(), upgraded));
                         if upgraded || !h.has_body() {
                             write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
@@ -413,12 +416,18 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         match n {
             Ok(0) => {
                 // EOF: the end of a close-delimited body, or a broken exchange.
-                if let Ok(Some(Part::End)) = decoder.decode_eof(buf) {
-                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
-                    return Ok(Relayed { keep_alive: false, upgraded: false });
+                loop {
+                    match decoder.decode_eof(buf) {
+                        Ok(Some(Part::Body(b))) => out.extend_from_slice(&b),
+                        Ok(Some(Part::End)) => {
+                            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                            return Ok(Relayed { keep_alive: false, upgraded: false });
+                        }
+                        Ok(Some(Part::Head(_)) | None) | Err(_) => break,
+                    }
                 }
                 let e = Error::upstream(ErrorKind::UpstreamClosed, "the upstream closed the connection mid-response");
-                return Err(err(e, forwarded));
+                return Err(err(e, forwarded || !out.is_empty()));
             }
             Ok(_) => {}
             Err(e) => {
