@@ -16,29 +16,50 @@ use crate::gateway::Gateway;
 pub async fn serve(socket: TcpListener, gateway: Arc<Gateway>, metrics: Option<PrometheusHandle>) {
     let metrics = Arc::new(metrics);
     loop {
-        let Ok((stream, _)) = socket.accept().await else { continue };
+        let Ok((stream, _)) = socket.accept().await else {
+            continue;
+        };
         let gateway = gateway.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), answer(stream, &gateway, &metrics)).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                answer(stream, &gateway, &metrics),
+            )
+            .await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, gateway: &Gateway, metrics: &Option<PrometheusHandle>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    gateway: &Gateway,
+    metrics: &Option<PrometheusHandle>,
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(2048);
     let mut decoder = RequestDecoder::new(http1::Limits::default());
     let head = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(Part::Head(h))) => break h,
             Ok(_) => {}
-            Err(_) => return stream.write_all(&http1::error_response(400, "bad request\n", true)).await,
+            Err(_) => {
+                return stream
+                    .write_all(&http1::error_response(400, "bad request\n", true))
+                    .await;
+            }
         }
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
     };
-    let text = |body: String| http1::response(200, &[("Content-Type", "text/plain; charset=utf-8")], body.as_bytes(), true);
+    let text = |body: String| {
+        http1::response(
+            200,
+            &[("Content-Type", "text/plain; charset=utf-8")],
+            body.as_bytes(),
+            true,
+        )
+    };
     let resp = match head.path() {
         b"/ready" if *gateway.drain.borrow() => http1::error_response(503, "draining\n", true),
         b"/ready" => text("ready\n".into()),
@@ -54,7 +75,12 @@ async fn answer(mut stream: TcpStream, gateway: &Gateway, metrics: &Option<Prome
         b"/config" => {
             let snapshot = gateway.snapshot.load();
             match serde_saphyr::to_string(&snapshot.config) {
-                Ok(yaml) => http1::response(200, &[("Content-Type", "application/yaml")], redact(&yaml).as_bytes(), true),
+                Ok(yaml) => http1::response(
+                    200,
+                    &[("Content-Type", "application/yaml")],
+                    redact(&yaml).as_bytes(),
+                    true,
+                ),
                 Err(e) => http1::error_response(500, &format!("cannot render config: {e}\n"), true),
             }
         }
@@ -69,8 +95,18 @@ async fn answer(mut stream: TcpStream, gateway: &Gateway, metrics: &Option<Prome
 fn redact(yaml: &str) -> String {
     yaml.lines()
         .map(|line| {
-            let key = line.trim_start().trim_start_matches("- ").split(':').next().unwrap_or("").to_ascii_lowercase();
-            if ["password", "secret", "token", "key"].iter().any(|s| key.ends_with(s)) && line.contains(':') {
+            let key = line
+                .trim_start()
+                .trim_start_matches("- ")
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if ["password", "secret", "token", "key"]
+                .iter()
+                .any(|s| key.ends_with(s))
+                && line.contains(':')
+            {
                 let (k, _) = line.split_once(':').unwrap_or((line, ""));
                 format!("{k}: \"<redacted>\"")
             } else {

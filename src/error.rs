@@ -47,7 +47,13 @@ pub struct Error {
 impl Error {
     pub fn new(kind: ErrorKind, side: Side, context: impl Into<String>) -> Self {
         let retryable = matches!(kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout);
-        Self { kind, side, retryable, context: context.into(), source: None }
+        Self {
+            kind,
+            side,
+            retryable,
+            context: context.into(),
+            source: None,
+        }
     }
     pub fn upstream(kind: ErrorKind, context: impl Into<String>) -> Self {
         Self::new(kind, Side::Upstream, context)
@@ -84,6 +90,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

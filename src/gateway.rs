@@ -34,6 +34,20 @@ pub struct ListenerRuntime {
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
+    /// Metric handles per protocol (and `None` for passthrough), resolved once.
+    pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
+}
+
+impl ListenerRuntime {
+    /// The metric handles of connections of `protocol` (`None`: passthrough).
+    pub fn metrics_for(&self, protocol: Option<Protocol>) -> crate::observe::ConnMetrics {
+        match self.metrics.iter().find(|(p, _)| *p == protocol) {
+            Some((_, m)) => m.clone(),
+            None => {
+                crate::observe::ConnMetrics::new(&self.name, protocol.map_or("tcp", Protocol::name))
+            }
+        }
+    }
 }
 
 /// An immutable, compiled config.
@@ -46,12 +60,20 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compile a validated config.
     pub fn new(config: Config) -> Self {
-        let clusters: HashMap<String, Arc<Cluster>> =
-            config.clusters.iter().map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c)))).collect();
+        let clusters: HashMap<String, Arc<Cluster>> = config
+            .clusters
+            .iter()
+            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
+            .collect();
         let tables: HashMap<String, Arc<RouteTable>> = config
             .route_tables
             .iter()
-            .map(|t| (t.name.value.clone(), Arc::new(RouteTable::new(t, &clusters))))
+            .map(|t| {
+                (
+                    t.name.value.clone(),
+                    Arc::new(RouteTable::new(t, &clusters)),
+                )
+            })
             .collect();
         let listeners = config
             .listeners
@@ -81,11 +103,30 @@ impl Snapshot {
                         ..Default::default()
                     },
                     redis_max_pipeline: l.redis.max_pipeline,
+                    metrics: l
+                        .enabled_protocols()
+                        .into_iter()
+                        .map(Some)
+                        .chain([None])
+                        .map(|p| {
+                            (
+                                p,
+                                crate::observe::ConnMetrics::new(
+                                    &l.name.value,
+                                    p.map_or("tcp", Protocol::name),
+                                ),
+                            )
+                        })
+                        .collect(),
                 };
                 Some((l.name.value.clone(), Arc::new(runtime)))
             })
             .collect();
-        Self { config, listeners, clusters }
+        Self {
+            config,
+            listeners,
+            clusters,
+        }
     }
 }
 
@@ -96,7 +137,9 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
         let spans = l.protocols.iter().chain(l.protocol.iter());
         for p in spans {
             let proto = p.value.0;
-            if !SERVED.contains(&proto) && !(proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject)) {
+            if !SERVED.contains(&proto)
+                && !(proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject))
+            {
                 problems.push(config::Problem {
                     line: p.referenced.line(),
                     column: p.referenced.column(),
@@ -110,7 +153,14 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(ConfigError { file: file.to_owned(), problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            file: file.to_owned(),
+            problems,
+        })
+    }
 }
 
 /// Load, validate and check a config file for this build.
@@ -133,10 +183,21 @@ impl Gateway {
     pub fn reload(&self) -> Result<(), ConfigError> {
         let config = load(&self.config_path)?;
         let old = self.snapshot.load();
-        let old_addrs: Vec<_> = old.config.listeners.iter().map(|l| (&l.name.value, l.address.value)).collect();
-        let new_addrs: Vec<_> = config.listeners.iter().map(|l| (&l.name.value, l.address.value)).collect();
+        let old_addrs: Vec<_> = old
+            .config
+            .listeners
+            .iter()
+            .map(|l| (&l.name.value, l.address.value))
+            .collect();
+        let new_addrs: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (&l.name.value, l.address.value))
+            .collect();
         if old_addrs != new_addrs {
-            tracing::warn!("listener names or addresses changed: that takes a restart; routes and clusters are reloaded");
+            tracing::warn!(
+                "listener names or addresses changed: that takes a restart; routes and clusters are reloaded"
+            );
         }
         self.snapshot.store(Arc::new(Snapshot::new(config)));
         Ok(())
@@ -151,9 +212,12 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let admin_addr = config.admin.address;
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address.value)
-            .await
-            .map_err(|e| format!("listener {}: cannot bind {}: {e}", l.name.value, l.address.value))?;
+        let socket = TcpListener::bind(l.address.value).await.map_err(|e| {
+            format!(
+                "listener {}: cannot bind {}: {e}",
+                l.name.value, l.address.value
+            )
+        })?;
         tracing::info!(listener = %l.name.value, address = %l.address.value, protocols = ?l.enabled_protocols(), "listening");
         bound.push((l.name.value.clone(), l.max_connections, socket));
     }
@@ -170,13 +234,20 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         connections: TaskTracker::new(),
     });
     if let Some(addr) = admin_addr {
-        let socket = TcpListener::bind(addr).await.map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
         tracing::info!(address = %addr, "admin server listening");
         tokio::spawn(crate::admin::serve(socket, gateway.clone(), metrics));
     }
     let mut accept_loops = Vec::new();
     for (name, max, socket) in bound {
-        accept_loops.push(tokio::spawn(crate::net::accept_loop(socket, name, max, gateway.clone())));
+        accept_loops.push(tokio::spawn(crate::net::accept_loop(
+            socket,
+            name,
+            max,
+            gateway.clone(),
+        )));
     }
 
     wait_for_shutdown(&gateway).await;
@@ -186,8 +257,14 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         a.abort();
     }
     gateway.connections.close();
-    if tokio::time::timeout(drain_timeout, gateway.connections.wait()).await.is_err() {
-        tracing::warn!(left = gateway.connections.len(), "drain timeout: closing the remaining connections");
+    if tokio::time::timeout(drain_timeout, gateway.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = gateway.connections.len(),
+            "drain timeout: closing the remaining connections"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -196,9 +273,11 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(unix)]
 async fn wait_for_shutdown(gateway: &Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

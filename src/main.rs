@@ -32,7 +32,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from(DEFAULT_CONFIG) });
+    let command = cli.command.unwrap_or(Command::Run {
+        config: PathBuf::from(DEFAULT_CONFIG),
+    });
     match command {
         Command::Check { config } => match switchyard::gateway::load(&config) {
             Ok(_) => {
@@ -46,7 +48,10 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             switchyard::observe::init_logging();
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

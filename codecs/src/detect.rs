@@ -104,7 +104,9 @@ impl fmt::Display for Protocol {
 
 /// The error of parsing an unknown protocol name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol `{0}` (expected one of: http1, http2, dubbo, bolt, mqtt, redis, mysql, rtsp, tls)")]
+#[error(
+    "unknown protocol `{0}` (expected one of: http1, http2, dubbo, bolt, mqtt, redis, mysql, rtsp, tls)"
+)]
 pub struct UnknownProtocol(pub String);
 
 impl FromStr for Protocol {
@@ -143,5 +145,9 @@ pub fn sniff(buf: &[u8], enabled: &[Protocol]) -> Verdict {
             Verdict::Reject => {}
         }
     }
-    if need_more { Verdict::NeedMore } else { Verdict::Reject }
+    if need_more {
+        Verdict::NeedMore
+    } else {
+        Verdict::Reject
+    }
 }

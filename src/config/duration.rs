@@ -27,9 +27,9 @@ impl FromStr for Duration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration (write e.g. `250ms`, `5s`, `2m`, `1h`)"))?;
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("`{s}` is not a duration (write e.g. `250ms`, `5s`, `2m`, `1h`)")
+        })?;
         let ms = match unit.trim() {
             "ms" => Some(n),
             "s" => n.checked_mul(1000),
@@ -41,14 +41,19 @@ impl FromStr for Duration {
                 ));
             }
         };
-        ms.map(Duration::from_millis).ok_or_else(|| format!("`{s}` is too long"))
+        ms.map(Duration::from_millis)
+            .ok_or_else(|| format!("`{s}` is too long"))
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
     }
 }
 
@@ -71,7 +76,10 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!("250ms".parse::<Duration>().unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            "250ms".parse::<Duration>().unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!("5s".parse::<Duration>().unwrap(), Duration::from_secs(5));
         assert_eq!("2m".parse::<Duration>().unwrap(), Duration::from_secs(120));
         assert_eq!("1h".parse::<Duration>().unwrap(), Duration::from_secs(3600));

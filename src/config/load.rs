@@ -37,7 +37,11 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: {}: {}", self.file, p.line, p.column, p.field, p.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, p.line, p.column, p.field, p.message
+            )?;
             if let Some(hint) = &p.hint {
                 write!(f, " ({hint})")?;
             }
@@ -67,7 +71,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parse and check config `text`; `file` names it in error messages.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let config: Config = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         ConfigError {
             file: file.to_owned(),
             problems: vec![Problem {
@@ -83,13 +90,25 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError { file: file.to_owned(), problems })
+        Err(ConfigError {
+            file: file.to_owned(),
+            problems,
+        })
     }
 }
 
 fn first_line(s: &str) -> String {
-    // serde-saphyr renders a snippet after the message; keep the message.
-    s.lines().next().unwrap_or(s).trim().to_owned()
+    // serde-saphyr renders a snippet after the message and repeats the
+    // location before it; keep the message alone.
+    let line = s.lines().next().unwrap_or(s).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, message)) if position.contains("column") => message.to_owned(),
+        _ => line.to_owned(),
+    }
 }
 
 struct Checker {
@@ -124,9 +143,19 @@ impl Checker {
 
 /// Check cross-references, duplicates and values; returns every problem found.
 pub fn validate(config: &Config) -> Vec<Problem> {
-    let mut c = Checker { problems: Vec::new() };
-    let clusters: HashSet<&str> = config.clusters.iter().map(|c| c.name.value.as_str()).collect();
-    let tables: HashSet<&str> = config.route_tables.iter().map(|t| t.name.value.as_str()).collect();
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    let clusters: HashSet<&str> = config
+        .clusters
+        .iter()
+        .map(|c| c.name.value.as_str())
+        .collect();
+    let tables: HashSet<&str> = config
+        .route_tables
+        .iter()
+        .map(|t| t.name.value.as_str())
+        .collect();
     let cluster_hint = format!("defined clusters: {}", sorted(&clusters));
 
     if config.listeners.is_empty() {
@@ -135,7 +164,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             column: 1,
             field: "listeners".into(),
             message: "no listener is defined".into(),
-            hint: Some("add at least one listener with a name, an address and a route_table".into()),
+            hint: Some(
+                "add at least one listener with a name, an address and a route_table".into(),
+            ),
         });
     }
     c.unique("listeners", config.listeners.iter().map(|l| &l.name));
@@ -211,7 +242,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for t in &config.route_tables {
         c.unique("virtual_hosts", t.virtual_hosts.iter().map(|v| &v.name));
         for v in &t.virtual_hosts {
-            let vfield = format!("route_tables[{}].virtual_hosts[{}]", t.name.value, v.name.value);
+            let vfield = format!(
+                "route_tables[{}].virtual_hosts[{}]",
+                t.name.value, v.name.value
+            );
             if v.domains.is_empty() {
                 c.at(
                     v.name.referenced,
@@ -226,7 +260,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some());
                 if actions != 1 {
-                    let loc = r.cluster.as_ref().map(|s| s.referenced).unwrap_or(v.name.referenced);
+                    let loc = r
+                        .cluster
+                        .as_ref()
+                        .map(|s| s.referenced)
+                        .unwrap_or(v.name.referenced);
                     c.at(
                         loc,
                         rfield.clone(),
@@ -234,7 +272,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         Some("set one of `cluster`, `weighted_clusters` or `direct_response`"),
                     );
                 }
-                let refs = r.cluster.iter().chain(r.weighted_clusters.iter().map(|w| &w.name));
+                let refs = r
+                    .cluster
+                    .iter()
+                    .chain(r.weighted_clusters.iter().map(|w| &w.name));
                 for name in refs {
                     if !clusters.contains(name.value.as_str()) {
                         c.at(
@@ -271,7 +312,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     .iter()
                     .map(|re| ("match.path_regex".to_owned(), re))
                     .chain(r.matcher.headers.iter().filter_map(|h| {
-                        h.regex.as_ref().map(|re| (format!("match.headers[{}].regex", h.name), re))
+                        h.regex
+                            .as_ref()
+                            .map(|re| (format!("match.headers[{}].regex", h.name), re))
                     }));
                 for (f, re) in regexes {
                     if let Err(e) = regex::bytes::Regex::new(&re.value) {
@@ -323,7 +366,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 fn sorted(set: &HashSet<&str>) -> String {
     let mut v: Vec<&str> = set.iter().copied().collect();
     v.sort_unstable();
-    if v.is_empty() { "(none)".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +421,7 @@ clusters:
         let bad = GOOD.replace("route_table: main", "route_table: main\n    routetable: x");
         let err = load_str(&bad, "bad.yaml").unwrap_err();
         let p = &err.problems[0];
-        assert_eq!(p.line, 6, "{err}");
+        assert_eq!(p.line, 7, "{err}");
         assert!(p.message.contains("routetable"), "{err}");
     }
 
@@ -383,10 +430,16 @@ clusters:
         let bad = GOOD
             .replace("127.0.0.1:6379\"", "localhost:6379\"")
             .replace("[http1, redis]", "[http1, mysql]")
-            .replace("  - name: cache", "  - name: cache\n    hosts: []\n  - name: cache");
+            .replace(
+                "  - name: cache",
+                "  - name: cache\n    hosts: []\n  - name: cache",
+            );
         let err = load_str(&bad, "bad.yaml").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("`localhost:6379` is not an IP:port address"), "{text}");
+        assert!(
+            text.contains("`localhost:6379` is not an IP:port address"),
+            "{text}"
+        );
         assert!(text.contains("duplicate clusters name `cache`"), "{text}");
         assert!(text.contains("mysql cannot be sniffed"), "{text}");
         assert!(text.contains("no host is listed"), "{text}");
@@ -399,7 +452,10 @@ clusters:
             "- match: { path_prefix: / }",
         );
         let err = load_str(&bad, "bad.yaml").unwrap_err();
-        assert!(err.to_string().contains("exactly one action, found 0"), "{err}");
+        assert!(
+            err.to_string().contains("exactly one action, found 0"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -407,7 +463,10 @@ clusters:
         let bad = GOOD.replace("match: { protocol: redis }", "match: { path_regex: \"(\" }");
         let err = load_str(&bad, "bad.yaml").unwrap_err();
         assert!(err.to_string().contains("invalid regex"), "{err}");
-        let bad = GOOD.replace("  - name: cache\n", "  - name: cache\n    connect_timeout: 5\n");
+        let bad = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    connect_timeout: 5\n",
+        );
         let err = load_str(&bad, "bad.yaml").unwrap_err();
         assert!(err.to_string().contains("no known unit"), "{err}");
     }

@@ -43,7 +43,9 @@ pub struct ProtocolName(pub Protocol);
 impl<'de> Deserialize<'de> for ProtocolName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map(ProtocolName).map_err(serde::de::Error::custom)
+        s.parse()
+            .map(ProtocolName)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -64,7 +66,9 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: defaults::admin_address() }
+        Self {
+            address: defaults::admin_address(),
+        }
     }
 }
 
@@ -161,7 +165,10 @@ pub struct Http1Limits {
 
 impl Default for Http1Limits {
     fn default() -> Self {
-        Self { max_head_bytes: defaults::max_head_bytes(), max_headers: defaults::max_headers() }
+        Self {
+            max_head_bytes: defaults::max_head_bytes(),
+            max_headers: defaults::max_headers(),
+        }
     }
 }
 

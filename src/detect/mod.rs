@@ -82,7 +82,9 @@ mod tests {
             std::mem::forget(client);
         }
         let mut buf = BytesMut::new();
-        let out = detect(&mut server, &mut buf, &BOTH, Duration::from_secs(1), 64).await.unwrap();
+        let out = detect(&mut server, &mut buf, &BOTH, Duration::from_secs(1), 64)
+            .await
+            .unwrap();
         (out, buf)
     }
 
@@ -107,6 +109,9 @@ mod tests {
     #[tokio::test]
     async fn stops_at_the_byte_limit() {
         let long = [b'a'; 100];
-        assert_eq!(run(&[b"GET /", &long], false).await.0, Outcome::TooManyBytes);
+        assert_eq!(
+            run(&[b"GET /", &long], false).await.0,
+            Outcome::TooManyBytes
+        );
     }
 }

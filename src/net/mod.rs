@@ -10,14 +10,21 @@ use tokio::sync::Semaphore;
 
 use crate::detect::{Outcome, detect};
 use crate::gateway::{Gateway, ListenerRuntime};
-use crate::observe::{ConnMetrics, detect_failed};
+use crate::observe::detect_failed;
 use crate::proxy::{self, Conn};
 
 /// Accept connections on `socket` forever (until the task is aborted).
-pub async fn accept_loop(socket: TcpListener, name: String, max_connections: usize, gateway: Arc<Gateway>) {
+pub async fn accept_loop(
+    socket: TcpListener,
+    name: String,
+    max_connections: usize,
+    gateway: Arc<Gateway>,
+) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match socket.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -29,7 +36,9 @@ pub async fn accept_loop(socket: TcpListener, name: String, max_connections: usi
         };
         let _ = stream.set_nodelay(true);
         let snapshot = gateway.snapshot.load_full();
-        let Some(listener) = snapshot.listeners.get(&name).cloned() else { continue };
+        let Some(listener) = snapshot.listeners.get(&name).cloned() else {
+            continue;
+        };
         let drain = gateway.drain.subscribe();
         gateway.connections.spawn(async move {
             tracing::trace!(%peer, "accepted");
@@ -40,12 +49,24 @@ pub async fn accept_loop(socket: TcpListener, name: String, max_connections: usi
 }
 
 /// Detect the protocol of one connection and run its driver.
-async fn handle(mut stream: TcpStream, listener: Arc<ListenerRuntime>, drain: tokio::sync::watch::Receiver<bool>) {
+async fn handle(
+    mut stream: TcpStream,
+    listener: Arc<ListenerRuntime>,
+    drain: tokio::sync::watch::Receiver<bool>,
+) {
     let mut buf = BytesMut::with_capacity(1024);
     let protocol = if listener.fixed {
         listener.protocols.first().copied()
     } else {
-        match detect(&mut stream, &mut buf, &listener.protocols, listener.detect_timeout, listener.detect_max_bytes).await {
+        match detect(
+            &mut stream,
+            &mut buf,
+            &listener.protocols,
+            listener.detect_timeout,
+            listener.detect_max_bytes,
+        )
+        .await
+        {
             Ok(Outcome::Matched(p)) if p != Protocol::Tls => Some(p),
             Ok(outcome) => {
                 let reason = match outcome {
@@ -59,11 +80,14 @@ async fn handle(mut stream: TcpStream, listener: Arc<ListenerRuntime>, drain: to
             Err(_) => return,
         }
     };
-    let protocol_name = protocol.map_or("tcp", Protocol::name);
-    let metrics = ConnMetrics::new(&listener.name, protocol_name);
-    let _active = metrics.active_guard();
+    let metrics = listener.metrics_for(protocol);
+    let _active = metrics.connection();
     metrics.bytes_in.increment(buf.len() as u64);
-    let conn = Conn { listener: listener.clone(), metrics, drain };
+    let conn = Conn {
+        listener: listener.clone(),
+        metrics,
+        drain,
+    };
     match protocol {
         Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
         Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,

@@ -9,7 +9,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Install the global Prometheus recorder; the handle renders `/metrics`.
 pub fn install_metrics() -> Option<PrometheusHandle> {
-    let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
         .ok()?
@@ -40,9 +43,12 @@ pub struct ConnMetrics {
     pub bytes_out: Counter,
     pub latency: Histogram,
     active: Gauge,
+    connections: Counter,
 }
 
 impl ConnMetrics {
+    /// Resolve the handles (a registry lookup each): once per listener and
+    /// protocol per snapshot, then cloned per connection.
     pub fn new(listener: &str, protocol: &'static str) -> Self {
         let l = listener.to_owned();
         let m = Self {
@@ -52,10 +58,17 @@ impl ConnMetrics {
             bytes_out: metrics::counter!("switchyard_downstream_bytes_sent_total", "listener" => l.clone(), "protocol" => protocol),
             latency: metrics::histogram!("switchyard_request_duration_seconds", "listener" => l.clone(), "protocol" => protocol),
             active: metrics::gauge!("switchyard_downstream_connections_active", "listener" => l.clone(), "protocol" => protocol),
+            connections: metrics::counter!("switchyard_downstream_connections_total", "listener" => l.clone(), "protocol" => protocol),
         };
-        metrics::counter!("switchyard_downstream_connections_total", "listener" => l, "protocol" => protocol).increment(1);
-        m.active.increment(1.0);
+        let _ = l;
         m
+    }
+
+    /// Count a new connection; the guard counts it out of the active gauge.
+    pub fn connection(&self) -> ActiveGuard {
+        self.connections.increment(1);
+        self.active.increment(1.0);
+        ActiveGuard(self.active.clone())
     }
 
     pub fn observe(&self, took: Duration, error: bool) {
@@ -69,13 +82,6 @@ impl ConnMetrics {
 
 /// Marks a connection closed in the active gauge when dropped.
 pub struct ActiveGuard(Gauge);
-
-impl ConnMetrics {
-    /// A guard that decrements the active-connections gauge when dropped.
-    pub fn active_guard(&self) -> ActiveGuard {
-        ActiveGuard(self.active.clone())
-    }
-}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::http1::{self, RequestDecoder, RequestHead, ResponseDecoder};
 use switchyard_codecs::{CodecError, Decoder, Part, Protocol, WireHead};
-use tokio::io::{AsyncWriteExt, AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -42,19 +42,29 @@ enum After {
 pub async fn serve(stream: TcpStream, buf: BytesMut, mut conn: Conn) {
     let limits = conn.listener.http1;
     let (rd, wr) = stream.into_split();
-    let mut down = Downstream { rd, wr, buf, decoder: RequestDecoder::new(limits) };
+    let mut down = Downstream {
+        rd,
+        wr,
+        buf,
+        decoder: RequestDecoder::new(limits),
+    };
     loop {
         let head = match next_head(&mut down, &mut conn).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(e) => {
                 let (status, text) = match e {
-                    ReadError::Codec(CodecError::HeadTooLarge { .. }) => (431, "request header fields too large"),
+                    ReadError::Codec(CodecError::HeadTooLarge { .. }) => {
+                        (431, "request header fields too large")
+                    }
                     ReadError::Codec(_) => (400, "malformed request"),
                     ReadError::IdleTimeout | ReadError::Io => break,
                 };
                 conn.metrics.observe(Duration::ZERO, true);
-                let _ = down.wr.write_all(&http1::error_response(status, text, true)).await;
+                let _ = down
+                    .wr
+                    .write_all(&http1::error_response(status, text, true))
+                    .await;
                 break;
             }
         };
@@ -81,13 +91,21 @@ enum ReadError {
 
 /// Wait for the next request head, within the idle timeout; `None` at a clean
 /// end (EOF between requests, or draining).
-async fn next_head(down: &mut Downstream, conn: &mut Conn) -> Result<Option<RequestHead>, ReadError> {
+async fn next_head(
+    down: &mut Downstream,
+    conn: &mut Conn,
+) -> Result<Option<RequestHead>, ReadError> {
     let idle = conn.listener.idle_timeout;
     let deadline = tokio::time::Instant::now() + idle;
     loop {
         match down.decoder.decode(&mut down.buf) {
             Ok(Some(Part::Head(head))) => return Ok(Some(head)),
-            Ok(Some(_)) => return Err(ReadError::Codec(CodecError::malformed("http1", "body without a head"))),
+            Ok(Some(_)) => {
+                return Err(ReadError::Codec(CodecError::malformed(
+                    "http1",
+                    "body without a head",
+                )));
+            }
             Ok(None) => {}
             Err(e) => return Err(ReadError::Codec(e)),
         }
@@ -110,22 +128,56 @@ async fn next_head(down: &mut Downstream, conn: &mut Conn) -> Result<Option<Requ
 async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (After, bool) {
     let route = conn.listener.routes.route(Protocol::Http1, head);
     let cluster = match route.map(|r| &r.action) {
-        None => return (local(head, down, &http1::error_response(404, "no route", !head.keep_alive()), &conn.metrics).await, true),
+        None => {
+            return (
+                local(
+                    head,
+                    down,
+                    &http1::error_response(404, "no route", !head.keep_alive()),
+                    &conn.metrics,
+                )
+                .await,
+                true,
+            );
+        }
         Some(Action::Direct(d)) => {
-            let resp = http1::response(d.status, &[("Content-Type", &d.content_type)], &d.body, !head.keep_alive());
+            let resp = http1::response(
+                d.status,
+                &[("Content-Type", &d.content_type)],
+                &d.body,
+                !head.keep_alive(),
+            );
             return (local(head, down, &resp, &conn.metrics).await, false);
         }
         Some(action) => match action.cluster() {
             Some(c) => c.clone(),
-            None => return (local(head, down, &http1::error_response(503, "no cluster available", true), &conn.metrics).await, true),
+            None => {
+                return (
+                    local(
+                        head,
+                        down,
+                        &http1::error_response(503, "no cluster available", true),
+                        &conn.metrics,
+                    )
+                    .await,
+                    true,
+                );
+            }
         },
     };
-    let timeout = route.and_then(|r| r.timeout).unwrap_or(cluster.request_timeout);
+    let timeout = route
+        .and_then(|r| r.timeout)
+        .unwrap_or(cluster.request_timeout);
     forward(head, down, &cluster, timeout, conn).await
 }
 
 /// Answer from the gateway: skip the request body, then write `resp`.
-async fn local(head: &RequestHead, down: &mut Downstream, resp: &Bytes, metrics: &ConnMetrics) -> After {
+async fn local(
+    head: &RequestHead,
+    down: &mut Downstream,
+    resp: &Bytes,
+    metrics: &ConnMetrics,
+) -> After {
     let mut keep = head.keep_alive();
     if head.has_body() {
         if head.expects_continue() {
@@ -160,7 +212,10 @@ async fn skip_body(down: &mut Downstream) -> Result<(), ReadError> {
     }
 }
 
-async fn read_more_plain<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more_plain<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     use tokio::io::AsyncReadExt;
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(16 * 1024);
@@ -195,7 +250,11 @@ async fn forward(
         let (host, mut up, reused) = match checkout(cluster).await {
             Ok(x) => x,
             Err(e) => {
-                let status = if e.kind() == ErrorKind::ConnectTimeout { 504 } else { 502 };
+                let status = if e.kind() == ErrorKind::ConnectTimeout {
+                    504
+                } else {
+                    502
+                };
                 let text = format!("upstream connect error (cluster {})", cluster.name);
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
@@ -206,10 +265,23 @@ async fn forward(
 
         let (sent, relayed) = {
             let (up_rd, mut up_wr) = up.split();
-            let Downstream { rd, wr, buf, decoder } = &mut *down;
+            let Downstream {
+                rd,
+                wr,
+                buf,
+                decoder,
+            } = &mut *down;
             let send = send_request(head, rd, buf, decoder, &mut up_wr, &conn.metrics);
             let connect = head.method().eq_ignore_ascii_case(b"CONNECT");
-            let relay = relay_response(up_rd, &mut up_buf, &mut up_dec, wr, timeout, connect, &conn.metrics);
+            let relay = relay_response(
+                up_rd,
+                &mut up_buf,
+                &mut up_dec,
+                wr,
+                timeout,
+                connect,
+                &conn.metrics,
+            );
             tokio::pin!(send, relay);
             let mut sent: Option<Result<(), SendError>> = None;
             loop {
@@ -235,8 +307,13 @@ async fn forward(
                 let keep = r.keep_alive && head.keep_alive() && body_complete;
                 return (if keep { After::KeepAlive } else { After::Close }, false);
             }
-            Err(RelayError { error, forwarded: false })
-                if reused && attempt == 1 && !head.has_body() && error.kind() == ErrorKind::UpstreamClosed =>
+            Err(RelayError {
+                error,
+                forwarded: false,
+            }) if reused
+                && attempt == 1
+                && !head.has_body()
+                && error.kind() == ErrorKind::UpstreamClosed =>
             {
                 // A pooled connection the server had already closed: retry once on a new one.
                 tracing::debug!(cluster = %cluster.name, "retrying on a fresh connection: {error}");
@@ -255,7 +332,10 @@ async fn forward(
                 let after = if body_complete {
                     fail(head, down, status, &text, &conn.metrics).await
                 } else {
-                    let _ = down.wr.write_all(&http1::error_response(status, &text, true)).await;
+                    let _ = down
+                        .wr
+                        .write_all(&http1::error_response(status, &text, true))
+                        .await;
                     After::Close
                 };
                 return (after, true);
@@ -276,12 +356,23 @@ async fn checkout(cluster: &Cluster) -> Result<(usize, TcpStream, bool), Error> 
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| Error::upstream(ErrorKind::NoHost, format!("cluster {} has no hosts", cluster.name))))
+    Err(last.unwrap_or_else(|| {
+        Error::upstream(
+            ErrorKind::NoHost,
+            format!("cluster {} has no hosts", cluster.name),
+        )
+    }))
 }
 
 /// Answer a failed request with `status`, keeping the connection if the
 /// request was read completely and the client wants keep-alive.
-async fn fail(head: &RequestHead, down: &mut Downstream, status: u16, text: &str, metrics: &ConnMetrics) -> After {
+async fn fail(
+    head: &RequestHead,
+    down: &mut Downstream,
+    status: u16,
+    text: &str,
+    metrics: &ConnMetrics,
+) -> After {
     let resp = http1::error_response(status, text, !head.keep_alive());
     local(head, down, &resp, metrics).await
 }
@@ -360,7 +451,8 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Ok(Some(part)) => part,
                 Ok(None) => break,
                 Err(e) => {
-                    let e = Error::upstream(ErrorKind::UpstreamProtocol, "malformed response").with_source(e);
+                    let e = Error::upstream(ErrorKind::UpstreamProtocol, "malformed response")
+                        .with_source(e);
                     return Err(err(e, forwarded));
                 }
             };
@@ -369,31 +461,48 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     out.extend_from_slice(h.wire());
                     if !h.is_interim() {
                         // 101, or a 2xx to CONNECT: the connection becomes a tunnel.
-                        let upgraded = h.status() == 101 || (tunnel_request && (200..300).contains(&h.status()));
+                        let upgraded = h.status() == 101
+                            || (tunnel_request && (200..300).contains(&h.status()));
                         final_head = Some((h.keep_alive(), upgraded));
                         if upgraded || !h.has_body() {
-                            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
-                            return Ok(Relayed { keep_alive: h.keep_alive(), upgraded });
+                            write_out(down, &mut out, metrics)
+                                .await
+                                .map_err(|e| err(e, true))?;
+                            return Ok(Relayed {
+                                keep_alive: h.keep_alive(),
+                                upgraded,
+                            });
                         }
                     }
                 }
                 Part::Body(b) if b.len() >= COALESCE => {
-                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
-                    down.write_all(&b).await.map_err(|e| err(downstream_gone(e), true))?;
+                    write_out(down, &mut out, metrics)
+                        .await
+                        .map_err(|e| err(e, true))?;
+                    down.write_all(&b)
+                        .await
+                        .map_err(|e| err(downstream_gone(e), true))?;
                     metrics.bytes_out.increment(b.len() as u64);
                     forwarded = true;
                 }
                 Part::Body(b) => out.extend_from_slice(&b),
                 Part::End => {
-                    write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+                    write_out(down, &mut out, metrics)
+                        .await
+                        .map_err(|e| err(e, true))?;
                     let (keep_alive, upgraded) = final_head.unwrap_or((false, false));
-                    return Ok(Relayed { keep_alive, upgraded });
+                    return Ok(Relayed {
+                        keep_alive,
+                        upgraded,
+                    });
                 }
             }
         }
         if !out.is_empty() {
             forwarded = true;
-            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
+            write_out(down, &mut out, metrics)
+                .await
+                .map_err(|e| err(e, true))?;
         }
         if buf.capacity() - buf.len() < 2048 {
             buf.reserve(16 * 1024);
@@ -408,7 +517,10 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let e = Error::upstream(ErrorKind::UpstreamTimeout, format!("no response within {timeout:?}"));
+                    let e = Error::upstream(
+                        ErrorKind::UpstreamTimeout,
+                        format!("no response within {timeout:?}"),
+                    );
                     return Err(err(e, forwarded));
                 }
             }
@@ -420,18 +532,27 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     match decoder.decode_eof(buf) {
                         Ok(Some(Part::Body(b))) => out.extend_from_slice(&b),
                         Ok(Some(Part::End)) => {
-                            write_out(down, &mut out, metrics).await.map_err(|e| err(e, true))?;
-                            return Ok(Relayed { keep_alive: false, upgraded: false });
+                            write_out(down, &mut out, metrics)
+                                .await
+                                .map_err(|e| err(e, true))?;
+                            return Ok(Relayed {
+                                keep_alive: false,
+                                upgraded: false,
+                            });
                         }
                         Ok(Some(Part::Head(_)) | None) | Err(_) => break,
                     }
                 }
-                let e = Error::upstream(ErrorKind::UpstreamClosed, "the upstream closed the connection mid-response");
+                let e = Error::upstream(
+                    ErrorKind::UpstreamClosed,
+                    "the upstream closed the connection mid-response",
+                );
                 return Err(err(e, forwarded || !out.is_empty()));
             }
             Ok(_) => {}
             Err(e) => {
-                let e = Error::upstream(ErrorKind::UpstreamClosed, "reading the response failed").with_source(e);
+                let e = Error::upstream(ErrorKind::UpstreamClosed, "reading the response failed")
+                    .with_source(e);
                 return Err(err(e, forwarded));
             }
         }
@@ -453,13 +574,20 @@ async fn write_out<W: AsyncWrite + Unpin>(
 }
 
 fn downstream_gone(e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, crate::error::Side::Downstream, "writing to the client failed").with_source(e)
+    Error::new(
+        ErrorKind::Io,
+        crate::error::Side::Downstream,
+        "writing to the client failed",
+    )
+    .with_source(e)
 }
 
 /// After 101 Switching Protocols: bytes already read on either side go first,
 /// then the two connections are spliced.
 async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &Conn) {
-    let Downstream { rd, mut wr, buf, .. } = down;
+    let Downstream {
+        rd, mut wr, buf, ..
+    } = down;
     if wr.write_all(&up_buf).await.is_err() || up.write_all(&buf).await.is_err() {
         return;
     }

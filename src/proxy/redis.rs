@@ -34,7 +34,12 @@ enum Slot {
     /// A reply made by the gateway.
     Ready(Bytes),
     /// The replies to `count` commands sent upstream as one batch.
-    Upstream { rx: ReplyReceiver, count: usize, deadline: Deadline, started: Instant },
+    Upstream {
+        rx: ReplyReceiver,
+        count: usize,
+        deadline: Deadline,
+        started: Instant,
+    },
     /// Flush and close the connection.
     Close,
 }
@@ -49,7 +54,10 @@ struct Upstreams {
 
 impl Upstreams {
     async fn pipeline(&mut self, cluster: &Arc<Cluster>) -> Result<&Pipeline, Error> {
-        let at = self.bound.iter().position(|(c, p)| Arc::ptr_eq(c, cluster) && p.is_open());
+        let at = self
+            .bound
+            .iter()
+            .position(|(c, p)| Arc::ptr_eq(c, cluster) && p.is_open());
         let at = match at {
             Some(i) => i,
             None => {
@@ -78,7 +86,12 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
     let (slots_tx, slots_rx) = mpsc::channel::<Slot>(l.redis_max_pipeline.max(1));
     let (oob_tx, oob_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_replies(wr, slots_rx, oob_rx, conn.metrics.clone()));
-    let mut upstreams = Upstreams { bound: Vec::new(), depth: l.redis_max_pipeline, limits: l.redis, out_of_band: oob_tx };
+    let mut upstreams = Upstreams {
+        bound: Vec::new(),
+        depth: l.redis_max_pipeline,
+        limits: l.redis,
+        out_of_band: oob_tx,
+    };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut state: Vec<Bytes> = Vec::new();
     let mut batch: Vec<Bytes> = Vec::new();
@@ -101,7 +114,9 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
             };
             if cmd.is("QUIT") {
                 flush_batch(&mut upstreams, &mut batch, &mut batch_target, &slots_tx).await;
-                let _ = slots_tx.send(Slot::Ready(Bytes::from_static(b"+OK\r\n"))).await;
+                let _ = slots_tx
+                    .send(Slot::Ready(Bytes::from_static(b"+OK\r\n")))
+                    .await;
                 let _ = slots_tx.send(Slot::Close).await;
                 break 'session;
             }
@@ -127,7 +142,9 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
                     }
                 }
                 Target::Cluster(cluster, timeout) => {
-                    let same = batch_target.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &cluster));
+                    let same = batch_target
+                        .as_ref()
+                        .is_some_and(|(c, _)| Arc::ptr_eq(c, &cluster));
                     if !same {
                         flush_batch(&mut upstreams, &mut batch, &mut batch_target, &slots_tx).await;
                         batch_target = Some((cluster, timeout));
@@ -157,13 +174,21 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
 
 fn target(conn: &Conn, cmd: &Command) -> Target {
     let route = conn.listener.routes.route(Protocol::Redis, cmd);
-    let name = String::from_utf8_lossy(cmd.name()).into_owned();
     match route.map(|r| (&r.action, r.timeout)) {
-        None => Target::Reply(redis::error_reply(&format!("no route for command '{name}'"))),
+        None => {
+            let name = String::from_utf8_lossy(cmd.name());
+            Target::Reply(redis::error_reply(&format!(
+                "no route for command '{name}'"
+            )))
+        }
         Some((Action::Direct(d), _)) => Target::Reply(if (200..300).contains(&d.status) {
             let mut b = BytesMut::with_capacity(d.body.len() + 3);
             b.extend_from_slice(b"+");
-            b.extend(d.body.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+            b.extend(
+                d.body
+                    .iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+            );
             b.extend_from_slice(b"\r\n");
             b.freeze()
         } else {
@@ -181,7 +206,10 @@ fn is_session_state(cmd: &Command) -> bool {
     cmd.is("AUTH")
         || cmd.is("HELLO")
         || cmd.is("SELECT")
-        || (cmd.is("CLIENT") && cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
+        || (cmd.is("CLIENT")
+            && cmd
+                .arg(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
 }
 
 /// Commands after which the server sends frames nobody asked for.
@@ -195,7 +223,9 @@ async fn flush_batch(
     target: &mut Option<(Arc<Cluster>, std::time::Duration)>,
     slots: &mpsc::Sender<Slot>,
 ) {
-    let Some((cluster, timeout)) = target.take() else { return };
+    let Some((cluster, timeout)) = target.take() else {
+        return;
+    };
     if batch.is_empty() {
         return;
     }
@@ -205,11 +235,19 @@ async fn flush_batch(
     let slot = match upstreams.pipeline(&cluster).await {
         Ok(p) => {
             let rx = p.send(requests).await;
-            Slot::Upstream { rx, count, deadline: Deadline::now() + timeout, started }
+            Slot::Upstream {
+                rx,
+                count,
+                deadline: Deadline::now() + timeout,
+                started,
+            }
         }
         Err(e) => {
             tracing::debug!(error = %e, "redis: no upstream");
-            let one = redis::error_reply(&format!("upstream connect error (cluster {})", cluster.name));
+            let one = redis::error_reply(&format!(
+                "upstream connect error (cluster {})",
+                cluster.name
+            ));
             let mut all = BytesMut::with_capacity(one.len() * count);
             for _ in 0..count {
                 all.extend_from_slice(&one);
@@ -245,7 +283,12 @@ async fn write_replies(
         match slot {
             Slot::Ready(b) => out.extend_from_slice(&b),
             Slot::Close => break,
-            Slot::Upstream { mut rx, count, deadline, started } => {
+            Slot::Upstream {
+                mut rx,
+                count,
+                deadline,
+                started,
+            } => {
                 let result = match rx.try_recv() {
                     Ok(r) => Ok(r),
                     Err(_) => {
@@ -268,7 +311,9 @@ async fn write_replies(
                         metrics.requests.increment(count as u64);
                         metrics.latency.record(took.as_secs_f64());
                     }
-                    Ok(Err(e)) => errors(&mut out, count, &format!("upstream error: {e}"), &metrics),
+                    Ok(Err(e)) => {
+                        errors(&mut out, count, &format!("upstream error: {e}"), &metrics)
+                    }
                     Err(e) => errors(&mut out, count, &e, &metrics),
                 }
             }
@@ -293,7 +338,11 @@ fn errors(out: &mut BytesMut, count: usize, message: &str, metrics: &ConnMetrics
     metrics.errors.increment(count as u64);
 }
 
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut, metrics: &ConnMetrics) -> std::io::Result<()> {
+async fn flush(
+    wr: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    metrics: &ConnMetrics,
+) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -323,7 +372,11 @@ async fn tunnel(
         }
     };
     if replay_state(&mut up, state, conn).await.is_err() {
-        let _ = wr.write_all(&redis::error_reply("upstream error while restoring the session")).await;
+        let _ = wr
+            .write_all(&redis::error_reply(
+                "upstream error while restoring the session",
+            ))
+            .await;
         return;
     }
     if up.write_all(&first).await.is_err() || up.write_all(&rest).await.is_err() {
@@ -349,7 +402,9 @@ async fn replay_state(up: &mut TcpStream, state: &[Bytes], conn: &Conn) -> Resul
             Ok(Some(_)) => left -= 1,
             Ok(None) => {
                 use tokio::io::AsyncReadExt;
-                match tokio::time::timeout(std::time::Duration::from_secs(5), up.read_buf(&mut buf)).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), up.read_buf(&mut buf))
+                    .await
+                {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return Err(()),
                 }

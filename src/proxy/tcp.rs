@@ -26,7 +26,9 @@ pub async fn serve(down: TcpStream, prefix: BytesMut, cluster: &Cluster, conn: &
     }
     let result = splice(down, up, conn.listener.idle_timeout).await;
     if let Ok(c) = &result {
-        conn.metrics.bytes_in.increment(c.downstream_to_upstream + prefix.len() as u64);
+        conn.metrics
+            .bytes_in
+            .increment(c.downstream_to_upstream + prefix.len() as u64);
         conn.metrics.bytes_out.increment(c.upstream_to_downstream);
     }
     conn.metrics.observe(started.elapsed(), result.is_err());

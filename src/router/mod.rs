@@ -45,7 +45,10 @@ pub enum Action {
     /// Send to this cluster.
     Cluster(Arc<Cluster>),
     /// Send to one of these clusters, chosen by weight.
-    Weighted { clusters: Vec<Arc<Cluster>>, cumulative: Vec<u64> },
+    Weighted {
+        clusters: Vec<Arc<Cluster>>,
+        cumulative: Vec<u64>,
+    },
     /// Answer from the gateway.
     Direct(DirectResponse),
 }
@@ -62,7 +65,10 @@ impl Action {
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         match self {
             Action::Cluster(c) => Some(c),
-            Action::Weighted { clusters, cumulative } => {
+            Action::Weighted {
+                clusters,
+                cumulative,
+            } => {
                 let total = *cumulative.last()?;
                 let r = rand::random_range(0..total);
                 clusters.get(cumulative.partition_point(|c| *c <= r))
@@ -94,7 +100,11 @@ impl Condition {
             (Test::Present(want), v) => v.is_some() == *want,
             (_, None) => false,
             (Test::Exact(x), Some(v)) => {
-                if ci { v.eq_ignore_ascii_case(x) } else { v == x.as_slice() }
+                if ci {
+                    v.eq_ignore_ascii_case(x)
+                } else {
+                    v == x.as_slice()
+                }
             }
             (Test::Prefix(x), Some(v)) => v.starts_with(x),
             (Test::Regex(re), Some(v)) => re.is_match(v),
@@ -134,9 +144,18 @@ impl RouteTable {
                 }
             }
             // Longest suffix/prefix first, as Envoy.
-            table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-            table.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-            let routes = v.routes.iter().enumerate().map(|(k, r)| compile_route(r, k, clusters)).collect();
+            table
+                .suffixes
+                .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            table
+                .prefixes
+                .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            let routes = v
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(k, r)| compile_route(r, k, clusters))
+                .collect();
             table.hosts.push(VirtualHost { routes });
         }
         table
@@ -156,8 +175,18 @@ impl RouteTable {
                 self.exact
                     .get(&h)
                     .copied()
-                    .or_else(|| self.suffixes.iter().find(|(s, _)| h.ends_with(s.as_str())).map(|(_, i)| *i))
-                    .or_else(|| self.prefixes.iter().find(|(p, _)| h.starts_with(p.as_str())).map(|(_, i)| *i))
+                    .or_else(|| {
+                        self.suffixes
+                            .iter()
+                            .find(|(s, _)| h.ends_with(s.as_str()))
+                            .map(|(_, i)| *i)
+                    })
+                    .or_else(|| {
+                        self.prefixes
+                            .iter()
+                            .find(|(p, _)| h.starts_with(p.as_str()))
+                            .map(|(_, i)| *i)
+                    })
                     .or(self.any)
             }
         };
@@ -168,7 +197,9 @@ impl RouteTable {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| h.trim_start_matches('['));
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h.trim_start_matches('['));
     }
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -176,43 +207,79 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn compile_route(r: &config::Route, index: usize, clusters: &HashMap<String, Arc<Cluster>>) -> Route {
+fn compile_route(
+    r: &config::Route,
+    index: usize,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Route {
     let m = &r.matcher;
     let mut conditions = Vec::new();
     let bytes = |s: &str| s.as_bytes().to_vec();
     if !m.methods.is_empty() {
-        conditions.push(Condition { field: Field::Method, test: Test::AnyOf(m.methods.iter().map(|s| bytes(s)).collect()) });
+        conditions.push(Condition {
+            field: Field::Method,
+            test: Test::AnyOf(m.methods.iter().map(|s| bytes(s)).collect()),
+        });
     }
     if let Some(p) = &m.path_exact {
-        conditions.push(Condition { field: Field::Path, test: Test::Exact(bytes(p)) });
+        conditions.push(Condition {
+            field: Field::Path,
+            test: Test::Exact(bytes(p)),
+        });
     }
     if let Some(p) = &m.path_prefix {
-        conditions.push(Condition { field: Field::Path, test: Test::Prefix(bytes(p)) });
+        conditions.push(Condition {
+            field: Field::Path,
+            test: Test::Prefix(bytes(p)),
+        });
     }
     if let Some(re) = m.path_regex.as_ref().and_then(|re| anchored(&re.value)) {
-        conditions.push(Condition { field: Field::Path, test: Test::Regex(re) });
+        conditions.push(Condition {
+            field: Field::Path,
+            test: Test::Regex(re),
+        });
     }
     for h in &m.headers {
         let field = Field::Header(h.name.clone());
         if let Some(x) = &h.exact {
-            conditions.push(Condition { field: field.clone(), test: Test::Exact(bytes(x)) });
+            conditions.push(Condition {
+                field: field.clone(),
+                test: Test::Exact(bytes(x)),
+            });
         }
         if let Some(x) = &h.prefix {
-            conditions.push(Condition { field: field.clone(), test: Test::Prefix(bytes(x)) });
+            conditions.push(Condition {
+                field: field.clone(),
+                test: Test::Prefix(bytes(x)),
+            });
         }
         if let Some(re) = h.regex.as_ref().and_then(|re| anchored(&re.value)) {
-            conditions.push(Condition { field: field.clone(), test: Test::Regex(re) });
+            conditions.push(Condition {
+                field: field.clone(),
+                test: Test::Regex(re),
+            });
         }
-        let present = h.present.unwrap_or(h.exact.is_none() && h.prefix.is_none() && h.regex.is_none());
+        let present = h
+            .present
+            .unwrap_or(h.exact.is_none() && h.prefix.is_none() && h.regex.is_none());
         if present || h.present == Some(false) {
-            conditions.push(Condition { field, test: Test::Present(present) });
+            conditions.push(Condition {
+                field,
+                test: Test::Present(present),
+            });
         }
     }
     if !m.commands.is_empty() {
-        conditions.push(Condition { field: Field::Command, test: Test::AnyOf(m.commands.iter().map(|s| bytes(s)).collect()) });
+        conditions.push(Condition {
+            field: Field::Command,
+            test: Test::AnyOf(m.commands.iter().map(|s| bytes(s)).collect()),
+        });
     }
     if let Some(p) = &m.key_prefix {
-        conditions.push(Condition { field: Field::Key, test: Test::Prefix(bytes(p)) });
+        conditions.push(Condition {
+            field: Field::Key,
+            test: Test::Prefix(bytes(p)),
+        });
     }
     let lookup = |name: &str| clusters.get(name).cloned();
     let action = if let Some(d) = &r.direct_response {
@@ -234,7 +301,10 @@ fn compile_route(r: &config::Route, index: usize, clusters: &HashMap<String, Arc
                 list.push(c);
             }
         }
-        Action::Weighted { clusters: list, cumulative }
+        Action::Weighted {
+            clusters: list,
+            cumulative,
+        }
     };
     Route {
         name: r.name.clone().unwrap_or_else(|| format!("route{index}")),
@@ -317,15 +387,31 @@ route_tables:
         assert_eq!(name(&t, h, &get("/users")).as_deref(), Some("exact"));
         assert_eq!(name(&t, h, &get("/users/1")).as_deref(), Some("fallback"));
         assert_eq!(name(&t, h, &get("/u/42")).as_deref(), Some("re"));
-        assert_eq!(name(&t, h, &get("/u/42x")).as_deref(), Some("fallback"), "regex is anchored");
-        let delete = req(&[host.clone(), (Field::Method, "DELETE"), (Field::Path, "/api")]);
+        assert_eq!(
+            name(&t, h, &get("/u/42x")).as_deref(),
+            Some("fallback"),
+            "regex is anchored"
+        );
+        let delete = req(&[
+            host.clone(),
+            (Field::Method, "DELETE"),
+            (Field::Path, "/api"),
+        ]);
         assert_eq!(name(&t, h, &delete).as_deref(), Some("fallback"));
-        let canary = req(&[host, (Field::Path, "/x"), (Field::Header("x-canary".into()), "1")]);
+        let canary = req(&[
+            host,
+            (Field::Path, "/x"),
+            (Field::Header("x-canary".into()), "1"),
+        ]);
         assert_eq!(name(&t, h, &canary).as_deref(), Some("hdr"));
         let wild = req(&[(Field::Host, "a.b.example.org"), (Field::Path, "/")]);
         assert_eq!(name(&t, h, &wild).as_deref(), Some("wild"));
         let other = req(&[(Field::Host, "other.net"), (Field::Path, "/")]);
-        assert_eq!(name(&t, h, &other), None, "the * host has only redis routes");
+        assert_eq!(
+            name(&t, h, &other),
+            None,
+            "the * host has only redis routes"
+        );
     }
 
     #[test]
@@ -333,9 +419,15 @@ route_tables:
         let t = table();
         let r = Protocol::Redis;
         let cmd = |c, k| req(&[(Field::Command, c), (Field::Key, k)]);
-        assert_eq!(name(&t, r, &cmd("GET", "user:1")).as_deref(), Some("users-keys"));
+        assert_eq!(
+            name(&t, r, &cmd("GET", "user:1")).as_deref(),
+            Some("users-keys")
+        );
         assert_eq!(name(&t, r, &cmd("get", "x")).as_deref(), Some("reads"));
-        assert_eq!(name(&t, r, &req(&[(Field::Command, "PING")])).as_deref(), Some("redis-rest"));
+        assert_eq!(
+            name(&t, r, &req(&[(Field::Command, "PING")])).as_deref(),
+            Some("redis-rest")
+        );
     }
 
     #[test]

@@ -56,7 +56,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Start the connection's tasks. Out-of-band frames that arrive while no
     /// batch is pending go to `out_of_band`.
-    pub fn spawn<D>(stream: TcpStream, decoder: D, depth: usize, out_of_band: mpsc::UnboundedSender<Bytes>) -> Self
+    pub fn spawn<D>(
+        stream: TcpStream,
+        decoder: D,
+        depth: usize,
+        out_of_band: mpsc::UnboundedSender<Bytes>,
+    ) -> Self
     where
         D: Decoder + Send + 'static,
         D::Item: ReplyFrame,
@@ -78,7 +83,9 @@ impl Pipeline {
     pub async fn send(&self, requests: Vec<Bytes>) -> ReplyReceiver {
         let (reply, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { requests, reply }).await {
-            let _ = batch.reply.send(Err(closed("the upstream connection is closed")));
+            let _ = batch
+                .reply
+                .send(Err(closed("the upstream connection is closed")));
         }
         rx
     }
@@ -102,7 +109,13 @@ async fn write_batches(
                 out.extend_from_slice(r);
             }
             let count = batch.requests.len();
-            if pending.send(Pending { count, reply: batch.reply }).is_err() {
+            if pending
+                .send(Pending {
+                    count,
+                    reply: batch.reply,
+                })
+                .is_err()
+            {
                 return;
             }
             if out.len() < 64 * 1024 {
@@ -134,8 +147,11 @@ async fn read_replies<D>(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    break 'conn Error::upstream(ErrorKind::UpstreamProtocol, "the upstream sent a malformed reply")
-                        .with_source(e);
+                    break 'conn Error::upstream(
+                        ErrorKind::UpstreamProtocol,
+                        "the upstream sent a malformed reply",
+                    )
+                    .with_source(e);
                 }
             };
             if current.is_none() {
@@ -145,10 +161,17 @@ async fn read_replies<D>(
                         let _ = out_of_band.send(frame.into_wire());
                         continue;
                     }
-                    Err(_) => break 'conn Error::upstream(ErrorKind::UpstreamProtocol, "the upstream sent a reply nobody asked for"),
+                    Err(_) => {
+                        break 'conn Error::upstream(
+                            ErrorKind::UpstreamProtocol,
+                            "the upstream sent a reply nobody asked for",
+                        );
+                    }
                 };
             }
-            let Some((p, replies)) = current.as_mut() else { continue };
+            let Some((p, replies)) = current.as_mut() else {
+                continue;
+            };
             let counts = !frame.is_out_of_band();
             replies.push(frame.into_wire());
             if counts {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -86,7 +88,13 @@ mod tests {
         cr.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"world!");
         let carried = task.await.unwrap().unwrap();
-        assert_eq!(carried, Carried { downstream_to_upstream: 5, upstream_to_downstream: 6 });
+        assert_eq!(
+            carried,
+            Carried {
+                downstream_to_upstream: 5,
+                upstream_to_downstream: 6
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

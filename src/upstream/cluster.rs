@@ -71,9 +71,13 @@ impl Cluster {
     /// Open a new connection to host `i`, within `connect_timeout`.
     pub async fn connect(&self, i: usize) -> Result<TcpStream, Error> {
         let Some(host) = self.hosts.get(i) else {
-            return Err(Error::upstream(ErrorKind::NoHost, format!("cluster {} has no hosts", self.name)));
+            return Err(Error::upstream(
+                ErrorKind::NoHost,
+                format!("cluster {} has no hosts", self.name),
+            ));
         };
-        let result = tokio::time::timeout(self.connect_timeout, TcpStream::connect(host.address)).await;
+        let result =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(host.address)).await;
         let err = match result {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -105,7 +109,10 @@ impl Cluster {
 
     /// Connect to the first reachable host in `pick()` order.
     pub async fn connect_any(&self) -> Result<(usize, TcpStream), Error> {
-        let mut last = Error::upstream(ErrorKind::NoHost, format!("cluster {} has no hosts", self.name));
+        let mut last = Error::upstream(
+            ErrorKind::NoHost,
+            format!("cluster {} has no hosts", self.name),
+        );
         for i in self.pick() {
             match self.connect(i).await {
                 Ok(s) => return Ok((i, s)),

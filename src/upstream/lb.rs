@@ -11,7 +11,10 @@ pub enum Balancer {
     /// Hosts in turn.
     RoundRobin { next: AtomicUsize, hosts: usize },
     /// A precomputed smooth weighted round-robin schedule walked with an atomic cursor.
-    Schedule { next: AtomicUsize, order: Vec<usize> },
+    Schedule {
+        next: AtomicUsize,
+        order: Vec<usize>,
+    },
     /// Weighted random: cumulative weights.
     Random { cumulative: Vec<u64> },
 }
@@ -23,10 +26,14 @@ impl Balancer {
     /// Build a balancer for hosts with these weights (all > 0).
     pub fn new(policy: LbPolicy, weights: &[u32]) -> Self {
         match policy {
-            LbPolicy::RoundRobin => Balancer::RoundRobin { next: AtomicUsize::new(0), hosts: weights.len() },
-            LbPolicy::WeightedRoundRobin => {
-                Balancer::Schedule { next: AtomicUsize::new(0), order: smooth_schedule(weights) }
-            }
+            LbPolicy::RoundRobin => Balancer::RoundRobin {
+                next: AtomicUsize::new(0),
+                hosts: weights.len(),
+            },
+            LbPolicy::WeightedRoundRobin => Balancer::Schedule {
+                next: AtomicUsize::new(0),
+                order: smooth_schedule(weights),
+            },
             LbPolicy::Random => {
                 let mut total = 0u64;
                 let cumulative = weights
@@ -65,7 +72,10 @@ impl Balancer {
 fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
     let sum: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     let scale = sum.div_ceil(MAX_SCHEDULE).max(1);
-    let weights: Vec<i64> = weights.iter().map(|w| (u64::from(*w) / scale).max(1) as i64).collect();
+    let weights: Vec<i64> = weights
+        .iter()
+        .map(|w| (u64::from(*w) / scale).max(1) as i64)
+        .collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     let mut order = Vec::with_capacity(total as usize);

@@ -20,7 +20,9 @@ pub struct Pool {
 impl Pool {
     pub fn new(hosts: usize, max_idle_per_host: usize, idle_timeout: Duration) -> Self {
         Self {
-            hosts: (0..hosts).map(|_| ArrayQueue::new(max_idle_per_host.max(1))).collect(),
+            hosts: (0..hosts)
+                .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
+                .collect(),
             idle_timeout,
         }
     }
@@ -40,7 +42,10 @@ impl Pool {
     /// (closed) when the host's queue is full.
     pub fn put(&self, i: usize, stream: TcpStream) {
         if let Some(queue) = self.hosts.get(i) {
-            let _ = queue.push(Idle { stream, since: Instant::now() });
+            let _ = queue.push(Idle {
+                stream,
+                since: Instant::now(),
+            });
         }
     }
 
