@@ -137,9 +137,9 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
         let spans = l.protocols.iter().chain(l.protocol.iter());
         for p in spans {
             let proto = p.value.0;
-            if !SERVED.contains(&proto)
-                && !(proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject))
-            {
+            let passthrough_tls =
+                proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject);
+            if !SERVED.contains(&proto) && !passthrough_tls {
                 problems.push(config::Problem {
                     line: p.referenced.line(),
                     column: p.referenced.column(),

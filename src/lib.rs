@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod error;
+pub mod filters;
 pub mod gateway;
 pub mod net;
 pub mod observe;

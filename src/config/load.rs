@@ -219,15 +219,15 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 Some(&format!("defined route tables: {}", sorted(&tables))),
             );
         }
-        if let Fallback::TcpProxy(cluster) = &l.detect.fallback {
-            if !clusters.contains(cluster.value.as_str()) {
-                c.at(
-                    cluster.referenced,
-                    field("detect.fallback.tcp_proxy"),
-                    format!("no cluster is named `{}`", cluster.value),
-                    Some(&cluster_hint),
-                );
-            }
+        if let Fallback::TcpProxy(cluster) = &l.detect.fallback
+            && !clusters.contains(cluster.value.as_str())
+        {
+            c.at(
+                cluster.referenced,
+                field("detect.fallback.tcp_proxy"),
+                format!("no cluster is named `{}`", cluster.value),
+                Some(&cluster_hint),
+            );
         }
         if l.detect.max_bytes == 0 || l.detect.max_bytes > 1024 * 1024 {
             c.at(
@@ -296,15 +296,15 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         );
                     }
                 }
-                if let Some(d) = &r.direct_response {
-                    if !(100..=599).contains(&d.status) {
-                        c.at(
-                            v.name.referenced,
-                            format!("{rfield}.direct_response.status"),
-                            format!("{} is not an HTTP status", d.status),
-                            Some("use 100..=599"),
-                        );
-                    }
+                if let Some(d) = &r.direct_response
+                    && !(100..=599).contains(&d.status)
+                {
+                    c.at(
+                        v.name.referenced,
+                        format!("{rfield}.direct_response.status"),
+                        format!("{} is not an HTTP status", d.status),
+                        Some("use 100..=599"),
+                    );
                 }
                 let regexes = r
                     .matcher
@@ -341,18 +341,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             );
         }
         for (i, h) in cl.hosts.iter().enumerate() {
-            let a = h.address();
-            if a.value.parse::<SocketAddr>().is_err() {
+            let a = h.value.address();
+            if a.parse::<SocketAddr>().is_err() {
                 c.at(
-                    a.referenced,
+                    h.referenced,
                     field(&format!("hosts[{i}]")),
-                    format!("`{}` is not an IP:port address", a.value),
+                    format!("`{a}` is not an IP:port address"),
                     Some("write e.g. 127.0.0.1:6379 or [::1]:6379"),
                 );
             }
-            if let Host::Weighted { weight: 0, .. } = h {
+            if let Host::Weighted { weight: 0, .. } = h.value {
                 c.at(
-                    a.referenced,
+                    h.referenced,
                     field(&format!("hosts[{i}].weight")),
                     "weight 0 never receives traffic".into(),
                     Some("use a weight of 1 or more"),
@@ -401,7 +401,7 @@ clusters:
     fn accepts_a_good_config_with_defaults() {
         let c = load_str(GOOD, "good.yaml").unwrap();
         assert_eq!(c.listeners[0].enabled_protocols().len(), 2);
-        assert_eq!(c.clusters[0].hosts[1].weight(), 3);
+        assert_eq!(c.clusters[0].hosts[1].value.weight(), 3);
         assert_eq!(c.listeners[0].detect.max_bytes, 8192);
         assert_eq!(c.admin.address.unwrap().port(), 9901);
     }

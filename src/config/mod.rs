@@ -321,7 +321,7 @@ pub struct Cluster {
     /// How a host is chosen for each request or session.
     #[serde(default)]
     pub lb: LbPolicy,
-    pub hosts: Vec<Host>,
+    pub hosts: Vec<Spanned<Host>>,
     /// Give up connecting to a host after this long (answered 502 / `-ERR`).
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -353,16 +353,16 @@ pub enum LbPolicy {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Host {
-    Address(Spanned<String>),
+    Address(String),
     Weighted {
-        address: Spanned<String>,
+        address: String,
         #[serde(default = "defaults::weight")]
         weight: u32,
     },
 }
 
 impl Host {
-    pub fn address(&self) -> &Spanned<String> {
+    pub fn address(&self) -> &str {
         match self {
             Host::Address(a) | Host::Weighted { address: a, .. } => a,
         }

@@ -592,5 +592,5 @@ async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &C
         return;
     }
     let Ok(down) = rd.reunite(wr) else { return };
-    let _ = splice(down, up, conn.listener.idle_timeout).await;
+    let _ = splice(down, up, Some(conn.listener.idle_timeout)).await;
 }

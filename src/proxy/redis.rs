@@ -10,6 +10,7 @@
 //! session's `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +51,13 @@ struct Upstreams {
     depth: usize,
     limits: redis::Limits,
     out_of_band: mpsc::UnboundedSender<Bytes>,
+    /// State commands already sent (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`):
+    /// replayed first on every new upstream connection of the session.
+    state: Vec<Bytes>,
+    /// State commands in the batch being built; join `state` when it is sent.
+    pending_state: Vec<Bytes>,
+    /// Slots handed to the writer and not yet written (shared with it).
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Upstreams {
@@ -65,6 +73,10 @@ impl Upstreams {
                 let (_, stream) = cluster.connect_any().await?;
                 let decoder = ReplyDecoder::new(self.limits);
                 let p = Pipeline::spawn(stream, decoder, self.depth, self.out_of_band.clone());
+                if !self.state.is_empty() {
+                    // Restore the session on the new connection; the replies are not the client's.
+                    drop(p.send(self.state.clone()).await);
+                }
                 self.bound.push((cluster.clone(), p));
                 self.bound.len() - 1
             }
@@ -85,15 +97,24 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
     let (mut rd, wr) = stream.into_split();
     let (slots_tx, slots_rx) = mpsc::channel::<Slot>(l.redis_max_pipeline.max(1));
     let (oob_tx, oob_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(wr, slots_rx, oob_rx, conn.metrics.clone()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        slots_rx,
+        oob_rx,
+        conn.metrics.clone(),
+        in_flight.clone(),
+    ));
     let mut upstreams = Upstreams {
         bound: Vec::new(),
         depth: l.redis_max_pipeline,
         limits: l.redis,
         out_of_band: oob_tx,
+        state: Vec::new(),
+        pending_state: Vec::new(),
+        in_flight: in_flight.clone(),
     };
     let mut decoder = CommandDecoder::new(l.redis);
-    let mut state: Vec<Bytes> = Vec::new();
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_target: Option<(Arc<Cluster>, std::time::Duration)> = None;
 
@@ -121,17 +142,26 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
                 break 'session;
             }
             let target = target(&conn, &cmd);
-            if is_session_state(&cmd) {
-                state.push(cmd.wire().clone());
-            }
             if enters_push_mode(&cmd) {
                 flush_batch(&mut upstreams, &mut batch, &mut batch_target, &slots_tx).await;
                 drop(slots_tx);
                 let Ok(wr) = writer.await else { return };
                 if let Target::Cluster(cluster, _) = target {
-                    tunnel(rd, wr, cluster, &state, cmd.wire().clone(), buf, &conn).await;
+                    tunnel(
+                        rd,
+                        wr,
+                        cluster,
+                        &upstreams.state,
+                        cmd.wire().clone(),
+                        buf,
+                        &conn,
+                    )
+                    .await;
                 }
                 return;
+            }
+            if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
+                upstreams.pending_state.push(cmd.wire().clone());
             }
             match target {
                 Target::Reply(reply) => {
@@ -157,13 +187,22 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
         if slots_tx.is_closed() {
             break;
         }
-        tokio::select! {
-            r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            },
-            () = tokio::time::sleep(conn.listener.idle_timeout) => break,
-            () = drained(&mut conn.drain) => break,
+        // Idle means no command read *and* none waiting for its reply
+        // (a blocking BLPOP may take longer than the idle timeout).
+        let idle = conn.listener.idle_timeout;
+        loop {
+            tokio::select! {
+                r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
+                    Ok(0) | Err(_) => break 'session,
+                    Ok(_) => break,
+                },
+                () = tokio::time::sleep(idle) => {
+                    if in_flight.load(Ordering::Relaxed) == 0 {
+                        break 'session;
+                    }
+                }
+                () = drained(&mut conn.drain) => break 'session,
+            }
         }
     }
     drop(slots_tx);
@@ -230,6 +269,7 @@ async fn flush_batch(
         return;
     }
     let requests = std::mem::take(batch);
+    let pending_state = std::mem::take(&mut upstreams.pending_state);
     let count = requests.len();
     let started = Instant::now();
     let slot = match upstreams.pipeline(&cluster).await {
@@ -255,6 +295,8 @@ async fn flush_batch(
             Slot::Ready(all.freeze())
         }
     };
+    upstreams.state.extend(pending_state);
+    upstreams.in_flight.fetch_add(1, Ordering::Relaxed);
     let _ = slots.send(slot).await;
 }
 
@@ -264,6 +306,7 @@ async fn write_replies(
     mut slots: mpsc::Receiver<Slot>,
     mut out_of_band: mpsc::UnboundedReceiver<Bytes>,
     metrics: ConnMetrics,
+    in_flight: Arc<AtomicUsize>,
 ) -> OwnedWriteHalf {
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -291,7 +334,10 @@ async fn write_replies(
             } => {
                 let result = match rx.try_recv() {
                     Ok(r) => Ok(r),
-                    Err(_) => {
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        Err("upstream connection closed".to_owned())
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
                         if flush(&mut wr, &mut out, &metrics).await.is_err() {
                             return wr;
                         }
@@ -303,6 +349,7 @@ async fn write_replies(
                     }
                 };
                 let took = started.elapsed();
+                in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
                     Ok(Ok(replies)) => {
                         for r in replies {
@@ -383,7 +430,8 @@ async fn tunnel(
         return;
     }
     let Ok(down) = rd.reunite(wr) else { return };
-    let _ = splice(down, up, conn.listener.idle_timeout).await;
+    // Subscribers may wait silently for a long time: no idle cut, as redis-server.
+    let _ = splice(down, up, None).await;
 }
 
 /// Send the session's state commands and read (and drop) their replies.

@@ -24,7 +24,7 @@ pub async fn serve(down: TcpStream, prefix: BytesMut, cluster: &Cluster, conn: &
         conn.metrics.observe(started.elapsed(), true);
         return;
     }
-    let result = splice(down, up, conn.listener.idle_timeout).await;
+    let result = splice(down, up, Some(conn.listener.idle_timeout)).await;
     if let Ok(c) = &result {
         conn.metrics
             .bytes_in

@@ -6,6 +6,9 @@
 //! batch with the reader first) and a reader (socket → replies → the batch's
 //! oneshot). When the connection fails, every batch in flight fails at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::Decoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +54,8 @@ struct Pending {
 /// The handle of one pipelined upstream connection.
 pub struct Pipeline {
     tx: mpsc::Sender<Batch>,
+    /// Cleared by the reader when the connection ends.
+    alive: Arc<AtomicBool>,
 }
 
 impl Pipeline {
@@ -69,14 +74,21 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(depth.max(1));
         let (pending_tx, pending_rx) = mpsc::unbounded_channel();
         let (rd, wr) = stream.into_split();
+        let alive = Arc::new(AtomicBool::new(true));
         tokio::spawn(write_batches(wr, rx, pending_tx));
-        tokio::spawn(read_replies(rd, decoder, pending_rx, out_of_band));
-        Self { tx }
+        tokio::spawn(read_replies(
+            rd,
+            decoder,
+            pending_rx,
+            out_of_band,
+            alive.clone(),
+        ));
+        Self { tx, alive }
     }
 
     /// Whether the connection is still usable.
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        self.alive.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 
     /// Queue `requests` (written back to back) and get their replies later.
@@ -135,6 +147,7 @@ async fn read_replies<D>(
     mut decoder: D,
     mut pending: mpsc::UnboundedReceiver<Pending>,
     out_of_band: mpsc::UnboundedSender<Bytes>,
+    alive: Arc<AtomicBool>,
 ) where
     D: Decoder,
     D::Item: ReplyFrame,
@@ -177,10 +190,10 @@ async fn read_replies<D>(
             if counts {
                 p.count = p.count.saturating_sub(1);
             }
-            if p.count == 0 {
-                if let Some((p, replies)) = current.take() {
-                    let _ = p.reply.send(Ok(replies));
-                }
+            if p.count == 0
+                && let Some((p, replies)) = current.take()
+            {
+                let _ = p.reply.send(Ok(replies));
             }
         }
         if buf.capacity() - buf.len() < 4096 {
@@ -192,6 +205,7 @@ async fn read_replies<D>(
             Err(e) => break closed("reading from the upstream failed").with_source(e),
         }
     };
+    alive.store(false, Ordering::Relaxed);
     tracing::debug!(error = %failure, "pipelined upstream connection ended");
     // Fail everything in flight, now and whatever the writer still registers.
     let message = failure.to_string();

@@ -17,8 +17,8 @@ pub struct Carried {
 }
 
 /// Copy both ways until both sides have closed, an error occurs, or neither
-/// side has sent a byte for `idle`.
-pub async fn splice<D, U>(down: D, up: U, idle: Duration) -> std::io::Result<Carried>
+/// side has sent a byte for `idle` (`None`: no idle limit).
+pub async fn splice<D, U>(down: D, up: U, idle: Option<Duration>) -> std::io::Result<Carried>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -30,6 +30,9 @@ where
     let a = copy(&mut dr, &mut uw, &last, start);
     let b = copy(&mut ur, &mut dw, &last, start);
     let watchdog = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
         loop {
             let since = Duration::from_millis(last.load(Ordering::Relaxed));
             let idle_for = start.elapsed().saturating_sub(since);
@@ -74,7 +77,7 @@ mod tests {
     async fn copies_both_ways_with_half_close() {
         let (client, down) = duplex(64);
         let (up, server) = duplex(64);
-        let task = tokio::spawn(splice(down, up, Duration::from_secs(5)));
+        let task = tokio::spawn(splice(down, up, Some(Duration::from_secs(5))));
         let (mut cr, mut cw) = tokio::io::split(client);
         let (mut sr, mut sw) = tokio::io::split(server);
         cw.write_all(b"hello").await.unwrap();
@@ -101,7 +104,9 @@ mod tests {
     async fn idle_sessions_time_out() {
         let (_client, down) = duplex(64);
         let (up, _server) = duplex(64);
-        let err = splice(down, up, Duration::from_secs(30)).await.unwrap_err();
+        let err = splice(down, up, Some(Duration::from_secs(30)))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
 }

@@ -40,8 +40,8 @@ impl Cluster {
             .iter()
             .filter_map(|h| {
                 Some(Host {
-                    address: h.address().value.parse().ok()?,
-                    weight: h.weight(),
+                    address: h.value.address().parse().ok()?,
+                    weight: h.value.weight(),
                     down: AtomicBool::new(false),
                 })
             })

@@ -4,7 +4,9 @@
 mod cluster;
 mod lb;
 mod pool;
+mod ring;
 
 pub use cluster::{Cluster, Host};
 pub use lb::Balancer;
 pub use pool::Pool;
+pub use ring::Ring;

@@ -1,0 +1,11 @@
+//! Stream filters: checks and limits applied to requests and session frames
+//! between the codec and the router. Each is immutable config plus, where it
+//! must count, per-connection state; none takes a global lock.
+//!
+//! * [`users`]: a user database (mosquitto password-file formats) for edge auth.
+//! * [`acl`]: topic access rules for publish and subscribe, with `%u`/`%c`.
+//! * [`rate`]: token buckets for per-client and per-listener limits.
+
+pub mod acl;
+pub mod rate;
+pub mod users;

@@ -1,0 +1,236 @@
+//! `switchyard check FILE` as users run it: exit status and `file:line:column`
+//! messages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const GOOD: &str = r#"admin:
+  address: 127.0.0.1:19901
+listeners:
+  - name: edge
+    address: 127.0.0.1:17000
+    protocols: [http1, redis]
+    route_table: main
+route_tables:
+  - name: main
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - match: { protocol: redis }
+            cluster: cache
+          - match: { path_prefix: /app }
+            cluster: web
+          - direct_response: { status: 200, body: "hi" }
+clusters:
+  - name: cache
+    hosts: ["127.0.0.1:6379"]
+  - name: web
+    lb: weighted_round_robin
+    hosts: [{ address: "127.0.0.1:8080", weight: 3 }, "127.0.0.1:8081"]
+"#;
+
+fn check(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("run switchyard check")
+}
+
+/// Write `yaml` to a temp file and check it: (exit code, stdout, stderr, path).
+fn check_text(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = check(&path);
+    let code = out.status.code().expect("exit code");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (code, stdout, stderr, path, dir)
+}
+
+/// 1-based (line, column) of `needle` in `text`.
+fn position(text: &str, needle: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+        .unwrap_or_else(|| panic!("{needle:?} not in the config"))
+}
+
+#[test]
+fn a_good_config_is_ok() {
+    let (code, stdout, stderr, path, _dir) = check_text(GOOD);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(stdout.trim(), format!("{}: ok", path.display()));
+}
+
+#[test]
+fn an_unknown_cluster_is_reported_at_its_line_and_column() {
+    let bad = GOOD.replace("cluster: web", "cluster: webb");
+    let (code, stdout, stderr, path, _dir) = check_text(&bad);
+    assert_eq!(code, 1, "stdout: {stdout}");
+    let (line, col) = position(&bad, "webb");
+    let want = format!("{}:{line}:{col}: ", path.display());
+    assert!(
+        stderr.starts_with(&want),
+        "want a message starting with {want:?}, got:\n{stderr}"
+    );
+    let first = stderr.lines().next().unwrap();
+    assert!(first.contains("no cluster is named `webb`"), "{stderr}");
+    assert!(
+        first.contains("cache") && first.contains("web"),
+        "the hint should list the clusters: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one problem, one line: {stderr}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_own_line() {
+    let bad = GOOD
+        .replace("cluster: cache", "cluster: kache")
+        .replace("route_table: main", "route_table: mian");
+    let (code, _, stderr, path, _dir) = check_text(&bad);
+    assert_eq!(code, 1);
+    for (needle, what) in [
+        ("mian", "no route table is named `mian`"),
+        ("kache", "no cluster is named `kache`"),
+    ] {
+        let (line, _) = position(&bad, needle);
+        let prefix = format!("{}:{line}:", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "no line `{prefix}...{what}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_cluster_hosts_are_reported_at_their_lines() {
+    // Both spellings of a host: a plain string and `{address, weight}`.
+    let bad = GOOD.replace(
+        r#"hosts: [{ address: "127.0.0.1:8080", weight: 3 }, "127.0.0.1:8081"]"#,
+        "hosts:\n      - \"localhost:8081\"\n      - { address: \"127.0.0.1:8082\", weight: 0 }",
+    );
+    let (code, _, stderr, path, _dir) = check_text(&bad);
+    assert_eq!(code, 1);
+    for (needle, what) in [
+        (
+            "localhost:8081",
+            "`localhost:8081` is not an IP:port address",
+        ),
+        ("weight: 0", "weight 0 never receives traffic"),
+    ] {
+        let (line, _) = position(&bad, needle);
+        let prefix = format!("{}:{line}:", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "no line `{prefix}...{what}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_field_is_reported_at_its_line() {
+    let bad = GOOD.replace(
+        "    route_table: main\n",
+        "    route_table: main\n    routetable: x\n",
+    );
+    let (code, _, stderr, path, _dir) = check_text(&bad);
+    assert_eq!(code, 1);
+    let (line, _) = position(&bad, "routetable");
+    let prefix = format!("{}:{line}:", path.display());
+    assert!(
+        stderr.starts_with(&prefix),
+        "want {prefix:?}..., got:\n{stderr}"
+    );
+    assert!(stderr.contains("routetable"), "{stderr}");
+}
+
+#[test]
+fn bad_values_are_reported() {
+    let (code, _, stderr, path, _dir) = check_text(&GOOD.replace(
+        "route_table: main",
+        "route_table: main\n    idle_timeout: 5 parsecs",
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with(&format!("{}:", path.display())),
+        "{stderr}"
+    );
+    let (code, _, stderr, _, _dir) = check_text(&GOOD.replace("[http1, redis]", "[http1, gopher]"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("gopher"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.yaml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nope.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_shipped_config_checks_ok() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = check(&root.join("config/switchyard.yaml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end()
+            .ends_with(": ok")
+    );
+    // With no argument, `check` reads config/switchyard.yaml from the working directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "config/switchyard.yaml: ok"
+    );
+}
+
+#[test]
+fn every_config_in_the_config_dir_checks_ok() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in ["config"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let out = check(&path);
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1);
+}
