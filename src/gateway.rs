@@ -208,6 +208,17 @@ impl Gateway {
 pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let config = load(path)?;
     let metrics = crate::observe::install_metrics();
+    if let Some(handle) = metrics.clone() {
+        // Histograms keep raw samples until they are drained into buckets:
+        // drain them every few seconds, so memory stays flat without a scraper.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let drain_timeout = config.drain_timeout.get();
     let admin_addr = config.admin.address;
     let mut bound = Vec::new();

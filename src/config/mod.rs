@@ -103,6 +103,9 @@ pub struct Listener {
     /// Redis limits on this listener.
     #[serde(default)]
     pub redis: RedisLimits,
+    /// MQTT edge policy on this listener: auth, topic ACL, rate limits, mount point.
+    #[serde(default)]
+    pub mqtt: Mqtt,
 }
 
 impl Listener {
@@ -269,6 +272,203 @@ pub struct RouteMatch {
     /// The first key starts with this.
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// MQTT client id starts with this.
+    #[serde(default)]
+    pub client_id_prefix: Option<String>,
+    /// User name (MQTT CONNECT username) is one of these.
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// MQTT edge policy of a listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// Largest MQTT packet accepted from clients or brokers, in bytes.
+    #[serde(default = "defaults::mqtt_max_packet")]
+    pub max_packet_size: usize,
+    /// A client must send CONNECT within this time after connecting.
+    #[serde(default = "defaults::mqtt_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Who may connect.
+    #[serde(default)]
+    pub auth: MqttAuth,
+    /// Who may publish and subscribe to what.
+    #[serde(default)]
+    pub acl: MqttAcl,
+    /// Per-client publish limits.
+    #[serde(default)]
+    pub rate_limit: Option<MqttRateLimit>,
+    /// New connections per second accepted on this listener (token bucket).
+    #[serde(default)]
+    pub connection_rate: Option<RateSpec>,
+    /// A topic prefix added to every topic upstream and removed downstream,
+    /// with `%u` (user) and `%c` (client id), e.g. `tenants/%u/`.
+    #[serde(default)]
+    pub mount_point: Option<String>,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            max_packet_size: defaults::mqtt_max_packet(),
+            connect_timeout: defaults::mqtt_connect_timeout(),
+            auth: MqttAuth::default(),
+            acl: MqttAcl::default(),
+            rate_limit: None,
+            connection_rate: None,
+            mount_point: None,
+        }
+    }
+}
+
+/// MQTT authentication at the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttAuth {
+    /// Check CONNECT credentials at the gateway (else the broker decides).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Accept CONNECTs without a user name.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// A mosquitto password file (`user:$7$...` lines, as `mosquitto_passwd` writes),
+    /// relative to the config file's folder.
+    #[serde(default)]
+    pub password_file: Option<Spanned<String>>,
+    /// Users listed inline, with `mosquitto_passwd` hashes.
+    #[serde(default)]
+    pub users: Vec<MqttUser>,
+}
+
+impl Default for MqttAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow_anonymous: false,
+            password_file: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One user with a password hash (`$7$...` PBKDF2-SHA512 or `$6$...` SHA-512).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub username: String,
+    pub password_hash: Spanned<String>,
+}
+
+/// Topic ACL.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttAcl {
+    /// When no rule matches: `allow` or `deny`.
+    #[serde(default = "defaults::acl_default")]
+    pub default: AclVerdict,
+    /// Tried in order; the first that matches decides.
+    #[serde(default)]
+    pub rules: Vec<AclRule>,
+    /// A denied PUBLISH: `ack` (v5: PUBACK/PUBREC with 0x87; QoS 0 dropped) or
+    /// `disconnect`.
+    #[serde(default)]
+    pub on_denied_publish: DeniedPublish,
+}
+
+impl Default for MqttAcl {
+    fn default() -> Self {
+        Self {
+            default: defaults::acl_default(),
+            rules: Vec::new(),
+            on_denied_publish: DeniedPublish::default(),
+        }
+    }
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclVerdict {
+    Allow,
+    Deny,
+}
+
+/// What to do with a PUBLISH the ACL denies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeniedPublish {
+    #[default]
+    Ack,
+    Disconnect,
+}
+
+/// One ACL rule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// `allow` or `deny`.
+    pub verdict: AclVerdict,
+    /// `publish`, `subscribe` (default: both).
+    #[serde(default = "defaults::acl_actions")]
+    pub actions: Vec<AclAction>,
+    /// User names (default: anyone).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Client id prefixes (default: any client).
+    #[serde(default)]
+    pub client_prefixes: Vec<String>,
+    /// Topic patterns with `+`, `#`, `%u`, `%c`.
+    pub topics: Vec<String>,
+}
+
+/// `publish` or `subscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclAction {
+    Publish,
+    Subscribe,
+}
+
+/// Per-client publish limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttRateLimit {
+    /// PUBLISH packets per second (and burst).
+    #[serde(default)]
+    pub messages: Option<RateSpec>,
+    /// PUBLISH payload bytes per second (and burst).
+    #[serde(default)]
+    pub bytes: Option<RateSpec>,
+    /// Over the limit: `delay` (stop reading until within it), `drop` (QoS 0
+    /// dropped, QoS>0 acked with v5 reason 0x96), or `disconnect` (v5 reason 0x96).
+    #[serde(default)]
+    pub over_limit: OverLimit,
+}
+
+/// A token bucket: `rate` per second, up to `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    pub rate: f64,
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+impl RateSpec {
+    pub fn burst(&self) -> f64 {
+        self.burst.unwrap_or(self.rate).max(1.0)
+    }
+}
+
+/// What happens to a client over its rate limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLimit {
+    #[default]
+    Delay,
+    Drop,
+    Disconnect,
 }
 
 /// A condition on one header.
@@ -321,6 +521,13 @@ pub struct Cluster {
     /// How a host is chosen for each request or session.
     #[serde(default)]
     pub lb: LbPolicy,
+    /// With `lb: ring_hash`: which request field is hashed.
+    #[serde(default)]
+    pub hash_on: HashOn,
+    /// When the chosen host cannot be reached: try the next one (for `ring_hash`,
+    /// the next host clockwise on the ring), or fail the request/session.
+    #[serde(default = "defaults::yes")]
+    pub failover: bool,
     pub hosts: Vec<Spanned<Host>>,
     /// Give up connecting to a host after this long (answered 502 / `-ERR`).
     #[serde(default = "defaults::connect_timeout")]
@@ -347,6 +554,26 @@ pub enum LbPolicy {
     WeightedRoundRobin,
     /// A host chosen at random (weighted).
     Random,
+    /// Consistent hashing (ketama) on the request's `hash_on` metadata field:
+    /// the same client id (or key, user, ...) always reaches the same host.
+    RingHash,
+}
+
+/// The metadata field a `ring_hash` cluster hashes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// MQTT client id.
+    #[default]
+    ClientId,
+    /// User name (MQTT, MySQL).
+    User,
+    /// The first key of a command (Redis).
+    Key,
+    /// HTTP Host / authority.
+    Host,
+    /// Request path.
+    Path,
 }
 
 /// One upstream host: `"IP:port"` or `{address, weight}`.
@@ -432,5 +659,20 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn mqtt_max_packet() -> usize {
+        1024 * 1024
+    }
+    pub fn mqtt_connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn acl_default() -> super::AclVerdict {
+        super::AclVerdict::Allow
+    }
+    pub fn acl_actions() -> Vec<super::AclAction> {
+        vec![super::AclAction::Publish, super::AclAction::Subscribe]
     }
 }

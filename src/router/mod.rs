@@ -89,6 +89,8 @@ enum Test {
     Regex(Regex),
     /// One of these values, ASCII case-insensitively.
     AnyOf(Vec<Vec<u8>>),
+    /// One of these values exactly.
+    In(Vec<Vec<u8>>),
     Present(bool),
 }
 
@@ -109,6 +111,7 @@ impl Condition {
             (Test::Prefix(x), Some(v)) => v.starts_with(x),
             (Test::Regex(re), Some(v)) => re.is_match(v),
             (Test::AnyOf(xs), Some(v)) => xs.iter().any(|x| v.eq_ignore_ascii_case(x)),
+            (Test::In(xs), Some(v)) => xs.iter().any(|x| v == x.as_slice()),
         }
     }
 }
@@ -279,6 +282,18 @@ fn compile_route(
         conditions.push(Condition {
             field: Field::Key,
             test: Test::Prefix(bytes(p)),
+        });
+    }
+    if let Some(p) = &m.client_id_prefix {
+        conditions.push(Condition {
+            field: Field::ClientId,
+            test: Test::Prefix(bytes(p)),
+        });
+    }
+    if !m.users.is_empty() {
+        conditions.push(Condition {
+            field: Field::User,
+            test: Test::In(m.users.iter().map(|u| bytes(u)).collect()),
         });
     }
     let lookup = |name: &str| clusters.get(name).cloned();

@@ -7,8 +7,11 @@ use std::time::Duration;
 use metrics::Counter;
 use tokio::net::TcpStream;
 
-use super::{Balancer, Pool};
-use crate::config;
+use switchyard_codecs::{Field, Metadata};
+
+use super::ring::RingWalk;
+use super::{Balancer, Pool, Ring};
+use crate::config::{self, HashOn, LbPolicy};
 use crate::error::{Error, ErrorKind};
 
 /// One upstream host.
@@ -25,6 +28,10 @@ pub struct Cluster {
     pub name: String,
     pub hosts: Vec<Host>,
     pub balancer: Balancer,
+    /// With `lb: ring_hash`: the ring and the field hashed.
+    ring: Option<(Ring, Field)>,
+    /// Try the next host when the chosen one cannot be reached.
+    failover: bool,
     pub pool: Pool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -48,8 +55,21 @@ impl Cluster {
             .collect();
         let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
         let name = c.name.value.clone();
+        let ring = (c.lb == LbPolicy::RingHash).then(|| {
+            let names: Vec<String> = hosts.iter().map(|h| h.address.to_string()).collect();
+            let field = match c.hash_on {
+                HashOn::ClientId => Field::ClientId,
+                HashOn::User => Field::User,
+                HashOn::Key => Field::Key,
+                HashOn::Host => Field::Host,
+                HashOn::Path => Field::Path,
+            };
+            (Ring::new(&names, &weights), field)
+        });
         Self {
             balancer: Balancer::new(c.lb, &weights),
+            ring,
+            failover: c.failover,
             pool: Pool::new(hosts.len(), c.max_idle_per_host, c.idle_timeout.get()),
             hosts,
             connect_timeout: c.connect_timeout.get(),
@@ -62,10 +82,32 @@ impl Cluster {
 
     /// The host order to try for one request: the balancer's pick first, then
     /// the others in turn (so a failed connect can fall back for free).
-    pub fn pick(&self) -> impl Iterator<Item = usize> + '_ {
+    pub fn pick(&self) -> HostOrder<'_> {
         let n = self.hosts.len();
         let first = self.balancer.pick().unwrap_or(0);
-        (0..n).map(move |k| (first + k) % n)
+        let take = if self.failover { n } else { n.min(1) };
+        HostOrder::Turns {
+            first,
+            n,
+            k: 0,
+            take,
+        }
+    }
+
+    /// The host order for `req`: by the ring when the cluster hashes and the
+    /// request has the field (its owner first, then the ring's next hosts),
+    /// else as [`Cluster::pick`]. Without `failover`, only the first host.
+    pub fn hosts_for(&self, req: &dyn Metadata) -> HostOrder<'_> {
+        match &self.ring {
+            Some((ring, field)) => match req.get(field) {
+                Some(key) => HostOrder::Ring {
+                    walk: ring.lookup(key),
+                    left: if self.failover { usize::MAX } else { 1 },
+                },
+                None => self.pick(),
+            },
+            None => self.pick(),
+        }
     }
 
     /// Open a new connection to host `i`, within `connect_timeout`.
@@ -127,6 +169,42 @@ impl Cluster {
     pub async fn probe(&self) {
         for i in 0..self.hosts.len() {
             let _ = self.connect(i).await;
+        }
+    }
+}
+
+/// The hosts to try for one request, best first.
+pub enum HostOrder<'a> {
+    /// The balancer's pick, then the others in turn.
+    Turns {
+        first: usize,
+        n: usize,
+        k: usize,
+        take: usize,
+    },
+    /// A key's owner on the ring, then the next hosts clockwise.
+    Ring { walk: RingWalk<'a>, left: usize },
+}
+
+impl Iterator for HostOrder<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            HostOrder::Turns { first, n, k, take } => {
+                if *k >= *take {
+                    return None;
+                }
+                let i = (*first + *k) % *n;
+                *k += 1;
+                Some(i)
+            }
+            HostOrder::Ring { walk, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                walk.next()
+            }
         }
     }
 }

@@ -26,7 +26,8 @@ impl Balancer {
     /// Build a balancer for hosts with these weights (all > 0).
     pub fn new(policy: LbPolicy, weights: &[u32]) -> Self {
         match policy {
-            LbPolicy::RoundRobin => Balancer::RoundRobin {
+            // Ring hashing picks by key in the cluster; without a key, hosts take turns.
+            LbPolicy::RoundRobin | LbPolicy::RingHash => Balancer::RoundRobin {
                 next: AtomicUsize::new(0),
                 hosts: weights.len(),
             },

@@ -6,7 +6,7 @@ mod lb;
 mod pool;
 mod ring;
 
-pub use cluster::{Cluster, Host};
+pub use cluster::{Cluster, Host, HostOrder};
 pub use lb::Balancer;
 pub use pool::Pool;
 pub use ring::Ring;

@@ -42,20 +42,39 @@ impl Ring {
 
     /// The hosts for `key`, owner first, then the next distinct hosts clockwise
     /// (the failover order).
-    pub fn lookup(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    pub fn lookup(&self, key: &[u8]) -> RingWalk<'_> {
         let h = Self::hash(key);
         let start = self.points.partition_point(|(p, _)| *p < h);
-        let n = self.points.len();
-        let mut seen: Vec<usize> = Vec::new();
-        (0..n).filter_map(move |k| {
-            let (_, host) = *self.points.get((start + k) % n)?;
-            if seen.contains(&host) {
-                None
-            } else {
-                seen.push(host);
-                Some(host)
+        RingWalk {
+            ring: self,
+            start,
+            step: 0,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// Walks the ring clockwise from a key's point, yielding each host once.
+pub struct RingWalk<'a> {
+    ring: &'a Ring,
+    start: usize,
+    step: usize,
+    seen: Vec<usize>,
+}
+
+impl Iterator for RingWalk<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        let n = self.ring.points.len();
+        while self.step < n {
+            let (_, host) = *self.ring.points.get((self.start + self.step) % n)?;
+            self.step += 1;
+            if !self.seen.contains(&host) {
+                self.seen.push(host);
+                return Some(host);
             }
-        })
+        }
+        None
     }
 }
 
