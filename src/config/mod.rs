@@ -323,7 +323,7 @@ impl Default for Mqtt {
 }
 
 /// MQTT authentication at the gateway.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttAuth {
     /// Check CONNECT credentials at the gateway (else the broker decides).
@@ -341,16 +341,6 @@ pub struct MqttAuth {
     pub users: Vec<MqttUser>,
 }
 
-impl Default for MqttAuth {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            allow_anonymous: false,
-            password_file: None,
-            users: Vec::new(),
-        }
-    }
-}
 
 /// One user with a password hash (`$7$...` PBKDF2-SHA512 or `$6$...` SHA-512).
 #[derive(Debug, Clone, Deserialize, Serialize)]
