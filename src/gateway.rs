@@ -18,7 +18,7 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 2] = [Protocol::Http1, Protocol::Redis];
+pub const SERVED: [Protocol; 3] = [Protocol::Http1, Protocol::Redis, Protocol::Mqtt];
 
 /// A listener's compiled settings, as of one snapshot.
 pub struct ListenerRuntime {
@@ -34,6 +34,10 @@ pub struct ListenerRuntime {
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
+    /// TLS termination, when the listener has a `tls` block.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The MQTT edge policy (listeners with `mqtt` enabled).
+    pub mqtt: Option<Arc<crate::filters::mqtt::MqttPolicy>>,
     /// Metric handles per protocol (and `None` for passthrough), resolved once.
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
 }
@@ -58,8 +62,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compile a validated config.
-    pub fn new(config: Config) -> Self {
+    /// Compile a validated config; `base` is the config file's folder (for
+    /// files it names). Fails on files that cannot be read or parsed.
+    pub fn build(config: Config, base: &Path, file: &str) -> Result<Self, ConfigError> {
         let clusters: HashMap<String, Arc<Cluster>> = config
             .clusters
             .iter()
@@ -75,58 +80,88 @@ impl Snapshot {
                 )
             })
             .collect();
-        let listeners = config
-            .listeners
-            .iter()
-            .filter_map(|l| {
-                let routes = tables.get(&l.route_table.value)?.clone();
-                let fallback = match &l.detect.fallback {
-                    Fallback::Reject => None,
-                    Fallback::TcpProxy(c) => clusters.get(&c.value).cloned(),
-                };
-                let runtime = ListenerRuntime {
-                    name: l.name.value.clone(),
-                    protocols: l.enabled_protocols(),
-                    fixed: l.protocol.is_some(),
-                    routes,
-                    fallback,
-                    detect_timeout: l.detect.timeout.get(),
-                    detect_max_bytes: l.detect.max_bytes,
-                    idle_timeout: l.idle_timeout.get(),
-                    http1: switchyard_codecs::http1::Limits {
-                        max_head_bytes: l.http1.max_head_bytes,
-                        max_headers: l.http1.max_headers,
-                    },
-                    redis: switchyard_codecs::redis::Limits {
-                        max_bulk: l.redis.max_bulk,
-                        max_elements: l.redis.max_elements,
-                        ..Default::default()
-                    },
-                    redis_max_pipeline: l.redis.max_pipeline,
-                    metrics: l
-                        .enabled_protocols()
-                        .into_iter()
-                        .map(Some)
-                        .chain([None])
-                        .map(|p| {
-                            (
-                                p,
-                                crate::observe::ConnMetrics::new(
-                                    &l.name.value,
-                                    p.map_or("tcp", Protocol::name),
-                                ),
-                            )
-                        })
-                        .collect(),
-                };
-                Some((l.name.value.clone(), Arc::new(runtime)))
-            })
-            .collect();
-        Self {
+        let mut problems = Vec::new();
+        let mut listeners = HashMap::new();
+        for l in &config.listeners {
+            let Some(routes) = tables.get(&l.route_table.value).cloned() else {
+                continue;
+            };
+            let fallback = match &l.detect.fallback {
+                Fallback::Reject => None,
+                Fallback::TcpProxy(c) => clusters.get(&c.value).cloned(),
+            };
+            let protocols = l.enabled_protocols();
+            let mqtt = if protocols.contains(&Protocol::Mqtt) {
+                match crate::filters::mqtt::MqttPolicy::new(&l.name.value, &l.mqtt, base) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(p) => {
+                        problems.extend(p);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let tls = match &l.tls {
+                Some(t) => match crate::net::tls::acceptor(&l.name.value, t, base) {
+                    Ok(a) => Some(a),
+                    Err(p) => {
+                        problems.push(p);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let runtime = ListenerRuntime {
+                name: l.name.value.clone(),
+                tls,
+                fixed: l.protocol.is_some(),
+                routes,
+                fallback,
+                detect_timeout: l.detect.timeout.get(),
+                detect_max_bytes: l.detect.max_bytes,
+                idle_timeout: l.idle_timeout.get(),
+                http1: switchyard_codecs::http1::Limits {
+                    max_head_bytes: l.http1.max_head_bytes,
+                    max_headers: l.http1.max_headers,
+                },
+                redis: switchyard_codecs::redis::Limits {
+                    max_bulk: l.redis.max_bulk,
+                    max_elements: l.redis.max_elements,
+                    ..Default::default()
+                },
+                redis_max_pipeline: l.redis.max_pipeline,
+                mqtt,
+                metrics: protocols
+                    .iter()
+                    .copied()
+                    .map(Some)
+                    .chain([None])
+                    .map(|p| {
+                        (
+                            p,
+                            crate::observe::ConnMetrics::new(
+                                &l.name.value,
+                                p.map_or("tcp", Protocol::name),
+                            ),
+                        )
+                    })
+                    .collect(),
+                protocols,
+            };
+            listeners.insert(l.name.value.clone(), Arc::new(runtime));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                problems,
+            });
+        }
+        Ok(Self {
             config,
             listeners,
             clusters,
-        }
+        })
     }
 }
 
@@ -146,7 +181,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, redis; `tls` is accepted with a tcp_proxy fallback (passthrough)"
+                        "served today: http1, redis, mqtt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });
@@ -163,11 +198,13 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Load, validate and check a config file for this build.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Load, validate and compile a config file for this build.
+pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    let file = path.display().to_string();
     let config = config::load_file(path)?;
-    check_served(&config, &path.display().to_string())?;
-    Ok(config)
+    check_served(&config, &file)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Snapshot::build(config, base, &file)
 }
 
 /// The running gateway.
@@ -181,7 +218,8 @@ pub struct Gateway {
 impl Gateway {
     /// Reload the config file; on any problem keep the running snapshot.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let config = load(&self.config_path)?;
+        let snapshot = load(&self.config_path)?;
+        let config = &snapshot.config;
         let old = self.snapshot.load();
         let old_addrs: Vec<_> = old
             .config
@@ -199,15 +237,17 @@ impl Gateway {
                 "listener names or addresses changed: that takes a restart; routes and clusters are reloaded"
             );
         }
-        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
 }
 
 /// Run the gateway on `path` until SIGTERM/SIGINT, then drain.
 pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let config = load(path)?;
+    // The recorder first, so the snapshot's metric handles register with it.
     let metrics = crate::observe::install_metrics();
+    let snapshot = load(path)?;
+    let config = &snapshot.config;
     if let Some(handle) = metrics.clone() {
         // Histograms keep raw samples until they are drained into buckets:
         // drain them every few seconds, so memory stays flat without a scraper.
@@ -232,7 +272,6 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(listener = %l.name.value, address = %l.address.value, protocols = ?l.enabled_protocols(), "listening");
         bound.push((l.name.value.clone(), l.max_connections, socket));
     }
-    let snapshot = Snapshot::new(config);
     for c in snapshot.clusters.values() {
         let c = c.clone();
         tokio::spawn(async move { c.probe().await });

@@ -25,6 +25,7 @@ pub mod bolt;
 pub mod detect;
 pub mod dubbo;
 pub mod error;
+pub mod hessian2;
 pub mod http1;
 pub mod http2;
 pub mod meta;
@@ -33,6 +34,7 @@ pub mod mysql;
 pub mod redis;
 pub mod rtsp;
 pub mod tls;
+pub mod websocket;
 
 pub use detect::{Protocol, Shape, Verdict, sniff};
 pub use error::CodecError;

@@ -258,7 +258,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 let rfield = format!("{vfield}.routes[{i}]");
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
-                    + usize::from(r.direct_response.is_some());
+                    + usize::from(r.direct_response.is_some())
+                    + usize::from(r.websocket.is_some());
                 if actions != 1 {
                     let loc = r
                         .cluster
@@ -269,7 +270,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         loc,
                         rfield.clone(),
                         format!("a route needs exactly one action, found {actions}"),
-                        Some("set one of `cluster`, `weighted_clusters` or `direct_response`"),
+                        Some("set one of `cluster`, `weighted_clusters`, `direct_response` or `websocket`"),
                     );
                 }
                 let refs = r

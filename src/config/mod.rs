@@ -106,6 +106,29 @@ pub struct Listener {
     /// MQTT edge policy on this listener: auth, topic ACL, rate limits, mount point.
     #[serde(default)]
     pub mqtt: Mqtt,
+    /// Terminate TLS on this listener (clients that start with a TLS ClientHello);
+    /// the protocol is then detected inside TLS (or taken from ALPN).
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// TLS termination settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain (leaf first), relative to the config file.
+    pub cert: Spanned<String>,
+    /// PEM private key, relative to the config file.
+    pub key: Spanned<String>,
+    /// PEM CA certificates that sign client certificates; when set, clients
+    /// may (or, with `require_client_cert`, must) present one.
+    #[serde(default)]
+    pub client_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// ALPN protocols offered, in order of preference (e.g. `h2`, `http/1.1`, `mqtt`).
+    #[serde(default)]
+    pub alpn: Vec<String>,
 }
 
 impl Listener {
@@ -239,6 +262,10 @@ pub struct Route {
     /// Answer directly from the gateway.
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
+    /// Accept a WebSocket upgrade here and serve this protocol inside it
+    /// (e.g. `mqtt` for MQTT over WebSocket); its requests are routed again.
+    #[serde(default)]
+    pub websocket: Option<ProtocolName>,
     /// Request timeout (overrides the cluster's `request_timeout`).
     #[serde(default)]
     pub timeout: Option<Duration>,
@@ -339,8 +366,11 @@ pub struct MqttAuth {
     /// Users listed inline, with `mosquitto_passwd` hashes.
     #[serde(default)]
     pub users: Vec<MqttUser>,
+    /// Over TLS with a verified client certificate, take its subject common
+    /// name as the user (for the ACL's `%u` and `users`), without a password.
+    #[serde(default)]
+    pub client_cert_identity: bool,
 }
-
 
 /// One user with a password hash (`$7$...` PBKDF2-SHA512 or `$6$...` SHA-512).
 #[derive(Debug, Clone, Deserialize, Serialize)]

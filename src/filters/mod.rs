@@ -7,5 +7,6 @@
 //! * [`rate`]: token buckets for per-client and per-listener limits.
 
 pub mod acl;
+pub mod mqtt;
 pub mod rate;
 pub mod users;

@@ -1,6 +1,9 @@
 //! Listeners: the accept loop, connection limits, and the hand-off of each
 //! connection to detection and then to its protocol's driver.
 
+pub mod stream;
+pub mod tls;
+
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,6 +15,7 @@ use crate::detect::{Outcome, detect};
 use crate::gateway::{Gateway, ListenerRuntime};
 use crate::observe::detect_failed;
 use crate::proxy::{self, Conn};
+use stream::Stream;
 
 /// Accept connections on `socket` forever (until the task is aborted).
 pub async fn accept_loop(
@@ -48,25 +52,42 @@ pub async fn accept_loop(
     }
 }
 
-/// Detect the protocol of one connection and run its driver.
+/// Detect the protocol of one connection (inside TLS when the listener
+/// terminates it) and run its driver.
 async fn handle(
-    mut stream: TcpStream,
+    stream: TcpStream,
     listener: Arc<ListenerRuntime>,
     drain: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::new();
+    let mut stream = Stream::Tcp(stream);
+    if let (Some(acceptor), Stream::Tcp(tcp)) = (&listener.tls, &stream)
+        && starts_with_tls(tcp, listener.detect_timeout).await
+    {
+        let Stream::Tcp(tcp) = stream else { return };
+        match tokio::time::timeout(listener.detect_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => stream = Stream::Tls(Box::new(tls)),
+            _ => {
+                detect_failed(&listener.name, "tls_handshake");
+                return;
+            }
+        }
+    }
+    let alpn = stream.alpn().and_then(|p| alpn_protocol(&p));
     let protocol = if listener.fixed {
         listener.protocols.first().copied()
+    } else if let Some(p) = alpn.filter(|p| listener.protocols.contains(p)) {
+        Some(p)
     } else {
-        match detect(
+        let outcome = detect(
             &mut stream,
             &mut buf,
             &listener.protocols,
             listener.detect_timeout,
             listener.detect_max_bytes,
         )
-        .await
-        {
+        .await;
+        match outcome {
             Ok(Outcome::Matched(p)) if p != Protocol::Tls => Some(p),
             Ok(outcome) => {
                 let reason = match outcome {
@@ -91,9 +112,41 @@ async fn handle(
     match protocol {
         Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
         Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,
+        Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
         _ => match &listener.fallback {
             Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
             None => drop(stream),
         },
+    }
+}
+
+/// Whether the client's first bytes are a TLS record, without consuming them.
+async fn starts_with_tls(tcp: &TcpStream, timeout: std::time::Duration) -> bool {
+    let peek = async {
+        let mut head = [0u8; 3];
+        loop {
+            let n = tcp.peek(&mut head).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            match switchyard_codecs::tls::sniff(head.get(..n)?) {
+                switchyard_codecs::Verdict::Match(_) => return Some(true),
+                switchyard_codecs::Verdict::Reject => return Some(false),
+                switchyard_codecs::Verdict::NeedMore => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                }
+            }
+        }
+    };
+    matches!(tokio::time::timeout(timeout, peek).await, Ok(Some(true)))
+}
+
+/// The protocol an ALPN id names.
+fn alpn_protocol(id: &[u8]) -> Option<Protocol> {
+    match id {
+        b"http/1.1" | b"http/1.0" => Some(Protocol::Http1),
+        b"h2" => Some(Protocol::Http2),
+        b"mqtt" | b"x-amzn-mqtt-ca" => Some(Protocol::Mqtt),
+        _ => None,
     }
 }

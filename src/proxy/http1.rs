@@ -5,27 +5,31 @@
 
 use std::time::{Duration, Instant};
 
+use crate::net::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::http1::{self, RequestDecoder, RequestHead, ResponseDecoder};
 use switchyard_codecs::{CodecError, Decoder, Part, Protocol, WireHead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{Conn, drained, read_more};
 use crate::error::{Error, ErrorKind};
 use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::session::splice;
+use crate::stream::websocket::WebSocket;
 use crate::upstream::Cluster;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sha1::{Digest, Sha1};
 
 /// Writes smaller than this are gathered into one buffer before a syscall.
 const COALESCE: usize = 16 * 1024;
 
 /// The downstream side of one HTTP/1 connection.
 struct Downstream {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    wr: WriteHalf,
     buf: BytesMut,
     decoder: RequestDecoder,
 }
@@ -36,10 +40,12 @@ enum After {
     Close,
     /// 101 Switching Protocols: splice the two connections.
     Upgrade(TcpStream, BytesMut),
+    /// The gateway accepted a WebSocket upgrade: serve this protocol inside it.
+    WebSocket(Protocol),
 }
 
 /// Serve one downstream HTTP/1 connection; `buf` holds the bytes detection read.
-pub async fn serve(stream: TcpStream, buf: BytesMut, mut conn: Conn) {
+pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
     let limits = conn.listener.http1;
     let (rd, wr) = stream.into_split();
     let mut down = Downstream {
@@ -76,6 +82,27 @@ pub async fn serve(stream: TcpStream, buf: BytesMut, mut conn: Conn) {
             After::KeepAlive | After::Close => break,
             After::Upgrade(up, up_buf) => {
                 upgrade(down, up, up_buf, &conn).await;
+                return;
+            }
+            After::WebSocket(protocol) => {
+                let Downstream { rd, wr, buf, .. } = down;
+                let Some(stream) = rd.reunite(wr) else { return };
+                let max_frame = conn
+                    .listener
+                    .mqtt
+                    .as_ref()
+                    .map_or(1 << 20, |m| m.max_packet + 16);
+                let ws = Stream::Ws(Box::new(WebSocket::new(stream, buf, max_frame)));
+                let metrics = conn.listener.metrics_for(Some(protocol));
+                let _active = metrics.connection();
+                let inner = Conn {
+                    listener: conn.listener.clone(),
+                    metrics,
+                    drain: conn.drain.clone(),
+                };
+                if protocol == Protocol::Mqtt {
+                    super::mqtt::serve(ws, BytesMut::new(), inner).await;
+                }
                 return;
             }
         }
@@ -140,6 +167,9 @@ async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (Af
                 true,
             );
         }
+        Some(Action::WebSocket(protocol)) => {
+            return (accept_websocket(head, down, *protocol).await, false);
+        }
         Some(Action::Direct(d)) => {
             let resp = http1::response(
                 d.status,
@@ -169,6 +199,54 @@ async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (Af
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
     forward(head, down, &cluster, timeout, conn).await
+}
+
+/// Answer a WebSocket upgrade request (RFC 6455 §4.2) for `protocol`.
+async fn accept_websocket(head: &RequestHead, down: &mut Downstream, protocol: Protocol) -> After {
+    let token = |name: &str, want: &[u8]| {
+        head.header(name).is_some_and(|v| {
+            v.split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(want))
+        })
+    };
+    let key = head.header("sec-websocket-key");
+    let upgrade = head.method() == b"GET"
+        && token("upgrade", b"websocket")
+        && token("connection", b"upgrade");
+    let (Some(key), true) = (key, upgrade) else {
+        let resp = http1::response(
+            426,
+            &[
+                ("Upgrade", "websocket"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ],
+            b"this route takes WebSocket upgrades only\n",
+            true,
+        );
+        let _ = down.wr.write_all(&resp).await;
+        return After::Close;
+    };
+    if head.header("sec-websocket-version") != Some(b"13") {
+        let resp = http1::response(426, &[("Sec-WebSocket-Version", "13")], b"", true);
+        let _ = down.wr.write_all(&resp).await;
+        return After::Close;
+    }
+    let mut sha = Sha1::new();
+    sha.update(key.trim_ascii());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = STANDARD.encode(sha.finalize());
+    let name = protocol.name();
+    let mut resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if token("sec-websocket-protocol", name.as_bytes()) {
+        resp.push_str(&format!("Sec-WebSocket-Protocol: {name}\r\n"));
+    }
+    resp.push_str("\r\n");
+    match down.wr.write_all(resp.as_bytes()).await {
+        Ok(()) => After::WebSocket(protocol),
+        Err(_) => After::Close,
+    }
 }
 
 /// Answer from the gateway: skip the request body, then write `resp`.
@@ -387,7 +465,7 @@ enum SendError {
 /// Write the request head and stream its body to the upstream.
 async fn send_request<W: AsyncWrite + Unpin>(
     head: &RequestHead,
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     buf: &mut BytesMut,
     decoder: &mut RequestDecoder,
     up: &mut W,
@@ -591,6 +669,6 @@ async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &C
     if wr.write_all(&up_buf).await.is_err() || up.write_all(&buf).await.is_err() {
         return;
     }
-    let Ok(down) = rd.reunite(wr) else { return };
+    let Some(down) = rd.reunite(wr) else { return };
     let _ = splice(down, up, Some(conn.listener.idle_timeout)).await;
 }

@@ -6,6 +6,7 @@
 //! turns failures into protocol-correct answers.
 
 pub mod http1;
+pub mod mqtt;
 pub mod redis;
 pub mod tcp;
 

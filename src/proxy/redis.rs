@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::net::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::redis::{self, Command, CommandDecoder, ReplyDecoder};
 use switchyard_codecs::{Decoder, Protocol, WireHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant as Deadline;
 
@@ -92,7 +92,7 @@ enum Target {
 }
 
 /// Serve one downstream Redis connection; `buf` holds the bytes detection read.
-pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut conn: Conn) {
+pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     let l = conn.listener.clone();
     let (mut rd, wr) = stream.into_split();
     let (slots_tx, slots_rx) = mpsc::channel::<Slot>(l.redis_max_pipeline.max(1));
@@ -302,12 +302,12 @@ async fn flush_batch(
 
 /// Write replies in slot order, gathering small ones into one write.
 async fn write_replies(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut slots: mpsc::Receiver<Slot>,
     mut out_of_band: mpsc::UnboundedReceiver<Bytes>,
     metrics: ConnMetrics,
     in_flight: Arc<AtomicUsize>,
-) -> OwnedWriteHalf {
+) -> WriteHalf {
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
         let slot = match slots.try_recv() {
@@ -386,7 +386,7 @@ fn errors(out: &mut BytesMut, count: usize, message: &str, metrics: &ConnMetrics
 }
 
 async fn flush(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteHalf,
     out: &mut BytesMut,
     metrics: &ConnMetrics,
 ) -> std::io::Result<()> {
@@ -402,8 +402,8 @@ async fn flush(
 /// Bind the client to one fresh upstream connection for the rest of the
 /// session (pub/sub, MONITOR).
 async fn tunnel(
-    rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    mut wr: WriteHalf,
     cluster: Arc<Cluster>,
     state: &[Bytes],
     first: Bytes,
@@ -429,7 +429,7 @@ async fn tunnel(
     if up.write_all(&first).await.is_err() || up.write_all(&rest).await.is_err() {
         return;
     }
-    let Ok(down) = rd.reunite(wr) else { return };
+    let Some(down) = rd.reunite(wr) else { return };
     // Subscribers may wait silently for a long time: no idle cut, as redis-server.
     let _ = splice(down, up, None).await;
 }

@@ -3,14 +3,18 @@
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::Conn;
 use crate::stream::session::splice;
 use crate::upstream::Cluster;
 
 /// Connect to a host of `cluster`, replay the bytes already read, and splice.
-pub async fn serve(down: TcpStream, prefix: BytesMut, cluster: &Cluster, conn: &Conn) {
+pub async fn serve(
+    down: crate::net::stream::Stream,
+    prefix: BytesMut,
+    cluster: &Cluster,
+    conn: &Conn,
+) {
     let started = std::time::Instant::now();
     let mut up = match cluster.connect_any().await {
         Ok((_, up)) => up,

@@ -51,6 +51,8 @@ pub enum Action {
     },
     /// Answer from the gateway.
     Direct(DirectResponse),
+    /// Accept a WebSocket upgrade and serve this protocol inside it.
+    WebSocket(Protocol),
 }
 
 /// A response the gateway makes itself.
@@ -73,7 +75,7 @@ impl Action {
                 let r = rand::random_range(0..total);
                 clusters.get(cumulative.partition_point(|c| *c <= r))
             }
-            Action::Direct(_) => None,
+            Action::Direct(_) | Action::WebSocket(_) => None,
         }
     }
 }
@@ -297,7 +299,9 @@ fn compile_route(
         });
     }
     let lookup = |name: &str| clusters.get(name).cloned();
-    let action = if let Some(d) = &r.direct_response {
+    let action = if let Some(p) = r.websocket {
+        Action::WebSocket(p.0)
+    } else if let Some(d) = &r.direct_response {
         Action::Direct(DirectResponse {
             status: d.status,
             content_type: d.content_type.clone(),

@@ -5,3 +5,4 @@
 
 pub mod pipeline;
 pub mod session;
+pub mod websocket;

@@ -1,0 +1,272 @@
+//! Frames the gateway makes itself, request-id remapping, and the CRC32.
+use bytes::Bytes;
+
+use super::{Frame, Kind, SWITCH_CRC, Version, cmd, codec, head_len, status};
+use crate::hessian2::truncate_utf16;
+
+/// The timeout written into gateway-made heartbeats (as sofa-bolt-node does).
+const HEARTBEAT_TIMEOUT_MS: i32 = 3000;
+
+/// The command version (`ver2`) of gateway-made frames.
+const VER2: u8 = 1;
+
+/// The `ver1` byte of gateway-made v2 frames.
+const VER1: u8 = 2;
+
+/// Longest error message sent, in UTF-16 units: one Hessian `S` chunk.
+const MAX_MESSAGE_UNITS: usize = 0xffff;
+
+/// The CRC32 tables (IEEE, reflected polynomial 0xEDB88320) for slicing by
+/// eight, built at compile time: `CRC_TABLES[0]` is the classic byte table,
+/// `CRC_TABLES[k]` advances a byte through `k` more zero bytes.
+// In bounds: every index is below 256 or 8 (and a const evaluation cannot go
+// out of bounds anyway).
+#[allow(clippy::indexing_slicing)]
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        tables[0][i] = c;
+        i += 1;
+    }
+    let mut t = 1;
+    while t < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[t - 1][i];
+            tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        t += 1;
+    }
+    tables
+};
+
+/// Entry `byte` of table `t` (`t` < 8).
+#[inline(always)]
+fn table(t: usize, byte: u32) -> u32 {
+    // In bounds: callers pass t < 8, and a u8 indexes a 256-entry table.
+    #[allow(clippy::indexing_slicing)]
+    CRC_TABLES[t & 7][(byte & 0xff) as usize]
+}
+
+/// CRC32 (IEEE 802.3, as `java.util.zip.CRC32` and zlib) of `data`.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    let mut blocks = data.chunks_exact(8);
+    for block in &mut blocks {
+        let Ok(block) = <[u8; 8]>::try_from(block) else {
+            continue;
+        };
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = block;
+        let a = u32::from_le_bytes([b0, b1, b2, b3]) ^ c;
+        let b = u32::from_le_bytes([b4, b5, b6, b7]);
+        c = table(7, a)
+            ^ table(6, a >> 8)
+            ^ table(5, a >> 16)
+            ^ table(4, a >> 24)
+            ^ table(3, b)
+            ^ table(2, b >> 8)
+            ^ table(1, b >> 16)
+            ^ table(0, b >> 24);
+    }
+    for &byte in blocks.remainder() {
+        c = table(0, c ^ u32::from(byte)) ^ (c >> 8);
+    }
+    !c
+}
+
+/// Length of a frame part as its wire field; parts over the field's range
+/// are the caller's mistake and get a clamped length (keep them small).
+fn len16(part: &[u8]) -> u16 {
+    u16::try_from(part.len()).unwrap_or(u16::MAX)
+}
+
+/// Assemble a frame. `word` is the timeout (requests) or the status (responses).
+#[allow(clippy::too_many_arguments)]
+fn build(
+    version: Version,
+    kind: Kind,
+    cmd_code: u16,
+    request_id: u32,
+    codec: u8,
+    word: &[u8],
+    class: &[u8],
+    header: &[u8],
+    content: &[u8],
+) -> Bytes {
+    let mut out = Vec::with_capacity(
+        head_len(version, kind) + class.len() + header.len() + content.len() + 4,
+    );
+    out.push(version.code());
+    if version == Version::V2 {
+        out.push(VER1);
+    }
+    out.push(kind.code());
+    out.extend_from_slice(&cmd_code.to_be_bytes());
+    out.push(VER2);
+    out.extend_from_slice(&request_id.to_be_bytes());
+    out.push(codec);
+    if version == Version::V2 {
+        out.push(SWITCH_CRC);
+    }
+    out.extend_from_slice(word);
+    out.extend_from_slice(&len16(class).to_be_bytes());
+    out.extend_from_slice(&len16(header).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(content.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(class);
+    out.extend_from_slice(header);
+    out.extend_from_slice(content);
+    if version == Version::V2 {
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// A request frame (command code 1) from its parts: for tests and tools, and
+/// for requests the gateway makes. v2 frames get the CRC switch and a CRC32.
+/// Class names and headers must be under 64 KiB.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    version: Version,
+    oneway: bool,
+    request_id: u32,
+    codec: u8,
+    timeout_ms: i32,
+    class: &[u8],
+    header: &[u8],
+    content: &[u8],
+) -> Bytes {
+    let kind = if oneway { Kind::Oneway } else { Kind::Request };
+    build(
+        version,
+        kind,
+        cmd::REQUEST,
+        request_id,
+        codec,
+        &timeout_ms.to_be_bytes(),
+        class,
+        header,
+        content,
+    )
+}
+
+/// A gateway-made response to request `request_id` (command code 2, `ver2`
+/// 1, in the request's `version` and `codec`) with `status` (see [`status`]),
+/// no class name and no header.
+///
+/// The content is the Hessian 2 string of `message` (cut to 65,535 UTF-16
+/// units; the compact or `S` form every Hessian version reads) when `codec` is
+/// [`codec::HESSIAN2`] and `message` is not empty, and empty otherwise. Java
+/// Bolt clients turn a non-success status into an exception by the status
+/// alone and read such a content as a plain string; other clients can show it.
+/// v2 frames get the CRC switch and a CRC32.
+pub fn response(version: Version, request_id: u32, codec: u8, status: u16, message: &str) -> Bytes {
+    let mut content = Vec::new();
+    if codec == codec::HESSIAN2 && !message.is_empty() {
+        let message = truncate_utf16(message, MAX_MESSAGE_UNITS);
+        let units: usize = message.chars().map(char::len_utf16).sum();
+        if units <= 0x1f {
+            content.push(units as u8);
+        } else {
+            content.push(b'S');
+            content.extend_from_slice(&(units as u16).to_be_bytes());
+        }
+        content.extend_from_slice(message.as_bytes());
+    }
+    build(
+        version,
+        Kind::Response,
+        cmd::RESPONSE,
+        request_id,
+        codec,
+        &status.to_be_bytes(),
+        &[],
+        &[],
+        &content,
+    )
+}
+
+/// The answer to heartbeat `request_id`: a response with command code 0,
+/// status success, codec Hessian 2 and nothing else (v2: with a CRC32).
+pub fn heartbeat_response(version: Version, request_id: u32) -> Bytes {
+    build(
+        version,
+        Kind::Response,
+        cmd::HEARTBEAT,
+        request_id,
+        codec::HESSIAN2,
+        &status::SUCCESS.to_be_bytes(),
+        &[],
+        &[],
+        &[],
+    )
+}
+
+/// A heartbeat: a request with command code 0, codec Hessian 2, a 3000 ms
+/// timeout and nothing else (v2: with a CRC32).
+pub fn heartbeat_request(version: Version, request_id: u32) -> Bytes {
+    build(
+        version,
+        Kind::Request,
+        cmd::HEARTBEAT,
+        request_id,
+        codec::HESSIAN2,
+        &HEARTBEAT_TIMEOUT_MS.to_be_bytes(),
+        &[],
+        &[],
+        &[],
+    )
+}
+
+/// `frame` with its request id replaced by `id` (a copy; a v2 CRC is recomputed).
+pub fn with_request_id(frame: &Frame, id: u32) -> Bytes {
+    let mut out = frame.wire().to_vec();
+    let at = 5 + frame.version().shift();
+    if let Some(slot) = out.get_mut(at..at + 4) {
+        slot.copy_from_slice(&id.to_be_bytes());
+    }
+    if frame.has_crc() {
+        let body_len = out.len().saturating_sub(4);
+        let crc = crc32(out.get(..body_len).unwrap_or_default());
+        if let Some(slot) = out.get_mut(body_len..) {
+            slot.copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Encode a simple-map header: each key and value as a big-endian int32
+/// length and its bytes, `None` values as length -1.
+pub fn encode_header_map<'e>(
+    entries: impl IntoIterator<Item = (&'e [u8], Option<&'e [u8]>)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let field = |out: &mut Vec<u8>, v: Option<&[u8]>| match v {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(v) => {
+            out.extend_from_slice(&i32::try_from(v.len()).unwrap_or(i32::MAX).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    };
+    for (k, v) in entries {
+        field(&mut out, Some(k));
+        field(&mut out, v);
+    }
+    out
+}

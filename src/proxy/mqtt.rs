@@ -1,0 +1,595 @@
+//! MQTT through the gateway (the session shape): the client's CONNECT is read
+//! and checked (credentials), routed once (client id, user, ...), and the
+//! session is bound to one broker — chosen by the cluster's balancer, with
+//! `ring_hash` on the client id so a device always reaches the same broker.
+//! Then every packet still passes the edge policy: topic ACL on PUBLISH and
+//! SUBSCRIBE, per-client rate limits, the tenant mount point; everything else
+//! is forwarded byte-exact.
+//!
+//! An idle session holds no buffers: each side's buffer is released once
+//! drained, and the task waits on socket readiness, not on a read into a
+//! buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::net::stream::Stream;
+use bytes::{Bytes, BytesMut};
+use switchyard_codecs::mqtt::{self, Body, Packet, PacketType, TopicAliases, Version, code, topic};
+use switchyard_codecs::{Decoder, Protocol};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{Conn, drained};
+use crate::config::{DeniedPublish, OverLimit};
+use crate::filters::acl::Action;
+use crate::filters::mqtt::MqttPolicy;
+use crate::filters::rate::Bucket;
+use crate::filters::users::Denied;
+
+/// Serve one MQTT client connection; `buf` holds the bytes detection read.
+pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
+    let Some(policy) = conn.listener.mqtt.clone() else {
+        return;
+    };
+    let m = &policy.metrics;
+    if let Some(bucket) = &policy.connection_rate
+        && !bucket.try_take()
+    {
+        m.connection_rate_limited.increment(1);
+        return;
+    }
+    let limits = mqtt::Limits {
+        max_packet: policy.max_packet,
+    };
+    let mut decoder = mqtt::Decoder::new(limits);
+    let first = match tokio::time::timeout(
+        policy.connect_timeout,
+        read_packet(&mut client, &mut buf, &mut decoder),
+    )
+    .await
+    {
+        Ok(Ok(Some(p))) => p,
+        _ => {
+            m.malformed.increment(1);
+            return;
+        }
+    };
+    let Some(connect) = first.as_connect() else {
+        return;
+    };
+    let version = connect.version();
+    let refuse = |v3: u8, v5: u8| {
+        mqtt::connack(version, false, if version == Version::V5 { v5 } else { v3 })
+    };
+
+    // A verified client certificate's common name is the user, when so configured.
+    let cert_user = if policy.client_cert_identity {
+        client.peer_common_name()
+    } else {
+        None
+    };
+    if let Some(users) = policy.users.as_ref().filter(|_| cert_user.is_none()) {
+        let verdict = users.check(
+            connect.username().map(|u| &u[..]),
+            connect.password().map(|p| &p[..]),
+        );
+        let answer = match verdict {
+            Ok(()) => None,
+            Err(Denied::BadCredentials) => {
+                m.bad_credentials.increment(1);
+                Some(refuse(
+                    code::V3_BAD_USERNAME_OR_PASSWORD,
+                    code::BAD_USER_NAME_OR_PASSWORD,
+                ))
+            }
+            Err(Denied::NoCredentials) => {
+                m.not_authorized.increment(1);
+                Some(refuse(code::V3_NOT_AUTHORIZED, code::NOT_AUTHORIZED))
+            }
+        };
+        if let Some(answer) = answer {
+            let _ = client.write_all(&answer).await;
+            return;
+        }
+    }
+    let user = cert_user
+        .map(Bytes::from)
+        .or_else(|| connect.username().cloned());
+    let client_id = connect.client_id().clone();
+    let mount = match policy.mount_for(user.as_deref(), &client_id) {
+        None => None,
+        Some(Ok(mount)) => Some(mount),
+        Some(Err(())) => {
+            // The mount point needs a user or a client id that cannot widen it.
+            m.not_authorized.increment(1);
+            let _ = client
+                .write_all(&refuse(code::V3_NOT_AUTHORIZED, code::NOT_AUTHORIZED))
+                .await;
+            return;
+        }
+    };
+
+    // Route once, then bind to the first broker that answers CONNECT.
+    let route = conn.listener.routes.route(Protocol::Mqtt, &first);
+    let Some(cluster) = route.and_then(|r| r.action.cluster()).cloned() else {
+        m.unavailable.increment(1);
+        let _ = client
+            .write_all(&refuse(
+                code::V3_SERVER_UNAVAILABLE,
+                code::SERVER_UNAVAILABLE,
+            ))
+            .await;
+        return;
+    };
+    let mut bound = None;
+    for host in cluster.hosts_for(&first) {
+        let Ok(broker) = cluster.connect(host).await else {
+            continue;
+        };
+        let mut broker = Stream::Tcp(broker);
+        if broker.write_all(first.wire()).await.is_err() {
+            continue;
+        }
+        let mut broker_decoder = mqtt::Decoder::with_version(limits, version);
+        let mut broker_buf = BytesMut::new();
+        let answer = tokio::time::timeout(
+            policy.connect_timeout,
+            read_packet(&mut broker, &mut broker_buf, &mut broker_decoder),
+        )
+        .await;
+        if let Ok(Ok(Some(connack))) = answer
+            && connack.kind() == PacketType::Connack
+        {
+            bound = Some((broker, broker_buf, broker_decoder, connack));
+            break;
+        }
+    }
+    let Some((broker, broker_buf, broker_decoder, connack)) = bound else {
+        m.unavailable.increment(1);
+        let _ = client
+            .write_all(&refuse(
+                code::V3_SERVER_UNAVAILABLE,
+                code::SERVER_UNAVAILABLE,
+            ))
+            .await;
+        return;
+    };
+    if client.write_all(connack.wire()).await.is_err() {
+        return;
+    }
+    if connack.as_connack().is_some_and(|c| c.code() != 0) {
+        return; // The broker refused the client and closes; so do we.
+    }
+    m.accepted.increment(1);
+
+    let (messages, bytes) = policy
+        .rate
+        .as_ref()
+        .map(|r| r.buckets())
+        .unwrap_or((None, None));
+    let keep_alive = connect.keep_alive();
+    let mut session = Session {
+        policy: policy.clone(),
+        version,
+        user,
+        client_id,
+        mount,
+        aliases: TopicAliases::new(u16::MAX),
+        denied_qos2: HashSet::new(),
+        pending_subacks: HashMap::new(),
+        messages,
+        bytes,
+        to_broker: BytesMut::new(),
+        to_client: BytesMut::new(),
+        close: None,
+    };
+    // Idle beyond 1.5 × keep-alive closes both sides (MQTT 3.1.2.10).
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    session
+        .run(
+            client,
+            buf,
+            decoder,
+            broker,
+            broker_buf,
+            broker_decoder,
+            keep_alive,
+            &mut conn,
+        )
+        .await;
+}
+
+/// Why a session ends after the current packets are flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Close both sides (after sending what is queued).
+    Both,
+}
+
+struct Session {
+    policy: Arc<MqttPolicy>,
+    version: Version,
+    user: Option<Bytes>,
+    client_id: Bytes,
+    mount: Option<Vec<u8>>,
+    /// Client → broker topic aliases (to apply the ACL to alias-only PUBLISHes).
+    aliases: TopicAliases,
+    /// QoS 2 PUBLISHes answered by the gateway: their PUBREL is answered here too.
+    denied_qos2: HashSet<u16>,
+    /// SUBSCRIBEs forwarded with some filters removed: per packet id, the
+    /// gateway's code for each original filter (`None`: the broker's next code).
+    pending_subacks: HashMap<u16, Vec<Option<u8>>>,
+    messages: Option<Bucket>,
+    bytes: Option<Bucket>,
+    to_broker: BytesMut,
+    to_client: BytesMut,
+    close: Option<Close>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        mut client: Stream,
+        mut client_buf: BytesMut,
+        mut client_decoder: mqtt::Decoder,
+        mut broker: Stream,
+        mut broker_buf: BytesMut,
+        mut broker_decoder: mqtt::Decoder,
+        keep_alive: Option<Duration>,
+        conn: &mut Conn,
+    ) {
+        let mut last_heard = Instant::now();
+        // Packets that arrived with the CONNECT, or with the CONNACK.
+        let mut client_ready = !client_buf.is_empty();
+        let mut broker_ready = !broker_buf.is_empty();
+        loop {
+            if client_ready {
+                client_ready = false;
+                if self
+                    .client_bytes(&mut client_buf, &mut client_decoder)
+                    .await
+                    .is_err()
+                {
+                    self.policy.metrics.malformed.increment(1);
+                    if self.version == Version::V5 {
+                        let _ = client
+                            .write_all(&mqtt::disconnect(self.version, code::MALFORMED_PACKET))
+                            .await;
+                    }
+                    break;
+                }
+            }
+            if broker_ready {
+                broker_ready = false;
+                if self
+                    .broker_bytes(&mut broker_buf, &mut broker_decoder)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            conn.metrics
+                .bytes_out
+                .increment(self.to_client.len() as u64);
+            if flush(&mut broker, &mut self.to_broker).await.is_err()
+                || flush(&mut client, &mut self.to_client).await.is_err()
+                || self.close.is_some()
+            {
+                break;
+            }
+            release(&mut client_buf);
+            release(&mut broker_buf);
+            let deadline = keep_alive.map(|k| last_heard + k);
+            tokio::select! {
+                r = client.read_some(&mut client_buf) => match r {
+                    Ok(n) if n > 0 => {
+                        conn.metrics.bytes_in.increment(n as u64);
+                        last_heard = Instant::now();
+                        client_ready = true;
+                    }
+                    _ => break,
+                },
+                r = broker.read_some(&mut broker_buf) => match r {
+                    Ok(n) if n > 0 => broker_ready = true,
+                    _ => break,
+                },
+                () = sleep_until(deadline) => {
+                    if self.version == Version::V5 {
+                        let _ = client.write_all(&mqtt::disconnect(self.version, code::KEEP_ALIVE_TIMEOUT)).await;
+                    }
+                    break;
+                }
+                () = drained(&mut conn.drain) => {
+                    if self.version == Version::V5 {
+                        let _ = client.write_all(&mqtt::disconnect(self.version, code::SERVER_SHUTTING_DOWN)).await;
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = client.shutdown().await;
+        let _ = broker.shutdown().await;
+    }
+
+    /// Decode and filter every complete client packet in `buf`.
+    async fn client_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        decoder: &mut mqtt::Decoder,
+    ) -> Result<(), ()> {
+        while let Some(packet) = decoder.decode(buf).map_err(|_| ())? {
+            self.client_packet(packet).await?;
+            if self.close.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn client_packet(&mut self, packet: Packet) -> Result<(), ()> {
+        let m = &self.policy.metrics;
+        match packet.body() {
+            Body::Publish(p) => {
+                let topic_name = self.aliases.resolve(p).map_err(|_| ())?;
+                m.publishes_in.increment(1);
+                m.bytes_in.increment(p.payload().len() as u64);
+                let packet_id = p.packet_id().unwrap_or(0);
+                let qos = p.qos();
+                if !self.policy.acl.allows(
+                    self.user.as_deref(),
+                    &self.client_id,
+                    Action::Publish,
+                    &topic_name,
+                ) {
+                    m.acl_denied.increment(1);
+                    if self.policy.on_denied_publish == DeniedPublish::Disconnect {
+                        self.disconnect(code::NOT_AUTHORIZED);
+                    } else {
+                        self.refuse_publish(qos, packet_id, code::NOT_AUTHORIZED);
+                    }
+                    return Ok(());
+                }
+                if !self.within_rate(p.payload().len(), qos, packet_id).await {
+                    return Ok(());
+                }
+                match &self.mount {
+                    Some(mount) if !p.topic().is_empty() => {
+                        let mounted = topic::mount(mount, p.topic());
+                        let rewritten = mqtt::publish_with_topic(p, &mounted).map_err(|_| ())?;
+                        self.to_broker.extend_from_slice(&rewritten);
+                    }
+                    _ => self.to_broker.extend_from_slice(packet.wire()),
+                }
+            }
+            Body::Pubrel(ack) if self.denied_qos2.remove(&ack.packet_id()) => {
+                self.to_client.extend_from_slice(&mqtt::pubcomp(
+                    self.version,
+                    ack.packet_id(),
+                    code::SUCCESS,
+                ));
+            }
+            Body::Subscribe(s) => {
+                let refused = if self.version == Version::V5 {
+                    code::NOT_AUTHORIZED
+                } else {
+                    code::V3_SUBACK_FAILURE
+                };
+                let verdicts: Vec<Option<u8>> = s
+                    .filters()
+                    .iter()
+                    .map(|(filter, _)| {
+                        let allowed = self.policy.acl.allows(
+                            self.user.as_deref(),
+                            &self.client_id,
+                            Action::Subscribe,
+                            filter,
+                        );
+                        (!allowed).then_some(refused)
+                    })
+                    .collect();
+                let denied = verdicts.iter().filter(|v| v.is_some()).count();
+                m.acl_denied.increment(denied as u64);
+                if denied == verdicts.len() {
+                    let codes: Vec<u8> = verdicts.iter().map(|v| v.unwrap_or(refused)).collect();
+                    self.to_client.extend_from_slice(&mqtt::suback(
+                        self.version,
+                        s.packet_id(),
+                        &codes,
+                    ));
+                    return Ok(());
+                }
+                let kept = s
+                    .filters()
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(f, _)| f);
+                let rewritten = match &self.mount {
+                    None if denied == 0 => None,
+                    None => Some(mqtt::subscribe_with_filters(
+                        s,
+                        kept.map(|(f, o)| (f.clone(), *o)),
+                    )),
+                    Some(mount) => Some(mqtt::subscribe_with_filters(
+                        s,
+                        kept.map(|(f, o)| (topic::mount(mount, f), *o)),
+                    )),
+                };
+                if denied > 0 {
+                    self.pending_subacks.insert(s.packet_id(), verdicts);
+                }
+                match rewritten {
+                    Some(r) => self.to_broker.extend_from_slice(&r.map_err(|_| ())?),
+                    None => self.to_broker.extend_from_slice(packet.wire()),
+                }
+            }
+            Body::Unsubscribe(u) => match &self.mount {
+                Some(mount) => {
+                    let filters = u.filters().iter().map(|f| topic::mount(mount, f));
+                    let rewritten = mqtt::unsubscribe_with_filters(u, filters).map_err(|_| ())?;
+                    self.to_broker.extend_from_slice(&rewritten);
+                }
+                None => self.to_broker.extend_from_slice(packet.wire()),
+            },
+            _ => self.to_broker.extend_from_slice(packet.wire()),
+        }
+        Ok(())
+    }
+
+    /// Apply the rate limit to one PUBLISH; `false` if it must not be forwarded.
+    async fn within_rate(&mut self, payload: usize, qos: u8, packet_id: u16) -> bool {
+        let Some(rate) = &self.policy.rate else {
+            return true;
+        };
+        let over_limit = rate.over_limit;
+        let mut wait = Duration::ZERO;
+        let mut over = false;
+        if let Some(b) = &mut self.messages {
+            if over_limit == OverLimit::Delay {
+                wait = wait.max(b.take_or_wait(1.0));
+            } else {
+                over |= !b.try_take(1.0);
+            }
+        }
+        if let Some(b) = &mut self.bytes {
+            if over_limit == OverLimit::Delay {
+                wait = wait.max(b.take_or_wait(payload as f64));
+            } else {
+                over |= !b.try_take(payload as f64);
+            }
+        }
+        if !wait.is_zero() {
+            self.policy.metrics.rate_limited.increment(1);
+            tokio::time::sleep(wait).await;
+            return true;
+        }
+        if !over {
+            return true;
+        }
+        self.policy.metrics.rate_limited.increment(1);
+        match over_limit {
+            OverLimit::Disconnect => self.disconnect(code::MESSAGE_RATE_TOO_HIGH),
+            _ => self.refuse_publish(qos, packet_id, code::MESSAGE_RATE_TOO_HIGH),
+        }
+        false
+    }
+
+    /// Answer a PUBLISH the gateway will not forward: QoS 0 is dropped; QoS 1
+    /// gets PUBACK and QoS 2 PUBREC with `reason` (MQTT 5; MQTT 3 has no
+    /// reason codes, so the client just sees it acknowledged).
+    fn refuse_publish(&mut self, qos: u8, packet_id: u16, reason: u8) {
+        let reason = if self.version == Version::V5 {
+            reason
+        } else {
+            code::SUCCESS
+        };
+        match qos {
+            1 => self
+                .to_client
+                .extend_from_slice(&mqtt::puback(self.version, packet_id, reason)),
+            2 => {
+                self.to_client
+                    .extend_from_slice(&mqtt::pubrec(self.version, packet_id, reason));
+                // MQTT 5: a PUBREC with an error ends the exchange; MQTT 3 expects PUBREL.
+                if self.version != Version::V5 {
+                    self.denied_qos2.insert(packet_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// End the session: MQTT 5 clients get DISCONNECT with `reason` first.
+    fn disconnect(&mut self, reason: u8) {
+        if self.version == Version::V5 {
+            self.to_client
+                .extend_from_slice(&mqtt::disconnect(self.version, reason));
+        }
+        self.close = Some(Close::Both);
+    }
+
+    /// Decode and fix up every complete broker packet in `buf`.
+    fn broker_bytes(&mut self, buf: &mut BytesMut, decoder: &mut mqtt::Decoder) -> Result<(), ()> {
+        while let Some(packet) = decoder.decode(buf).map_err(|_| ())? {
+            match packet.body() {
+                Body::Suback(s) if self.pending_subacks.contains_key(&s.packet_id()) => {
+                    let verdicts = self
+                        .pending_subacks
+                        .remove(&s.packet_id())
+                        .unwrap_or_default();
+                    let mut from_broker = s.codes().iter().copied();
+                    let codes: Vec<u8> = verdicts
+                        .iter()
+                        .map(|v| v.unwrap_or_else(|| from_broker.next().unwrap_or(0x80)))
+                        .collect();
+                    self.to_client.extend_from_slice(&mqtt::suback(
+                        self.version,
+                        s.packet_id(),
+                        &codes,
+                    ));
+                }
+                Body::Publish(p) => {
+                    let m = &self.policy.metrics;
+                    m.publishes_out.increment(1);
+                    m.bytes_out.increment(p.payload().len() as u64);
+                    match &self.mount {
+                        Some(mount) if !p.topic().is_empty() => {
+                            // A topic not under the mount point is not this tenant's: dropped.
+                            if let Some(t) = topic::unmount(mount, p.topic()) {
+                                let rewritten = mqtt::publish_with_topic(p, t).map_err(|_| ())?;
+                                self.to_client.extend_from_slice(&rewritten);
+                            }
+                        }
+                        _ => self.to_client.extend_from_slice(packet.wire()),
+                    }
+                }
+                _ => self.to_client.extend_from_slice(packet.wire()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read one packet (for the CONNECT/CONNACK exchange).
+async fn read_packet(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    decoder: &mut mqtt::Decoder,
+) -> std::io::Result<Option<Packet>> {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(p)) => return Ok(Some(p)),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        if io.read_some(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn flush(io: &mut Stream, out: &mut BytesMut) -> std::io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    release(out);
+    Ok(())
+}
+
+/// Give an empty buffer's memory back, so idle sessions cost little.
+fn release(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
