@@ -123,13 +123,35 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
             .await;
         return;
     };
+    // Under a mount point the broker sees the tenant's namespace: the will
+    // topic is mounted and the client id prefixed, so tenants sharing a broker
+    // can neither publish outside their mount nor take over each other's sessions.
+    let upstream_connect = match &mount {
+        None => first.wire().clone(),
+        Some(mount) => {
+            let will_topic = connect.will().map(|w| topic::mount(mount, w.topic()));
+            let client = (!client_id.is_empty()).then(|| [&mount[..], &client_id[..]].concat());
+            let edit = mqtt::ConnectEdit {
+                client_id: client.as_deref(),
+                will_topic: will_topic.as_deref(),
+                credentials: None,
+            };
+            match mqtt::connect_with(connect, &edit) {
+                Ok(c) => c,
+                Err(_) => {
+                    m.malformed.increment(1);
+                    return;
+                }
+            }
+        }
+    };
     let mut bound = None;
     for host in cluster.hosts_for(&first) {
         let Ok(broker) = cluster.connect(host).await else {
             continue;
         };
         let mut broker = Stream::Tcp(broker);
-        if broker.write_all(first.wire()).await.is_err() {
+        if broker.write_all(&upstream_connect).await.is_err() {
             continue;
         }
         let mut broker_decoder = mqtt::Decoder::with_version(limits, version);
