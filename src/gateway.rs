@@ -18,7 +18,13 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 3] = [Protocol::Http1, Protocol::Redis, Protocol::Mqtt];
+pub const SERVED: [Protocol; 5] = [
+    Protocol::Http1,
+    Protocol::Redis,
+    Protocol::Mqtt,
+    Protocol::Dubbo,
+    Protocol::Bolt,
+];
 
 /// A listener's compiled settings, as of one snapshot.
 pub struct ListenerRuntime {
@@ -181,7 +187,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, redis, mqtt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
+                        "served today: http1, redis, mqtt, dubbo, bolt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });

@@ -113,6 +113,8 @@ async fn handle(
         Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
         Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,
         Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
+        Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,
+        Some(Protocol::Bolt) => proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn).await,
         _ => match &listener.fallback {
             Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
             None => drop(stream),

@@ -8,6 +8,7 @@
 pub mod http1;
 pub mod mqtt;
 pub mod redis;
+pub mod rpc;
 pub mod tcp;
 
 use std::sync::Arc;

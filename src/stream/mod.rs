@@ -3,6 +3,7 @@
 //! [`pipeline`] keeps an upstream connection busy with pipelined requests
 //! and hands replies back in order.
 
+pub mod multiplex;
 pub mod pipeline;
 pub mod session;
 pub mod websocket;

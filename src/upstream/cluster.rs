@@ -37,6 +37,15 @@ pub struct Cluster {
     pub request_timeout: Duration,
     connect_failures: Counter,
     connects: Counter,
+    /// Connections shared by every client, per (protocol, host): the
+    /// multiplexed protocols' upstream connections (type-erased, so this
+    /// layer stays protocol-neutral). Locked only to look up or store handles.
+    pub shared: std::sync::Mutex<
+        std::collections::HashMap<
+            (switchyard_codecs::Protocol, usize),
+            Box<dyn std::any::Any + Send + Sync>,
+        >,
+    >,
 }
 
 impl Cluster {
@@ -75,6 +84,7 @@ impl Cluster {
             connect_timeout: c.connect_timeout.get(),
             request_timeout: c.request_timeout.get(),
             connect_failures: metrics::counter!("switchyard_upstream_connect_failures_total", "cluster" => name.clone()),
+            shared: std::sync::Mutex::new(std::collections::HashMap::new()),
             connects: metrics::counter!("switchyard_upstream_connections_total", "cluster" => name.clone()),
             name,
         }

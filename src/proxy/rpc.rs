@@ -1,0 +1,362 @@
+//! RPC through the gateway (the multiplexed shape): Dubbo and SOFA Bolt.
+//! Each request is routed on its own (service, method, version, group...), to
+//! a host picked per request, over shared upstream connections
+//! ([`MuxConn`]); responses come back in whatever order the servers answer.
+//! Heartbeats from clients are answered by the gateway.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use switchyard_codecs::Decoder;
+use switchyard_codecs::{bolt, dubbo};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{Conn, drained, read_more};
+use crate::net::stream::Stream;
+use crate::router::Action;
+use crate::stream::multiplex::{MuxConn, MuxError, MuxKind, MuxProtocol, Outgoing};
+use crate::upstream::Cluster;
+
+/// A session's cache of shared connections: (cluster, host) → connections.
+type ConnCache<P> = Vec<(Arc<Cluster>, usize, Vec<MuxConn<P>>)>;
+
+/// Upstream connections kept per host and protocol, shared by every client.
+const CONNS_PER_HOST: usize = 2;
+
+/// Serve one downstream connection of protocol `P`.
+pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
+    let (mut rd, wr) = stream.into_split();
+    let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(4096);
+    let writer = tokio::spawn(write_replies(wr, reply_rx, conn.metrics.clone()));
+    let mut decoder = P::decoder();
+    let mut cache: ConnCache<P> = Vec::new();
+    let mut turn = 0usize;
+    'session: loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed RPC frame; closing");
+                    conn.metrics.observe(Duration::ZERO, true);
+                    break 'session;
+                }
+            };
+            let kind = P::kind(&frame);
+            match kind {
+                MuxKind::HeartbeatRequest => {
+                    let _ = reply_tx.send(P::heartbeat_reply(&frame)).await;
+                    continue;
+                }
+                MuxKind::Request | MuxKind::OneWay => {}
+                MuxKind::Response | MuxKind::HeartbeatResponse => continue,
+            }
+            conn.metrics.requests.increment(1);
+            let refuse = |error: MuxError, message: &str| {
+                P::error_reply(
+                    P::request_id(&frame),
+                    P::reply_context(&frame),
+                    error,
+                    message,
+                )
+            };
+            let route = conn.listener.routes.route(P::PROTOCOL, &frame);
+            let (cluster, timeout) = match route.map(|r| (&r.action, r.timeout)) {
+                None => {
+                    conn.metrics.errors.increment(1);
+                    if kind == MuxKind::Request {
+                        let _ = reply_tx
+                            .send(refuse(MuxError::NoRoute, "no route for this service"))
+                            .await;
+                    }
+                    continue;
+                }
+                Some((Action::Direct(d), _)) => {
+                    conn.metrics.errors.increment(1);
+                    if kind == MuxKind::Request {
+                        let _ = reply_tx
+                            .send(refuse(MuxError::Refused, &String::from_utf8_lossy(&d.body)))
+                            .await;
+                    }
+                    continue;
+                }
+                Some((action, timeout)) => match action.cluster() {
+                    Some(c) => (c.clone(), timeout.unwrap_or(c.request_timeout)),
+                    None => {
+                        let _ = reply_tx
+                            .send(refuse(MuxError::Unavailable, "no cluster for this route"))
+                            .await;
+                        continue;
+                    }
+                },
+            };
+            let timeout = P::timeout(&frame)
+                .filter(|t| !t.is_zero())
+                .map_or(timeout, |t| t.min(timeout));
+            turn = turn.wrapping_add(1);
+            let Some(up) = upstream::<P>(&mut cache, &cluster, &frame, turn).await else {
+                conn.metrics.errors.increment(1);
+                if kind == MuxKind::Request {
+                    let message = format!("upstream unavailable (cluster {})", cluster.name);
+                    let _ = reply_tx.send(refuse(MuxError::Unavailable, &message)).await;
+                }
+                continue;
+            };
+            if let Err(back) = up
+                .send(Outgoing {
+                    frame,
+                    reply: reply_tx.clone(),
+                    timeout,
+                })
+                .await
+            {
+                conn.metrics.errors.increment(1);
+                if kind == MuxKind::Request {
+                    let f = &back.frame;
+                    let reply = P::error_reply(
+                        P::request_id(f),
+                        P::reply_context(f),
+                        MuxError::UpstreamClosed,
+                        "upstream connection closed",
+                    );
+                    let _ = reply_tx.send(reply).await;
+                }
+            }
+        }
+        tokio::select! {
+            r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(conn.listener.idle_timeout) => break,
+            () = drained(&mut conn.drain) => break,
+        }
+    }
+    drop(reply_tx);
+    drop(cache);
+    if let Ok(mut wr) = writer.await {
+        let _ = wr.shutdown().await;
+    }
+}
+
+/// A shared connection to the host the cluster picks for `frame`: from this
+/// session's cache, else from the cluster's registry, else a new one.
+async fn upstream<P: MuxProtocol>(
+    cache: &mut ConnCache<P>,
+    cluster: &Arc<Cluster>,
+    frame: &P::Frame,
+    turn: usize,
+) -> Option<MuxConn<P>> {
+    for host in cluster.hosts_for(frame) {
+        let cached = cache
+            .iter()
+            .position(|(c, h, _)| Arc::ptr_eq(c, cluster) && *h == host);
+        if let Some(i) = cached {
+            let conns = &cache.get(i)?.2;
+            let open: Vec<&MuxConn<P>> = conns.iter().filter(|c| c.is_open()).collect();
+            if open.len() == conns.len() && !open.is_empty() {
+                return open.get(turn % open.len()).map(|c| (*c).clone());
+            }
+            cache.remove(i);
+        }
+        let conns = shared::<P>(cluster, host).await;
+        if conns.is_empty() {
+            continue;
+        }
+        let pick = conns.get(turn % conns.len()).cloned();
+        cache.push((cluster.clone(), host, conns));
+        return pick;
+    }
+    None
+}
+
+/// The cluster-wide connections to `host` for protocol `P`, opening the
+/// missing ones. The registry lock is held only to read or store handles.
+async fn shared<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Vec<MuxConn<P>> {
+    let key = (P::PROTOCOL, host);
+    let mut conns: Vec<MuxConn<P>> = {
+        let registry = cluster.shared.lock().unwrap_or_else(|e| e.into_inner());
+        registry
+            .get(&key)
+            .and_then(|any| any.downcast_ref::<Vec<MuxConn<P>>>())
+            .map(|v| v.iter().filter(|c| c.is_open()).cloned().collect())
+            .unwrap_or_default()
+    };
+    if conns.len() >= CONNS_PER_HOST {
+        return conns;
+    }
+    while conns.len() < CONNS_PER_HOST {
+        match cluster.connect(host).await {
+            Ok(stream) => {
+                let name = format!(
+                    "{}/{}",
+                    cluster.name,
+                    cluster
+                        .hosts
+                        .get(host)
+                        .map_or_else(String::new, |h| h.address.to_string())
+                );
+                conns.push(MuxConn::spawn(stream, name));
+            }
+            Err(_) => break,
+        }
+    }
+    if !conns.is_empty() {
+        let mut registry = cluster.shared.lock().unwrap_or_else(|e| e.into_inner());
+        registry.insert(key, Box::new(conns.clone()) as Box<dyn Any + Send + Sync>);
+    }
+    conns
+}
+
+async fn write_replies(
+    mut wr: crate::net::stream::WriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    metrics: crate::observe::ConnMetrics,
+) -> crate::net::stream::WriteHalf {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        out.extend_from_slice(&first);
+        while out.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => out.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            break;
+        }
+        metrics.bytes_out.increment(out.len() as u64);
+        out.clear();
+    }
+    wr
+}
+
+/// Dubbo 2 (hessian2 and any other serialization: bodies are not touched).
+pub struct Dubbo;
+
+impl MuxProtocol for Dubbo {
+    const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Dubbo;
+    const MAX_ID: u64 = u64::MAX - 1;
+    type Frame = dubbo::Frame;
+    type Decoder = dubbo::Decoder;
+
+    fn decoder() -> Self::Decoder {
+        dubbo::Decoder::new(dubbo::Limits::default())
+    }
+    fn kind(f: &dubbo::Frame) -> MuxKind {
+        match (f.is_request(), f.is_heartbeat(), f.is_two_way()) {
+            (true, true, _) => MuxKind::HeartbeatRequest,
+            (false, true, _) => MuxKind::HeartbeatResponse,
+            (true, false, true) => MuxKind::Request,
+            (true, false, false) => MuxKind::OneWay,
+            (false, false, _) => MuxKind::Response,
+        }
+    }
+    fn request_id(f: &dubbo::Frame) -> u64 {
+        f.request_id()
+    }
+    fn with_id(f: &dubbo::Frame, id: u64) -> Bytes {
+        if id == f.request_id() {
+            return f.wire().clone();
+        }
+        let header = dubbo::header_with_request_id(f, id);
+        let body = f.body();
+        let mut out = BytesMut::with_capacity(header.len() + body.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&body);
+        out.freeze()
+    }
+    fn reply_context(f: &dubbo::Frame) -> u32 {
+        u32::from(f.serialization_id())
+    }
+    fn error_reply(id: u64, context: u32, error: MuxError, message: &str) -> Bytes {
+        let status = match error {
+            MuxError::NoRoute => dubbo::status::SERVICE_NOT_FOUND,
+            MuxError::Timeout => dubbo::status::SERVER_TIMEOUT,
+            MuxError::Unavailable | MuxError::UpstreamClosed => dubbo::status::SERVER_ERROR,
+            MuxError::Refused => dubbo::status::SERVICE_ERROR,
+        };
+        dubbo::response(id, status, context as u8, &format!("switchyard: {message}"))
+    }
+    fn heartbeat_reply(f: &dubbo::Frame) -> Bytes {
+        dubbo::heartbeat_response(f.request_id(), f.serialization_id())
+    }
+    fn heartbeat_request(id: u64) -> Bytes {
+        dubbo::heartbeat_request(id)
+    }
+    fn timeout(_: &dubbo::Frame) -> Option<Duration> {
+        None
+    }
+}
+
+/// SOFA Bolt v1 and v2.
+pub struct Bolt;
+
+impl MuxProtocol for Bolt {
+    const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Bolt;
+    const MAX_ID: u64 = u32::MAX as u64;
+    type Frame = bolt::Frame;
+    type Decoder = bolt::Decoder;
+
+    fn decoder() -> Self::Decoder {
+        bolt::Decoder::new(bolt::Limits::default())
+    }
+    fn kind(f: &bolt::Frame) -> MuxKind {
+        match (f.kind(), f.is_heartbeat()) {
+            (bolt::Kind::Request, true) => MuxKind::HeartbeatRequest,
+            (bolt::Kind::Response, true) => MuxKind::HeartbeatResponse,
+            (bolt::Kind::Request, false) => MuxKind::Request,
+            (bolt::Kind::Oneway, _) => MuxKind::OneWay,
+            (bolt::Kind::Response, false) => MuxKind::Response,
+        }
+    }
+    fn request_id(f: &bolt::Frame) -> u64 {
+        u64::from(f.request_id())
+    }
+    fn with_id(f: &bolt::Frame, id: u64) -> Bytes {
+        if id == u64::from(f.request_id()) {
+            return f.wire().clone();
+        }
+        bolt::with_request_id(f, id as u32)
+    }
+    fn reply_context(f: &bolt::Frame) -> u32 {
+        let version = match f.version() {
+            bolt::Version::V1 => 1u32,
+            bolt::Version::V2 => 2,
+        };
+        (version << 8) | u32::from(f.codec())
+    }
+    fn error_reply(id: u64, context: u32, error: MuxError, message: &str) -> Bytes {
+        let version = if context >> 8 == 2 {
+            bolt::Version::V2
+        } else {
+            bolt::Version::V1
+        };
+        let status = match error {
+            MuxError::NoRoute => bolt::status::NO_PROCESSOR,
+            MuxError::Timeout => bolt::status::TIMEOUT,
+            MuxError::Unavailable => bolt::status::CLIENT_SEND_ERROR,
+            MuxError::UpstreamClosed => bolt::status::CONNECTION_CLOSED,
+            MuxError::Refused => bolt::status::SERVER_EXCEPTION,
+        };
+        // The status carries the meaning; the content stays empty, which every
+        // client accepts (Node's sofa-bolt-node decodes an error content as an
+        // RpcServerException object and drops the connection on anything else).
+        tracing::debug!(status, message, "bolt: gateway-made error response");
+        bolt::response(version, id as u32, (context & 0xff) as u8, status, "")
+    }
+    fn heartbeat_reply(f: &bolt::Frame) -> Bytes {
+        bolt::heartbeat_response(f.version(), f.request_id())
+    }
+    fn heartbeat_request(id: u64) -> Bytes {
+        bolt::heartbeat_request(bolt::Version::V1, id as u32)
+    }
+    fn timeout(f: &bolt::Frame) -> Option<Duration> {
+        f.timeout_ms()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+    }
+}
