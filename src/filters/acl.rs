@@ -38,6 +38,13 @@ impl Acl {
     /// Whether `user`/`client` may do `action` on `topic` (a topic name for
     /// publish, a topic filter for subscribe).
     pub fn allows(&self, user: Option<&[u8]>, client: &[u8], action: Action, topic: &[u8]) -> bool {
+        // A shared subscription `$share/{group}/{filter}` is judged by its filter.
+        let topic = match action {
+            Action::Subscribe => {
+                switchyard_codecs::mqtt::topic::shared(topic).map_or(topic, |(_, f)| f)
+            }
+            Action::Publish => topic,
+        };
         for rule in &self.rules {
             if !rule.actions.contains(&action) {
                 continue;
@@ -181,6 +188,8 @@ mod tests {
         assert!(!acl.allows(u, b"c1", Subscribe, b"devices/+/temp"));
         assert!(acl.allows(Some(b"ops"), b"x", Subscribe, b"devices/+/temp"));
         assert!(!acl.allows(Some(b"ops"), b"x", Publish, b"devices/c1/temp"));
+        assert!(acl.allows(u, b"c1", Subscribe, b"$share/g/devices/c1/#"));
+        assert!(!acl.allows(u, b"c1", Subscribe, b"$share/g/devices/+/temp"));
         let open = Acl {
             rules: vec![],
             default_allow: true,

@@ -111,6 +111,21 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         }
     };
 
+    // A will is a publish the client makes in advance: it must pass the ACL too
+    // (mosquitto refuses such a CONNECT as well).
+    if let Some(will) = connect.will()
+        && !policy
+            .acl
+            .allows(user.as_deref(), &client_id, Action::Publish, will.topic())
+    {
+        m.acl_denied.increment(1);
+        m.not_authorized.increment(1);
+        let _ = client
+            .write_all(&refuse(code::V3_NOT_AUTHORIZED, code::NOT_AUTHORIZED))
+            .await;
+        return;
+    }
+
     // Route once, then bind to the first broker that answers CONNECT.
     let route = conn.listener.routes.route(Protocol::Mqtt, &first);
     let Some(cluster) = route.and_then(|r| r.action.cluster()).cloned() else {
@@ -333,7 +348,20 @@ impl Session {
             }
         }
         let _ = client.shutdown().await;
+        // Close our side of the broker connection and read until it closes too
+        // (briefly): dropping a socket with unread bytes resets it, and the
+        // broker would lose packets it had not read yet.
         let _ = broker.shutdown().await;
+        let mut sink = BytesMut::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(n) = broker.read_some(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+                sink.clear();
+            }
+        })
+        .await;
     }
 
     /// Decode and filter every complete client packet in `buf`.
@@ -494,7 +522,8 @@ impl Session {
         self.policy.metrics.rate_limited.increment(1);
         match over_limit {
             OverLimit::Disconnect => self.disconnect(code::MESSAGE_RATE_TOO_HIGH),
-            _ => self.refuse_publish(qos, packet_id, code::MESSAGE_RATE_TOO_HIGH),
+            // 0x96 is not a PUBACK/PUBREC reason (MQTT 5 §3.4.2.1); 0x97 is.
+            _ => self.refuse_publish(qos, packet_id, code::QUOTA_EXCEEDED),
         }
         false
     }

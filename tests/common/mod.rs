@@ -81,6 +81,12 @@ fn package_of(bin: &str) -> &'static str {
         "curl" => "curl",
         "python3" => "python3",
         "socat" => "socat",
+        "node" => "nodejs",
+        "npm" => "npm",
+        "mosquitto" | "mosquitto_passwd" => "mosquitto",
+        "mosquitto_pub" | "mosquitto_sub" => "mosquitto-clients",
+        "nghttp" | "h2load" => "nghttp2-client",
+        "openssl" => "openssl",
         _ => "(unknown)",
     }
 }
@@ -277,6 +283,21 @@ pub struct Nginx {
 impl Nginx {
     /// Serve `files` (relative path, content) from a fresh document root.
     pub fn start(files: &[(&str, &[u8])]) -> Self {
+        Self::start_with(files, "", "keepalive_requests 10000;")
+    }
+
+    /// Serve `files` over HTTP/2 with prior knowledge (h2c, `listen ... http2`).
+    /// `keepalive_requests` streams per connection, then nginx sends GOAWAY.
+    pub fn start_h2c(files: &[(&str, &[u8])], keepalive_requests: u32) -> Self {
+        Self::start_with(
+            files,
+            " http2",
+            &format!("keepalive_requests {keepalive_requests};"),
+        )
+    }
+
+    /// `listen` gets `listen_opts` after the address; `extra` goes into `http {}`.
+    fn start_with(files: &[(&str, &[u8])], listen_opts: &str, extra: &str) -> Self {
         let bin = require("nginx");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -303,9 +324,9 @@ http {{
     types {{ text/html html; text/plain txt; application/octet-stream bin; }}
     default_type application/octet-stream;
     keepalive_timeout 60s;
-    keepalive_requests 10000;
+    {extra}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_opts};
         root {root};
         location / {{ }}
     }}
@@ -344,6 +365,122 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         stop(&mut self.child);
+    }
+}
+
+/// A private mosquitto broker on a free port (anonymous clients allowed, no
+/// persistence), killed on drop. Its log (connects, disconnects) is kept.
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Start with extra `mosquitto.conf` lines (e.g. `max_queued_messages 0`).
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+            extra: extra.to_owned(),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let bin = require("mosquitto");
+        let d = self.dir.path();
+        let conf = d.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n{}\n",
+                self.port, self.extra
+            ),
+        )
+        .unwrap();
+        // Append: a restarted broker keeps the earlier log.
+        let log = d.join("mosquitto.log");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the mosquitto log");
+        let g = f.try_clone().expect("clone log file");
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(g))
+            .spawn()
+            .expect("spawn mosquitto");
+        let addr = local(self.port);
+        wait_for(
+            &format!("mosquitto on {addr} to answer CONNECT"),
+            WAIT,
+            || {
+                check_alive(&mut child, "mosquitto", &log);
+                let mut c = RawConn::try_connect(addr).ok()?;
+                // MQTT 3.1.1 CONNECT, clean session, empty client id.
+                c.send_lossy(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00");
+                let mut connack = [0u8; 4];
+                c.reader.read_exact(&mut connack).ok()?;
+                c.send_lossy(b"\xe0\x00");
+                (connack == [0x20, 0x02, 0x00, 0x00]).then_some(())
+            },
+        );
+        self.child = Some(child);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        local(self.port)
+    }
+
+    /// Kill the broker (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+
+    /// Kill the broker and start a fresh one (no sessions, no retained
+    /// messages) on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// What the broker has logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// The temp dir of this broker (for files a test writes beside it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- mosquitto log (port {}) ----\n{}",
+                self.port,
+                self.log()
+            );
+        }
     }
 }
 
@@ -1009,4 +1146,304 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
             want.len()
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// RPC peers: Dubbo and SOFA Bolt servers and clients in Node
+// (`tests/peers/rpc/peer.js` on sofa-rpc-node and dubbo-remoting)
+
+/// Which RPC protocol a Node peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcKind {
+    Bolt,
+    Dubbo,
+}
+
+impl RpcKind {
+    /// The name `peer.js` and the gateway's config use.
+    pub fn name(self) -> &'static str {
+        match self {
+            RpcKind::Bolt => "bolt",
+            RpcKind::Dubbo => "dubbo",
+        }
+    }
+
+    /// The value a route's `services` matches for `interface`: Dubbo clients
+    /// send the interface name, SOFA Bolt clients `interface:version` (the
+    /// peers use sofa-rpc-node's default version, 1.0).
+    pub fn service(self, interface: &str) -> String {
+        match self {
+            RpcKind::Bolt => format!("{interface}:1.0"),
+            RpcKind::Dubbo => interface.to_owned(),
+        }
+    }
+}
+
+/// `node tests/peers/rpc/peer.js` (node and the npm packages checked).
+fn rpc_peer() -> Command {
+    let node = require("node");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rpc");
+    for package in ["sofa-rpc-node", "dubbo-remoting"] {
+        assert!(
+            dir.join("node_modules").join(package).is_dir(),
+            "{} is missing: run `npm ci --prefix tests/peers/rpc` — .ci/run does",
+            dir.join("node_modules").join(package).display()
+        );
+    }
+    let mut c = Command::new(node);
+    c.arg(dir.join("peer.js"));
+    c
+}
+
+/// A Node RPC server (`peer.js server PORT KIND`) on a free port, killed on
+/// drop: service `com.example.Calc` with `plus(a, b)`, `echo(s)` and
+/// `slow(ms)`, and `com.example.Other` with `whoami()`, which answers the
+/// server's port.
+pub struct RpcServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub kind: RpcKind,
+    dir: tempfile::TempDir,
+}
+
+impl RpcServer {
+    pub fn start(kind: RpcKind) -> Self {
+        let mut s = RpcServer {
+            child: None,
+            port: free_port(),
+            kind,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        // Append: a restarted server keeps the earlier log.
+        let log = self.dir.path().join("server.log");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the RPC server log");
+        let g = f.try_clone().expect("clone log file");
+        let ready_before = self.log().matches("ready\n").count();
+        let mut child = rpc_peer()
+            .args(["server", &self.port.to_string(), self.kind.name()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(g))
+            .spawn()
+            .expect("spawn node peer.js server");
+        let what = format!("the {} server on port {}", self.kind.name(), self.port);
+        wait_for(&format!("{what} to print \"ready\""), WAIT, || {
+            check_alive(&mut child, &what, &log);
+            (self.log().matches("ready\n").count() > ready_before).then_some(())
+        });
+        self.child = Some(child);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        local(self.port)
+    }
+
+    /// Kill the server (SIGKILL: its connections are dropped mid-call).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+
+    /// Kill the server and start a fresh one on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// What the server has printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// How many `slow()` calls have started on this server.
+    pub fn slow_calls_started(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("slow "))
+            .count()
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} server log (port {}) ----\n{}",
+                self.kind.name(),
+                self.port,
+                self.log()
+            );
+        }
+    }
+}
+
+/// What a batch of calls (one step of `peer.js client`) came to.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RpcStep {
+    pub ok: usize,
+    pub errors: usize,
+    /// Error messages ("ErrorName: message") and how many calls got each.
+    pub messages: std::collections::BTreeMap<String, usize>,
+    /// Each call's result as text, in call order (`None` for an error).
+    pub values: Vec<Option<String>>,
+}
+
+impl RpcStep {
+    /// The error messages, one per line, for assertion messages.
+    pub fn error_text(&self) -> String {
+        self.messages
+            .iter()
+            .map(|(m, n)| format!("{n} × {m}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// What one `peer.js client` run printed.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RpcRun {
+    pub steps: Vec<RpcStep>,
+    /// TCP connections the client opened.
+    pub connections: usize,
+    /// Of those, how many it saw closed.
+    pub closed: usize,
+}
+
+/// A `peer.js client` process still running.
+pub struct RpcClientRun {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    limit: Duration,
+    what: String,
+}
+
+/// Start `peer.js client ADDR KIND --timeout MS ARGS...` without waiting:
+/// `args` are steps (`CALLS METHOD ARGS...`, `$i` standing for the call's
+/// index) separated by `--then`; `timeout` is the client's own per-call
+/// response timeout.
+pub fn spawn_rpc_client(
+    addr: SocketAddr,
+    kind: RpcKind,
+    timeout: Duration,
+    args: &[&str],
+) -> RpcClientRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, out, _) = log_file(dir.path(), "stdout");
+    let (_, err, _) = log_file(dir.path(), "stderr");
+    let ms = timeout.as_millis().to_string();
+    let child = rpc_peer()
+        .args(["client", &addr.to_string(), kind.name(), "--timeout", &ms])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn node peer.js client");
+    // Every call ends by the client's own timeout at the latest; steps run
+    // one after the other.
+    let steps = 1 + args.iter().filter(|a| **a == "--then").count() as u32;
+    RpcClientRun {
+        child: Some(child),
+        dir,
+        limit: timeout * steps + Duration::from_secs(30),
+        what: format!("{} client of {addr} {args:?}", kind.name()),
+    }
+}
+
+impl RpcClientRun {
+    /// Wait for the client to finish (bounded) and read its results.
+    pub fn wait(mut self) -> RpcRun {
+        let mut child = self.child.take().expect("the client is running");
+        let status = {
+            let deadline = Instant::now() + self.limit;
+            loop {
+                if let Some(status) = child.try_wait().expect("wait for the RPC client") {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    stop(&mut child);
+                    panic!(
+                        "the {} did not finish within {:?}; stderr:\n{}",
+                        self.what,
+                        self.limit,
+                        self.read("stderr")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let stdout = self.read("stdout");
+        assert!(
+            status.success(),
+            "the {} failed with {status}:\nstdout: {stdout}\nstderr: {}",
+            self.what,
+            self.read("stderr")
+        );
+        let line = stdout.lines().rev().find(|l| !l.trim().is_empty());
+        // JSON is YAML: the crate's YAML parser reads the line.
+        line.and_then(|l| serde_saphyr::from_str(l).ok())
+            .unwrap_or_else(|| panic!("the {} printed no results: {stdout:?}", self.what))
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for RpcClientRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+    }
+}
+
+/// Run `peer.js client` to the end: see [`spawn_rpc_client`].
+pub fn rpc_client(addr: SocketAddr, kind: RpcKind, timeout: Duration, args: &[&str]) -> RpcRun {
+    spawn_rpc_client(addr, kind, timeout, args).wait()
+}
+
+/// Send one heartbeat with the Node library's own encoder
+/// (`peer.js heartbeat`) and return the id of the answer it decoded.
+pub fn rpc_heartbeat(addr: SocketAddr, kind: RpcKind, id: u32) -> u64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, out, _) = log_file(dir.path(), "stdout");
+    let (_, err, _) = log_file(dir.path(), "stderr");
+    let mut child = rpc_peer()
+        .args(["heartbeat", &addr.to_string(), kind.name(), &id.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn node peer.js heartbeat");
+    // The script gives up by itself after 10 s.
+    let status = wait_for("peer.js heartbeat to finish", WAIT * 2, || {
+        child.try_wait().expect("wait for peer.js heartbeat")
+    });
+    let read = |name| fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    assert!(
+        status.success(),
+        "no {} heartbeat answer through {addr}: {}",
+        kind.name(),
+        read("stderr")
+    );
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        ack: u64,
+    }
+    let stdout = read("stdout");
+    serde_saphyr::from_str::<Ack>(stdout.trim())
+        .unwrap_or_else(|e| panic!("peer.js heartbeat printed {stdout:?}: {e}"))
+        .ack
 }

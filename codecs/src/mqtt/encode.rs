@@ -88,7 +88,10 @@ pub fn unsuback(version: Version, packet_id: u16, codes: &[u8]) -> Bytes {
 /// MQTT 3 has no reason and always sends `E0 00`.
 pub fn disconnect(version: Version, reason: u8) -> Bytes {
     if version == Version::V5 && reason != 0 {
-        packet(0xe0, &[reason])
+        // Reason code plus an explicit empty property length: the spec also
+        // allows leaving the length out, but some clients (rumqttc 0.25) only
+        // read this form.
+        packet(0xe0, &[reason, 0])
     } else {
         packet(0xe0, &[])
     }

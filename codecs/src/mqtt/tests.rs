@@ -1119,7 +1119,7 @@ fn encoders() {
     assert_eq!(&disconnect(V5, 0)[..], b"\xe0\x00");
     assert_eq!(
         &disconnect(V5, code::KEEP_ALIVE_TIMEOUT)[..],
-        b"\xe0\x01\x8d"
+        b"\xe0\x02\x8d\x00"
     );
     assert_eq!(&pingresp()[..], b"\xd0\x00");
     assert_eq!(&pingreq()[..], b"\xc0\x00");
