@@ -337,7 +337,7 @@ async fn forward(
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
-        let mut up_buf = BytesMut::with_capacity(16 * 1024);
+        let mut up_buf = BytesMut::with_capacity(4096);
         let mut up_dec = ResponseDecoder::new(limits);
         up_dec.expect_response_to(head.method());
 
@@ -471,11 +471,14 @@ async fn send_request<W: AsyncWrite + Unpin>(
     up: &mut W,
     metrics: &ConnMetrics,
 ) -> Result<(), SendError> {
+    if !head.has_body() {
+        return up
+            .write_all(head.wire())
+            .await
+            .map_err(|_| SendError::Upstream);
+    }
     let mut out = BytesMut::with_capacity(head.wire().len() + 1024);
     out.extend_from_slice(head.wire());
-    if !head.has_body() {
-        return up.write_all(&out).await.map_err(|_| SendError::Upstream);
-    }
     loop {
         match decoder.decode(buf) {
             Ok(Some(Part::Body(b))) => {
@@ -520,7 +523,7 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut forwarded = false;
     let mut final_head: Option<(bool, bool)> = None; // (keep_alive, upgraded)
-    let mut out = BytesMut::with_capacity(COALESCE);
+    let mut out = BytesMut::new();
     let err = |error: Error, forwarded: bool| RelayError { error, forwarded };
     loop {
         // Take every part the buffer holds, then write them in one go.

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::net::TcpStream;
 
+/// Idle connections younger than this skip the liveness probe (default).
+const FRESH: Duration = Duration::from_millis(1000);
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -15,6 +18,7 @@ struct Idle {
 pub struct Pool {
     hosts: Vec<ArrayQueue<Idle>>,
     idle_timeout: Duration,
+    fresh: Duration,
 }
 
 impl Pool {
@@ -24,14 +28,25 @@ impl Pool {
                 .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
                 .collect(),
             idle_timeout,
+            fresh: FRESH,
         }
+    }
+
+    /// Probe every connection taken, however fresh (for tests).
+    pub fn always_probe(mut self) -> Self {
+        self.fresh = Duration::ZERO;
+        self
     }
 
     /// An idle connection to host `i` that is still open, if there is one.
     pub fn take(&self, i: usize) -> Option<TcpStream> {
         let queue = self.hosts.get(i)?;
         while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < self.idle_timeout && is_open(&idle.stream) {
+            let age = idle.since.elapsed();
+            // A connection returned moments ago is taken without the liveness
+            // probe (a syscall); the proxy retries a bodiless request once if
+            // the server closed it in that window anyway.
+            if age < self.idle_timeout && (age < self.fresh || is_open(&idle.stream)) {
                 return Some(idle.stream);
             }
         }
@@ -77,7 +92,7 @@ mod tests {
     #[tokio::test]
     async fn reuses_open_connections_and_drops_closed_ones() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(1, 4, Duration::from_secs(60));
+        let pool = Pool::new(1, 4, Duration::from_secs(60)).always_probe();
         let (c1, s1) = pair(&l).await;
         let (c2, _s2) = pair(&l).await;
         let c2_port = c2.local_addr().unwrap().port();
@@ -93,7 +108,7 @@ mod tests {
     #[tokio::test]
     async fn drops_connections_with_unexpected_bytes_or_past_idle_timeout() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(1, 4, Duration::from_millis(30));
+        let pool = Pool::new(1, 4, Duration::from_millis(30)).always_probe();
         let (c, mut s) = pair(&l).await;
         s.write_all(b"stray").await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
