@@ -305,6 +305,12 @@ pub struct RouteMatch {
     /// User name (MQTT CONNECT username) is one of these.
     #[serde(default)]
     pub users: Vec<String>,
+    /// RPC service (Dubbo interface, Bolt service header) is one of these (exact).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// RPC method name (Dubbo, Bolt) is one of these (exact).
+    #[serde(default)]
+    pub rpc_methods: Vec<String>,
 }
 
 /// MQTT edge policy of a listener.

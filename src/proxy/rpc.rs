@@ -279,7 +279,15 @@ impl MuxProtocol for Dubbo {
             MuxError::Unavailable | MuxError::UpstreamClosed => dubbo::status::SERVER_ERROR,
             MuxError::Refused => dubbo::status::SERVICE_ERROR,
         };
-        dubbo::response(id, status, context as u8, &format!("switchyard: {message}"))
+        // The body is a Hessian 2 string whatever the request's serialization,
+        // so the header says Hessian 2.
+        let _ = context;
+        dubbo::response(
+            id,
+            status,
+            dubbo::SERIALIZATION_HESSIAN2,
+            &format!("switchyard: {message}"),
+        )
     }
     fn heartbeat_reply(f: &dubbo::Frame) -> Bytes {
         dubbo::heartbeat_response(f.request_id(), f.serialization_id())

@@ -298,6 +298,18 @@ fn compile_route(
             test: Test::In(m.users.iter().map(|u| bytes(u)).collect()),
         });
     }
+    if !m.services.is_empty() {
+        conditions.push(Condition {
+            field: Field::Service,
+            test: Test::In(m.services.iter().map(|s| bytes(s)).collect()),
+        });
+    }
+    if !m.rpc_methods.is_empty() {
+        conditions.push(Condition {
+            field: Field::RpcMethod,
+            test: Test::In(m.rpc_methods.iter().map(|s| bytes(s)).collect()),
+        });
+    }
     let lookup = |name: &str| clusters.get(name).cloned();
     let action = if let Some(p) = r.websocket {
         Action::WebSocket(p.0)
@@ -447,6 +459,75 @@ route_tables:
             name(&t, r, &req(&[(Field::Command, "PING")])).as_deref(),
             Some("redis-rest")
         );
+    }
+
+    #[test]
+    fn rpc_routes_by_service_and_method_exactly() {
+        let yaml = r#"
+listeners: [{name: l, address: "127.0.0.1:1", protocols: [dubbo, bolt], route_table: t}]
+clusters:
+  - {name: a, hosts: ["127.0.0.1:2"]}
+  - {name: b, hosts: ["127.0.0.1:3"]}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - {name: calc-plus, match: {services: [com.example.Calc], rpc_methods: [plus, minus]}, cluster: a}
+          - {name: calc, match: {protocol: dubbo, services: [com.example.Calc, "com.example.Calc:1.0"]}, cluster: a}
+          - {name: echo, match: {rpc_methods: [echo]}, cluster: b}
+"#;
+        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let clusters: HashMap<String, Arc<Cluster>> = cfg
+            .clusters
+            .iter()
+            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
+            .collect();
+        let t = RouteTable::new(&cfg.route_tables[0], &clusters);
+        let d = Protocol::Dubbo;
+        let call = |s, m| req(&[(Field::Service, s), (Field::RpcMethod, m)]);
+        let calc = "com.example.Calc";
+        assert_eq!(
+            name(&t, d, &call(calc, "plus")).as_deref(),
+            Some("calc-plus")
+        );
+        assert_eq!(
+            name(&t, d, &call(calc, "minus")).as_deref(),
+            Some("calc-plus")
+        );
+        assert_eq!(name(&t, d, &call(calc, "times")).as_deref(), Some("calc"));
+        assert_eq!(
+            name(&t, Protocol::Bolt, &call(calc, "times")),
+            None,
+            "the `calc` route is Dubbo only"
+        );
+        assert_eq!(
+            name(&t, d, &call("com.example.calc", "times")),
+            None,
+            "services match case-sensitively"
+        );
+        assert_eq!(
+            name(&t, d, &call("com.example.Calc.Sub", "times")),
+            None,
+            "services match exactly, not by prefix"
+        );
+        assert_eq!(
+            name(&t, d, &call(calc, "Plus")).as_deref(),
+            Some("calc"),
+            "methods match case-sensitively"
+        );
+        assert_eq!(
+            name(&t, d, &call("com.example.Other", "echo")).as_deref(),
+            Some("echo")
+        );
+        let no_method = req(&[(Field::Service, "com.example.Calc:1.0")]);
+        assert_eq!(
+            name(&t, d, &no_method).as_deref(),
+            Some("calc"),
+            "a request without a method fails only method conditions"
+        );
+        assert_eq!(name(&t, Protocol::Bolt, &no_method), None);
     }
 
     #[test]

@@ -164,7 +164,7 @@ async fn run<P: MuxProtocol>(
                 if let Some(old) = inflight.insert(id, pending) {
                     // The id space wrapped onto a request still waiting: fail that one.
                     if let Some(k) = old.deadline { deadlines.remove(&k); }
-                    let _ = old.reply.try_send(P::error_reply(old.client_id, old.context, MuxError::Timeout, "request id reused"));
+                    deliver(&old.reply, P::error_reply(old.client_id, old.context, MuxError::Timeout, "request id reused"));
                 }
             }
             n = wr.write(&out), if !out.is_empty() => match n {
@@ -187,7 +187,7 @@ async fn run<P: MuxProtocol>(
                         MuxKind::Response => {
                             if let Some(p) = inflight.remove(&P::request_id(&frame)) {
                                 if let Some(k) = p.deadline { deadlines.remove(&k); }
-                                let _ = p.reply.send(P::with_id(&frame, p.client_id)).await;
+                                deliver(&p.reply, P::with_id(&frame, p.client_id));
                             }
                         }
                         MuxKind::HeartbeatRequest => out.extend_from_slice(&P::heartbeat_reply(&frame)),
@@ -201,7 +201,7 @@ async fn run<P: MuxProtocol>(
             Some(expired) = std::future::poll_fn(|cx| deadlines.poll_expired(cx)), if !deadlines.is_empty() => {
                 let id = expired.into_inner();
                 if let Some(p) = inflight.remove(&id) {
-                    let _ = p.reply.send(P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout")).await;
+                    deliver(&p.reply, P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout"));
                 }
             }
             _ = heartbeat.tick() => {
@@ -237,7 +237,17 @@ async fn run<P: MuxProtocol>(
                 MuxError::UpstreamClosed,
                 "upstream connection closed",
             );
-            let _ = msg.reply.send(reply).await;
+            deliver(&msg.reply, reply);
         }
+    }
+}
+
+/// Hand a response to a client's writer without ever waiting: the connection
+/// is shared, so one client that stops reading must not stall the others. A
+/// client whose queue is full (thousands of unread responses) loses this one.
+fn deliver(reply: &mpsc::Sender<Bytes>, bytes: Bytes) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = reply.try_send(bytes) {
+        metrics::counter!("switchyard_rpc_responses_dropped_total").increment(1);
+        tracing::debug!("client not reading its responses: one dropped");
     }
 }

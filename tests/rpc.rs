@@ -1,0 +1,660 @@
+//! Dubbo and SOFA Bolt through the gateway binary, against real Node servers
+//! and clients (sofa-rpc-node, dubbo-remoting: `tests/peers/rpc/peer.js`),
+//! and raw frames made with the crate's own codecs.
+//!
+//! Most scenarios run for both protocols (`bolt_rpc::...`,
+//! `dubbo_rpc::...`). The clients get a generous per-call timeout of their
+//! own, so an error that is the client giving up (`RpcResponseTimeoutError`)
+//! is told apart from an error response the gateway sent.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use switchyard_codecs::{Decoder, bolt, dubbo};
+
+const CALC: &str = "com.example.Calc";
+const OTHER: &str = "com.example.Other";
+
+/// The clients' own per-call timeout: far above anything the gateway should take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How the Node client reports giving up on a call itself.
+const CLIENT_GAVE_UP: &str = "RpcResponseTimeoutError";
+
+/// A gateway config: listener `mesh` speaking `protocols`, the given routes
+/// (flow mappings) in the `*` virtual host and the given clusters.
+fn config(protocols: &str, routes: &[String], clusters: &[String]) -> String {
+    let ports = Ports::new();
+    let mut y = format!(
+        "admin:\n  address: 127.0.0.1:{}\nlisteners:\n  - name: mesh\n    address: 127.0.0.1:{}\n    protocols: [{protocols}]\n    route_table: rpc\n",
+        ports.admin, ports.listen
+    );
+    y += "route_tables:\n  - name: rpc\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n";
+    for r in routes {
+        y += &format!("          - {r}\n");
+    }
+    y += "clusters:\n";
+    for c in clusters {
+        y += &format!("  - {c}\n");
+    }
+    y
+}
+
+/// A cluster's flow mapping: `name` over `hosts`, plus `extra` fields.
+fn cluster(name: &str, hosts: &[SocketAddr], extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|a| format!("\"{a}\"")).collect();
+    let sep = if extra.is_empty() { "" } else { ", " };
+    format!(
+        "{{name: {name}, hosts: [{}]{sep}{extra}}}",
+        hosts.join(", ")
+    )
+}
+
+/// A gateway sending every request of `kind` to `server`.
+fn gateway_for(server: &RpcServer) -> Gateway {
+    let kind = server.kind.name();
+    Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!("{{match: {{protocol: {kind}}}, cluster: servers}}")],
+        &[cluster("servers", &[server.addr()], "")],
+    ))
+}
+
+/// Run a client through `addr` with [`CLIENT_TIMEOUT`].
+fn calls(addr: SocketAddr, kind: RpcKind, args: &[&str]) -> RpcRun {
+    rpc_client(addr, kind, CLIENT_TIMEOUT, args)
+}
+
+/// The values of a step that must have had no errors.
+#[track_caller]
+fn values(step: &RpcStep) -> Vec<String> {
+    assert_eq!(step.errors, 0, "errors:\n{}", step.error_text());
+    step.values
+        .iter()
+        .map(|v| v.clone().expect("a value for every successful call"))
+        .collect()
+}
+
+/// Every call of `step` failed with an error response from the gateway (not
+/// the client giving up, not a dropped connection), one the user can
+/// recognise: Dubbo carries the gateway's message, which must contain
+/// `dubbo_says`; Bolt's gateway-made errors have a status and no content,
+/// which sofa-rpc-node reports as a server exception.
+#[track_caller]
+fn assert_gateway_errors(kind: RpcKind, step: &RpcStep, dubbo_says: &str) {
+    assert_eq!(step.ok, 0, "values: {:?}", step.values);
+    assert!(step.errors > 0);
+    for message in step.messages.keys() {
+        assert!(
+            !message.contains(CLIENT_GAVE_UP),
+            "a call got no response (the client gave up):\n{}",
+            step.error_text()
+        );
+        match kind {
+            RpcKind::Dubbo => assert!(
+                message.contains("switchyard") && message.contains(dubbo_says),
+                "want the gateway's error containing {dubbo_says:?}, got:\n{}",
+                step.error_text()
+            ),
+            RpcKind::Bolt => assert!(
+                message.contains("Server exception"),
+                "want a server exception, got:\n{}",
+                step.error_text()
+            ),
+        }
+    }
+}
+
+/// One client connection from start to end.
+#[track_caller]
+fn assert_one_connection(run: &RpcRun) {
+    assert_eq!(
+        (run.connections, run.closed),
+        (1, 0),
+        "want one client connection, never closed"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios, each run for Bolt and for Dubbo
+
+fn unary_calls_return_what_the_server_returns_directly(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = gateway_for(&server);
+    let script = [
+        "1",
+        "plus",
+        "20",
+        "22",
+        "--then",
+        "1",
+        "echo",
+        "héllo wörld",
+        "--then",
+        "1",
+        "com.example.Other.whoami",
+        "--then",
+        "1",
+        "nosuch",
+    ];
+    let direct = calls(server.addr(), kind, &script);
+    let via = calls(gw.addr(), kind, &script);
+    assert_eq!(values(&direct.steps[0]), ["42"]);
+    assert_eq!(values(&direct.steps[1]), ["héllo wörld"]);
+    assert_eq!(values(&direct.steps[2]), [server.port.to_string()]);
+    for i in 0..3 {
+        assert_eq!(values(&via.steps[i]), values(&direct.steps[i]), "step {i}");
+    }
+    // The server's own error for an unknown method comes through unchanged.
+    let (want, got) = (&direct.steps[3], &via.steps[3]);
+    assert_eq!(want.errors, 1, "{want:?}");
+    assert_eq!(got.messages, want.messages);
+    assert_one_connection(&via);
+}
+
+fn a_thousand_concurrent_calls_on_one_connection_get_their_own_answers(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = gateway_for(&server);
+    // Two clients at once: their request ids overlap, and their calls share
+    // the gateway's upstream connections.
+    let a = spawn_rpc_client(
+        gw.addr(),
+        kind,
+        CLIENT_TIMEOUT,
+        &["1000", "plus", "$i", "1000000"],
+    );
+    let b = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1000", "echo", "b-$i"]);
+    let (a, b) = (a.wait(), b.wait());
+    let want_a: Vec<String> = (0..1000).map(|i| (i + 1_000_000).to_string()).collect();
+    let want_b: Vec<String> = (0..1000).map(|i| format!("b-{i}")).collect();
+    assert_eq!(values(&a.steps[0]), want_a);
+    assert_eq!(values(&b.steps[0]), want_b);
+    assert_one_connection(&a);
+    assert_one_connection(&b);
+}
+
+fn round_robin_spreads_calls_over_both_servers(kind: RpcKind) {
+    let s1 = RpcServer::start(kind);
+    let s2 = RpcServer::start(kind);
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &["{cluster: pair}".into()],
+        &[cluster("pair", &[s1.addr(), s2.addr()], "lb: round_robin")],
+    ));
+    let run = calls(gw.addr(), kind, &["20", "com.example.Other.whoami"]);
+    let seen: BTreeSet<String> = values(&run.steps[0]).into_iter().collect();
+    let want: BTreeSet<String> = [s1.port, s2.port].iter().map(u16::to_string).collect();
+    assert_eq!(
+        seen, want,
+        "one client connection's calls reach both servers"
+    );
+    assert_one_connection(&run);
+}
+
+fn routes_by_service_to_different_clusters(kind: RpcKind) {
+    let a = RpcServer::start(kind);
+    let b = RpcServer::start(kind);
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[
+            format!(
+                "{{match: {{services: [\"{}\"]}}, cluster: a}}",
+                kind.service(CALC)
+            ),
+            format!(
+                "{{match: {{services: [\"{}\"]}}, cluster: b}}",
+                kind.service(OTHER)
+            ),
+        ],
+        &[cluster("a", &[a.addr()], ""), cluster("b", &[b.addr()], "")],
+    ));
+    let run = calls(
+        gw.addr(),
+        kind,
+        &["5", "com.example.Other.whoami", "--then", "5", "slow", "1"],
+    );
+    assert_eq!(values(&run.steps[0]), vec![b.port.to_string(); 5]);
+    assert_eq!(values(&run.steps[1]), vec!["1"; 5]);
+    assert_eq!(
+        (a.slow_calls_started(), b.slow_calls_started()),
+        (5, 0),
+        "the com.example.Calc calls go to cluster a only"
+    );
+    assert_one_connection(&run);
+}
+
+fn an_unrouted_service_gets_an_error_and_the_connection_keeps_working(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!(
+            "{{match: {{services: [\"{}\"]}}, cluster: calc}}",
+            kind.service(CALC)
+        )],
+        &[cluster("calc", &[server.addr()], "")],
+    ));
+    let run = calls(
+        gw.addr(),
+        kind,
+        &[
+            "3",
+            "com.example.Other.whoami",
+            "--then",
+            "1",
+            "plus",
+            "1",
+            "2",
+        ],
+    );
+    assert_gateway_errors(kind, &run.steps[0], "no route");
+    assert_eq!(values(&run.steps[1]), ["3"]);
+    assert_one_connection(&run);
+}
+
+fn an_upstream_killed_mid_load_fails_every_call_in_flight(kind: RpcKind) {
+    let mut server = RpcServer::start(kind);
+    let gw = gateway_for(&server);
+    // Calls that would each take 10 s (not 3 s: a kill that comes late on a
+    // loaded machine still finds all 50 in flight).
+    let client = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["50", "slow", "10000"]);
+    wait_for("the server to start 50 slow calls", WAIT, || {
+        (server.slow_calls_started() == 50).then_some(())
+    });
+    server.kill();
+    let run = client.wait();
+    assert_eq!(run.steps[0].errors, 50);
+    assert_gateway_errors(kind, &run.steps[0], "upstream connection");
+    assert_one_connection(&run);
+}
+
+fn an_upstream_down_at_call_time_gets_an_error_until_it_is_back(kind: RpcKind) {
+    let mut server = RpcServer::start(kind);
+    let gw = gateway_for(&server);
+    let plus = ["2", "plus", "$i", "10"];
+    assert_eq!(
+        values(&calls(gw.addr(), kind, &plus).steps[0]),
+        ["10", "11"]
+    );
+    server.kill();
+    let down = calls(gw.addr(), kind, &plus);
+    assert_gateway_errors(kind, &down.steps[0], "upstream unavailable");
+    assert_one_connection(&down);
+    server.restart();
+    assert_eq!(
+        values(&calls(gw.addr(), kind, &plus).steps[0]),
+        ["10", "11"]
+    );
+}
+
+fn a_route_timeout_answers_a_slow_call_with_an_error(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!(
+            "{{match: {{services: [\"{}\"]}}, cluster: calc, timeout: 500ms}}",
+            kind.service(CALC)
+        )],
+        &[cluster("calc", &[server.addr()], "")],
+    ));
+    let run = calls(
+        gw.addr(),
+        kind,
+        &["3", "slow", "3000", "--then", "1", "plus", "2", "2"],
+    );
+    assert_gateway_errors(kind, &run.steps[0], "timeout");
+    // The late answers are dropped; the connection goes on.
+    assert_eq!(values(&run.steps[1]), ["4"]);
+    assert_one_connection(&run);
+}
+
+fn a_heartbeat_from_the_client_library_is_answered_by_the_gateway(kind: RpcKind) {
+    // The only host refuses connections: an answer can only be the gateway's.
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &["{cluster: nowhere}".into()],
+        &[cluster("nowhere", &[local(free_port())], "")],
+    ));
+    assert_eq!(rpc_heartbeat(gw.addr(), kind, 4242), 4242);
+}
+
+macro_rules! for_both_protocols {
+    ($($name:ident),* $(,)?) => {
+        mod bolt_rpc {
+            use super::*;
+            $(#[test] fn $name() { super::$name(RpcKind::Bolt) })*
+        }
+        mod dubbo_rpc {
+            use super::*;
+            $(#[test] fn $name() { super::$name(RpcKind::Dubbo) })*
+        }
+    };
+}
+
+for_both_protocols!(
+    unary_calls_return_what_the_server_returns_directly,
+    a_thousand_concurrent_calls_on_one_connection_get_their_own_answers,
+    round_robin_spreads_calls_over_both_servers,
+    routes_by_service_to_different_clusters,
+    an_unrouted_service_gets_an_error_and_the_connection_keeps_working,
+    an_upstream_killed_mid_load_fails_every_call_in_flight,
+    an_upstream_down_at_call_time_gets_an_error_until_it_is_back,
+    a_route_timeout_answers_a_slow_call_with_an_error,
+    a_heartbeat_from_the_client_library_is_answered_by_the_gateway,
+);
+
+// ---------------------------------------------------------------------------
+// Dubbo only: methods are in every Dubbo request (sofa-rpc-node's Bolt
+// requests carry the method in the body only, where routes do not look)
+
+#[test]
+fn dubbo_routes_by_method_within_a_service() {
+    let kind = RpcKind::Dubbo;
+    let a = RpcServer::start(kind);
+    let b = RpcServer::start(kind);
+    let gw = Gateway::start(&config(
+        "dubbo",
+        &[
+            format!("{{match: {{services: [{CALC}], rpc_methods: [slow]}}, cluster: b}}"),
+            format!("{{match: {{services: [{CALC}]}}, cluster: a}}"),
+        ],
+        &[cluster("a", &[a.addr()], ""), cluster("b", &[b.addr()], "")],
+    ));
+    let run = calls(
+        gw.addr(),
+        kind,
+        &["4", "slow", "1", "--then", "4", "plus", "$i", "1"],
+    );
+    assert_eq!(values(&run.steps[0]), vec!["1"; 4]);
+    assert_eq!(values(&run.steps[1]), ["1", "2", "3", "4"]);
+    assert_eq!(
+        (a.slow_calls_started(), b.slow_calls_started()),
+        (0, 4),
+        "slow() goes to cluster b"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// One port for everything
+
+#[test]
+fn dubbo_bolt_http_and_redis_share_one_sniffing_port_at_once() {
+    let bolt_server = RpcServer::start(RpcKind::Bolt);
+    let dubbo_server = RpcServer::start(RpcKind::Dubbo);
+    let redis = RedisServer::start();
+    let web = HttpUpstream::start();
+    let gw = Gateway::start(&config(
+        "http1, redis, dubbo, bolt",
+        &[
+            "{match: {protocol: bolt}, cluster: bolt-servers}".into(),
+            "{match: {protocol: dubbo}, cluster: dubbo-servers}".into(),
+            "{match: {protocol: redis}, cluster: redis}".into(),
+            "{match: {protocol: http1}, cluster: web}".into(),
+        ],
+        &[
+            cluster("bolt-servers", &[bolt_server.addr()], ""),
+            cluster("dubbo-servers", &[dubbo_server.addr()], ""),
+            cluster("redis", &[redis.addr()], ""),
+            cluster("web", &[web.addr()], ""),
+        ],
+    ));
+    let addr = gw.addr();
+    let script = [
+        "500",
+        "plus",
+        "$i",
+        "7",
+        "--then",
+        "1",
+        "com.example.Other.whoami",
+    ];
+    let bolt_client = spawn_rpc_client(addr, RpcKind::Bolt, CLIENT_TIMEOUT, &script);
+    let dubbo_client = spawn_rpc_client(addr, RpcKind::Dubbo, CLIENT_TIMEOUT, &script);
+    let http = std::thread::spawn(move || {
+        let mut c = RawConn::connect(addr);
+        for i in 0..200 {
+            c.send(&get_request("/hello"));
+            let r = c.response();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "hello from upstream\n"),
+                "GET {i}"
+            );
+        }
+    });
+    let resp = std::thread::spawn(move || {
+        let mut c = RawConn::connect(addr);
+        for i in 1..=200 {
+            assert_eq!(
+                c.command(&["INCR", "shared-port:counter"]),
+                format!(":{i}\r\n").into_bytes()
+            );
+        }
+    });
+    http.join().expect("the HTTP client failed");
+    resp.join().expect("the Redis client failed");
+    let want: Vec<String> = (0..500).map(|i| (i + 7).to_string()).collect();
+    for (run, server) in [
+        (bolt_client.wait(), &bolt_server),
+        (dubbo_client.wait(), &dubbo_server),
+    ] {
+        assert_eq!(values(&run.steps[0]), want, "{:?}", server.kind);
+        assert_eq!(
+            values(&run.steps[1]),
+            [server.port.to_string()],
+            "{:?}",
+            server.kind
+        );
+        assert_one_connection(&run);
+    }
+}
+
+/// A Dubbo request frame for `com.example.Calc.echo(arg)`, as dubbo-remoting
+/// encodes one (Hessian 2, two-way).
+fn dubbo_echo_request(id: u64, arg: &str) -> bytes::Bytes {
+    use switchyard_codecs::hessian2::write_string;
+    let mut body = Vec::new();
+    for s in ["2.0.2", CALC, "1.0", "echo", "Ljava/lang/String;", arg] {
+        write_string(&mut body, s);
+    }
+    body.push(b'H');
+    for (k, v) in [("path", CALC), ("version", "1.0")] {
+        write_string(&mut body, k);
+        write_string(&mut body, v);
+    }
+    body.push(b'Z');
+    let flag = dubbo::FLAG_REQUEST | dubbo::FLAG_TWO_WAY | dubbo::SERIALIZATION_HESSIAN2;
+    dubbo::encode(flag, 0, id, &body)
+}
+
+#[test]
+fn dubbo_a_client_that_does_not_read_its_responses_does_not_stall_other_clients() {
+    let server = RpcServer::start(RpcKind::Dubbo);
+    let gw = gateway_for(&server);
+    let addr = gw.addr();
+    // 20,000 calls of echo(1 KiB), their answers never read: more than the
+    // socket buffers and the gateway's per-client queue hold.
+    let arg = "x".repeat(1024);
+    let mut requests = Vec::new();
+    for id in 1..=20_000 {
+        requests.extend_from_slice(&dubbo_echo_request(id, &arg));
+    }
+    let greedy = TcpStream::connect(addr).expect("connect to the gateway");
+    greedy.set_write_timeout(Some(WAIT)).unwrap();
+    let mut w = greedy.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The gateway may stop reading this client: that is its right.
+        let _ = w.write_all(&requests);
+    });
+    writer.join().unwrap();
+    // Another client on the same port, same service, same upstream.
+    let run = calls(addr, RpcKind::Dubbo, &["3", "plus", "1", "2"]);
+    assert_eq!(
+        values(&run.steps[0]),
+        ["3", "3", "3"],
+        "a client that does not read must not stall the others"
+    );
+    drop(greedy);
+}
+
+// ---------------------------------------------------------------------------
+// Heartbeats as raw frames, made with the crate's codecs
+
+/// Send `frames` to the gateway on one connection and decode `count` frames back.
+fn exchange<D: Decoder>(
+    addr: SocketAddr,
+    frames: &[&[u8]],
+    mut decoder: D,
+    count: usize,
+) -> Vec<D::Item> {
+    let mut s = TcpStream::connect(addr).expect("connect to the gateway");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    for f in frames {
+        s.write_all(f).expect("write a frame");
+    }
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while got.len() < count {
+        match decoder.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                got.push(frame);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => panic!("the gateway's answer does not decode: {e}"),
+        }
+        let n = s
+            .read(&mut chunk)
+            .unwrap_or_else(|e| panic!("waiting for {count} frames, got {}: {e}", got.len()));
+        assert!(
+            n > 0,
+            "the gateway closed after {} of {count} frames",
+            got.len()
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    got
+}
+
+/// A gateway whose only upstream refuses connections, so whatever answers is
+/// the gateway itself.
+fn gateway_without_upstream() -> Gateway {
+    Gateway::start(&config(
+        "http1, redis, dubbo, bolt",
+        &["{cluster: nowhere}".into()],
+        &[cluster("nowhere", &[local(free_port())], "")],
+    ))
+}
+
+#[test]
+fn bolt_heartbeats_are_answered_with_their_own_ids_and_version() {
+    let gw = gateway_without_upstream();
+    for version in [bolt::Version::V1, bolt::Version::V2] {
+        let hb1 = bolt::heartbeat_request(version, 7);
+        let hb2 = bolt::heartbeat_request(version, 0xfeed_beef);
+        let got = exchange(
+            gw.addr(),
+            &[&hb1, &hb2],
+            bolt::Decoder::new(bolt::Limits::default()),
+            2,
+        );
+        for (frame, id) in got.iter().zip([7, 0xfeed_beef]) {
+            assert!(
+                frame.is_heartbeat() && frame.kind() == bolt::Kind::Response,
+                "{frame:?}"
+            );
+            assert_eq!(frame.request_id(), id);
+            assert_eq!(frame.version(), version);
+            assert_eq!(frame.status(), Some(bolt::status::SUCCESS));
+        }
+    }
+}
+
+#[test]
+fn dubbo_heartbeats_are_answered_with_their_own_ids() {
+    let gw = gateway_without_upstream();
+    let id2 = u64::MAX - 5;
+    let hb1 = dubbo::heartbeat_request(7);
+    let hb2 = dubbo::heartbeat_request(id2);
+    let got = exchange(
+        gw.addr(),
+        &[&hb1, &hb2],
+        dubbo::Decoder::new(dubbo::Limits::default()),
+        2,
+    );
+    for (frame, id) in got.iter().zip([7, id2]) {
+        assert!(frame.is_heartbeat() && !frame.is_request(), "{frame:?}");
+        assert_eq!(frame.request_id(), id);
+        assert_eq!(frame.status(), Some(dubbo::status::OK));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `switchyard check`
+
+fn check(yaml: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run switchyard check");
+    (out, path.display().to_string())
+}
+
+const MESH: &str = r#"admin:
+  address: 127.0.0.1:19901
+listeners:
+  - name: mesh
+    address: 127.0.0.1:12200
+    protocols: [dubbo, bolt]
+    route_table: rpc
+route_tables:
+  - name: rpc
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - match: {protocol: dubbo, services: [com.example.Calc], rpc_methods: [plus, slow]}
+            cluster: calc
+          - match: {services: ["com.example.Other:1.0", com.example.Other]}
+            cluster: other
+clusters:
+  - {name: calc, hosts: ["127.0.0.1:20880"]}
+  - {name: other, hosts: ["127.0.0.1:20881"]}
+"#;
+
+#[test]
+fn switchyard_check_accepts_services_and_rpc_methods() {
+    let (out, path) = check(MESH);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("{path}: ok"));
+    // A misspelt field is an error at its line.
+    let bad = MESH.replace("rpc_methods:", "rpc_method:");
+    let (out, path) = check(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = bad
+        .lines()
+        .position(|l| l.contains("rpc_method:"))
+        .expect("the misspelt line")
+        + 1;
+    assert!(
+        stderr.starts_with(&format!("{path}:{line}:")) && stderr.contains("rpc_method"),
+        "{stderr}"
+    );
+}
