@@ -157,6 +157,15 @@ impl MqttPolicy {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let uses_user = m.mount_point.as_deref().is_some_and(|p| p.contains("%u"))
+            || m.acl.rules.iter().any(|r| !r.users.is_empty() || r.topics.iter().any(|t| t.contains("%u")));
+        if uses_user && !m.auth.enabled {
+            tracing::warn!(
+                listener,
+                "mqtt: the ACL or mount point depends on the user name, but auth is off: \
+                 any client can claim any user name (set mqtt.auth.enabled)"
+            );
+        }
         Ok(Self {
             max_packet: m.max_packet_size,
             connect_timeout: m.connect_timeout.get(),
