@@ -18,8 +18,9 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 5] = [
+pub const SERVED: [Protocol; 6] = [
     Protocol::Http1,
+    Protocol::Http2,
     Protocol::Redis,
     Protocol::Mqtt,
     Protocol::Dubbo,
@@ -187,7 +188,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, redis, mqtt, dubbo, bolt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
+                        "served today: http1, http2, redis, mqtt, dubbo, bolt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });

@@ -567,6 +567,20 @@ pub struct Cluster {
     /// Most idle connections kept per host.
     #[serde(default = "defaults::max_idle_per_host")]
     pub max_idle_per_host: usize,
+    /// The HTTP version spoken to the hosts (`http1` or `http2`, h2c with
+    /// prior knowledge); default: the version the request came in with.
+    #[serde(default)]
+    pub protocol: Option<UpstreamProtocol>,
+}
+
+/// The HTTP version a cluster's hosts speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge (h2c).
+    Http2,
 }
 
 /// Load-balancing policy.

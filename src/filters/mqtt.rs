@@ -158,7 +158,10 @@ impl MqttPolicy {
             return Err(problems);
         }
         let uses_user = m.mount_point.as_deref().is_some_and(|p| p.contains("%u"))
-            || m.acl.rules.iter().any(|r| !r.users.is_empty() || r.topics.iter().any(|t| t.contains("%u")));
+            || m.acl
+                .rules
+                .iter()
+                .any(|r| !r.users.is_empty() || r.topics.iter().any(|t| t.contains("%u")));
         if uses_user && !m.auth.enabled {
             tracing::warn!(
                 listener,

@@ -111,6 +111,7 @@ async fn handle(
     };
     match protocol {
         Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
+        Some(Protocol::Http2) => proxy::http2::serve(stream, buf, conn).await,
         Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,
         Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
         Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,

@@ -6,6 +6,7 @@
 //! turns failures into protocol-correct answers.
 
 pub mod http1;
+pub mod http2;
 pub mod mqtt;
 pub mod redis;
 pub mod rpc;

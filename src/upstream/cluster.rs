@@ -33,6 +33,10 @@ pub struct Cluster {
     /// Try the next host when the chosen one cannot be reached.
     failover: bool,
     pub pool: Pool,
+    /// Shared multiplexed (HTTP/2) connections, per host.
+    pub mux: super::MuxPool,
+    /// The HTTP version the hosts speak (`None`: the request's own).
+    pub protocol: Option<config::UpstreamProtocol>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     connect_failures: Counter,
@@ -80,6 +84,8 @@ impl Cluster {
             ring,
             failover: c.failover,
             pool: Pool::new(hosts.len(), c.max_idle_per_host, c.idle_timeout.get()),
+            mux: super::MuxPool::new(hosts.len()),
+            protocol: c.protocol,
             hosts,
             connect_timeout: c.connect_timeout.get(),
             request_timeout: c.request_timeout.get(),

@@ -3,10 +3,12 @@
 
 mod cluster;
 mod lb;
+mod mux;
 mod pool;
 mod ring;
 
 pub use cluster::{Cluster, Host, HostOrder};
 pub use lb::Balancer;
+pub use mux::MuxPool;
 pub use pool::Pool;
 pub use ring::Ring;

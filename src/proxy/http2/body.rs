@@ -1,0 +1,192 @@
+//! Bodies in flight: an HTTP/2 stream's receive half as an `http_body::Body`
+//! (releasing flow-control window as the gateway takes each chunk), and the
+//! [`Pump`] that moves any body onto an HTTP/2 send stream within the
+//! receiver's window, trailers included.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+use http_body::{Body, Frame, SizeHint};
+
+/// The receive half of an HTTP/2 stream as a body.
+pub(super) struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub(super) fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // The chunk leaves h2's buffer: let the peer send more.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// A request body for an HTTP/1 upstream.
+pub(super) enum ReqBody {
+    Empty,
+    H2(H2Body),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::H2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The stream reset reason a body error carries, if any.
+pub(super) trait ResetReason {
+    fn reset_reason(&self) -> Option<Reason>;
+}
+
+impl ResetReason for h2::Error {
+    fn reset_reason(&self) -> Option<Reason> {
+        self.reason()
+    }
+}
+
+impl ResetReason for hyper::Error {
+    fn reset_reason(&self) -> Option<Reason> {
+        None
+    }
+}
+
+/// Why a pump stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PumpError {
+    /// The source failed: reset by its peer (with that reason) or its
+    /// connection died (`None`).
+    Src(Option<Reason>),
+    /// The destination stream was reset (by its peer, with that reason) or
+    /// its connection died (`None`).
+    Dst(Option<Reason>),
+}
+
+/// Moves a body onto an HTTP/2 send stream: a chunk is taken from the source
+/// only once the destination has window for it, so the gateway holds at most
+/// one chunk per direction beyond h2's bounded send buffer, and the source's
+/// peer is held back by flow control.
+#[derive(Default)]
+pub(super) struct Pump;
+
+impl Pump {
+    /// `Ready(Ok)` once the end of the body (or its trailers) was sent.
+    pub(super) fn poll<B>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut src: Pin<&mut B>,
+        dst: &mut SendStream<Bytes>,
+    ) -> Poll<Result<(), PumpError>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: ResetReason,
+    {
+        loop {
+            dst.reserve_capacity(1);
+            if dst.capacity() == 0 {
+                loop {
+                    match ready!(dst.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(e)) => return Poll::Ready(Err(PumpError::Dst(e.reason()))),
+                        None => {
+                            // No longer streaming: reset, or the connection is gone.
+                            let reason = match dst.poll_reset(cx) {
+                                Poll::Ready(Ok(r)) => Some(r),
+                                _ => None,
+                            };
+                            return Poll::Ready(Err(PumpError::Dst(reason)));
+                        }
+                    }
+                }
+            } else if let Poll::Ready(r) = dst.poll_reset(cx) {
+                return Poll::Ready(Err(PumpError::Dst(r.ok())));
+            }
+            match ready!(src.as_mut().poll_frame(cx)) {
+                None => {
+                    return Poll::Ready(
+                        dst.send_data(Bytes::new(), true)
+                            .map_err(|e| PumpError::Dst(e.reason())),
+                    );
+                }
+                Some(Err(e)) => return Poll::Ready(Err(PumpError::Src(e.reset_reason()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = src.is_end_stream();
+                        dst.send_data(data, end)
+                            .map_err(|e| PumpError::Dst(e.reason()))?;
+                        if end {
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            return Poll::Ready(
+                                dst.send_trailers(trailers)
+                                    .map_err(|e| PumpError::Dst(e.reason())),
+                            );
+                        }
+                    }
+                },
+            }
+        }
+    }
+}

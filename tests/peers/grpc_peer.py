@@ -1,0 +1,78 @@
+"""A gRPC peer for the HTTP/2 tests, on grpcio (the C-core implementation),
+without generated code: methods take and return raw bytes.
+
+    grpc_peer.py server PORT
+        serves test.Echo on 127.0.0.1:PORT:
+          Unary(b)        -> b"echo:" + b, trailing metadata x-served-by: python
+          Stream(b"N")    -> N messages b"msg-0" .. b"msg-<N-1>"
+          Slow(b"MS")     -> sleeps MS milliseconds, then b"slow"
+    grpc_peer.py call TARGET METHOD ARG [TIMEOUT_SECONDS]
+        calls /test.Echo/METHOD (or METHOD, when it is a /path) on TARGET
+        (h2c) and prints one JSON line:
+        {"code": "OK", "details": ..., "responses": [...], "trailers": {...}}
+"""
+import json
+import sys
+import time
+from concurrent import futures
+
+import grpc
+
+
+def unary(request, context):
+    context.set_trailing_metadata((("x-served-by", "python"),))
+    return b"echo:" + request
+
+
+def stream(request, context):
+    for i in range(int(request.decode())):
+        yield b"msg-%d" % i
+
+
+def slow(request, context):
+    time.sleep(int(request.decode()) / 1000.0)
+    return b"slow"
+
+
+def serve(port):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", handlers),)
+    )
+    server.add_insecure_port("127.0.0.1:%d" % port)
+    server.start()
+    print("serving", flush=True)
+    server.wait_for_termination()
+
+
+def call(target, method, arg, timeout):
+    out = {"code": "OK", "details": None, "responses": [], "trailers": {}}
+    with grpc.insecure_channel(target) as channel:
+        path = method if method.startswith("/") else "/test.Echo/" + method
+        try:
+            if method == "Stream":
+                it = channel.unary_stream(path)(arg.encode(), timeout=timeout)
+                for r in it:
+                    out["responses"].append(r.decode())
+                out["trailers"] = dict(it.trailing_metadata() or ())
+            else:
+                r, c = channel.unary_unary(path).with_call(arg.encode(), timeout=timeout)
+                out["responses"].append(r.decode())
+                out["trailers"] = dict(c.trailing_metadata() or ())
+        except grpc.RpcError as e:
+            out["code"] = e.code().name
+            out["details"] = e.details()
+    print(json.dumps(out, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(int(sys.argv[2]))
+    else:
+        timeout = float(sys.argv[5]) if len(sys.argv) > 5 else None
+        call(sys.argv[2], sys.argv[3], sys.argv[4], timeout)
