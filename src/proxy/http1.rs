@@ -325,7 +325,7 @@ async fn forward(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (host, mut up, reused) = match checkout(cluster).await {
+        let (host, mut up, reused) = match cluster.checkout(cluster.pick()).await {
             Ok(x) => x,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::ConnectTimeout {
@@ -420,26 +420,6 @@ async fn forward(
             }
         }
     }
-}
-
-/// An idle pooled connection, or a new one: `(host, stream, reused)`.
-async fn checkout(cluster: &Cluster) -> Result<(usize, TcpStream, bool), Error> {
-    let mut last = None;
-    for host in cluster.pick() {
-        if let Some(stream) = cluster.pool.take(host) {
-            return Ok((host, stream, true));
-        }
-        match cluster.connect(host).await {
-            Ok(stream) => return Ok((host, stream, false)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        Error::upstream(
-            ErrorKind::NoHost,
-            format!("cluster {} has no hosts", cluster.name),
-        )
-    }))
 }
 
 /// Answer a failed request with `status`, keeping the connection if the

@@ -647,7 +647,7 @@ async fn forward_h1(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (host, tcp, reused) = match checkout(&cluster, &mut up.hosts).await {
+        let (host, tcp, reused) = match cluster.checkout(&mut up.hosts).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed");
@@ -717,29 +717,6 @@ async fn forward_h1(
         drop(sender);
         return !ok;
     }
-}
-
-/// An idle pooled connection, or a new one: `(host, stream, reused)`.
-async fn checkout(
-    cluster: &Cluster,
-    hosts: &mut HostOrder<'_>,
-) -> Result<(usize, tokio::net::TcpStream, bool), Error> {
-    let mut last = None;
-    for host in hosts {
-        if let Some(stream) = cluster.pool.take(host) {
-            return Ok((host, stream, true));
-        }
-        match cluster.connect(host).await {
-            Ok(stream) => return Ok((host, stream, false)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        Error::upstream(
-            ErrorKind::NoHost,
-            format!("cluster {} has no hosts", cluster.name),
-        )
-    }))
 }
 
 /// Drive one HTTP/1 upstream connection; when the exchange ended cleanly on

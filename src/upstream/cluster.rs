@@ -165,6 +165,31 @@ impl Cluster {
         Err(err)
     }
 
+    /// For exclusive (one exchange at a time) connections: an idle pooled
+    /// connection to the first host of `hosts` that has one, else a new
+    /// connection, trying the hosts in order. `(host, stream, reused)`.
+    pub async fn checkout(
+        &self,
+        hosts: impl Iterator<Item = usize>,
+    ) -> Result<(usize, TcpStream, bool), Error> {
+        let mut last = None;
+        for host in hosts {
+            if let Some(stream) = self.pool.take(host) {
+                return Ok((host, stream, true));
+            }
+            match self.connect(host).await {
+                Ok(stream) => return Ok((host, stream, false)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::upstream(
+                ErrorKind::NoHost,
+                format!("cluster {} has no hosts", self.name),
+            )
+        }))
+    }
+
     /// Connect to the first reachable host in `pick()` order.
     pub async fn connect_any(&self) -> Result<(usize, TcpStream), Error> {
         let mut last = Error::upstream(
