@@ -467,7 +467,8 @@ pub struct MqttRateLimit {
     #[serde(default)]
     pub bytes: Option<RateSpec>,
     /// Over the limit: `delay` (stop reading until within it), `drop` (QoS 0
-    /// dropped, QoS>0 acked with v5 reason 0x96), or `disconnect` (v5 reason 0x96).
+    /// dropped, QoS>0 acked with v5 reason 0x97 quota exceeded), or `disconnect`
+    /// (v5 DISCONNECT 0x96).
     #[serde(default)]
     pub over_limit: OverLimit,
 }

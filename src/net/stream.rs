@@ -66,7 +66,13 @@ impl Stream {
                     buf.reserve(4096);
                 }
                 match s.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Spurious readiness: give back what was reserved.
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                        continue;
+                    }
                     other => return other,
                 }
             },

@@ -96,8 +96,10 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
     }
     let user = cert_user
         .map(Bytes::from)
-        .or_else(|| connect.username().cloned());
-    let client_id = connect.client_id().clone();
+        .or_else(|| connect.username().map(|u| Bytes::copy_from_slice(u)));
+    // Own copies: slices would keep the whole detection buffer alive for the
+    // session's lifetime (an idle device must cost little).
+    let client_id = Bytes::copy_from_slice(connect.client_id());
     let mount = match policy.mount_for(user.as_deref(), &client_id) {
         None => None,
         Some(Ok(mount)) => Some(mount),
@@ -199,6 +201,10 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
     if connack.as_connack().is_some_and(|c| c.code() != 0) {
         return; // The broker refused the client and closes; so do we.
     }
+    // Views of the handshake's read buffers: drop them before the session,
+    // so an idle session holds no buffer at all.
+    drop(connack);
+    drop(upstream_connect);
     m.accepted.increment(1);
 
     let (messages, bytes) = policy
@@ -207,6 +213,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         .map(|r| r.buckets())
         .unwrap_or((None, None));
     let keep_alive = connect.keep_alive();
+    drop(first);
     let mut session = Session {
         policy: policy.clone(),
         version,
