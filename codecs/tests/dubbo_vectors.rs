@@ -2,59 +2,20 @@
 //! frame of both directions decodes, with nothing left over and the same
 //! frames in any read size; every request is answered under its id; the
 //! invocations are those the vectors README describes.
-use std::path::{Path, PathBuf};
+mod common;
 
-use bytes::BytesMut;
 use switchyard_codecs::dubbo::{self, Frame, status};
 use switchyard_codecs::hessian2::{self, Value};
-use switchyard_codecs::{Decoder, Field, Metadata};
-
-fn vectors_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/dubbo"
-    ));
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {}: the shared/ folder must sit beside the repository",
-        dir.display()
-    );
-    dir.to_path_buf()
-}
+use switchyard_codecs::{Field, Metadata};
 
 fn read(name: &str) -> Vec<u8> {
-    let path = vectors_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    common::read("dubbo", name)
 }
 
-/// Decode `bytes` fed in pieces of `chunk` bytes.
-fn decode_all(bytes: &[u8], chunk: usize) -> (Vec<Frame>, usize) {
-    let mut dec = dubbo::Decoder::default();
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in bytes.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(f)) => out.push(f),
-                Ok(None) => break,
-                Err(e) => panic!("decode error after {} frames: {e}", out.len()),
-            }
-        }
-    }
-    (out, buf.len())
-}
-
-/// All frames of one direction, checked for leftovers, chunking and wire bytes.
+/// All frames of one file, checked for leftovers, read sizes and wire bytes.
 fn frames(name: &str) -> Vec<Frame> {
     let bytes = read(name);
-    let (frames, left) = decode_all(&bytes, bytes.len());
-    assert_eq!(left, 0, "{name}: bytes left over");
-    for chunk in [1, 3, 7, 16, 64] {
-        let (again, left) = decode_all(&bytes, chunk);
-        assert_eq!(left, 0);
-        assert_eq!(again, frames, "{name}: chunks of {chunk} differ");
-    }
+    let frames = common::decode_checked(dubbo::Decoder::default, &bytes, name, &[1, 3, 7, 16, 64]);
     let wire: Vec<u8> = frames.iter().flat_map(|f| f.wire().to_vec()).collect();
     assert_eq!(wire, bytes, "{name}: wire bytes do not concatenate back");
     frames

@@ -1,26 +1,12 @@
 //! The Hessian 2 reader over the Java-made fixtures in `shared/vectors/hessian2`
 //! (from hessian.js' test suite): every file decodes to the value in the
 //! vectors README, and `skip` consumes each file exactly.
-use std::path::{Path, PathBuf};
+mod common;
 
 use switchyard_codecs::hessian2::{self, Limits, Value};
 
-fn vectors_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/hessian2"
-    ));
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {}: the shared/ folder must sit beside the repository",
-        dir.display()
-    );
-    dir.to_path_buf()
-}
-
 fn read(name: &str) -> Vec<u8> {
-    let path = vectors_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    common::read("hessian2", name)
 }
 
 /// Decode one fixture, checking that both `read_value` and `skip` consume it exactly.
@@ -75,7 +61,7 @@ fn map(entries: Vec<(Value, Value)>) -> Value {
 /// Every `.bin` under the fixtures directory, relative to it.
 fn all_fixtures() -> Vec<String> {
     let mut out = Vec::new();
-    let root = vectors_dir();
+    let root = common::vectors_dir("hessian2");
     let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {

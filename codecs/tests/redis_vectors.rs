@@ -1,50 +1,18 @@
 //! The Redis codec over the captured sessions in `shared/vectors/redis`:
 //! every command and reply decodes, frame by frame, with nothing left over.
-use std::path::{Path, PathBuf};
+mod common;
 
 use bytes::BytesMut;
 use switchyard_codecs::redis::{
     Command, CommandDecoder, Limits, Reply, ReplyDecoder, ReplyKind, Value,
 };
-use switchyard_codecs::{Decoder, Field, Metadata, WireHead};
-
-fn vectors_dir() -> PathBuf {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/redis"
-    ));
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {}: the shared/ folder must sit beside the repository",
-        dir.display()
-    );
-    dir.to_path_buf()
-}
+use switchyard_codecs::{Field, Metadata, WireHead};
 
 fn read(name: &str) -> Vec<u8> {
-    let path = vectors_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    common::read("redis", name)
 }
 
-/// Decode `bytes` fed in pieces of `chunk` bytes.
-fn decode_all<D: Decoder>(mut dec: D, bytes: &[u8], chunk: usize) -> (Vec<D::Item>, usize)
-where
-    D::Item: std::fmt::Debug,
-{
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in bytes.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(item)) => out.push(item),
-                Ok(None) => break,
-                Err(e) => panic!("decode error after {} items: {e}", out.len()),
-            }
-        }
-    }
-    (out, buf.len())
-}
+use common::decode_all;
 
 fn commands(name: &str) -> Vec<Command> {
     let bytes = read(name);
@@ -113,7 +81,7 @@ fn count(replies: &[Reply], kind: ReplyKind) -> usize {
 #[test]
 fn every_session_decodes() {
     let mut sessions = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(vectors_dir())
+    let mut entries: Vec<_> = std::fs::read_dir(common::vectors_dir("redis"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".c2s.bin"))
