@@ -658,3 +658,81 @@ fn switchyard_check_accepts_services_and_rpc_methods() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// An independent Dubbo client: Python's dubbo-ssl-python
+// (`tests/peers/dubbo_py_client.py`, its own hessian2 codec)
+
+/// Run `dubbo_py_client.py ADDR` (which calls `com.example.Calc.plus(1, 2)`
+/// and `echo("héllo")`) and return the JSON line it printed; fails with an
+/// install hint when the `dubbo_ssl` module is missing.
+fn dubbo_py_client(addr: SocketAddr) -> String {
+    let python = require("python3");
+    let probe = Command::new(&python)
+        .args(["-c", "import dubbo_ssl"])
+        .output()
+        .expect("run python3");
+    assert!(
+        probe.status.success(),
+        "python3 cannot import dubbo_ssl: install it with `python3 -m pip install dubbo-ssl-python` (.ci/run does):\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dubbo_py_client.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(addr.to_string());
+    // The script's own per-call timeout (15 s) bounds its run.
+    let out = run_ok(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "dubbo_py_client.py printed nothing; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_owned()
+}
+
+#[test]
+fn dubbo_python_client_through_gateway_gets_what_it_gets_directly() {
+    let server = RpcServer::start(RpcKind::Dubbo);
+    let gw = gateway_for(&server);
+    let direct = dubbo_py_client(server.addr());
+    assert_eq!(
+        direct, r#"{"plus": {"ok": 3}, "echo": {"ok": "héllo"}}"#,
+        "the Python client straight to the Node server"
+    );
+    let via = dubbo_py_client(gw.addr());
+    assert_eq!(via, direct, "through the gateway");
+}
+
+#[test]
+fn dubbo_python_client_without_a_route_gets_the_gateways_error() {
+    let server = RpcServer::start(RpcKind::Dubbo);
+    // Only com.example.Other is routed: Calc has no route.
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!(
+            "{{match: {{services: [\"{OTHER}\"]}}, cluster: other}}"
+        )],
+        &[cluster("other", &[server.addr()], "")],
+    ));
+    let line = dubbo_py_client(gw.addr());
+    let results: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        serde_saphyr::from_str(&line)
+            .unwrap_or_else(|e| panic!("want two errors, got {line:?}: {e}"));
+    for method in ["plus", "echo"] {
+        let error = results
+            .get(method)
+            .and_then(|r| r.get("error"))
+            .unwrap_or_else(|| panic!("want an error for {method}, got {line}"));
+        assert!(
+            error.contains("switchyard") && !error.contains("timed out"),
+            "{method}: want the gateway's error (containing \"switchyard\"), got {error:?}"
+        );
+    }
+}
