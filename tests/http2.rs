@@ -1124,3 +1124,184 @@ async fn a_slow_reader_holds_back_the_upstream() {
     assert_eq!(body.len(), 16 << 20);
     assert_eq!(up.seen.sent.load(Ordering::SeqCst), 16 << 20);
 }
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 downstream, HTTP/2 upstream
+
+/// A file holding `body`, for `curl --data-binary @file`.
+fn body_file(name: &str, body: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("switchyard-h1h2-{}-{name}", std::process::id()));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_requests_to_an_http2_cluster_equal_direct_nginx() {
+    let h2 = nginx_h2c(1_000_000);
+    let gw = gateway(
+        &["{cluster: web2}".into()],
+        &[cluster("web2", h2.addr(), ", protocol: http2")],
+        &[],
+    );
+    for path in ["/hello.txt", "/f/7.txt", "/f/99.txt", "/missing"] {
+        let direct = curl_body(
+            &["--http2-prior-knowledge", "-w", "|%{http_code}"],
+            &format!("http://{}{path}", h2.addr()),
+        )
+        .await;
+        let via = curl_body(
+            &["--http1.1", "-w", "|%{http_code}|%{http_version}"],
+            &gw.url(path),
+        )
+        .await;
+        let mut want = direct.clone();
+        want.extend_from_slice(b"|1.1");
+        assert_eq!(
+            String::from_utf8_lossy(&via),
+            String::from_utf8_lossy(&want),
+            "curl --http1.1 {path}"
+        );
+    }
+    let big = curl_body(&["--http1.1"], &gw.url("/big.bin")).await;
+    assert_same_bytes(&big, &pattern(3 << 20), "3 MB file, HTTP/1.1 in, h2c out");
+    // A HEAD gets the head alone.
+    let head = curl_body(&["--http1.1", "-sS", "-I"], &gw.url("/hello.txt")).await;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 14"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_posts_to_an_http2_echo_come_back_byte_identical() {
+    let up = TestH2::start(None).await;
+    let gw = gateway(
+        &["{cluster: echo}".into()],
+        &[cluster("echo", up.addr, ", protocol: http2")],
+        &[],
+    );
+    for (name, body) in [
+        ("small", b"hello, h2\n".to_vec()),
+        ("big", pattern(3 << 20)),
+    ] {
+        let file = body_file(name, &body);
+        let data = format!("@{}", file.display());
+        // Content-Length body (curl adds `Expect: 100-continue` to the big one).
+        let got = curl_body(
+            &["--http1.1", "-sS", "--fail", "--data-binary", &data],
+            &gw.url("/echo"),
+        )
+        .await;
+        assert_same_bytes(&got, &body, &format!("{name} Content-Length body echoed"));
+        // Chunked body.
+        let got = curl_body(
+            &[
+                "--http1.1",
+                "-sS",
+                "--fail",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &data,
+            ],
+            &gw.url("/echo"),
+        )
+        .await;
+        assert_same_bytes(&got, &body, &format!("{name} chunked body echoed"));
+        let _ = std::fs::remove_file(file);
+    }
+
+    // On the wire: a chunked response whose trailers follow the last chunk.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4;e=1\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(raw.starts_with("http/1.1 200 ok\r\n"), "{raw}");
+    assert!(raw.contains("\r\ntransfer-encoding: chunked\r\n"), "{raw}");
+    assert!(raw.contains("\r\nconnection: close\r\n"), "{raw}");
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    let dechunked: String = {
+        let mut rest = body;
+        let mut out = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size, 16).unwrap();
+            if n == 0 {
+                assert_eq!(after, "x-echo-bytes: 7\r\n\r\n", "trailers");
+                break out;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+    };
+    assert_eq!(dechunked, "abcdefg");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_keep_alive_to_an_http2_cluster() {
+    let h2 = nginx_h2c(1_000_000);
+    let gw = gateway(
+        &["{cluster: web2}".into()],
+        &[cluster("web2", h2.addr(), ", protocol: http2")],
+        &[],
+    );
+    // Ten requests on one HTTP/1.1 connection (curl reuses it: one connect).
+    let mut args = vec!["--http1.1".to_owned(), "-sS".to_owned()];
+    let mut want = String::new();
+    for i in 0..10 {
+        args.push(gw.url(&format!("/f/{i}.txt")));
+        args.extend([
+            "-w".to_owned(),
+            "|%{http_code}|%{num_connects}\n".to_owned(),
+        ]);
+        want += &format!("file {i}\n").repeat(i + 1);
+        want += &format!("|200|{}\n", u8::from(i == 0));
+    }
+    let mut c = curl();
+    c.args(&args);
+    let out = run(c).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_to_http2_cluster_failures_are_502_and_504() {
+    let up = TestH2::start(None).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let gw = gateway(
+        &[
+            "{match: {path_prefix: /dead/}, cluster: dead}".into(),
+            "{match: {path_prefix: /slow/}, cluster: echo, timeout: 300ms}".into(),
+            "{cluster: echo}".into(),
+        ],
+        &[
+            cluster("echo", up.addr, ", protocol: http2"),
+            cluster("dead", dead, ", protocol: http2"),
+        ],
+        &[],
+    );
+    let code = |path: &'static str| {
+        let url = gw.url(path);
+        async move {
+            let out = curl_body(
+                &["--http1.1", "-s", "-o", "/dev/null", "-w", "%{http_code}"],
+                &url,
+            )
+            .await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    assert_eq!(code("/dead/x").await, "502");
+    assert_eq!(code("/slow/3000").await, "504");
+    assert_eq!(code("/slow/10").await, "200");
+    assert_eq!(code("/nothing-here").await, "404");
+}

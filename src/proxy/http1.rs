@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Conn, drained, read_more};
+use crate::config::UpstreamProtocol;
 use crate::error::{Error, ErrorKind};
 use crate::observe::ConnMetrics;
 use crate::router::Action;
@@ -22,6 +23,8 @@ use crate::upstream::Cluster;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
+
+mod to_h2;
 
 /// Writes smaller than this are gathered into one buffer before a syscall.
 const COALESCE: usize = 16 * 1024;
@@ -198,6 +201,9 @@ async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (Af
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
+    if cluster.protocol == Some(UpstreamProtocol::Http2) {
+        return to_h2::forward(head, down, &cluster, timeout, conn).await;
+    }
     forward(head, down, &cluster, timeout, conn).await
 }
 

@@ -48,7 +48,7 @@ use crate::gateway::ListenerRuntime;
 use crate::net::stream::Stream;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
-use crate::upstream::{Cluster, HostOrder};
+use crate::upstream::{Cluster, H2Conn, HostOrder};
 
 /// Per-stream receive window offered to clients.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -203,7 +203,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// A failure the gateway answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     NoRoute,
     NoCluster,
     NoHost,
@@ -215,7 +215,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(e: &Error) -> Self {
+    pub(crate) fn of(e: &Error) -> Self {
         match e.kind() {
             ErrorKind::NoHost => Failure::NoHost,
             ErrorKind::ConnectTimeout => Failure::ConnectTimeout,
@@ -226,7 +226,7 @@ impl Failure {
     }
 
     /// HTTP status and text.
-    fn http(self) -> (u16, &'static str) {
+    pub(crate) fn http(self) -> (u16, &'static str) {
         match self {
             Failure::NoRoute => (404, "no route"),
             Failure::NoCluster | Failure::NoHost => (503, "no cluster available"),
@@ -413,48 +413,28 @@ async fn forward_h2(
     };
     let mut tries = 0;
     loop {
-        tries += 1;
-        let conn = match cluster.h2(host).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed");
-                match up.hosts.next() {
-                    Some(next) => {
-                        host = next;
-                        continue;
-                    }
-                    None => return up.fail(&mut respond, Failure::of(&e)),
-                }
-            }
-        };
-        let ready = tokio::select! {
-            r = tokio::time::timeout_at(up.deadline, conn.sender().ready()) => r,
-            r = poll_fn(|cx| respond.poll_reset(cx)) => {
-                tracing::debug!(reason = ?r.ok(), "client reset the stream while it waited for an upstream stream");
+        let cancelled = poll_fn(|cx| respond.poll_reset(cx).map(|_| ()));
+        let stream = open_h2(
+            cluster,
+            &mut up.hosts,
+            &mut host,
+            &mut tries,
+            up.deadline,
+            &|| h2_request(parts),
+            empty,
+            cancelled,
+        )
+        .await;
+        let H2Stream {
+            conn,
+            resp,
+            send: up_send,
+        } = match stream {
+            Ok(s) => s,
+            Err(Some(failure)) => return up.fail(&mut respond, failure),
+            Err(None) => {
+                tracing::debug!("client reset the stream while it waited for an upstream stream");
                 return true;
-            }
-        };
-        let mut send = match ready {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                cluster.h2_retire(host, &conn);
-                if tries < 3 {
-                    continue;
-                }
-                tracing::debug!(cluster = %cluster.name, error = %e, "upstream HTTP/2 connection refused the stream");
-                return up.fail(&mut respond, Failure::UpstreamError);
-            }
-            Err(_) => return up.fail(&mut respond, Failure::Timeout),
-        };
-        let (resp, up_send) = match send.send_request(h2_request(parts), empty) {
-            Ok(x) => x,
-            Err(e) => {
-                cluster.h2_retire(host, &conn);
-                if tries < 3 {
-                    continue;
-                }
-                tracing::debug!(cluster = %cluster.name, error = %e, "sending to the upstream failed");
-                return up.fail(&mut respond, Failure::UpstreamError);
             }
         };
         let req_body = if empty { None } else { body.take() };
@@ -471,6 +451,74 @@ async fn forward_h2(
             Attempt::Done(failed) => return failed,
             Attempt::Retry => {
                 cluster.h2_retire(host, &conn);
+            }
+        }
+    }
+}
+
+/// A request stream opened on a cluster's shared HTTP/2 connection.
+pub(crate) struct H2Stream {
+    pub(crate) conn: Arc<H2Conn>,
+    pub(crate) resp: h2::client::ResponseFuture,
+    pub(crate) send: SendStream<Bytes>,
+}
+
+/// Open a stream for the request `req()` builds on the shared connection to
+/// `host` (moving on through `hosts` while connecting fails; retiring a
+/// connection that refuses the stream and trying again, `tries` counting the
+/// attempts, at most 3), within `deadline`. `Err(None)`: `cancelled` fired.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn open_h2(
+    cluster: &Cluster,
+    hosts: &mut HostOrder<'_>,
+    host: &mut usize,
+    tries: &mut u32,
+    deadline: tokio::time::Instant,
+    req: &(dyn Fn() -> Request<()> + Sync),
+    end_of_stream: bool,
+    cancelled: impl Future<Output = ()>,
+) -> Result<H2Stream, Option<Failure>> {
+    tokio::pin!(cancelled);
+    loop {
+        *tries += 1;
+        let conn = match cluster.h2(*host).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(cluster = %cluster.name, error = %e, "upstream connect failed");
+                match hosts.next() {
+                    Some(next) => {
+                        *host = next;
+                        continue;
+                    }
+                    None => return Err(Some(Failure::of(&e))),
+                }
+            }
+        };
+        let ready = tokio::select! {
+            r = tokio::time::timeout_at(deadline, conn.sender().ready()) => r,
+            () = &mut cancelled => return Err(None),
+        };
+        let mut send = match ready {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                cluster.h2_retire(*host, &conn);
+                if *tries < 3 {
+                    continue;
+                }
+                tracing::debug!(cluster = %cluster.name, error = %e, "upstream HTTP/2 connection refused the stream");
+                return Err(Some(Failure::UpstreamError));
+            }
+            Err(_) => return Err(Some(Failure::Timeout)),
+        };
+        match send.send_request(req(), end_of_stream) {
+            Ok((resp, send)) => return Ok(H2Stream { conn, resp, send }),
+            Err(e) => {
+                cluster.h2_retire(*host, &conn);
+                if *tries < 3 {
+                    continue;
+                }
+                tracing::debug!(cluster = %cluster.name, error = %e, "sending to the upstream failed");
+                return Err(Some(Failure::UpstreamError));
             }
         }
     }
@@ -776,7 +824,7 @@ fn h1_request(parts: &Parts, body: ReqBody) -> Request<ReqBody> {
 }
 
 /// Drop the fields HTTP/2 forbids, and those `Connection` names.
-fn strip_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
+pub(crate) fn strip_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -9,6 +9,6 @@ mod ring;
 
 pub use cluster::{Cluster, Host, HostOrder};
 pub use lb::Balancer;
-pub use mux::MuxPool;
+pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;
 pub use ring::Ring;
