@@ -947,6 +947,20 @@ async fn grpc_calls_through_gateway_equal_direct() {
         "{many}"
     );
 
+    // Streaming in both directions: client streaming and bidirectional.
+    let direct = grpc_call(server.addr(), "Collect", "50", None).await;
+    assert!(
+        direct.contains(r#""m-0,m-1,"#) && direct.contains(r#"m-49"]"#),
+        "{direct}"
+    );
+    assert_eq!(grpc_call(gw.addr(), "Collect", "50", None).await, direct);
+    let direct = grpc_call(server.addr(), "Chat", "200", None).await;
+    assert!(
+        direct.contains(r#""re:m-0", "re:m-1""#) && direct.contains(r#""re:m-199"]"#),
+        "{direct}"
+    );
+    assert_eq!(grpc_call(gw.addr(), "Chat", "200", None).await, direct);
+
     // Gateway-made gRPC errors, as the grpcio client reports them.
     assert_eq!(
         grpc_call(gw.addr(), "/dead.Svc/Call", "x", None).await,

@@ -384,24 +384,31 @@ fn dubbo_routes_by_method_within_a_service() {
 // One port for everything
 
 #[test]
-fn dubbo_bolt_http_and_redis_share_one_sniffing_port_at_once() {
+fn every_protocol_shares_one_sniffing_port_at_once() {
+    // Bolt, Dubbo, HTTP/1.1, HTTP/2 (h2c, translated to the HTTP/1.1 upstream),
+    // Redis and MQTT clients all at once on one listener.
+    let broker = Mosquitto::start();
     let bolt_server = RpcServer::start(RpcKind::Bolt);
     let dubbo_server = RpcServer::start(RpcKind::Dubbo);
     let redis = RedisServer::start();
     let web = HttpUpstream::start();
     let gw = Gateway::start(&config(
-        "http1, redis, dubbo, bolt",
+        "http1, http2, redis, mqtt, dubbo, bolt",
         &[
             "{match: {protocol: bolt}, cluster: bolt-servers}".into(),
             "{match: {protocol: dubbo}, cluster: dubbo-servers}".into(),
             "{match: {protocol: redis}, cluster: redis}".into(),
+            "{match: {protocol: mqtt}, cluster: brokers}".into(),
             "{match: {protocol: http1}, cluster: web}".into(),
+            "{match: {protocol: http2}, cluster: web-h1}".into(),
         ],
         &[
             cluster("bolt-servers", &[bolt_server.addr()], ""),
             cluster("dubbo-servers", &[dubbo_server.addr()], ""),
             cluster("redis", &[redis.addr()], ""),
+            cluster("brokers", &[broker.addr()], ""),
             cluster("web", &[web.addr()], ""),
+            cluster("web-h1", &[web.addr()], "protocol: http1"),
         ],
     ));
     let addr = gw.addr();
@@ -437,8 +444,53 @@ fn dubbo_bolt_http_and_redis_share_one_sniffing_port_at_once() {
             );
         }
     });
+    let h2 = std::thread::spawn(move || {
+        // nghttp: one HTTP/2 connection, the same request 50 times, multiplexed.
+        let out = std::process::Command::new(require("nghttp"))
+            .args(["-m", "50", &format!("http://{addr}/hello")])
+            .output()
+            .expect("run nghttp");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "nghttp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text.matches("hello from upstream").count(), 50, "{text}");
+    });
+    let mqtt = std::thread::spawn(move || {
+        let port = addr.port().to_string();
+        for i in 0..20 {
+            let out = std::process::Command::new(require("mosquitto_pub"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-i",
+                    &format!("mesh-{i}"),
+                    "-q",
+                    "1",
+                ])
+                .args(["-t", "mesh/telemetry", "-m", &i.to_string()])
+                .output()
+                .expect("run mosquitto_pub");
+            assert!(
+                out.status.success(),
+                "MQTT publish {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
     http.join().expect("the HTTP client failed");
     resp.join().expect("the Redis client failed");
+    h2.join().expect("the HTTP/2 client failed");
+    mqtt.join().expect("the MQTT client failed");
+    wait_for(
+        "the broker to have seen the 20 MQTT clients",
+        Duration::from_secs(10),
+        || (broker.log().matches("mesh-").count() >= 20).then_some(()),
+    );
     let want: Vec<String> = (0..500).map(|i| (i + 7).to_string()).collect();
     for (run, server) in [
         (bolt_client.wait(), &bolt_server),

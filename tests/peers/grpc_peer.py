@@ -6,6 +6,9 @@ without generated code: methods take and return raw bytes.
           Unary(b)        -> b"echo:" + b, trailing metadata x-served-by: python
           Stream(b"N")    -> N messages b"msg-0" .. b"msg-<N-1>"
           Slow(b"MS")     -> sleeps MS milliseconds, then b"slow"
+          Collect(stream) -> one response: the requests joined with b","
+          Chat(stream)    -> one response per request, b"re:" + request,
+                             each sent as soon as its request arrives
     grpc_peer.py call TARGET METHOD ARG [TIMEOUT_SECONDS]
         calls /test.Echo/METHOD (or METHOD, when it is a /path) on TARGET
         (h2c) and prints one JSON line:
@@ -34,12 +37,23 @@ def slow(request, context):
     return b"slow"
 
 
+def collect(requests, context):
+    return b",".join(requests)
+
+
+def chat(requests, context):
+    for r in requests:
+        yield b"re:" + r
+
+
 def serve(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("test.Echo", handlers),)
@@ -55,7 +69,19 @@ def call(target, method, arg, timeout):
     with grpc.insecure_channel(target) as channel:
         path = method if method.startswith("/") else "/test.Echo/" + method
         try:
-            if method == "Stream":
+            if method in ("Collect", "Chat"):
+                # ARG is the number of request messages: m-0 .. m-<N-1>.
+                requests = [b"m-%d" % i for i in range(int(arg))]
+                if method == "Collect":
+                    r, c = channel.stream_unary(path).with_call(iter(requests), timeout=timeout)
+                    out["responses"].append(r.decode())
+                    out["trailers"] = dict(c.trailing_metadata() or ())
+                else:
+                    it = channel.stream_stream(path)(iter(requests), timeout=timeout)
+                    for r in it:
+                        out["responses"].append(r.decode())
+                    out["trailers"] = dict(it.trailing_metadata() or ())
+            elif method == "Stream":
                 it = channel.unary_stream(path)(arg.encode(), timeout=timeout)
                 for r in it:
                     out["responses"].append(r.decode())
