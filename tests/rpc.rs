@@ -446,6 +446,8 @@ fn every_protocol_shares_one_sniffing_port_at_once() {
     });
     let h2 = std::thread::spawn(move || {
         // nghttp: one HTTP/2 connection, the same request 50 times, multiplexed.
+        // (Not curl: 7.88.1 does not send a second URL on a reused h2c
+        // prior-knowledge connection — against nginx's own h2c either.)
         let out = std::process::Command::new(require("nghttp"))
             .args(["-m", "50", &format!("http://{addr}/hello")])
             .output()
