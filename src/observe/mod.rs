@@ -51,7 +51,7 @@ impl ConnMetrics {
     /// protocol per snapshot, then cloned per connection.
     pub fn new(listener: &str, protocol: &'static str) -> Self {
         let l = listener.to_owned();
-        let m = Self {
+        Self {
             requests: metrics::counter!("switchyard_requests_total", "listener" => l.clone(), "protocol" => protocol),
             errors: metrics::counter!("switchyard_request_errors_total", "listener" => l.clone(), "protocol" => protocol),
             bytes_in: metrics::counter!("switchyard_downstream_bytes_received_total", "listener" => l.clone(), "protocol" => protocol),
@@ -59,9 +59,7 @@ impl ConnMetrics {
             latency: metrics::histogram!("switchyard_request_duration_seconds", "listener" => l.clone(), "protocol" => protocol),
             active: metrics::gauge!("switchyard_downstream_connections_active", "listener" => l.clone(), "protocol" => protocol),
             connections: metrics::counter!("switchyard_downstream_connections_total", "listener" => l.clone(), "protocol" => protocol),
-        };
-        let _ = l;
-        m
+        }
     }
 
     /// Count a new connection; the guard counts it out of the active gauge.

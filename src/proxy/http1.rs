@@ -267,7 +267,7 @@ async fn local(
         if head.expects_continue() {
             // The client waits for 100 before sending the body; answer and close.
             keep = false;
-        } else if skip_body(down).await.is_err() {
+        } else if skip_body(down, metrics).await.is_err() {
             return After::Close;
         }
     }
@@ -281,12 +281,12 @@ async fn local(
     }
 }
 
-async fn skip_body(down: &mut Downstream) -> Result<(), ReadError> {
+async fn skip_body(down: &mut Downstream, metrics: &ConnMetrics) -> Result<(), ReadError> {
     loop {
         match down.decoder.decode(&mut down.buf) {
             Ok(Some(Part::End)) => return Ok(()),
             Ok(Some(_)) => {}
-            Ok(None) => match read_more_plain(&mut down.rd, &mut down.buf).await {
+            Ok(None) => match read_more(&mut down.rd, &mut down.buf, metrics).await {
                 Ok(0) => return Err(ReadError::Io),
                 Ok(_) => {}
                 Err(_) => return Err(ReadError::Io),
@@ -294,17 +294,6 @@ async fn skip_body(down: &mut Downstream) -> Result<(), ReadError> {
             Err(e) => return Err(ReadError::Codec(e)),
         }
     }
-}
-
-async fn read_more_plain<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    use tokio::io::AsyncReadExt;
-    if buf.capacity() - buf.len() < 2048 {
-        buf.reserve(16 * 1024);
-    }
-    rd.read_buf(buf).await
 }
 
 /// How relaying the response ended.

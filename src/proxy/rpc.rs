@@ -269,6 +269,11 @@ impl MuxProtocol for Dubbo {
         out.extend_from_slice(&body);
         out.freeze()
     }
+    fn write_with_id(f: &dubbo::Frame, id: u64, out: &mut BytesMut) {
+        // A new header, then the body slice: one copy, into the write buffer.
+        out.extend_from_slice(&dubbo::header_with_request_id(f, id));
+        out.extend_from_slice(&f.body());
+    }
     fn reply_context(f: &dubbo::Frame) -> u32 {
         u32::from(f.serialization_id())
     }

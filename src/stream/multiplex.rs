@@ -64,6 +64,12 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn request_id(frame: &Self::Frame) -> u64;
     /// The frame's bytes with another request id.
     fn with_id(frame: &Self::Frame, id: u64) -> Bytes;
+    /// Append the frame with another request id to a write buffer (the
+    /// default goes through [`MuxProtocol::with_id`]; a codec that can write
+    /// a new header and the original body directly saves a copy).
+    fn write_with_id(frame: &Self::Frame, id: u64, out: &mut BytesMut) {
+        out.extend_from_slice(&Self::with_id(frame, id));
+    }
     /// What an error reply to this request needs besides its id (version,
     /// codec, serialization), packed small so nothing is kept of the frame.
     fn reply_context(frame: &Self::Frame) -> u32;
@@ -153,12 +159,12 @@ async fn run<P: MuxProtocol>(
                 let Some(msg) = msg else { break "no more users" };
                 let client_id = P::request_id(&msg.frame);
                 if P::kind(&msg.frame) == MuxKind::OneWay {
-                    out.extend_from_slice(&P::with_id(&msg.frame, client_id));
+                    P::write_with_id(&msg.frame, client_id, &mut out);
                     continue;
                 }
                 let id = next_id;
                 next_id = if next_id >= P::MAX_ID { 1 } else { next_id + 1 };
-                out.extend_from_slice(&P::with_id(&msg.frame, id));
+                P::write_with_id(&msg.frame, id, &mut out);
                 let key = deadlines.insert(id, msg.timeout);
                 let pending = Pending { client_id, context: P::reply_context(&msg.frame), reply: msg.reply, deadline: Some(key) };
                 if let Some(old) = inflight.insert(id, pending) {
