@@ -360,6 +360,45 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(r) = &cl.redis {
+            let tag = r.hash_tag.value.as_bytes();
+            if tag.len() != 2 || tag.first() == tag.get(1) {
+                c.at(
+                    r.hash_tag.referenced,
+                    field("redis.hash_tag"),
+                    format!("`{}` is not two different characters", r.hash_tag.value),
+                    Some("write the open and close characters, e.g. `hash_tag: \"{}\"`"),
+                );
+            }
+            if r.eject_after.value == 0 {
+                c.at(
+                    r.eject_after.referenced,
+                    field("redis.eject_after"),
+                    "0 failed health checks would eject every host at once".into(),
+                    Some("use 1 or more (default 3)"),
+                );
+            }
+            if r.username.is_some() && r.password.is_none() {
+                c.at(
+                    cl.name.referenced,
+                    field("redis.username"),
+                    "a username without a password".into(),
+                    Some("add `password:` (AUTH needs both)"),
+                );
+            }
+        }
+    }
+    for l in &config.listeners {
+        for (i, u) in l.redis.users.iter().enumerate() {
+            if l.redis.users.iter().take(i).any(|v| v.name == u.name) {
+                c.at(
+                    u.password.referenced,
+                    format!("listeners[{}].redis.users[{i}].name", l.name.value),
+                    format!("user `{}` is listed twice", u.name),
+                    Some("give each user one entry"),
+                );
+            }
+        }
     }
     c.problems
 }

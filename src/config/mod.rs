@@ -6,6 +6,7 @@
 
 mod duration;
 mod load;
+pub mod redis;
 
 pub use duration::Duration;
 pub use load::{ConfigError, Problem, load_file, load_str};
@@ -198,8 +199,8 @@ impl Default for Http1Limits {
     }
 }
 
-/// Redis limits.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+/// Redis limits and client authentication.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisLimits {
     /// Largest bulk string in a command or reply, in bytes.
@@ -211,6 +212,11 @@ pub struct RedisLimits {
     /// Most commands in flight (sent upstream, not yet answered) per client connection.
     #[serde(default = "defaults::max_pipeline")]
     pub max_pipeline: usize,
+    /// Users the gateway authenticates itself (`AUTH`, `HELLO … AUTH`); when
+    /// set, commands before a successful `AUTH` answer `-NOAUTH`, and clients'
+    /// `AUTH` never reaches the servers (clusters log in with their own `redis` credentials).
+    #[serde(default)]
+    pub users: Vec<redis::RedisUser>,
 }
 
 impl Default for RedisLimits {
@@ -219,6 +225,7 @@ impl Default for RedisLimits {
             max_bulk: defaults::max_bulk(),
             max_elements: defaults::max_elements(),
             max_pipeline: defaults::max_pipeline(),
+            users: Vec::new(),
         }
     }
 }
@@ -572,6 +579,9 @@ pub struct Cluster {
     /// prior knowledge); default: the version the request came in with.
     #[serde(default)]
     pub protocol: Option<UpstreamProtocol>,
+    /// Redis: sharding, health checks and backend credentials.
+    #[serde(default)]
+    pub redis: Option<redis::ClusterRedis>,
 }
 
 /// The HTTP version a cluster's hosts speak.
