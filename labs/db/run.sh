@@ -28,8 +28,9 @@ need redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools
 switchyard_bin "$ROOT"
 lab_tmp
 
-read -r R1 R2 R3 P_NUT P_SY P_ADMIN < <(free_ports 6)
-for p in $R1 $R2 $R3; do
+read -r R0 R1 R2 R3 P_NUT P_SY P_ADMIN < <(free_ports 7)
+# R0: the direct baseline (one server); R1-R3: the shards behind both proxies.
+for p in $R0 $R1 $R2 $R3; do
     spawn "redis-$p" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP"
 done
 cat >"$TMP/nutcracker.yml" <<YML
@@ -49,7 +50,7 @@ shards:
 YML
 sed -e "s/@P_SY@/$P_SY/; s/@P_ADMIN@/$P_ADMIN/; s/@R1@/$R1/; s/@R2@/$R2/; s/@R3@/$R3/" \
     "$HERE/switchyard-redis.yaml.in" >"$TMP/switchyard.yaml"
-for p in $R1 $R2 $R3; do wait_port "$p" "redis-server"; done
+for p in $R0 $R1 $R2 $R3; do wait_port "$p" "redis-server"; done
 spawn nutcracker nutcracker -c "$TMP/nutcracker.yml" -s "$(free_ports 1)"
 spawn switchyard env RUST_LOG=warn "$SY_BIN" run -c "$TMP/switchyard.yaml"
 wait_port "$P_NUT" twemproxy
@@ -58,7 +59,7 @@ log "shards $R1 $R2 $R3; twemproxy $P_NUT; switchyard $P_SY"
 
 mget=(MGET)
 for _ in $(seq 10); do mget+=("key:__rand_int__"); done
-TARGETS=("direct:$R1" "switchyard:$P_SY" "twemproxy:$P_NUT")
+TARGETS=("direct:$R0" "switchyard:$P_SY" "twemproxy:$P_NUT")
 : >"$TMP/results.csv"
 bench() { # target port round
     local t=$1 p=$2 r=$3

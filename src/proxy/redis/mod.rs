@@ -69,7 +69,6 @@ struct FanoutSlot {
 struct Upstreams {
     /// Per (cluster, shard host — `None` for unsharded clusters).
     bound: Vec<(Arc<Cluster>, Option<usize>, Pipeline)>,
-    depth: usize,
     limits: redis::Limits,
     out_of_band: mpsc::UnboundedSender<Bytes>,
     /// State commands already sent (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`):
@@ -86,7 +85,7 @@ impl Upstreams {
         &mut self,
         cluster: &Arc<Cluster>,
         host: Option<usize>,
-    ) -> Result<&Pipeline, Error> {
+    ) -> Result<&mut Pipeline, Error> {
         let at = self
             .bound
             .iter()
@@ -101,7 +100,7 @@ impl Upstreams {
                     None => cluster.connect_any().await?.1,
                 };
                 let decoder = ReplyDecoder::new(self.limits);
-                let p = Pipeline::spawn(stream, decoder, self.depth, self.out_of_band.clone());
+                let mut p = Pipeline::spawn(stream, decoder, self.out_of_band.clone());
                 let restore: Vec<Bytes> =
                     login(cluster).iter().chain(&self.state).cloned().collect();
                 if !restore.is_empty() {
@@ -112,7 +111,7 @@ impl Upstreams {
                 self.bound.len() - 1
             }
         };
-        Ok(&self.bound[at].2)
+        Ok(&mut self.bound[at].2)
     }
 }
 
@@ -298,7 +297,6 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     let mut session = Session {
         upstreams: Upstreams {
             bound: Vec::new(),
-            depth: l.redis_max_pipeline,
             limits: l.redis,
             out_of_band: oob_tx,
             state: Vec::new(),
