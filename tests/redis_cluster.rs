@@ -559,3 +559,81 @@ fn malformed_input_closes_only_that_client() {
     );
     assert_eq!(good.command(&["GET", "k"]), b"$1\r\nv\r\n");
 }
+
+fn get_calls(addr: SocketAddr) -> u64 {
+    let info = RawConn::connect(addr).command(&["INFO", "commandstats"]);
+    let text = String::from_utf8_lossy(&info).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reads_go_to_replicas_and_fall_back_to_the_primary() {
+    let primaries: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let mut replicas: Vec<RedisServer> = primaries
+        .iter()
+        .map(|p| RedisServer::start_with(&["--replicaof", "127.0.0.1", &p.port.to_string()]))
+        .collect();
+    let hosts: Vec<String> = primaries
+        .iter()
+        .zip(&replicas)
+        .map(|(p, r)| {
+            format!(
+                "{{address: \"{}\", replicas: [\"{}\"]}}",
+                p.addr(),
+                r.addr()
+            )
+        })
+        .collect();
+    let gw = Template {
+        routes: vec!["{match: {protocol: redis}, cluster: rep}".into()],
+        clusters: vec![format!(
+            "{{name: rep, hosts: [{}], connect_timeout: 500ms, redis: {{sharding: slots, read_from: replica}}}}",
+            hosts.join(", ")
+        )],
+        ..Default::default()
+    }
+    .start();
+    let mut c = RawConn::connect(gw.addr());
+    for i in 0..50 {
+        assert_eq!(
+            c.command(&["SET", &format!("r{i}"), &i.to_string()]),
+            b"+OK\r\n"
+        );
+    }
+    wait_for(
+        "the replicas to have every key",
+        Duration::from_secs(10),
+        || (replicas.iter().map(|r| dbsize(r.addr())).sum::<i64>() == 50).then_some(()),
+    );
+    for i in 0..50 {
+        let want = format!("${}\r\n{i}\r\n", i.to_string().len());
+        assert_eq!(c.command(&["GET", &format!("r{i}")]), want.as_bytes());
+    }
+    // Every GET was answered by a replica, none by a primary; writes went to the primaries.
+    assert_eq!(
+        replicas.iter().map(|r| get_calls(r.addr())).sum::<u64>(),
+        50
+    );
+    assert_eq!(
+        primaries.iter().map(|p| get_calls(p.addr())).sum::<u64>(),
+        0
+    );
+    assert!(primaries.iter().all(|p| dbsize(p.addr()) > 0));
+    assert_eq!(
+        c.command(&["MGET", "r1", "r2", "r3"]),
+        b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n"
+    );
+    // A replica gone: its shard's reads are answered by the primary.
+    replicas[0].kill();
+    replicas[1].kill();
+    let mut fresh = RawConn::connect(gw.addr());
+    for i in 0..50 {
+        let want = format!("${}\r\n{i}\r\n", i.to_string().len());
+        assert_eq!(fresh.command(&["GET", &format!("r{i}")]), want.as_bytes());
+        assert_eq!(c.command(&["GET", &format!("r{i}")]), want.as_bytes());
+    }
+    assert!(primaries.iter().map(|p| get_calls(p.addr())).sum::<u64>() >= 100);
+}

@@ -636,6 +636,9 @@ pub enum Host {
         address: String,
         #[serde(default = "defaults::weight")]
         weight: u32,
+        /// Redis: replicas of this host, for `redis.read_from: replica`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<String>,
     },
 }
 
@@ -643,6 +646,13 @@ impl Host {
     pub fn address(&self) -> &str {
         match self {
             Host::Address(a) | Host::Weighted { address: a, .. } => a,
+        }
+    }
+    /// Redis replicas of this host.
+    pub fn replicas(&self) -> &[String] {
+        match self {
+            Host::Address(_) => &[],
+            Host::Weighted { replicas, .. } => replicas,
         }
     }
     pub fn weight(&self) -> u32 {

@@ -33,6 +33,15 @@ pub enum Sharding {
     Slots,
 }
 
+/// Where a sharded cluster sends read-only commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Primary,
+    Replica,
+}
+
 /// A cluster's Redis settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +65,11 @@ pub struct ClusterRedis {
     /// How often each host is sent `PING` (sharded clusters).
     #[serde(default = "default_health_interval")]
     pub health_check_interval: Duration,
+    /// Where read-only commands go: `primary`, or `replica` (a replica of the
+    /// key's shard, listed in its host's `replicas`; the primary when it has
+    /// none or none can be reached). Needs `sharding`.
+    #[serde(default = "default_read_from")]
+    pub read_from: Spanned<ReadFrom>,
     /// Sent as `AUTH [username] password` on every new backend connection.
     #[serde(default)]
     pub username: Option<String>,
@@ -68,6 +82,9 @@ pub struct ClusterRedis {
 
 fn default_hash_tag() -> Spanned<String> {
     Spanned::new("{}".to_owned(), Location::UNKNOWN, Location::UNKNOWN)
+}
+fn default_read_from() -> Spanned<ReadFrom> {
+    Spanned::new(ReadFrom::Primary, Location::UNKNOWN, Location::UNKNOWN)
 }
 fn default_eject_after() -> Spanned<u32> {
     Spanned::new(3, Location::UNKNOWN, Location::UNKNOWN)

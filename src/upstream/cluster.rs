@@ -29,10 +29,21 @@ pub struct RedisBackend {
     pub login: Vec<bytes::Bytes>,
     /// Keys sharded over the hosts (`None`: every host holds every key).
     pub shards: Option<super::Shards>,
+    /// Replicas of each host (by host index), when reads go to replicas.
+    pub replicas: Vec<Vec<SocketAddr>>,
+    /// Spreads sessions over a host's replicas.
+    next_replica: std::sync::atomic::AtomicUsize,
 }
 
 impl RedisBackend {
-    fn new(r: &config::redis::ClusterRedis, hosts: &[Host]) -> Self {
+    /// Whether read-only commands go to replicas.
+    pub fn reads_to_replicas(&self) -> bool {
+        self.replicas.iter().any(|r| !r.is_empty())
+    }
+}
+
+impl RedisBackend {
+    fn new(r: &config::redis::ClusterRedis, c: &config::Cluster, hosts: &[Host]) -> Self {
         use switchyard_codecs::WireHead;
         use switchyard_codecs::redis::Command;
         let mut login = Vec::new();
@@ -65,7 +76,26 @@ impl RedisBackend {
                 r.health_check_interval.get(),
             )
         });
-        Self { login, shards }
+        let replicas = if r.read_from.value == config::redis::ReadFrom::Replica {
+            c.hosts
+                .iter()
+                .map(|h| {
+                    h.value
+                        .replicas()
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            login,
+            shards,
+            replicas,
+            next_replica: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 }
 
@@ -127,7 +157,7 @@ impl Cluster {
             };
             (Ring::new(&names, &weights), field)
         });
-        let redis = c.redis.as_ref().map(|r| RedisBackend::new(r, &hosts));
+        let redis = c.redis.as_ref().map(|r| RedisBackend::new(r, c, &hosts));
         Self {
             redis,
             balancer: Balancer::new(c.lb, &weights),
@@ -213,6 +243,59 @@ impl Cluster {
             tracing::warn!(cluster = %self.name, host = %host.address, error = %err, "upstream host is not reachable");
         }
         Err(err)
+    }
+
+    /// Open a connection to one of host `i`'s Redis replicas (in turn over
+    /// sessions, the next one when a replica cannot be reached).
+    pub async fn connect_replica(&self, i: usize) -> Result<TcpStream, Error> {
+        let replicas = self
+            .redis
+            .as_ref()
+            .and_then(|r| Some((r.replicas.get(i)?, &r.next_replica)));
+        let Some((replicas, next)) = replicas.filter(|(r, _)| !r.is_empty()) else {
+            return Err(Error::upstream(
+                ErrorKind::NoHost,
+                format!("host {i} of cluster {} has no replicas", self.name),
+            ));
+        };
+        let first = next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..replicas.len() {
+            let Some(&address) = replicas.get((first + k) % replicas.len()) else {
+                continue;
+            };
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.connects.increment(1);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => {
+                    self.connect_failures.increment(1);
+                    last = Some(
+                        Error::upstream(
+                            ErrorKind::ConnectFailed,
+                            format!(
+                                "cannot connect to replica {address} (cluster {})",
+                                self.name
+                            ),
+                        )
+                        .with_source(e),
+                    );
+                }
+                Err(_) => {
+                    self.connect_failures.increment(1);
+                    last = Some(Error::upstream(
+                        ErrorKind::ConnectTimeout,
+                        format!(
+                            "connecting to replica {address} (cluster {}) timed out",
+                            self.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::upstream(ErrorKind::NoHost, "no replica")))
     }
 
     /// For exclusive (one exchange at a time) connections: an idle pooled

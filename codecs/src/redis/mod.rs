@@ -100,6 +100,11 @@ impl Command {
             .chain((plan.start..plan.end).step_by(plan.step.max(1)))
             .filter_map(|i| self.arg(i))
     }
+    /// Whether the command only reads data (Redis' `readonly` flag), so a
+    /// proxy may send it to a replica.
+    pub fn is_read_only(&self) -> bool {
+        keys::is_read_only(self)
+    }
     /// Whether the command was sent inline (`PING\r\n`) rather than as a RESP array.
     pub fn is_inline(&self) -> bool {
         self.inline

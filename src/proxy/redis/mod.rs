@@ -67,8 +67,8 @@ struct FanoutSlot {
 
 /// The upstream connections of one client session.
 struct Upstreams {
-    /// Per (cluster, shard host — `None` for unsharded clusters).
-    bound: Vec<(Arc<Cluster>, Option<usize>, Pipeline)>,
+    /// Per (cluster, shard primary or replica — `None` for unsharded clusters).
+    bound: Vec<(Arc<Cluster>, Option<shard::Dest>, Pipeline)>,
     limits: redis::Limits,
     out_of_band: mpsc::UnboundedSender<Bytes>,
     /// State commands already sent (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`):
@@ -78,13 +78,19 @@ struct Upstreams {
     pending_state: Vec<Bytes>,
     /// Slots handed to the writer and not yet written (shared with it).
     in_flight: Arc<AtomicUsize>,
+    /// Replicas that could not be reached, by (cluster, host), and when: their
+    /// reads go to the primary for [`REPLICA_RETRY`] before trying again.
+    replica_down: Vec<(Arc<Cluster>, usize, Instant)>,
 }
+
+/// How long a session sends reads to the primary after a replica failed.
+const REPLICA_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Upstreams {
     async fn pipeline(
         &mut self,
         cluster: &Arc<Cluster>,
-        host: Option<usize>,
+        host: Option<shard::Dest>,
     ) -> Result<&mut Pipeline, Error> {
         let at = self
             .bound
@@ -96,7 +102,14 @@ impl Upstreams {
                 self.bound
                     .retain(|(c, h, _)| !(Arc::ptr_eq(c, cluster) && *h == host));
                 let stream = match host {
-                    Some(i) => cluster.connect(i).await?,
+                    Some(shard::Dest {
+                        host,
+                        replica: false,
+                    }) => cluster.connect(host).await?,
+                    Some(shard::Dest {
+                        host,
+                        replica: true,
+                    }) => cluster.connect_replica(host).await?,
                     None => cluster.connect_any().await?.1,
                 };
                 let decoder = ReplyDecoder::new(self.limits);
@@ -194,8 +207,26 @@ impl Session {
                 let started = Instant::now();
                 let count = fanout.client_commands();
                 let mut parts = Vec::with_capacity(fanout.parts.len());
-                for (host, requests) in fanout.parts {
-                    parts.push(match self.upstreams.pipeline(&cluster, Some(host)).await {
+                for (mut dest, requests) in fanout.parts {
+                    if dest.replica {
+                        let ups = &mut self.upstreams;
+                        ups.replica_down
+                            .retain(|(_, _, at)| at.elapsed() < REPLICA_RETRY);
+                        let down = ups
+                            .replica_down
+                            .iter()
+                            .any(|(c, h, _)| Arc::ptr_eq(c, &cluster) && *h == dest.host);
+                        if down || ups.pipeline(&cluster, Some(dest)).await.is_err() {
+                            // No replica to be had: the primary answers reads too.
+                            if !down {
+                                ups.replica_down
+                                    .push((cluster.clone(), dest.host, Instant::now()));
+                            }
+                            dest.replica = false;
+                        }
+                    }
+                    let host = dest.host;
+                    parts.push(match self.upstreams.pipeline(&cluster, Some(dest)).await {
                         Ok(p) => Ok(p.send(requests).await),
                         Err(e) => {
                             tracing::debug!(error = %e, "redis: shard unreachable");
@@ -272,7 +303,17 @@ impl Session {
                 cluster, fanout, ..
             } => {
                 if let Some(shards) = cluster.shards() {
-                    shard::plan(cmd, &shards.map(), &mut self.sharding, fanout);
+                    let replica_reads = cluster
+                        .redis
+                        .as_ref()
+                        .is_some_and(|r| r.reads_to_replicas());
+                    shard::plan(
+                        cmd,
+                        &shards.map(),
+                        replica_reads,
+                        &mut self.sharding,
+                        fanout,
+                    );
                 }
             }
             Batch::None => {}
@@ -302,6 +343,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             state: Vec::new(),
             pending_state: Vec::new(),
             in_flight: in_flight.clone(),
+            replica_down: Vec::new(),
         },
         batch: Batch::None,
         slots: slots_tx,

@@ -53,21 +53,38 @@ pub enum Merge {
     Gather(Vec<(u16, u32)>),
 }
 
+/// Where a batch goes: a shard's primary or one of its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dest {
+    pub host: usize,
+    pub replica: bool,
+}
+
+impl From<usize> for Dest {
+    fn from(host: usize) -> Self {
+        Dest {
+            host,
+            replica: false,
+        }
+    }
+}
+
 /// The shard batches and the reply plan of one run of commands.
 #[derive(Debug, Default)]
 pub struct Fanout {
-    /// (host, commands), one per shard touched.
-    pub parts: Vec<(usize, Vec<Bytes>)>,
+    /// (destination, commands), one per shard (and replica) touched.
+    pub parts: Vec<(Dest, Vec<Bytes>)>,
     pub plan: Vec<Step>,
 }
 
 impl Fanout {
-    /// Queue `wire` for `host`; the index of its part.
-    fn send(&mut self, host: usize, wire: Bytes) -> u16 {
-        let at = match self.parts.iter().position(|(h, _)| *h == host) {
+    /// Queue `wire` for `dest`; the index of its part.
+    fn send(&mut self, dest: impl Into<Dest>, wire: Bytes) -> u16 {
+        let dest = dest.into();
+        let at = match self.parts.iter().position(|(d, _)| *d == dest) {
             Some(i) => i,
             None => {
-                self.parts.push((host, Vec::new()));
+                self.parts.push((dest, Vec::new()));
                 self.parts.len() - 1
             }
         };
@@ -157,12 +174,20 @@ fn bulk(data: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// Add `cmd` to `fanout`.
-pub fn plan(cmd: &Command, map: &ShardMap, session: &mut ShardSession, fanout: &mut Fanout) {
+/// Add `cmd` to `fanout`; with `replica_reads`, read-only commands outside
+/// transactions go to the shard's replica.
+pub fn plan(
+    cmd: &Command,
+    map: &ShardMap,
+    replica_reads: bool,
+    session: &mut ShardSession,
+    fanout: &mut Fanout,
+) {
     let step = if session.txn.is_some() {
         in_transaction(cmd, map, session, fanout)
     } else {
-        outside_transaction(cmd, map, session, fanout)
+        let reads = replica_reads && cmd.is_read_only();
+        outside_transaction(cmd, map, reads, replica_reads, session, fanout)
     };
     fanout.plan.push(step);
 }
@@ -234,9 +259,15 @@ fn in_transaction(
 fn outside_transaction(
     cmd: &Command,
     map: &ShardMap,
+    to_replica: bool,
+    replicas: bool,
     session: &mut ShardSession,
     fanout: &mut Fanout,
 ) -> Step {
+    let read = |host: usize| Dest {
+        host,
+        replica: to_replica,
+    };
     let mut upper = [0u8; 16];
     let name = cmd.name();
     let upper = match upper.get_mut(..name.len()) {
@@ -278,37 +309,53 @@ fn outside_transaction(
             Some(msg) => bulk(msg),
         }),
         b"ECHO" if cmd.argc() == 2 => Step::Local(bulk(cmd.arg(1).unwrap_or_default())),
-        b"SELECT" | b"HELLO" | b"AUTH" | b"SCRIPT" => broadcast(cmd, map, fanout),
+        b"SELECT" | b"HELLO" | b"AUTH" | b"SCRIPT" => broadcast(cmd, map, replicas, fanout),
         b"CLIENT"
             if cmd
                 .arg(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")) =>
         {
-            broadcast(cmd, map, fanout)
+            broadcast(cmd, map, replicas, fanout)
         }
-        b"MGET" => split(cmd, map, fanout, 1, SplitAs::Gather),
-        b"MSET" => split(cmd, map, fanout, 2, SplitAs::AllOk),
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => split(cmd, map, fanout, 1, SplitAs::Sum),
+        b"MGET" => split(cmd, map, to_replica, fanout, 1, SplitAs::Gather),
+        b"MSET" => split(cmd, map, false, fanout, 2, SplitAs::AllOk),
+        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => {
+            split(cmd, map, to_replica, fanout, 1, SplitAs::Sum)
+        }
         _ if KEYSPACE_WIDE.iter().any(|k| cmd.is(k)) => Step::Local(redis::error_reply(&format!(
             "'{}' is not supported on a sharded cluster: its keys live on {} servers",
             String::from_utf8_lossy(name).to_lowercase(),
             map.hosts().len()
         ))),
         _ => match one_host(cmd, map) {
-            Ok(Some(h)) => Step::Forward(fanout.send(h, cmd.wire().clone())),
+            Ok(Some(h)) => Step::Forward(fanout.send(read(h), cmd.wire().clone())),
             Ok(None) => Step::Forward(fanout.send(map.home(), cmd.wire().clone())),
             Err(()) => Step::Local(cross_shard(cmd)),
         },
     }
 }
 
-/// Send `cmd` to every shard; the reply is the first shard's (or an error).
-fn broadcast(cmd: &Command, map: &ShardMap, fanout: &mut Fanout) -> Step {
+/// Send `cmd` to every shard (and, with `replicas`, every shard's replica
+/// connection, whose replies are dropped); the reply is the first shard's
+/// (or an error).
+fn broadcast(cmd: &Command, map: &ShardMap, replicas: bool, fanout: &mut Fanout) -> Step {
     let parts = map
         .hosts()
         .iter()
         .map(|&h| fanout.send(h, cmd.wire().clone()))
         .collect();
+    if replicas {
+        for &host in map.hosts() {
+            let p = fanout.send(
+                Dest {
+                    host,
+                    replica: true,
+                },
+                cmd.wire().clone(),
+            );
+            fanout.plan.push(Step::Discard(p));
+        }
+    }
     Step::Merge(Merge::First, parts)
 }
 
@@ -320,7 +367,18 @@ enum SplitAs {
 }
 
 /// Split a multi-key command by shard: `stride` 1 for key lists, 2 for key/value pairs.
-fn split(cmd: &Command, map: &ShardMap, fanout: &mut Fanout, stride: usize, how: SplitAs) -> Step {
+fn split(
+    cmd: &Command,
+    map: &ShardMap,
+    to_replica: bool,
+    fanout: &mut Fanout,
+    stride: usize,
+    how: SplitAs,
+) -> Step {
+    let dest = |host: usize| Dest {
+        host,
+        replica: to_replica,
+    };
     let args: Vec<&[u8]> = cmd.args().skip(1).collect();
     if args.is_empty() || !args.len().is_multiple_of(stride) {
         // Let the server give its own arity error.
@@ -336,7 +394,7 @@ fn split(cmd: &Command, map: &ShardMap, fanout: &mut Fanout, stride: usize, how:
         }
     }
     if let [(h, _)] = groups.as_slice() {
-        return Step::Forward(fanout.send(*h, cmd.wire().clone()));
+        return Step::Forward(fanout.send(dest(*h), cmd.wire().clone()));
     }
     let name: &[u8] = match how {
         SplitAs::Gather => b"MGET",
@@ -352,7 +410,7 @@ fn split(cmd: &Command, map: &ShardMap, fanout: &mut Fanout, stride: usize, how:
                     .flat_map(|&i| args.get(i..i + stride).unwrap_or_default().iter().copied()),
             ),
         );
-        parts.push(fanout.send(*host, sub.wire().clone()));
+        parts.push(fanout.send(dest(*host), sub.wire().clone()));
         if let SplitAs::Gather = how {
             for (pos, &i) in idx.iter().enumerate() {
                 positions.push((i, (g as u16, pos as u32)));
@@ -455,7 +513,7 @@ mod tests {
         let mut session = ShardSession::default();
         let mut f = Fanout::default();
         for args in cmds {
-            plan(&c(args), &map, &mut session, &mut f);
+            plan(&c(args), &map, false, &mut session, &mut f);
         }
         f
     }
@@ -466,9 +524,9 @@ mod tests {
     fn single_key_commands_go_to_their_shard_in_one_batch_each() {
         let f = run(&[&["SET", "hello", "1"], &["GET", "foo"], &["GET", "hello"]]);
         assert_eq!(f.parts.len(), 2);
-        assert_eq!(f.parts[0].0, 0);
+        assert_eq!(f.parts[0].0, Dest::from(0));
         assert_eq!(f.parts[0].1.len(), 2);
-        assert_eq!(f.parts[1].0, 2);
+        assert_eq!(f.parts[1].0, Dest::from(2));
         assert_eq!(
             f.plan,
             [Step::Forward(0), Step::Forward(1), Step::Forward(0)]
@@ -586,7 +644,7 @@ mod tests {
     fn watch_binds_the_next_transaction() {
         let f = run(&[&["WATCH", "hello"], &["MULTI"], &["EXEC"]]);
         assert_eq!(f.plan[0], Step::Forward(0));
-        assert_eq!(f.parts[0].0, 0);
+        assert_eq!(f.parts[0].0, Dest::from(0));
         // EXEC after WATCH goes to the watched shard, with MULTI first.
         assert_eq!(
             f.parts[0].1,
