@@ -637,3 +637,98 @@ fn reads_go_to_replicas_and_fall_back_to_the_primary() {
     }
     assert!(primaries.iter().map(|p| get_calls(p.addr())).sum::<u64>() >= 100);
 }
+
+/// twemproxy (nutcracker) on a free port, killed on drop.
+struct Twemproxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Twemproxy {
+    /// A ketama / fnv1a_64 pool over `servers` (`(address, weight)`), hash tag `{}`.
+    fn start(servers: &[(SocketAddr, u32)]) -> Self {
+        let bin = require("nutcracker");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let list: String = servers
+            .iter()
+            .map(|(a, w)| format!("    - {a}:{w}\n"))
+            .collect();
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n  redis: true\n  auto_eject_hosts: false\n  servers:\n{list}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-s", &free_port().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("nutcracker to listen", Duration::from_secs(10), || {
+            RawConn::try_connect(local(port)).ok().map(|_| ())
+        });
+        Twemproxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Twemproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ketama_places_keys_where_twemproxy_does() {
+    let shards: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let weights = [1, 2, 1];
+    let servers: Vec<(SocketAddr, u32)> =
+        shards.iter().map(RedisServer::addr).zip(weights).collect();
+    let twem = Twemproxy::start(&servers);
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|(a, w)| format!("{{address: \"{a}\", weight: {w}}}"))
+        .collect();
+    let gw = Template {
+        routes: vec!["{match: {protocol: redis}, cluster: shards}".into()],
+        clusters: vec![format!(
+            "{{name: shards, hosts: [{}], redis: {{sharding: ketama}}}}",
+            hosts.join(", ")
+        )],
+        ..Default::default()
+    }
+    .start();
+    // Keys written through twemproxy (plain, tagged, and non-ASCII ones,
+    // whose bytes twemproxy hashes as signed chars)...
+    let keys: Vec<String> = (0..300)
+        .map(|i| match i % 3 {
+            0 => format!("user:{i}"),
+            1 => format!("{{cart:{}}}:item:{i}", i % 7),
+            _ => format!("ключ-{i}-é"),
+        })
+        .collect();
+    let mut t = RawConn::connect(local(twem.port));
+    for k in &keys {
+        assert_eq!(t.command(&["SET", k, k]), b"+OK\r\n");
+    }
+    // ...are all found through Switchyard over the same servers: same placement.
+    let mut c = RawConn::connect(gw.addr());
+    for k in &keys {
+        let want = format!("${}\r\n{k}\r\n", k.len());
+        assert_eq!(c.command(&["GET", k]), want.as_bytes(), "{k}");
+    }
+    // The weight-2 server holds about half of them.
+    let sizes: Vec<i64> = shards.iter().map(|s| dbsize(s.addr())).collect();
+    assert!(sizes[1] > sizes[0] && sizes[1] > sizes[2], "{sizes:?}");
+}

@@ -3,6 +3,11 @@
 //! hash tags; and which hosts are in the map (health checks eject and restore
 //! hosts when `auto_eject` is on).
 //!
+//! Ketama is twemproxy's (`distribution: ketama`, `hash: fnv1a_64`): the same
+//! continuum (MD5 points of `"ip:port-N"`, 160 per server scaled by weight
+//! share) and the same key hash, so a key lands on the server twemproxy would
+//! put it on, and a twemproxy pool can be moved behind Switchyard with its data.
+//!
 //! The map is rebuilt only when a host is ejected or restored and swapped in
 //! whole (`ArcSwap`), so a lookup is lock-free: load, hash, index.
 
@@ -12,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use arc_swap::ArcSwap;
 use switchyard_codecs::redis::{SLOTS, crc16, hash_tag};
 
-use super::Ring;
+use md5::{Digest, Md5};
+
 use crate::config::redis::Sharding;
 
 /// Which host owns each key, for the hosts currently in the map.
@@ -25,8 +31,8 @@ pub struct ShardMap {
 }
 
 enum Owner {
-    /// Ring points index `live`.
-    Ketama(Ring),
+    /// (point, host), sorted by point.
+    Ketama(Vec<(u32, usize)>),
     /// Host index per slot.
     Slots(Box<[u16]>),
 }
@@ -36,9 +42,13 @@ impl ShardMap {
     pub fn host_for(&self, key: &[u8]) -> usize {
         let hashed = hash_tag(key, self.tag.0, self.tag.1);
         match &self.owner {
-            Owner::Ketama(ring) => {
-                let i = ring.lookup(hashed).next().unwrap_or(0);
-                self.live.get(i).copied().unwrap_or(0)
+            Owner::Ketama(points) => {
+                let h = fnv1a_64(hashed);
+                let at = points.partition_point(|(p, _)| *p < h);
+                points
+                    .get(at)
+                    .or_else(|| points.first())
+                    .map_or(0, |&(_, host)| host)
             }
             Owner::Slots(slots) => {
                 let slot = usize::from(crc16(hashed) % SLOTS);
@@ -177,17 +187,48 @@ fn build(
     live: Vec<usize>,
 ) -> ShardMap {
     let owner = match sharding {
-        Sharding::Ketama => {
-            let n: Vec<String> = live.iter().filter_map(|&i| names.get(i).cloned()).collect();
-            let w: Vec<u32> = live
-                .iter()
-                .map(|&i| weights.get(i).copied().unwrap_or(1))
-                .collect();
-            Owner::Ketama(Ring::new(&n, &w))
-        }
+        Sharding::Ketama => Owner::Ketama(continuum(names, weights, &live)),
         Sharding::Slots => Owner::Slots(deal_slots(weights, &live)),
     };
     ShardMap { owner, tag, live }
+}
+
+/// twemproxy's ketama continuum over the `live` hosts: each gets
+/// `floor(weight share × 40 × live hosts) × 4` points, four per MD5 of
+/// `"name-N"` (the float arithmetic as twemproxy's, so the counts match).
+fn continuum(names: &[String], weights: &[u32], live: &[usize]) -> Vec<(u32, usize)> {
+    let total: u32 = live
+        .iter()
+        .map(|&i| weights.get(i).copied().unwrap_or(1).max(1))
+        .sum();
+    let mut points = Vec::new();
+    for &host in live {
+        let weight = weights.get(host).copied().unwrap_or(1).max(1);
+        let pct = weight as f32 / total.max(1) as f32;
+        let share = f64::from(pct * 160.0 / 4.0 * live.len() as f32) + 0.000_000_000_1;
+        let groups = (share as f32).floor() as u32;
+        let name = names.get(host).map_or("", String::as_str);
+        for g in 0..groups {
+            let digest = Md5::digest(format!("{name}-{g}").as_bytes());
+            for k in 0..4 {
+                let b = |j: usize| u32::from(digest.get(k * 4 + j).copied().unwrap_or(0));
+                points.push(((b(3) << 24) | (b(2) << 16) | (b(1) << 8) | b(0), host));
+            }
+        }
+    }
+    points.sort_by_key(|&(p, _)| p);
+    points
+}
+
+/// twemproxy's `fnv1a_64`: FNV-1a with the 64-bit constants truncated to 32
+/// bits, each byte sign-extended as a C `char`.
+fn fnv1a_64(key: &[u8]) -> u32 {
+    let mut hash: u32 = 0xcbf2_9ce4_8422_2325_u64 as u32;
+    for &b in key {
+        hash ^= b as i8 as i32 as u32;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3_u64 as u32);
+    }
+    hash
 }
 
 /// Slots dealt to every host in contiguous ranges by weight; then the slots of
@@ -241,6 +282,39 @@ mod tests {
             2,
             Duration::from_secs(1),
         )
+    }
+
+    #[test]
+    fn fnv1a_64_as_twemproxy() {
+        // Truncated FNV-1a: the empty key is the truncated offset basis.
+        assert_eq!(fnv1a_64(b""), 0x8422_2325);
+        assert_eq!(fnv1a_64(b"a"), (0x8422_2325u32 ^ 0x61).wrapping_mul(0x1b3));
+        // Bytes over 0x7f are sign-extended, as a C `char`.
+        assert_eq!(
+            fnv1a_64(&[0xff]),
+            (0x8422_2325u32 ^ 0xffff_ffff).wrapping_mul(0x1b3)
+        );
+    }
+
+    #[test]
+    fn continuum_sizes_follow_weight_shares() {
+        let names: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect();
+        let count = |p: &[(u32, usize)], h| p.iter().filter(|&&(_, x)| x == h).count();
+        let equal = continuum(&names, &[1, 1, 1], &[0, 1, 2]);
+        assert_eq!(
+            [count(&equal, 0), count(&equal, 1), count(&equal, 2)],
+            [160, 160, 160]
+        );
+        // 1:2:1 over 3 live hosts: floor(0.25 × 40 × 3) × 4 = 120, floor(0.5 × 120) × 4 = 240.
+        let weighted = continuum(&names, &[1, 2, 1], &[0, 1, 2]);
+        assert_eq!(
+            [
+                count(&weighted, 0),
+                count(&weighted, 1),
+                count(&weighted, 2)
+            ],
+            [120, 240, 120]
+        );
     }
 
     #[test]
