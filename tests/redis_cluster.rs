@@ -149,7 +149,13 @@ fn sharded_commands_equal_one_direct_server_in_both_modes() {
             let got = run_sequence(&mut via, mode).await;
             assert_eq!(got, want, "{mode}");
         });
-        // The keys are spread: every shard holds some, and none twice.
+        // 100 more keys both ways, then: the keys are spread (every shard
+        // holds some) and none is held twice.
+        let (mut d, mut g) = (RawConn::connect(single.addr()), RawConn::connect(gw.addr()));
+        for i in 0..100 {
+            let k = format!("{mode}:spread:{i}");
+            assert_eq!(d.command(&["SET", &k, "v"]), g.command(&["SET", &k, "v"]));
+        }
         let sizes: Vec<i64> = shards.iter().map(|s| dbsize(s.addr())).collect();
         assert!(sizes.iter().all(|&n| n > 0), "{mode}: {sizes:?}");
         let direct_keys = {

@@ -128,6 +128,31 @@ impl Upstreams {
     }
 }
 
+impl Upstreams {
+    /// `dest`, or its shard's primary when `dest` is a replica that cannot be
+    /// reached (now or within the last [`REPLICA_RETRY`]).
+    async fn reachable(&mut self, cluster: &Arc<Cluster>, dest: shard::Dest) -> shard::Dest {
+        if !dest.replica {
+            return dest;
+        }
+        self.replica_down
+            .retain(|(_, _, at)| at.elapsed() < REPLICA_RETRY);
+        let down = self
+            .replica_down
+            .iter()
+            .any(|(c, h, _)| Arc::ptr_eq(c, cluster) && *h == dest.host);
+        if down {
+            return dest.host.into();
+        }
+        if self.pipeline(cluster, Some(dest)).await.is_err() {
+            self.replica_down
+                .push((cluster.clone(), dest.host, Instant::now()));
+            return dest.host.into();
+        }
+        dest
+    }
+}
+
 /// The cluster's `AUTH`/`SELECT` for every new connection.
 fn login(cluster: &Cluster) -> &[Bytes] {
     cluster.redis.as_ref().map_or(&[], |r| &r.login[..])
@@ -207,24 +232,8 @@ impl Session {
                 let started = Instant::now();
                 let count = fanout.client_commands();
                 let mut parts = Vec::with_capacity(fanout.parts.len());
-                for (mut dest, requests) in fanout.parts {
-                    if dest.replica {
-                        let ups = &mut self.upstreams;
-                        ups.replica_down
-                            .retain(|(_, _, at)| at.elapsed() < REPLICA_RETRY);
-                        let down = ups
-                            .replica_down
-                            .iter()
-                            .any(|(c, h, _)| Arc::ptr_eq(c, &cluster) && *h == dest.host);
-                        if down || ups.pipeline(&cluster, Some(dest)).await.is_err() {
-                            // No replica to be had: the primary answers reads too.
-                            if !down {
-                                ups.replica_down
-                                    .push((cluster.clone(), dest.host, Instant::now()));
-                            }
-                            dest.replica = false;
-                        }
-                    }
+                for (dest, requests) in fanout.parts {
+                    let dest = self.upstreams.reachable(&cluster, dest).await;
                     let host = dest.host;
                     parts.push(match self.upstreams.pipeline(&cluster, Some(dest)).await {
                         Ok(p) => Ok(p.send(requests).await),
