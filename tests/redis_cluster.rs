@@ -504,12 +504,25 @@ fn a_dead_shard_is_ejected_and_its_keys_rehashed_with_auto_eject() {
     );
     let live: i64 = [0, 2].iter().map(|&i| dbsize(shards[i].addr())).sum();
     assert!(live >= 100, "{live}");
+    let dead = shards[1].addr().to_string();
+    let ejected = |gw: &Gateway| {
+        gw.metric(
+            "switchyard_redis_shard_ejected",
+            &[("cluster", "redis"), ("host", &dead)],
+        )
+    };
+    wait_for(
+        "the ejection to show in /metrics",
+        Duration::from_secs(5),
+        || (ejected(&gw) == 1.0).then_some(()),
+    );
     assert!(gw.log().contains("redis shard ejected"), "{}", gw.log());
     // Restored when it answers again.
     shards[1].restart();
     wait_for("the shard to be restored", Duration::from_secs(10), || {
-        gw.log().contains("redis shard restored").then_some(())
+        (ejected(&gw) == 0.0).then_some(())
     });
+    assert!(gw.log().contains("redis shard restored"), "{}", gw.log());
     for i in 0..100 {
         assert_eq!(c.command(&["SET", &format!("back:{i}"), "v"]), b"+OK\r\n");
     }

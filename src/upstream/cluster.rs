@@ -360,8 +360,16 @@ impl Cluster {
                 let n = cluster.hosts.len();
                 for host in 0..n {
                     let healthy = cluster.ping(host).await;
-                    if let Some(s) = cluster.shards() {
-                        s.record(host, healthy);
+                    if let Some(s) = cluster.shards()
+                        && s.record(host, healthy)
+                    {
+                        let address = cluster.hosts.get(host).map(|h| h.address.to_string());
+                        metrics::gauge!(
+                            "switchyard_redis_shard_ejected",
+                            "cluster" => cluster.name.clone(),
+                            "host" => address.unwrap_or_default()
+                        )
+                        .set(if healthy { 0.0 } else { 1.0 });
                     }
                 }
             }
