@@ -42,6 +42,19 @@ pub enum ReadFrom {
     Replica,
 }
 
+/// The hash of a key's (tagged) bytes onto the ketama continuum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyHash {
+    /// twemproxy's default `fnv1a_64` (32-bit): the same placement as a
+    /// twemproxy pool over the same servers.
+    #[default]
+    Fnv1a64,
+    /// The first four bytes of the key's MD5 (libketama's): spreads keys that
+    /// differ only in their last characters (`user:1`, `user:2`) better.
+    Md5,
+}
+
 /// A cluster's Redis settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +63,9 @@ pub struct ClusterRedis {
     /// data set and each session uses one host (picked by `lb`).
     #[serde(default)]
     pub sharding: Option<Spanned<Sharding>>,
+    /// With `sharding: ketama`: the key hash.
+    #[serde(default)]
+    pub hash: KeyHash,
     /// The two characters that delimit a key's hash tag (`{user:1}.name`).
     #[serde(default = "default_hash_tag")]
     pub hash_tag: Spanned<String>,

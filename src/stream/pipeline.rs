@@ -1,22 +1,22 @@
-//! A pipelined upstream connection: batches of requests are written as they
-//! come, and their replies are handed back batch by batch in the order the
-//! batches were sent. Protocol-neutral: it needs only a reply decoder.
-//!
-//! The owner writes batches itself (registering each with the reader first,
-//! then writing it: no task hop on the way out); one reader task per
-//! connection turns replies into each batch's oneshot. When the connection
-//! fails, every batch in flight fails at once.
+//! A pipelined upstream connection, split between the two tasks of a client
+//! session: the command side writes batches ([`Pipeline`]), the reply side
+//! reads their replies in the same order ([`ReplyReader`]). No task, channel
+//! or oneshot sits between them: replies to batches come back in the order
+//! the batches were written, and the reply side takes them in the client's
+//! order, so it simply reads the next `count` frames of that connection.
+//! Protocol-neutral: it needs only a reply decoder.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::Decoder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::error::{Error, ErrorKind};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A reply frame the pipeline can count.
 pub trait ReplyFrame {
@@ -35,78 +35,49 @@ impl ReplyFrame for switchyard_codecs::redis::Reply {
     }
 }
 
-/// The replies to one batch, in order (out-of-band frames that arrived while
-/// the batch was pending are kept in place).
-pub type Replies = Vec<Bytes>;
-
-/// Where a batch's replies arrive.
-pub type ReplyReceiver = oneshot::Receiver<Result<Replies, Error>>;
-
-struct Pending {
-    count: usize,
-    reply: oneshot::Sender<Result<Replies, Error>>,
+/// Split a connection: the write side for the command task, the read side
+/// for the reply task. `skip`: replies to drop first (to commands the gateway
+/// sent itself, e.g. a login).
+pub fn split<D>(stream: TcpStream, decoder: D, skip: usize) -> (Pipeline, ReplyReader<D>) {
+    let (rd, wr) = stream.into_split();
+    let alive = Arc::new(AtomicBool::new(true));
+    (
+        Pipeline {
+            wr: Some(wr),
+            out: BytesMut::new(),
+            alive: alive.clone(),
+        },
+        ReplyReader {
+            rd,
+            buf: BytesMut::with_capacity(16 * 1024),
+            decoder,
+            skip,
+            stash: VecDeque::new(),
+            failed: None,
+            alive,
+        },
+    )
 }
 
-/// The handle of one pipelined upstream connection.
+/// The write side of a pipelined upstream connection.
 pub struct Pipeline {
-    wr: Option<tokio::net::tcp::OwnedWriteHalf>,
-    pending: mpsc::UnboundedSender<Pending>,
+    wr: Option<OwnedWriteHalf>,
     out: BytesMut,
-    /// Cleared by the reader when the connection ends.
+    /// Cleared by either side when the connection can no longer be used.
     alive: Arc<AtomicBool>,
 }
 
 impl Pipeline {
-    /// Start the connection's reader task. Out-of-band frames that arrive
-    /// while no batch is pending go to `out_of_band`.
-    pub fn spawn<D>(
-        stream: TcpStream,
-        decoder: D,
-        out_of_band: mpsc::UnboundedSender<Bytes>,
-    ) -> Self
-    where
-        D: Decoder + Send + 'static,
-        D::Item: ReplyFrame,
-    {
-        let (pending, pending_rx) = mpsc::unbounded_channel();
-        let (rd, wr) = stream.into_split();
-        let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(read_replies(
-            rd,
-            decoder,
-            pending_rx,
-            out_of_band,
-            alive.clone(),
-        ));
-        Self {
-            wr: Some(wr),
-            pending,
-            out: BytesMut::new(),
-            alive,
-        }
-    }
-
     /// Whether the connection is still usable.
     pub fn is_open(&self) -> bool {
         self.alive.load(Ordering::Relaxed) && self.wr.is_some()
     }
 
-    /// Write `requests` (back to back) and get their replies later.
-    pub async fn send(&mut self, requests: Vec<Bytes>) -> ReplyReceiver {
-        let (reply, rx) = oneshot::channel();
-        let count = requests.len();
-        let Some(wr) = self.wr.as_mut() else {
-            let _ = reply.send(Err(closed("the upstream connection is closed")));
-            return rx;
-        };
-        if let Err(mpsc::error::SendError(p)) = self.pending.send(Pending { count, reply }) {
-            let _ = p
-                .reply
-                .send(Err(closed("the upstream connection is closed")));
-            self.wr = None;
-            return rx;
-        }
-        let written = match requests.as_slice() {
+    /// Write `requests` back to back. On failure the connection is closed
+    /// and the reply side fails every batch still expected on it.
+    pub async fn send(&mut self, requests: &[Bytes]) {
+        let Some(wr) = self.wr.as_mut() else { return };
+        let written = match requests {
             [one] => wr.write_all(one).await,
             many => {
                 self.out.clear();
@@ -117,89 +88,176 @@ impl Pipeline {
             }
         };
         if written.is_err() {
-            // The reader fails this batch (and any other) when the connection ends.
+            self.alive.store(false, Ordering::Relaxed);
             self.wr = None;
         }
-        rx
     }
 }
 
-fn closed(context: &str) -> Error {
-    Error::upstream(ErrorKind::UpstreamClosed, context)
+/// The read side of a pipelined upstream connection.
+pub struct ReplyReader<D> {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: D,
+    /// Replies still to drop (answers to the gateway's own commands).
+    skip: usize,
+    /// Frames read while no batch was expected (its slot was on its way):
+    /// (wire, out-of-band), kept in order for the next batch.
+    stash: VecDeque<(Bytes, bool)>,
+    /// Why the connection ended; every later batch fails with it.
+    failed: Option<String>,
+    alive: Arc<AtomicBool>,
 }
 
-async fn read_replies<D>(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut decoder: D,
-    mut pending: mpsc::UnboundedReceiver<Pending>,
-    out_of_band: mpsc::UnboundedSender<Bytes>,
-    alive: Arc<AtomicBool>,
-) where
+impl<D> ReplyReader<D>
+where
     D: Decoder,
     D::Item: ReplyFrame,
 {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut current: Option<(Pending, Replies)> = None;
-    let failure = 'conn: loop {
+    /// Give up on the connection (e.g. a reply came too late: later replies
+    /// could no longer be told apart).
+    pub fn fail(&mut self, why: &str) {
+        self.alive.store(false, Ordering::Relaxed);
+        if self.failed.is_none() {
+            self.failed = Some(why.to_owned());
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The next frame in the buffer, (wire, out-of-band), after any to skip;
+    /// `Err` ends the connection.
+    fn decoded(&mut self) -> Result<Option<(Bytes, bool)>, String> {
         loop {
-            let frame = match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    break 'conn Error::upstream(
-                        ErrorKind::UpstreamProtocol,
-                        "the upstream sent a malformed reply",
-                    )
-                    .with_source(e);
-                }
-            };
-            if current.is_none() {
-                current = match pending.try_recv() {
-                    Ok(p) => Some((p, Vec::new())),
-                    Err(_) if frame.is_out_of_band() => {
-                        let _ = out_of_band.send(frame.into_wire());
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => {
+                    let oob = frame.is_out_of_band();
+                    if !oob && self.skip > 0 {
+                        self.skip -= 1;
                         continue;
                     }
-                    Err(_) => {
-                        break 'conn Error::upstream(
-                            ErrorKind::UpstreamProtocol,
-                            "the upstream sent a reply nobody asked for",
-                        );
-                    }
-                };
-            }
-            let Some((p, replies)) = current.as_mut() else {
-                continue;
-            };
-            let counts = !frame.is_out_of_band();
-            replies.push(frame.into_wire());
-            if counts {
-                p.count = p.count.saturating_sub(1);
-            }
-            if p.count == 0
-                && let Some((p, replies)) = current.take()
-            {
-                let _ = p.reply.send(Ok(replies));
+                    return Ok(Some((frame.into_wire(), oob)));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("the upstream sent a malformed reply: {e}")),
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break closed("the upstream closed the connection"),
-            Ok(_) => {}
-            Err(e) => break closed("reading from the upstream failed").with_source(e),
-        }
-    };
-    alive.store(false, Ordering::Relaxed);
-    tracing::debug!(error = %failure, "pipelined upstream connection ended");
-    // Fail everything in flight, now and whatever the writer still registers.
-    let message = failure.to_string();
-    if let Some((p, _)) = current.take() {
-        let _ = p.reply.send(Err(closed(&message)));
     }
-    pending.close();
-    while let Some(p) = pending.recv().await {
-        let _ = p.reply.send(Err(closed(&message)));
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.rd), cx, &mut self.buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err("the upstream closed the connection".into())),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                Poll::Ready(Err(format!("reading from the upstream failed: {e}")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Take replies into `out` until `left` of them (out-of-band frames in
+    /// between are kept in place and not counted) have come. Keep `left` and
+    /// `out` across calls; on `Err` the connection is done.
+    pub fn poll_replies(
+        &mut self,
+        cx: &mut Context<'_>,
+        left: &mut usize,
+        out: &mut Vec<Bytes>,
+    ) -> Poll<Result<(), String>> {
+        while *left > 0 {
+            let Some((wire, oob)) = self.stash.pop_front() else {
+                break;
+            };
+            out.push(wire);
+            if !oob {
+                *left -= 1;
+            }
+        }
+        if *left == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(why) = &self.failed {
+            return Poll::Ready(Err(why.clone()));
+        }
+        loop {
+            loop {
+                match self.decoded() {
+                    Ok(Some((wire, oob))) => {
+                        out.push(wire);
+                        if !oob {
+                            *left -= 1;
+                            if *left == 0 {
+                                return Poll::Ready(Ok(()));
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail(&e);
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    self.fail(&e);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next `count` replies, waiting for them.
+    pub async fn replies(&mut self, count: usize) -> Result<Vec<Bytes>, String> {
+        let mut left = count;
+        let mut out = Vec::with_capacity(count);
+        poll_fn(|cx| self.poll_replies(cx, &mut left, &mut out)).await?;
+        Ok(out)
+    }
+
+    /// While no batch is expected: take what the server sends. Out-of-band
+    /// frames are appended to `out` (Ready); a reply is kept for the batch
+    /// whose slot is still on its way (and so is everything after it, to keep
+    /// the order). Ready also when the connection ends.
+    pub fn poll_unsolicited(&mut self, cx: &mut Context<'_>, out: &mut BytesMut) -> Poll<()> {
+        if self.failed.is_some() {
+            return Poll::Pending;
+        }
+        let mut got = false;
+        loop {
+            loop {
+                match self.decoded() {
+                    Ok(Some((wire, true))) if self.stash.is_empty() => {
+                        out.extend_from_slice(&wire);
+                        got = true;
+                    }
+                    Ok(Some(frame)) => self.stash.push_back(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail(&e);
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            if got {
+                return Poll::Ready(());
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    self.fail(&e);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }

@@ -65,6 +65,7 @@ impl RedisBackend {
             let tag = r.hash_tag.value.as_bytes();
             super::Shards::new(
                 s.value,
+                r.hash,
                 (
                     tag.first().copied().unwrap_or(b'{'),
                     tag.get(1).copied().unwrap_or(b'}'),

@@ -19,11 +19,12 @@ use switchyard_codecs::redis::{SLOTS, crc16, hash_tag};
 
 use md5::{Digest, Md5};
 
-use crate::config::redis::Sharding;
+use crate::config::redis::{KeyHash, Sharding};
 
 /// Which host owns each key, for the hosts currently in the map.
 pub struct ShardMap {
     owner: Owner,
+    hash: KeyHash,
     tag: (u8, u8),
     /// The hosts in the map, in host order: the first is the session's "home"
     /// (keyless commands, pub/sub).
@@ -43,7 +44,10 @@ impl ShardMap {
         let hashed = hash_tag(key, self.tag.0, self.tag.1);
         match &self.owner {
             Owner::Ketama(points) => {
-                let h = fnv1a_64(hashed);
+                let h = match self.hash {
+                    KeyHash::Fnv1a64 => fnv1a_64(hashed),
+                    KeyHash::Md5 => super::Ring::hash(hashed),
+                };
                 let at = points.partition_point(|(p, _)| *p < h);
                 points
                     .get(at)
@@ -77,6 +81,7 @@ struct Health {
 /// A sharded cluster's map and the state that rebuilds it.
 pub struct Shards {
     sharding: Sharding,
+    hash: KeyHash,
     tag: (u8, u8),
     names: Vec<String>,
     weights: Vec<u32>,
@@ -90,8 +95,10 @@ pub struct Shards {
 impl Shards {
     /// Shards over hosts `names[i]` (their addresses, which place them on the
     /// ketama ring) with `weights[i]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sharding: Sharding,
+        hash: KeyHash,
         tag: (u8, u8),
         names: Vec<String>,
         weights: Vec<u32>,
@@ -100,7 +107,7 @@ impl Shards {
         interval: std::time::Duration,
     ) -> Self {
         let all: Vec<usize> = (0..names.len()).collect();
-        let map = build(sharding, tag, &names, &weights, all);
+        let map = build(sharding, hash, tag, &names, &weights, all);
         Self {
             health: (0..names.len())
                 .map(|_| Health {
@@ -109,6 +116,7 @@ impl Shards {
                 })
                 .collect(),
             sharding,
+            hash,
             tag,
             names,
             weights,
@@ -170,6 +178,7 @@ impl Shards {
         }
         self.map.store(Arc::new(build(
             self.sharding,
+            self.hash,
             self.tag,
             &self.names,
             &self.weights,
@@ -181,6 +190,7 @@ impl Shards {
 
 fn build(
     sharding: Sharding,
+    hash: KeyHash,
     tag: (u8, u8),
     names: &[String],
     weights: &[u32],
@@ -190,7 +200,12 @@ fn build(
         Sharding::Ketama => Owner::Ketama(continuum(names, weights, &live)),
         Sharding::Slots => Owner::Slots(deal_slots(weights, &live)),
     };
-    ShardMap { owner, tag, live }
+    ShardMap {
+        owner,
+        hash,
+        tag,
+        live,
+    }
 }
 
 /// twemproxy's ketama continuum over the `live` hosts: each gets
@@ -275,6 +290,7 @@ mod tests {
     fn shards(sharding: Sharding, n: usize, auto_eject: bool) -> Shards {
         Shards::new(
             sharding,
+            KeyHash::Md5,
             (b'{', b'}'),
             (0..n).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect(),
             vec![1; n],

@@ -33,7 +33,7 @@ use super::{Conn, drained, read_more};
 use crate::error::Error;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
-use crate::stream::pipeline::{Pipeline, ReplyReceiver};
+use crate::stream::pipeline::{self, Pipeline, ReplyReader};
 use crate::stream::session::splice;
 use crate::upstream::Cluster;
 
@@ -41,9 +41,14 @@ use crate::upstream::Cluster;
 enum Slot {
     /// A reply made by the gateway.
     Ready(Bytes),
-    /// The replies to `count` commands sent upstream as one batch.
+    /// A new upstream connection's reply side; slots after it name it by `id`.
+    Conn {
+        id: u64,
+        reader: Box<ReplyReader<ReplyDecoder>>,
+    },
+    /// The replies to `count` commands sent on connection `conn` as one batch.
     Upstream {
-        rx: ReplyReceiver,
+        conn: u64,
         count: usize,
         deadline: Deadline,
         started: Instant,
@@ -57,7 +62,8 @@ enum Slot {
 
 /// A sent [`shard::Fanout`].
 struct FanoutSlot {
-    parts: Vec<Result<ReplyReceiver, String>>,
+    /// (connection, commands) per shard batch, or why it could not be sent.
+    parts: Vec<Result<(u64, usize), String>>,
     plan: Vec<shard::Step>,
     count: usize,
     deadline: Deadline,
@@ -68,9 +74,10 @@ struct FanoutSlot {
 /// The upstream connections of one client session.
 struct Upstreams {
     /// Per (cluster, shard primary or replica — `None` for unsharded clusters).
-    bound: Vec<(Arc<Cluster>, Option<shard::Dest>, Pipeline)>,
+    bound: Vec<(Arc<Cluster>, Option<shard::Dest>, u64, Pipeline)>,
+    /// The id of the next connection opened.
+    next_id: u64,
     limits: redis::Limits,
-    out_of_band: mpsc::UnboundedSender<Bytes>,
     /// State commands already sent (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`):
     /// replayed first on every new upstream connection of the session.
     state: Vec<Bytes>,
@@ -87,20 +94,24 @@ struct Upstreams {
 const REPLICA_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Upstreams {
+    /// The session's connection to `host` of `cluster` (any host when
+    /// `None`), opened (and its reply side handed to the writer through
+    /// `slots`) if there is none: `(id, connection)`.
     async fn pipeline(
         &mut self,
         cluster: &Arc<Cluster>,
         host: Option<shard::Dest>,
-    ) -> Result<&mut Pipeline, Error> {
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<(u64, &mut Pipeline), Error> {
         let at = self
             .bound
             .iter()
-            .position(|(c, h, p)| Arc::ptr_eq(c, cluster) && *h == host && p.is_open());
+            .position(|(c, h, _, p)| Arc::ptr_eq(c, cluster) && *h == host && p.is_open());
         let at = match at {
             Some(i) => i,
             None => {
                 self.bound
-                    .retain(|(c, h, _)| !(Arc::ptr_eq(c, cluster) && *h == host));
+                    .retain(|(c, h, _, _)| !(Arc::ptr_eq(c, cluster) && *h == host));
                 let stream = match host {
                     Some(shard::Dest {
                         host,
@@ -112,26 +123,42 @@ impl Upstreams {
                     }) => cluster.connect_replica(host).await?,
                     None => cluster.connect_any().await?.1,
                 };
-                let decoder = ReplyDecoder::new(self.limits);
-                let mut p = Pipeline::spawn(stream, decoder, self.out_of_band.clone());
+                // Log in and restore the session on the new connection; the
+                // replies to that are not the client's (the reader skips them).
                 let restore: Vec<Bytes> =
                     login(cluster).iter().chain(&self.state).cloned().collect();
-                if !restore.is_empty() {
-                    // Log in and restore the session on the new connection; the replies are not the client's.
-                    drop(p.send(restore).await);
+                let decoder = ReplyDecoder::new(self.limits);
+                let (mut p, reader) = pipeline::split(stream, decoder, restore.len());
+                let id = self.next_id;
+                self.next_id += 1;
+                let reader = Box::new(reader);
+                if slots.send(Slot::Conn { id, reader }).await.is_err() {
+                    return Err(Error::upstream(
+                        crate::error::ErrorKind::UpstreamClosed,
+                        "the client connection is closing",
+                    ));
                 }
-                self.bound.push((cluster.clone(), host, p));
+                if !restore.is_empty() {
+                    p.send(&restore).await;
+                }
+                self.bound.push((cluster.clone(), host, id, p));
                 self.bound.len() - 1
             }
         };
-        Ok(&mut self.bound[at].2)
+        let (_, _, id, p) = &mut self.bound[at];
+        Ok((*id, p))
     }
 }
 
 impl Upstreams {
     /// `dest`, or its shard's primary when `dest` is a replica that cannot be
     /// reached (now or within the last [`REPLICA_RETRY`]).
-    async fn reachable(&mut self, cluster: &Arc<Cluster>, dest: shard::Dest) -> shard::Dest {
+    async fn reachable(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        dest: shard::Dest,
+        slots: &mpsc::Sender<Slot>,
+    ) -> shard::Dest {
         if !dest.replica {
             return dest;
         }
@@ -144,7 +171,7 @@ impl Upstreams {
         if down {
             return dest.host.into();
         }
-        if self.pipeline(cluster, Some(dest)).await.is_err() {
+        if self.pipeline(cluster, Some(dest), slots).await.is_err() {
             self.replica_down
                 .push((cluster.clone(), dest.host, Instant::now()));
             return dest.host.into();
@@ -203,13 +230,16 @@ impl Session {
             } => {
                 let count = requests.len();
                 let started = Instant::now();
-                match self.upstreams.pipeline(&cluster, None).await {
-                    Ok(p) => Slot::Upstream {
-                        rx: p.send(requests).await,
-                        count,
-                        deadline: Deadline::now() + timeout,
-                        started,
-                    },
+                match self.upstreams.pipeline(&cluster, None, &self.slots).await {
+                    Ok((conn, p)) => {
+                        p.send(&requests).await;
+                        Slot::Upstream {
+                            conn,
+                            count,
+                            deadline: Deadline::now() + timeout,
+                            started,
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "redis: no upstream");
                         let one = redis::error_reply(&format!(
@@ -233,10 +263,17 @@ impl Session {
                 let count = fanout.client_commands();
                 let mut parts = Vec::with_capacity(fanout.parts.len());
                 for (dest, requests) in fanout.parts {
-                    let dest = self.upstreams.reachable(&cluster, dest).await;
+                    let dest = self.upstreams.reachable(&cluster, dest, &self.slots).await;
                     let host = dest.host;
-                    parts.push(match self.upstreams.pipeline(&cluster, Some(dest)).await {
-                        Ok(p) => Ok(p.send(requests).await),
+                    let sent = self
+                        .upstreams
+                        .pipeline(&cluster, Some(dest), &self.slots)
+                        .await;
+                    parts.push(match sent {
+                        Ok((conn, p)) => {
+                            p.send(&requests).await;
+                            Ok((conn, requests.len()))
+                        }
                         Err(e) => {
                             tracing::debug!(error = %e, "redis: shard unreachable");
                             Err(format!(
@@ -335,12 +372,10 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     let l = conn.listener.clone();
     let (mut rd, wr) = stream.into_split();
     let (slots_tx, slots_rx) = mpsc::channel::<Slot>(l.redis_max_pipeline.max(1));
-    let (oob_tx, oob_rx) = mpsc::unbounded_channel();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(write_replies(
         wr,
         slots_rx,
-        oob_rx,
         conn.metrics.clone(),
         in_flight.clone(),
     ));
@@ -348,7 +383,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         upstreams: Upstreams {
             bound: Vec::new(),
             limits: l.redis,
-            out_of_band: oob_tx,
+            next_id: 0,
             state: Vec::new(),
             pending_state: Vec::new(),
             in_flight: in_flight.clone(),
@@ -521,15 +556,58 @@ fn enters_push_mode(cmd: &Command) -> bool {
     cmd.is("SUBSCRIBE") || cmd.is("PSUBSCRIBE") || cmd.is("SSUBSCRIBE") || cmd.is("MONITOR")
 }
 
-/// Write replies in slot order, gathering small ones into one write.
+/// The reply sides of a session's upstream connections, by id.
+type Readers = Vec<(u64, Box<ReplyReader<ReplyDecoder>>)>;
+
+/// The next `count` replies of connection `conn`, before `deadline`. When
+/// they are not all there yet, what is gathered for the client is written
+/// first. A late reply ends the connection (later replies could no longer be
+/// matched to their commands).
+async fn await_replies(
+    readers: &mut Readers,
+    conn: u64,
+    count: usize,
+    deadline: Deadline,
+    client: (&mut WriteHalf, &mut BytesMut, &ConnMetrics),
+) -> Result<Vec<Bytes>, String> {
+    let Some((_, reader)) = readers.iter_mut().find(|(id, _)| *id == conn) else {
+        return Err("upstream connection closed".to_owned());
+    };
+    let mut left = count;
+    let mut replies = Vec::with_capacity(count);
+    // Already here? Then no write to the client before taking them.
+    let now = {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        reader.poll_replies(&mut cx, &mut left, &mut replies)
+    };
+    if let std::task::Poll::Ready(r) = now {
+        return r.map(|()| replies);
+    }
+    let (wr, out, metrics) = client;
+    if flush(wr, out, metrics).await.is_err() {
+        return Err("the client connection is closed".to_owned());
+    }
+    let wait = std::future::poll_fn(|cx| reader.poll_replies(cx, &mut left, &mut replies));
+    match tokio::time::timeout_at(deadline, wait).await {
+        Ok(r) => r.map(|()| replies),
+        Err(_) => {
+            reader.fail("upstream request timeout");
+            Err("upstream request timeout".to_owned())
+        }
+    }
+}
+
+/// Write replies in slot order, gathering small ones into one write. Reads
+/// the upstream connections itself (their reply sides arrive as
+/// [`Slot::Conn`]), and passes on out-of-band frames while idle.
 async fn write_replies(
     mut wr: WriteHalf,
     mut slots: mpsc::Receiver<Slot>,
-    mut out_of_band: mpsc::UnboundedReceiver<Bytes>,
     metrics: ConnMetrics,
     in_flight: Arc<AtomicUsize>,
 ) -> WriteHalf {
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut readers: Readers = Vec::new();
     loop {
         let slot = match slots.try_recv() {
             Ok(slot) => slot,
@@ -538,49 +616,47 @@ async fn write_replies(
                 if flush(&mut wr, &mut out, &metrics).await.is_err() {
                     return wr;
                 }
+                let idle = std::future::poll_fn(|cx| {
+                    let mut any = false;
+                    for (_, r) in readers.iter_mut() {
+                        any |= r.poll_unsolicited(cx, &mut out).is_ready();
+                    }
+                    if any {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                });
                 tokio::select! {
                     s = slots.recv() => match s { Some(s) => s, None => break },
-                    Some(push) = out_of_band.recv() => { out.extend_from_slice(&push); continue }
+                    () = idle => continue,
                 }
             }
         };
         match slot {
             Slot::Ready(b) => out.extend_from_slice(&b),
             Slot::Close => break,
+            Slot::Conn { id, reader } => {
+                readers.retain(|(_, r)| !r.is_failed());
+                readers.push((id, reader));
+            }
             Slot::Upstream {
-                mut rx,
+                conn,
                 count,
                 deadline,
                 started,
             } => {
-                let result = match rx.try_recv() {
-                    Ok(r) => Ok(r),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        Err("upstream connection closed".to_owned())
-                    }
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                        if flush(&mut wr, &mut out, &metrics).await.is_err() {
-                            return wr;
-                        }
-                        match tokio::time::timeout_at(deadline, rx).await {
-                            Ok(Ok(r)) => Ok(r),
-                            Ok(Err(_)) => Err("upstream connection closed".to_owned()),
-                            Err(_) => Err("upstream request timeout".to_owned()),
-                        }
-                    }
-                };
+                let client = (&mut wr, &mut out, &metrics);
+                let result = await_replies(&mut readers, conn, count, deadline, client).await;
                 let took = started.elapsed();
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
-                    Ok(Ok(replies)) => {
+                    Ok(replies) => {
                         for r in replies {
                             out.extend_from_slice(&r);
                         }
                         metrics.requests.increment(count as u64);
                         metrics.latency.record(took.as_secs_f64());
-                    }
-                    Ok(Err(e)) => {
-                        errors(&mut out, count, &format!("upstream error: {e}"), &metrics)
                     }
                     Err(e) => errors(&mut out, count, &e, &metrics),
                 }
@@ -598,22 +674,10 @@ async fn write_replies(
                 for part in parts {
                     let result = match part {
                         Err(e) => Err(e),
-                        Ok(mut rx) => match rx.try_recv() {
-                            Ok(r) => r.map_err(|e| format!("upstream error: {e}")),
-                            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                                Err("upstream connection closed".to_owned())
-                            }
-                            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                                if flush(&mut wr, &mut out, &metrics).await.is_err() {
-                                    return wr;
-                                }
-                                match tokio::time::timeout_at(deadline, rx).await {
-                                    Ok(Ok(r)) => r.map_err(|e| format!("upstream error: {e}")),
-                                    Ok(Err(_)) => Err("upstream connection closed".to_owned()),
-                                    Err(_) => Err("upstream request timeout".to_owned()),
-                                }
-                            }
-                        },
+                        Ok((conn, n)) => {
+                            let client = (&mut wr, &mut out, &metrics);
+                            await_replies(&mut readers, conn, n, deadline, client).await
+                        }
                     };
                     replies.push(result.map(std::collections::VecDeque::from));
                 }
@@ -627,9 +691,6 @@ async fn write_replies(
         if out.len() >= 64 * 1024 && flush(&mut wr, &mut out, &metrics).await.is_err() {
             return wr;
         }
-    }
-    while let Ok(push) = out_of_band.try_recv() {
-        out.extend_from_slice(&push);
     }
     let _ = flush(&mut wr, &mut out, &metrics).await;
     wr

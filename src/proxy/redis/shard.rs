@@ -494,6 +494,7 @@ mod tests {
     fn shards() -> Shards {
         Shards::new(
             Sharding::Slots,
+            crate::config::redis::KeyHash::Fnv1a64,
             (b'{', b'}'),
             vec!["a:1".into(), "b:1".into(), "c:1".into()],
             vec![1, 1, 1],
