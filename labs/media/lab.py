@@ -120,31 +120,78 @@ def first_frame(url, transport="tcp"):
     return took
 
 
+def handshake(url):
+    """Seconds for OPTIONS, DESCRIBE, SETUP (video, TCP-interleaved) and PLAY,
+    each waiting for its response, on a raw socket; then TEARDOWN."""
+    host, port = url.split("/")[2].split(":")
+    t0 = time.monotonic()
+    s = socket.create_connection((host, int(port)), timeout=10)
+    buf = b""
+
+    def ask(head):
+        nonlocal buf
+        s.sendall(head.encode())
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                m = re.search(rb"(?i)content-length:\s*(\d+)", buf[:end])
+                total = end + 4 + (int(m.group(1)) if m else 0)
+                if len(buf) >= total and buf.startswith(b"RTSP/1.0 "):
+                    head, buf = buf[:total], buf[total:]
+                    if not head.startswith(b"RTSP/1.0 200"):
+                        fatal(f"{url}: {head[:200]!r}")
+                    return head.decode("latin1")
+                if len(buf) >= total and buf.startswith(b"$"):
+                    buf = buf[4 + int.from_bytes(buf[2:4], "big"):]
+                    continue
+            if buf.startswith(b"$") and len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[2:4], "big"):
+                buf = buf[4 + int.from_bytes(buf[2:4], "big"):]
+                continue
+            chunk = s.recv(65536)
+            if not chunk:
+                fatal(f"{url}: closed during the handshake")
+            buf += chunk
+
+    ask(f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+    ask(f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 2\r\nAccept: application/sdp\r\n\r\n")
+    setup = ask(f"SETUP {url}/stream=0 RTSP/1.0\r\nCSeq: 3\r\n"
+                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
+    sid = re.search(r"(?i)session:\s*([^;\r\n]+)", setup).group(1).strip()
+    ask(f"PLAY {url}/ RTSP/1.0\r\nCSeq: 4\r\nSession: {sid}\r\nRange: npt=0.000-\r\n\r\n")
+    took = time.monotonic() - t0
+    s.sendall(f"TEARDOWN {url}/ RTSP/1.0\r\nCSeq: 5\r\nSession: {sid}\r\n\r\n".encode())
+    s.close()
+    return took
+
+
 def players(urls, tag):
-    """Run one ffmpeg per (url, transport) for DURATION s (stream copy, no
-    decoding): per player (url, transport, ok, frames, kbit/s)."""
+    """Run one ffmpeg per (url, transport) for DURATION s of video (stream
+    copy, no decoding; both tracks are still SETUP and streamed, but only
+    video is kept: with audio kept, ffmpeg's `-t` sometimes waits forever for
+    an audio track GStreamer's shared media stopped feeding): per player
+    (url, transport, ok, frames, video kbit/s)."""
     procs = []
     for i, (url, transport) in enumerate(urls):
         progress = os.path.join(work, f"{tag}-{i}.progress")
         err = os.path.join(work, f"{tag}-{i}.log")
         p = subprocess.Popen(
             ["ffmpeg", "-hide_banner", "-nostats", "-rtsp_transport", transport, "-i", url,
-             "-map", "0", "-c", "copy", "-t", str(DURATION), "-f", "null", "-progress", progress, "-"],
+             "-map", "0:v", "-c", "copy", "-t", str(DURATION), "-f", "null", "-progress", progress, "-"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(err, "w"))
         children.append(p)
         procs.append((url, transport, p, progress, err))
     out = []
     for url, transport, p, progress, err in procs:
         try:
-            code = p.wait(timeout=DURATION + 60)
+            code = p.wait(timeout=DURATION + 30)
         except subprocess.TimeoutExpired:
             p.kill()
             code = -1
         text = open(progress).read() if os.path.exists(progress) else ""
         frames = [int(x) for x in re.findall(r"^frame=(\d+)", text, re.M)]
         stats = open(err).read()
-        sizes = re.findall(r"video:(\d+)kB audio:(\d+)kB", stats)
-        kbits = (int(sizes[-1][0]) + int(sizes[-1][1])) * 1024 * 8 / 1000 / DURATION if sizes else 0.0
+        sizes = re.findall(r"video:(\d+)kB", stats)
+        kbits = int(sizes[-1]) * 1024 * 8 / 1000 / DURATION if sizes else 0.0
         out.append((url, transport, code == 0, frames[-1] if frames else 0, kbits))
     return out
 
@@ -182,6 +229,13 @@ def main():
         direct.append(first_frame(direct_url(path)))
         through.append(first_frame(gw_url(path)))
     log(f"startup: direct {statistics.median(direct):.3f}s, gateway {statistics.median(through):.3f}s")
+    hs_direct, hs_through = [], []
+    for i in range(ROUNDS * 4):
+        path = ("north", "south")[i % 2]
+        hs_direct.append(handshake(direct_url(path)))
+        hs_through.append(handshake(gw_url(path)))
+    log(f"handshake: direct {statistics.median(hs_direct) * 1000:.1f} ms, "
+        f"gateway {statistics.median(hs_through) * 1000:.1f} ms")
 
     # 2. Load through the gateway, then direct.
     plan = [(("north", "south")[i % 2], ("tcp", "udp")[(i // 2) % 2]) for i in range(PLAYERS)]
@@ -210,10 +264,10 @@ def main():
     w = lines.append
     w(f"## Media Lab report ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
     w("")
-    w(f"{PLAYERS} ffmpeg players, {DURATION} s each (stream copy, no decoding), over two GStreamer RTSP "
+    w(f"{PLAYERS} ffmpeg players, {DURATION} s of video each (stream copy, no decoding), over two GStreamer RTSP "
       f"servers (H.264 320x240 {FPS} fps + PCMU 8 kHz); half TCP-interleaved, half UDP (relayed by the gateway).")
     w("")
-    w("| player | path | transport | frames via gateway | frames direct | kbit/s via gateway | kbit/s direct |")
+    w("| player | path | transport | frames via gateway | frames direct | video kbit/s via gateway | video kbit/s direct |")
     w("|---|---|---|---:|---:|---:|---:|")
     for i, ((p, t), g, dr) in enumerate(zip(plan, gw_players, direct_players)):
         w(f"| {i} | /{p} | {t} | {g[3]}{'' if g[2] else ' (failed)'} | {dr[3]}{'' if dr[2] else ' (failed)'} "
@@ -240,6 +294,9 @@ def main():
     w(f"| time to first video frame, via gateway (median of {ROUNDS}) | {statistics.median(through) * 1000:.0f} ms "
       f"(min {min(through) * 1000:.0f}, max {max(through) * 1000:.0f}) |")
     w(f"| added by the gateway (median) | {(statistics.median(through) - statistics.median(direct)) * 1000:+.0f} ms |")
+    w(f"| RTSP handshake OPTIONS..PLAY, direct (median of {ROUNDS * 4}) | {statistics.median(hs_direct) * 1000:.1f} ms |")
+    w(f"| RTSP handshake OPTIONS..PLAY, via gateway (median of {ROUNDS * 4}) | {statistics.median(hs_through) * 1000:.1f} ms "
+      f"({(statistics.median(hs_through) - statistics.median(hs_direct)) * 1000:+.1f} ms) |")
 
     checks = [
         ("every player through the gateway ended cleanly", all(g[2] for g in gw_players)),
