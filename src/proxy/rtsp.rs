@@ -199,7 +199,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
                     idle_deadline = tokio::time::Instant::now() + idle;
-                    p.from_client(msg).await;
+                    p.client_message(msg).await;
                     if p.out.len() >= FLUSH_AT && !p.flush().await {
                         break;
                     }
@@ -229,10 +229,10 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 Ok(_) => {}
             },
             Some(ev) = rx.recv() => {
-                p.from_upstream(ev).await;
+                p.upstream_event(ev).await;
                 while p.out.len() < FLUSH_AT {
                     match rx.try_recv() {
-                        Ok(ev) => p.from_upstream(ev).await,
+                        Ok(ev) => p.upstream_event(ev).await,
                         Err(_) => break,
                     }
                 }
@@ -329,7 +329,7 @@ impl Proxy {
         self.metrics.observe(Duration::ZERO, true);
     }
 
-    async fn from_client(&mut self, msg: Message) {
+    async fn client_message(&mut self, msg: Message) {
         match msg {
             Message::Interleaved(frame) => {
                 let Some(&id) = self.channels.get(&frame.channel) else {
@@ -582,7 +582,7 @@ impl Proxy {
         ))
     }
 
-    async fn from_upstream(&mut self, ev: UpEvent) {
+    async fn upstream_event(&mut self, ev: UpEvent) {
         match ev {
             UpEvent::Message(_, Message::Interleaved(frame)) => {
                 self.rtsp
