@@ -592,3 +592,47 @@ async fn rtsp_shares_the_sniffing_port_with_http_and_redis() {
         probe(&server.url("/cam"), "udp")
     );
 }
+
+#[test]
+fn the_rtsp_listener_block_is_checked_and_the_media_lab_config_is_ok() {
+    let check = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check")
+            .arg(path)
+            .output()
+            .expect("run switchyard check")
+    };
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/media/switchyard.yaml");
+    let out = check(&lab);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    let ports = Ports::new();
+    let yaml = config(
+        &ports,
+        "rtsp, http1",
+        &["{match: {protocol: rtsp}, cluster: cams}"],
+        &["{name: cams, hosts: [\"127.0.0.1:8554\"]}".to_owned()],
+        "rtsp: {auth: {realm: lab, users: []}}",
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:", path.display()))
+            && stderr.contains("listeners[media].rtsp.auth.users")
+            && stderr.contains("username"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &path,
+        yaml.replace("users: []", "users: [{username: a, password: b}]"),
+    )
+    .unwrap();
+    assert!(check(&path).status.success());
+}
