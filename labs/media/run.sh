@@ -17,6 +17,8 @@
 #   PLAYERS=6          concurrent players per phase (split over /north and /south, TCP and UDP)
 #   DURATION=10        seconds each player pulls
 #   ROUNDS=5           startup-time samples per path
+#   RTSP_VIDEO=heavy   serve 640x480 noise at RTSP_KBPS (default 4000) kbit/s instead of the light
+#                      320x240 test pattern (~130 kbit/s), to load the media path
 #   SWITCHYARD_BIN=    use this gateway binary instead of building
 #   KEEP=0             1: keep the temp dir (configs, logs, player outputs, /metrics)
 #   OUT=FILE           also write the report to FILE
