@@ -636,3 +636,41 @@ fn the_rtsp_listener_block_is_checked_and_the_media_lab_config_is_ok() {
     .unwrap();
     assert!(check(&path).status.success());
 }
+
+#[test]
+fn an_idle_udp_session_times_out_and_frees_its_relay_ports() {
+    let server = RtspServer::start(&["/cam"]);
+    let gw = gateway_for(&server, "rtsp: {session_timeout: 1s}");
+    let base = gw_url(&gw, "/cam");
+    let mut c = RawRtsp::connect(gw.addr());
+    let setup = c.request(&format!(
+        "SETUP {base}/stream=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port=40100-40101\r\n\r\n"
+    ));
+    assert_eq!(u16::from(setup.status()), 200);
+    let transport = header(&setup, "transport").expect("Transport");
+    let rtp: u16 = transport
+        .split(';')
+        .find_map(|p| p.strip_prefix("server_port="))
+        .and_then(|p| p.split('-').next()?.parse().ok())
+        .expect("server_port");
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", rtp)).is_err());
+    assert_eq!(
+        gw.metric("switchyard_rtsp_sessions_active", &[("listener", "media")]),
+        1.0
+    );
+    // No request naming the session and no RTCP from the client for 1 s.
+    wait_for("the idle session to time out", WAIT, || {
+        (gw.metric(
+            "switchyard_rtsp_sessions_released_total",
+            &[("reason", "timeout")],
+        ) == 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        gw.metric("switchyard_rtsp_sessions_active", &[("listener", "media")]),
+        0.0
+    );
+    wait_for("the relay's ports to be freed", WAIT, || {
+        std::net::UdpSocket::bind(("127.0.0.1", rtp)).ok()
+    });
+}

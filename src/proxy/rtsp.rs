@@ -964,3 +964,40 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RtspUser;
+
+    #[test]
+    fn basic_credentials() {
+        let auth = RtspAuth {
+            realm: "lab".into(),
+            users: vec![RtspUser {
+                username: "viewer".into(),
+                password: "s3:cret".into(),
+            }],
+        };
+        let header = |user_pass: &str| format!("Basic {}", STANDARD.encode(user_pass));
+        assert!(authorized(&auth, Some(header("viewer:s3:cret").as_bytes())));
+        assert!(!authorized(&auth, Some(header("viewer:s3").as_bytes())));
+        assert!(!authorized(&auth, Some(header("other:s3:cret").as_bytes())));
+        assert!(!authorized(&auth, Some(b"Digest username=\"viewer\"")));
+        assert!(!authorized(&auth, Some(b"Basic !!!")));
+        assert!(!authorized(&auth, None));
+    }
+
+    #[test]
+    fn client_bases() {
+        assert_eq!(
+            base_of(b"RTSP://user:pw@gw.example:8554/cam/trackID=1?x").as_deref(),
+            Some(&b"rtsp://gw.example:8554"[..])
+        );
+        assert_eq!(base_of(b"*"), None);
+        assert_eq!(
+            swap(b"a rtsp://up:1/x", b"rtsp://up:1", b"rtsp://gw:2").as_ref(),
+            b"a rtsp://gw:2/x"
+        );
+    }
+}
