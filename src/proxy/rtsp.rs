@@ -947,8 +947,19 @@ async fn pump(
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok((n, sender)) = from.recv_from(&mut buf).await else {
-            return;
+        let (n, sender) = match from.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // An ICMP error from an earlier send (the peer's port closed for a
+            // moment): keep relaying.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
         };
         if sender.ip() != peer_ip {
             continue;
