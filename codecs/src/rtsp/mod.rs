@@ -481,7 +481,8 @@ fn parse_start_line(line: &[u8], base: &[u8]) -> Result<StartLine, CodecError> {
         if status < 100 {
             return Err(malformed("bad status code"));
         }
-        let reason = third.unwrap_or_default();
+        // No reason phrase: an empty range right after the code (inside `base`).
+        let reason = third.unwrap_or(second.get(second.len()..).unwrap_or_default());
         if reason.iter().any(|&b| b < 0x20 && b != b'\t') {
             return Err(malformed("control character in reason phrase"));
         }
