@@ -425,7 +425,23 @@ fn two_streams_on_two_servers_are_routed_by_path() {
     let a = frames(&gw_url(&gw, "/north"), "tcp", 2);
     let b = frames(&gw_url(&gw, "/south"), "udp", 2);
     assert!(a >= 25 && b >= 25, "north {a}, south {b} frames");
+    // One client connection, two routes: each gets its own upstream connection.
     let mut c = RawRtsp::connect(gw.addr());
+    for (cseq, path) in [(1, "/north"), (2, "/south"), (3, "/north")] {
+        let r = c.request(&format!(
+            "DESCRIBE {} RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n",
+            gw_url(&gw, path)
+        ));
+        assert_eq!(
+            u16::from(r.status()),
+            200,
+            "{path} on a shared client connection"
+        );
+        assert_eq!(
+            header(&r, "content-base"),
+            Some(format!("{}/", gw_url(&gw, path)))
+        );
+    }
     let none = c.request(&format!(
         "DESCRIBE {} RTSP/1.0\r\nCSeq: 9\r\n\r\n",
         gw_url(&gw, "/west")
