@@ -42,6 +42,8 @@ pub struct ListenerRuntime {
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
+    /// Redis client authentication at the gateway (listeners with `redis.users`).
+    pub redis_auth: Option<Arc<crate::filters::redis_auth::RedisAuth>>,
     /// TLS termination, when the listener has a `tls` block.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The MQTT edge policy (listeners with `mqtt` enabled).
@@ -141,6 +143,8 @@ impl Snapshot {
                     ..Default::default()
                 },
                 redis_max_pipeline: l.redis.max_pipeline,
+                redis_auth: crate::filters::redis_auth::RedisAuth::new(&l.redis.users)
+                    .map(Arc::new),
                 mqtt,
                 rtsp: l.rtsp.clone(),
                 metrics: protocols
@@ -248,6 +252,9 @@ impl Gateway {
                 "listener names or addresses changed: that takes a restart; routes and clusters are reloaded"
             );
         }
+        for c in snapshot.clusters.values() {
+            c.start_health_checks();
+        }
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
@@ -284,6 +291,7 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         bound.push((l.name.value.clone(), l.max_connections, socket));
     }
     for c in snapshot.clusters.values() {
+        c.start_health_checks();
         let c = c.clone();
         tokio::spawn(async move { c.probe().await });
     }

@@ -75,5 +75,36 @@ fn replies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, commands, replies);
+/// Sharding's per-key cost: the hash tag and CRC16 slot of typical keys, and
+/// splitting a 10-key MGET reply into its elements (the merge step).
+fn sharding(c: &mut Criterion) {
+    use switchyard_codecs::redis::{Limits, array_elements, key_slot};
+    let keys: Vec<String> = (0..1000)
+        .map(|i| match i % 2 {
+            0 => format!("key:{i:012}"),
+            _ => format!("{{user:{i}}}.profile"),
+        })
+        .collect();
+    let mut group = c.benchmark_group("redis/sharding");
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("key_slot_1000_keys", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| usize::from(key_slot(k.as_bytes())))
+                .sum::<usize>()
+        })
+    });
+    let mut reply = b"*10\r\n".to_vec();
+    for i in 0..10 {
+        reply.extend_from_slice(format!("$10\r\nvalue:{i:04}\r\n").as_bytes());
+    }
+    let reply = bytes::Bytes::from(reply);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("array_elements_mget10", |b| {
+        b.iter(|| array_elements(&reply, Limits::default()).map_or(0, |e| e.len()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, commands, replies, sharding);
 criterion_main!(benches);

@@ -2,7 +2,9 @@
 //! model must never panic; when a stream decodes without error, decoding it in
 //! small reads must give the same frames, whose wire bytes are a prefix of the
 //! input; every decoded reply must convert to a value that encodes and decodes
-//! back to itself.
+//! back to itself; the sharding helpers (hash tag, key slot, the elements of
+//! an array reply) never panic, and an array's elements re-joined under its
+//! header are the reply itself.
 //!
 //! The first input byte picks the read size and the limits; the rest is the stream.
 //! Seeds: `fuzz/seeds/redis/` (client and server streams of the captured vectors).
@@ -56,7 +58,12 @@ fuzz_target!(|data: &[u8]| {
     for cmd in &whole {
         assert!(cmd.argc() >= 1);
         assert!(input.len() >= cmd.wire().len());
-        let _ = cmd.keys().count();
+        let _ = cmd.is_read_only();
+        for key in cmd.keys() {
+            assert!(redis::key_slot(key) < redis::SLOTS);
+            let tag = redis::hash_tag(key, b'{', b'}');
+            assert!(tag.len() <= key.len());
+        }
         let _ = cmd.get(&Field::Key);
         let _ = cmd.get(&Field::Command);
     }
@@ -76,6 +83,13 @@ fuzz_target!(|data: &[u8]| {
         "reply wire bytes are not the input"
     );
     for reply in &whole {
+        if let Some(elements) = redis::array_elements(reply.wire(), limits) {
+            let joined: Vec<u8> = elements.iter().flat_map(|e| e.iter().copied()).collect();
+            assert!(
+                reply.wire().ends_with(&joined),
+                "array elements are not the reply's tail"
+            );
+        }
         let value = reply
             .to_value()
             .expect("a framed reply converts to a value");

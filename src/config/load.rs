@@ -369,12 +369,78 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     Some("write e.g. 127.0.0.1:6379 or [::1]:6379"),
                 );
             }
+            for (j, replica) in h.value.replicas().iter().enumerate() {
+                if replica.parse::<SocketAddr>().is_err() {
+                    c.at(
+                        h.referenced,
+                        field(&format!("hosts[{i}].replicas[{j}]")),
+                        format!("`{replica}` is not an IP:port address"),
+                        Some("write e.g. 127.0.0.1:6380"),
+                    );
+                }
+                if cl.redis.is_none() {
+                    c.at(
+                        h.referenced,
+                        field(&format!("hosts[{i}].replicas")),
+                        "replicas are read by Redis clusters only".into(),
+                        Some("add a `redis: {sharding: ketama, read_from: replica}` block, or drop `replicas`"),
+                    );
+                }
+            }
             if let Host::Weighted { weight: 0, .. } = h.value {
                 c.at(
                     h.referenced,
                     field(&format!("hosts[{i}].weight")),
                     "weight 0 never receives traffic".into(),
                     Some("use a weight of 1 or more"),
+                );
+            }
+        }
+        if let Some(r) = &cl.redis {
+            let tag = r.hash_tag.value.as_bytes();
+            if tag.len() != 2 || tag.first() == tag.get(1) {
+                c.at(
+                    r.hash_tag.referenced,
+                    field("redis.hash_tag"),
+                    format!("`{}` is not two different characters", r.hash_tag.value),
+                    Some("write the open and close characters, e.g. `hash_tag: \"{}\"`"),
+                );
+            }
+            if r.eject_after.value == 0 {
+                c.at(
+                    r.eject_after.referenced,
+                    field("redis.eject_after"),
+                    "0 failed health checks would eject every host at once".into(),
+                    Some("use 1 or more (default 3)"),
+                );
+            }
+            if r.read_from.value == crate::config::redis::ReadFrom::Replica && r.sharding.is_none()
+            {
+                c.at(
+                    r.read_from.referenced,
+                    field("redis.read_from"),
+                    "replica reads need a sharded cluster".into(),
+                    Some("add `sharding: ketama` (one primary with replicas is one shard: list that one host with its `replicas`)"),
+                );
+            }
+            if r.username.is_some() && r.password.is_none() {
+                c.at(
+                    cl.name.referenced,
+                    field("redis.username"),
+                    "a username without a password".into(),
+                    Some("add `password:` (AUTH needs both)"),
+                );
+            }
+        }
+    }
+    for l in &config.listeners {
+        for (i, u) in l.redis.users.iter().enumerate() {
+            if l.redis.users.iter().take(i).any(|v| v.name == u.name) {
+                c.at(
+                    u.password.referenced,
+                    format!("listeners[{}].redis.users[{i}].name", l.name.value),
+                    format!("user `{}` is listed twice", u.name),
+                    Some("give each user one entry"),
                 );
             }
         }
@@ -473,6 +539,45 @@ clusters:
         let err = load_str(&bad, "bad.yaml").unwrap_err();
         assert!(
             err.to_string().contains("exactly one action, found 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reports_redis_sharding_mistakes_with_field_and_fix() {
+        let good = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    redis: { sharding: slots, hash_tag: \"<>\", auto_eject: true }\n",
+        );
+        let c = load_str(&good, "good.yaml").unwrap();
+        let r = c.clusters[0].redis.as_ref().unwrap();
+        assert_eq!(r.hash_tag.value, "<>");
+        assert_eq!(r.eject_after.value, 3);
+        let bad = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    redis: { read_from: replica, hash_tag: \"{\", eject_after: 0 }\n",
+        );
+        let err = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "bad.yaml:",
+            "clusters[cache].redis.read_from: replica reads need a sharded cluster",
+            "add `sharding: ketama`",
+            "clusters[cache].redis.hash_tag: `{` is not two different characters",
+            "clusters[cache].redis.eject_after",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        let bad = GOOD.replace(
+            "{ address: \"127.0.0.1:6380\", weight: 3 }",
+            "{ address: \"127.0.0.1:6380\", replicas: [\"nowhere\"] }",
+        );
+        let err = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("hosts[1].replicas[0]: `nowhere` is not an IP:port"),
+            "{err}"
+        );
+        assert!(
+            err.contains("replicas are read by Redis clusters only"),
             "{err}"
         );
     }

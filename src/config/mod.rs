@@ -6,6 +6,7 @@
 
 mod duration;
 mod load;
+pub mod redis;
 
 pub use duration::Duration;
 pub use load::{ConfigError, Problem, load_file, load_str};
@@ -201,8 +202,8 @@ impl Default for Http1Limits {
     }
 }
 
-/// Redis limits.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+/// Redis limits and client authentication.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisLimits {
     /// Largest bulk string in a command or reply, in bytes.
@@ -214,6 +215,11 @@ pub struct RedisLimits {
     /// Most commands in flight (sent upstream, not yet answered) per client connection.
     #[serde(default = "defaults::max_pipeline")]
     pub max_pipeline: usize,
+    /// Users the gateway authenticates itself (`AUTH`, `HELLO … AUTH`); when
+    /// set, commands before a successful `AUTH` answer `-NOAUTH`, and clients'
+    /// `AUTH` never reaches the servers (clusters log in with their own `redis` credentials).
+    #[serde(default)]
+    pub users: Vec<redis::RedisUser>,
 }
 
 impl Default for RedisLimits {
@@ -222,6 +228,7 @@ impl Default for RedisLimits {
             max_bulk: defaults::max_bulk(),
             max_elements: defaults::max_elements(),
             max_pipeline: defaults::max_pipeline(),
+            users: Vec::new(),
         }
     }
 }
@@ -575,6 +582,9 @@ pub struct Cluster {
     /// prior knowledge); default: the version the request came in with.
     #[serde(default)]
     pub protocol: Option<UpstreamProtocol>,
+    /// Redis: sharding, health checks and backend credentials.
+    #[serde(default)]
+    pub redis: Option<redis::ClusterRedis>,
 }
 
 /// The HTTP version a cluster's hosts speak.
@@ -629,6 +639,9 @@ pub enum Host {
         address: String,
         #[serde(default = "defaults::weight")]
         weight: u32,
+        /// Redis: replicas of this host, for `redis.read_from: replica`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<String>,
     },
 }
 
@@ -636,6 +649,13 @@ impl Host {
     pub fn address(&self) -> &str {
         match self {
             Host::Address(a) | Host::Weighted { address: a, .. } => a,
+        }
+    }
+    /// Redis replicas of this host.
+    pub fn replicas(&self) -> &[String] {
+        match self {
+            Host::Address(_) => &[],
+            Host::Weighted { replicas, .. } => replicas,
         }
     }
     pub fn weight(&self) -> u32 {

@@ -5,8 +5,10 @@
 //! * [`users`]: a user database (mosquitto password-file formats) for edge auth.
 //! * [`acl`]: topic access rules for publish and subscribe, with `%u`/`%c`.
 //! * [`rate`]: token buckets for per-client and per-listener limits.
+//! * [`redis_auth`]: Redis `AUTH` / `HELLO … AUTH` against configured users.
 
 pub mod acl;
 pub mod mqtt;
 pub mod rate;
+pub mod redis_auth;
 pub mod users;

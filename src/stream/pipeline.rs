@@ -2,9 +2,10 @@
 //! come, and their replies are handed back batch by batch in the order the
 //! batches were sent. Protocol-neutral: it needs only a reply decoder.
 //!
-//! Two tasks per connection: a writer (batches → socket, registering each
-//! batch with the reader first) and a reader (socket → replies → the batch's
-//! oneshot). When the connection fails, every batch in flight fails at once.
+//! The owner writes batches itself (registering each with the reader first,
+//! then writing it: no task hop on the way out); one reader task per
+//! connection turns replies into each batch's oneshot. When the connection
+//! fails, every batch in flight fails at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +42,6 @@ pub type Replies = Vec<Bytes>;
 /// Where a batch's replies arrive.
 pub type ReplyReceiver = oneshot::Receiver<Result<Replies, Error>>;
 
-struct Batch {
-    requests: Vec<Bytes>,
-    reply: oneshot::Sender<Result<Replies, Error>>,
-}
-
 struct Pending {
     count: usize,
     reply: oneshot::Sender<Result<Replies, Error>>,
@@ -53,29 +49,28 @@ struct Pending {
 
 /// The handle of one pipelined upstream connection.
 pub struct Pipeline {
-    tx: mpsc::Sender<Batch>,
+    wr: Option<tokio::net::tcp::OwnedWriteHalf>,
+    pending: mpsc::UnboundedSender<Pending>,
+    out: BytesMut,
     /// Cleared by the reader when the connection ends.
     alive: Arc<AtomicBool>,
 }
 
 impl Pipeline {
-    /// Start the connection's tasks. Out-of-band frames that arrive while no
-    /// batch is pending go to `out_of_band`.
+    /// Start the connection's reader task. Out-of-band frames that arrive
+    /// while no batch is pending go to `out_of_band`.
     pub fn spawn<D>(
         stream: TcpStream,
         decoder: D,
-        depth: usize,
         out_of_band: mpsc::UnboundedSender<Bytes>,
     ) -> Self
     where
         D: Decoder + Send + 'static,
         D::Item: ReplyFrame,
     {
-        let (tx, rx) = mpsc::channel(depth.max(1));
-        let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+        let (pending, pending_rx) = mpsc::unbounded_channel();
         let (rd, wr) = stream.into_split();
         let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(write_batches(wr, rx, pending_tx));
         tokio::spawn(read_replies(
             rd,
             decoder,
@@ -83,21 +78,47 @@ impl Pipeline {
             out_of_band,
             alive.clone(),
         ));
-        Self { tx, alive }
+        Self {
+            wr: Some(wr),
+            pending,
+            out: BytesMut::new(),
+            alive,
+        }
     }
 
     /// Whether the connection is still usable.
     pub fn is_open(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && !self.tx.is_closed()
+        self.alive.load(Ordering::Relaxed) && self.wr.is_some()
     }
 
-    /// Queue `requests` (written back to back) and get their replies later.
-    pub async fn send(&self, requests: Vec<Bytes>) -> ReplyReceiver {
+    /// Write `requests` (back to back) and get their replies later.
+    pub async fn send(&mut self, requests: Vec<Bytes>) -> ReplyReceiver {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { requests, reply }).await {
-            let _ = batch
+        let count = requests.len();
+        let Some(wr) = self.wr.as_mut() else {
+            let _ = reply.send(Err(closed("the upstream connection is closed")));
+            return rx;
+        };
+        if let Err(mpsc::error::SendError(p)) = self.pending.send(Pending { count, reply }) {
+            let _ = p
                 .reply
                 .send(Err(closed("the upstream connection is closed")));
+            self.wr = None;
+            return rx;
+        }
+        let written = match requests.as_slice() {
+            [one] => wr.write_all(one).await,
+            many => {
+                self.out.clear();
+                for r in many {
+                    self.out.extend_from_slice(r);
+                }
+                wr.write_all(&self.out).await
+            }
+        };
+        if written.is_err() {
+            // The reader fails this batch (and any other) when the connection ends.
+            self.wr = None;
         }
         rx
     }
@@ -105,41 +126,6 @@ impl Pipeline {
 
 fn closed(context: &str) -> Error {
     Error::upstream(ErrorKind::UpstreamClosed, context)
-}
-
-async fn write_batches(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Batch>,
-    pending: mpsc::UnboundedSender<Pending>,
-) {
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    while let Some(batch) = rx.recv().await {
-        let mut next = Some(batch);
-        // Coalesce every batch already queued into one write.
-        while let Some(batch) = next.take() {
-            for r in &batch.requests {
-                out.extend_from_slice(r);
-            }
-            let count = batch.requests.len();
-            if pending
-                .send(Pending {
-                    count,
-                    reply: batch.reply,
-                })
-                .is_err()
-            {
-                return;
-            }
-            if out.len() < 64 * 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if wr.write_all(&out).await.is_err() {
-            return;
-        }
-        out.clear();
-    }
-    let _ = wr.shutdown().await;
 }
 
 async fn read_replies<D>(

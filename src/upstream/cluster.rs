@@ -23,6 +23,82 @@ pub struct Host {
     down: AtomicBool,
 }
 
+/// A cluster's Redis settings, compiled.
+pub struct RedisBackend {
+    /// `AUTH` / `SELECT` sent first on every new connection (their replies dropped).
+    pub login: Vec<bytes::Bytes>,
+    /// Keys sharded over the hosts (`None`: every host holds every key).
+    pub shards: Option<super::Shards>,
+    /// Replicas of each host (by host index), when reads go to replicas.
+    pub replicas: Vec<Vec<SocketAddr>>,
+    /// Spreads sessions over a host's replicas.
+    next_replica: std::sync::atomic::AtomicUsize,
+}
+
+impl RedisBackend {
+    /// Whether read-only commands go to replicas.
+    pub fn reads_to_replicas(&self) -> bool {
+        self.replicas.iter().any(|r| !r.is_empty())
+    }
+}
+
+impl RedisBackend {
+    fn new(r: &config::redis::ClusterRedis, c: &config::Cluster, hosts: &[Host]) -> Self {
+        use switchyard_codecs::WireHead;
+        use switchyard_codecs::redis::Command;
+        let mut login = Vec::new();
+        if let Some(password) = &r.password {
+            let cmd = match &r.username {
+                Some(user) => Command::from_args(["AUTH", user, password]),
+                None => Command::from_args(["AUTH", password]),
+            };
+            login.push(cmd.wire().clone());
+        }
+        if r.database != 0 {
+            login.push(
+                Command::from_args(["SELECT", &r.database.to_string()])
+                    .wire()
+                    .clone(),
+            );
+        }
+        let shards = r.sharding.as_ref().map(|s| {
+            let tag = r.hash_tag.value.as_bytes();
+            super::Shards::new(
+                s.value,
+                (
+                    tag.first().copied().unwrap_or(b'{'),
+                    tag.get(1).copied().unwrap_or(b'}'),
+                ),
+                hosts.iter().map(|h| h.address.to_string()).collect(),
+                hosts.iter().map(|h| h.weight).collect(),
+                r.auto_eject,
+                r.eject_after.value,
+                r.health_check_interval.get(),
+            )
+        });
+        let replicas = if r.read_from.value == config::redis::ReadFrom::Replica {
+            c.hosts
+                .iter()
+                .map(|h| {
+                    h.value
+                        .replicas()
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            login,
+            shards,
+            replicas,
+            next_replica: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 /// A compiled cluster, shared by every connection of a config snapshot.
 pub struct Cluster {
     pub name: String,
@@ -39,6 +115,8 @@ pub struct Cluster {
     pub protocol: Option<config::UpstreamProtocol>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Redis: backend login and, for sharded clusters, the shard map.
+    pub redis: Option<RedisBackend>,
     connect_failures: Counter,
     connects: Counter,
     /// Connections shared by every client, per (protocol, host): the
@@ -79,7 +157,9 @@ impl Cluster {
             };
             (Ring::new(&names, &weights), field)
         });
+        let redis = c.redis.as_ref().map(|r| RedisBackend::new(r, c, &hosts));
         Self {
+            redis,
             balancer: Balancer::new(c.lb, &weights),
             ring,
             failover: c.failover,
@@ -165,6 +245,59 @@ impl Cluster {
         Err(err)
     }
 
+    /// Open a connection to one of host `i`'s Redis replicas (in turn over
+    /// sessions, the next one when a replica cannot be reached).
+    pub async fn connect_replica(&self, i: usize) -> Result<TcpStream, Error> {
+        let replicas = self
+            .redis
+            .as_ref()
+            .and_then(|r| Some((r.replicas.get(i)?, &r.next_replica)));
+        let Some((replicas, next)) = replicas.filter(|(r, _)| !r.is_empty()) else {
+            return Err(Error::upstream(
+                ErrorKind::NoHost,
+                format!("host {i} of cluster {} has no replicas", self.name),
+            ));
+        };
+        let first = next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..replicas.len() {
+            let Some(&address) = replicas.get((first + k) % replicas.len()) else {
+                continue;
+            };
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.connects.increment(1);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => {
+                    self.connect_failures.increment(1);
+                    last = Some(
+                        Error::upstream(
+                            ErrorKind::ConnectFailed,
+                            format!(
+                                "cannot connect to replica {address} (cluster {})",
+                                self.name
+                            ),
+                        )
+                        .with_source(e),
+                    );
+                }
+                Err(_) => {
+                    self.connect_failures.increment(1);
+                    last = Some(Error::upstream(
+                        ErrorKind::ConnectTimeout,
+                        format!(
+                            "connecting to replica {address} (cluster {}) timed out",
+                            self.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::upstream(ErrorKind::NoHost, "no replica")))
+    }
+
     /// For exclusive (one exchange at a time) connections: an idle pooled
     /// connection to the first host of `hosts` that has one, else a new
     /// connection, trying the hosts in order. `(host, stream, reused)`.
@@ -203,6 +336,82 @@ impl Cluster {
             }
         }
         Err(last)
+    }
+
+    /// The shard map, when this is a sharded Redis cluster.
+    pub fn shards(&self) -> Option<&super::Shards> {
+        self.redis.as_ref().and_then(|r| r.shards.as_ref())
+    }
+
+    /// Start `PING`ing a sharded Redis cluster's hosts in the background (for
+    /// as long as this cluster is part of a running snapshot).
+    pub fn start_health_checks(self: &std::sync::Arc<Self>) {
+        let Some(shards) = self.shards() else { return };
+        let interval = shards.interval;
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
+                let n = cluster.hosts.len();
+                for host in 0..n {
+                    let healthy = cluster.ping(host).await;
+                    if let Some(s) = cluster.shards()
+                        && s.record(host, healthy)
+                    {
+                        let address = cluster.hosts.get(host).map(|h| h.address.to_string());
+                        metrics::gauge!(
+                            "switchyard_redis_shard_ejected",
+                            "cluster" => cluster.name.clone(),
+                            "host" => address.unwrap_or_default()
+                        )
+                        .set(if healthy { 0.0 } else { 1.0 });
+                    }
+                }
+            }
+        });
+    }
+
+    /// One Redis health check: connect, log in, `PING`; healthy when a
+    /// well-formed reply comes back within `connect_timeout`.
+    async fn ping(&self, host: usize) -> bool {
+        use switchyard_codecs::Decoder;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = self.connect(host).await else {
+            return false;
+        };
+        let mut out = bytes::BytesMut::new();
+        let login = self.redis.as_ref().map_or(&[][..], |r| &r.login[..]);
+        for cmd in login {
+            out.extend_from_slice(cmd);
+        }
+        out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let check = async {
+            stream.write_all(&out).await.ok()?;
+            let mut decoder = switchyard_codecs::redis::ReplyDecoder::new(Default::default());
+            let mut buf = bytes::BytesMut::with_capacity(256);
+            let mut left = login.len() + 1;
+            while left > 0 {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(_)) => left -= 1,
+                    Ok(None) => {
+                        if stream.read_buf(&mut buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                    Err(_) => return None,
+                }
+            }
+            Some(())
+        };
+        matches!(
+            tokio::time::timeout(self.connect_timeout, check).await,
+            Ok(Some(()))
+        )
     }
 
     /// Probe every host once and log the unreachable ones (at startup, so a

@@ -6,9 +6,11 @@ mod lb;
 mod mux;
 mod pool;
 mod ring;
+mod shard;
 
 pub use cluster::{Cluster, Host, HostOrder};
 pub use lb::Balancer;
 pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;
 pub use ring::Ring;
+pub use shard::{ShardMap, Shards};

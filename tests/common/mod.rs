@@ -155,28 +155,46 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `redis-server` arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = Self::spawn(port, dir.path());
-        RedisServer { child, port, dir }
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(port, dir.path(), &extra);
+        RedisServer {
+            child,
+            port,
+            dir,
+            extra,
+        }
     }
 
     /// Kill the server and start a fresh, empty one on the same port.
     pub fn restart(&mut self) {
         stop(&mut self.child);
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.child = Self::spawn(self.port, self.dir.path(), &self.extra);
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    /// Kill the server (it stays down until `restart`).
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Child {
         let bin = require("redis-server");
         let (log, out, err) = log_file(dir, "redis.log");
         let mut child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -192,7 +210,9 @@ impl RedisServer {
                 check_alive(&mut child, "redis-server", &log);
                 let mut c = RawConn::try_connect(addr).ok()?;
                 c.send(b"PING\r\n");
-                (c.reply().ok()? == b"+PONG\r\n").then_some(())
+                let r = c.reply().ok()?;
+                // A server with `--requirepass` answers NOAUTH: it is up all the same.
+                (r == b"+PONG\r\n" || r.starts_with(b"-NOAUTH")).then_some(())
             },
         );
         child

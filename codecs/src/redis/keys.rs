@@ -133,6 +133,100 @@ fn spec(upper: &[u8]) -> Spec {
     }
 }
 
+/// Whether a command only reads data (Redis' `readonly` flag): what a proxy
+/// may send to a replica. Unknown commands are not.
+pub(super) fn is_read_only(cmd: &Command) -> bool {
+    let name = cmd.name();
+    let mut upper = [0u8; MAX_NAME];
+    let Some(slot) = upper.get_mut(..name.len()) else {
+        return false;
+    };
+    slot.copy_from_slice(name);
+    slot.make_ascii_uppercase();
+    matches!(
+        &*slot,
+        b"GET"
+            | b"MGET"
+            | b"STRLEN"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"LCS"
+            | b"EXISTS"
+            | b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"TYPE"
+            | b"DUMP"
+            | b"SORT_RO"
+            | b"HGET"
+            | b"HMGET"
+            | b"HGETALL"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"HLEN"
+            | b"HEXISTS"
+            | b"HSTRLEN"
+            | b"HRANDFIELD"
+            | b"HSCAN"
+            | b"HTTL"
+            | b"HPTTL"
+            | b"HEXPIRETIME"
+            | b"HPEXPIRETIME"
+            | b"LRANGE"
+            | b"LLEN"
+            | b"LINDEX"
+            | b"LPOS"
+            | b"SMEMBERS"
+            | b"SISMEMBER"
+            | b"SMISMEMBER"
+            | b"SCARD"
+            | b"SRANDMEMBER"
+            | b"SSCAN"
+            | b"SINTER"
+            | b"SUNION"
+            | b"SDIFF"
+            | b"SINTERCARD"
+            | b"ZRANGE"
+            | b"ZRANGEBYSCORE"
+            | b"ZRANGEBYLEX"
+            | b"ZREVRANGE"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZREVRANGEBYLEX"
+            | b"ZSCORE"
+            | b"ZMSCORE"
+            | b"ZCARD"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZRANK"
+            | b"ZREVRANK"
+            | b"ZSCAN"
+            | b"ZRANDMEMBER"
+            | b"ZUNION"
+            | b"ZINTER"
+            | b"ZDIFF"
+            | b"ZINTERCARD"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"GETBIT"
+            | b"BITFIELD_RO"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"XLEN"
+            | b"XREAD"
+            | b"XPENDING"
+            | b"GEOPOS"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEORADIUS_RO"
+            | b"GEORADIUSBYMEMBER_RO"
+            | b"GEOSEARCH"
+            | b"EVAL_RO"
+            | b"EVALSHA_RO"
+            | b"FCALL_RO"
+    )
+}
+
 /// The key positions of `cmd`.
 pub(super) fn plan(cmd: &Command) -> Plan {
     let name = cmd.name();
@@ -189,6 +283,28 @@ mod tests {
             .keys()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn read_only_commands() {
+        for read in [
+            &["get", "k"][..],
+            &["MGET", "a", "b"],
+            &["hgetall", "h"],
+            &["ZRANGE", "z", "0", "-1"],
+        ] {
+            assert!(Command::from_args(read).is_read_only(), "{read:?}");
+        }
+        for write in [
+            &["SET", "k", "v"][..],
+            &["DEL", "k"],
+            &["GETDEL", "k"],
+            &["EVAL", "s", "0"],
+            &["NOSUCH"],
+            &["PFCOUNT", "h"],
+        ] {
+            assert!(!Command::from_args(write).is_read_only(), "{write:?}");
+        }
     }
 
     #[test]

@@ -24,8 +24,10 @@ mod command;
 mod keys;
 mod parse;
 mod reply;
+mod slot;
 mod value;
 
+pub use slot::{SLOTS, crc16, hash_tag, key_slot};
 pub use value::Value;
 
 /// Size limits of the Redis codec.
@@ -97,6 +99,11 @@ impl Command {
             .into_iter()
             .chain((plan.start..plan.end).step_by(plan.step.max(1)))
             .filter_map(|i| self.arg(i))
+    }
+    /// Whether the command only reads data (Redis' `readonly` flag), so a
+    /// proxy may send it to a replica.
+    pub fn is_read_only(&self) -> bool {
+        keys::is_read_only(self)
     }
     /// Whether the command was sent inline (`PING\r\n`) rather than as a RESP array.
     pub fn is_inline(&self) -> bool {
@@ -254,6 +261,34 @@ pub fn error_reply(message: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// The elements of an array reply (`*N`), each as its exact wire bytes.
+///
+/// `None` when `reply` is not one complete, non-null array (an error, a null
+/// array, another type, trailing bytes): the caller merging replies of split
+/// commands then passes the reply on as it is.
+pub fn array_elements(reply: &Bytes, limits: Limits) -> Option<Vec<Bytes>> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let (count, header) = match parse::len_line(reply, 0) {
+        Ok(Some((n, next))) if n >= 0 => (usize::try_from(n).ok()?, next),
+        _ => return None,
+    };
+    if count > limits.max_elements {
+        return None;
+    }
+    let mut rest = BytesMut::from(reply.get(header..)?);
+    let mut decoder = ReplyDecoder::new(limits);
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        match decoder.decode(&mut rest) {
+            Ok(Some(element)) => out.push(element.wire),
+            _ => return None,
+        }
+    }
+    rest.is_empty().then_some(out)
+}
+
 /// How far [`sniff`] looks for the end of an inline command line.
 const SNIFF_MAX_LINE: usize = 64 * 1024;
 
@@ -310,6 +345,34 @@ pub fn sniff(buf: &[u8]) -> Verdict {
         Verdict::Reject
     } else {
         Verdict::Match(crate::Protocol::Redis)
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn array_elements_splits_exact_wire() {
+        let reply = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:5\r\n");
+        let parts = array_elements(&reply, Limits::default()).unwrap();
+        assert_eq!(parts, [&b"$1\r\na\r\n"[..], b"$-1\r\n", b"*1\r\n:5\r\n"]);
+        assert_eq!(
+            array_elements(&Bytes::from_static(b"*0\r\n"), Limits::default()),
+            Some(vec![])
+        );
+        for not_array in [
+            &b"-ERR x\r\n"[..],
+            b"*-1\r\n",
+            b":1\r\n",
+            b"*2\r\n:1\r\n",
+            b"*1\r\n:1\r\n:2\r\n",
+        ] {
+            assert_eq!(
+                array_elements(&Bytes::copy_from_slice(not_array), Limits::default()),
+                None
+            );
+        }
     }
 }
 

@@ -1,0 +1,782 @@
+//! Redis through the gateway: pipelined commands routed one by one (by command
+//! and key), sent in batches on pipelined upstream connections, and answered
+//! strictly in the order the client sent them.
+//!
+//! Each client session owns its upstream connections (one per cluster it
+//! touches, host chosen once by the cluster's balancer), so per-connection
+//! state — `SELECT`, `HELLO 3`, `AUTH`, `MULTI`, blocking pops — behaves as on
+//! a direct connection. `SUBSCRIBE`-family commands and `MONITOR` turn the
+//! session into a tunnel bound to one fresh upstream connection, on which the
+//! session's `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
+//!
+//! A sharded cluster (`clusters[].redis.sharding`) gets one connection per
+//! shard per session; [`shard`] plans where each command goes and how split
+//! commands' replies are merged. With `listeners[].redis.users`, the gateway
+//! authenticates clients itself ([`crate::filters::redis_auth`]).
+
+mod shard;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::net::stream::{ReadHalf, Stream, WriteHalf};
+use bytes::{Bytes, BytesMut};
+use switchyard_codecs::redis::{self, Command, CommandDecoder, ReplyDecoder};
+use switchyard_codecs::{Decoder, Protocol, WireHead};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant as Deadline;
+
+use super::{Conn, drained, read_more};
+use crate::error::Error;
+use crate::observe::ConnMetrics;
+use crate::router::Action;
+use crate::stream::pipeline::{Pipeline, ReplyReceiver};
+use crate::stream::session::splice;
+use crate::upstream::Cluster;
+
+/// One place in the client's reply order.
+enum Slot {
+    /// A reply made by the gateway.
+    Ready(Bytes),
+    /// The replies to `count` commands sent upstream as one batch.
+    Upstream {
+        rx: ReplyReceiver,
+        count: usize,
+        deadline: Deadline,
+        started: Instant,
+    },
+    /// The replies of a sharded run of commands: one batch per shard, put
+    /// back in the client's order by the plan.
+    Fanout(Box<FanoutSlot>),
+    /// Flush and close the connection.
+    Close,
+}
+
+/// A sent [`shard::Fanout`].
+struct FanoutSlot {
+    parts: Vec<Result<ReplyReceiver, String>>,
+    plan: Vec<shard::Step>,
+    count: usize,
+    deadline: Deadline,
+    started: Instant,
+    limits: redis::Limits,
+}
+
+/// The upstream connections of one client session.
+struct Upstreams {
+    /// Per (cluster, shard primary or replica — `None` for unsharded clusters).
+    bound: Vec<(Arc<Cluster>, Option<shard::Dest>, Pipeline)>,
+    limits: redis::Limits,
+    out_of_band: mpsc::UnboundedSender<Bytes>,
+    /// State commands already sent (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`):
+    /// replayed first on every new upstream connection of the session.
+    state: Vec<Bytes>,
+    /// State commands in the batch being built; join `state` when it is sent.
+    pending_state: Vec<Bytes>,
+    /// Slots handed to the writer and not yet written (shared with it).
+    in_flight: Arc<AtomicUsize>,
+    /// Replicas that could not be reached, by (cluster, host), and when: their
+    /// reads go to the primary for [`REPLICA_RETRY`] before trying again.
+    replica_down: Vec<(Arc<Cluster>, usize, Instant)>,
+}
+
+/// How long a session sends reads to the primary after a replica failed.
+const REPLICA_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Upstreams {
+    async fn pipeline(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        host: Option<shard::Dest>,
+    ) -> Result<&mut Pipeline, Error> {
+        let at = self
+            .bound
+            .iter()
+            .position(|(c, h, p)| Arc::ptr_eq(c, cluster) && *h == host && p.is_open());
+        let at = match at {
+            Some(i) => i,
+            None => {
+                self.bound
+                    .retain(|(c, h, _)| !(Arc::ptr_eq(c, cluster) && *h == host));
+                let stream = match host {
+                    Some(shard::Dest {
+                        host,
+                        replica: false,
+                    }) => cluster.connect(host).await?,
+                    Some(shard::Dest {
+                        host,
+                        replica: true,
+                    }) => cluster.connect_replica(host).await?,
+                    None => cluster.connect_any().await?.1,
+                };
+                let decoder = ReplyDecoder::new(self.limits);
+                let mut p = Pipeline::spawn(stream, decoder, self.out_of_band.clone());
+                let restore: Vec<Bytes> =
+                    login(cluster).iter().chain(&self.state).cloned().collect();
+                if !restore.is_empty() {
+                    // Log in and restore the session on the new connection; the replies are not the client's.
+                    drop(p.send(restore).await);
+                }
+                self.bound.push((cluster.clone(), host, p));
+                self.bound.len() - 1
+            }
+        };
+        Ok(&mut self.bound[at].2)
+    }
+}
+
+impl Upstreams {
+    /// `dest`, or its shard's primary when `dest` is a replica that cannot be
+    /// reached (now or within the last [`REPLICA_RETRY`]).
+    async fn reachable(&mut self, cluster: &Arc<Cluster>, dest: shard::Dest) -> shard::Dest {
+        if !dest.replica {
+            return dest;
+        }
+        self.replica_down
+            .retain(|(_, _, at)| at.elapsed() < REPLICA_RETRY);
+        let down = self
+            .replica_down
+            .iter()
+            .any(|(c, h, _)| Arc::ptr_eq(c, cluster) && *h == dest.host);
+        if down {
+            return dest.host.into();
+        }
+        if self.pipeline(cluster, Some(dest)).await.is_err() {
+            self.replica_down
+                .push((cluster.clone(), dest.host, Instant::now()));
+            return dest.host.into();
+        }
+        dest
+    }
+}
+
+/// The cluster's `AUTH`/`SELECT` for every new connection.
+fn login(cluster: &Cluster) -> &[Bytes] {
+    cluster.redis.as_ref().map_or(&[], |r| &r.login[..])
+}
+
+/// Where a command goes.
+enum Target {
+    Reply(Bytes),
+    Cluster(Arc<Cluster>, std::time::Duration),
+}
+
+/// The run of commands being gathered for one upstream target.
+enum Batch {
+    None,
+    /// Commands for an unsharded cluster, sent as one batch.
+    Plain {
+        cluster: Arc<Cluster>,
+        timeout: std::time::Duration,
+        requests: Vec<Bytes>,
+    },
+    /// Commands for a sharded cluster: one batch per shard and a reply plan.
+    Sharded {
+        cluster: Arc<Cluster>,
+        timeout: std::time::Duration,
+        fanout: shard::Fanout,
+    },
+}
+
+/// One session's command side: its upstreams, the batch being gathered and
+/// the reply order.
+struct Session {
+    upstreams: Upstreams,
+    batch: Batch,
+    slots: mpsc::Sender<Slot>,
+    sharding: shard::ShardSession,
+    limits: redis::Limits,
+}
+
+impl Session {
+    /// Send the gathered batch and queue its slot.
+    async fn flush(&mut self) {
+        let slot = match std::mem::replace(&mut self.batch, Batch::None) {
+            Batch::None => return,
+            Batch::Plain {
+                cluster,
+                timeout,
+                requests,
+            } => {
+                let count = requests.len();
+                let started = Instant::now();
+                match self.upstreams.pipeline(&cluster, None).await {
+                    Ok(p) => Slot::Upstream {
+                        rx: p.send(requests).await,
+                        count,
+                        deadline: Deadline::now() + timeout,
+                        started,
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis: no upstream");
+                        let one = redis::error_reply(&format!(
+                            "upstream connect error (cluster {})",
+                            cluster.name
+                        ));
+                        let mut all = BytesMut::with_capacity(one.len() * count);
+                        for _ in 0..count {
+                            all.extend_from_slice(&one);
+                        }
+                        Slot::Ready(all.freeze())
+                    }
+                }
+            }
+            Batch::Sharded {
+                cluster,
+                timeout,
+                fanout,
+            } => {
+                let started = Instant::now();
+                let count = fanout.client_commands();
+                let mut parts = Vec::with_capacity(fanout.parts.len());
+                for (dest, requests) in fanout.parts {
+                    let dest = self.upstreams.reachable(&cluster, dest).await;
+                    let host = dest.host;
+                    parts.push(match self.upstreams.pipeline(&cluster, Some(dest)).await {
+                        Ok(p) => Ok(p.send(requests).await),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "redis: shard unreachable");
+                            Err(format!(
+                                "upstream connect error (cluster {}, shard {})",
+                                cluster.name,
+                                cluster
+                                    .hosts
+                                    .get(host)
+                                    .map_or(String::new(), |h| h.address.to_string())
+                            ))
+                        }
+                    });
+                }
+                Slot::Fanout(Box::new(FanoutSlot {
+                    parts,
+                    plan: fanout.plan,
+                    count,
+                    deadline: Deadline::now() + timeout,
+                    started,
+                    limits: self.limits,
+                }))
+            }
+        };
+        let pending_state = std::mem::take(&mut self.upstreams.pending_state);
+        self.upstreams.state.extend(pending_state);
+        self.upstreams.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _ = self.slots.send(slot).await;
+    }
+
+    /// Queue a gateway-made reply (after what is gathered, to keep the order).
+    async fn reply(&mut self, reply: Bytes) -> bool {
+        if let Batch::Sharded { fanout, .. } = &mut self.batch {
+            fanout.plan.push(shard::Step::Local(reply));
+            return true;
+        }
+        self.flush().await;
+        self.slots.send(Slot::Ready(reply)).await.is_ok()
+    }
+
+    /// Add a command for `cluster` to the batch (flushing the batch first when
+    /// it was for another target).
+    async fn command(
+        &mut self,
+        cmd: &Command,
+        cluster: Arc<Cluster>,
+        timeout: std::time::Duration,
+    ) {
+        let same = match &self.batch {
+            Batch::None => false,
+            Batch::Plain { cluster: c, .. } | Batch::Sharded { cluster: c, .. } => {
+                Arc::ptr_eq(c, &cluster)
+            }
+        };
+        if !same {
+            self.flush().await;
+            self.batch = if cluster.shards().is_some() {
+                Batch::Sharded {
+                    cluster,
+                    timeout,
+                    fanout: shard::Fanout::default(),
+                }
+            } else {
+                Batch::Plain {
+                    cluster,
+                    timeout,
+                    requests: Vec::new(),
+                }
+            };
+        }
+        match &mut self.batch {
+            Batch::Plain { requests, .. } => requests.push(cmd.wire().clone()),
+            Batch::Sharded {
+                cluster, fanout, ..
+            } => {
+                if let Some(shards) = cluster.shards() {
+                    let replica_reads = cluster
+                        .redis
+                        .as_ref()
+                        .is_some_and(|r| r.reads_to_replicas());
+                    shard::plan(
+                        cmd,
+                        &shards.map(),
+                        replica_reads,
+                        &mut self.sharding,
+                        fanout,
+                    );
+                }
+            }
+            Batch::None => {}
+        }
+    }
+}
+
+/// Serve one downstream Redis connection; `buf` holds the bytes detection read.
+pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
+    let l = conn.listener.clone();
+    let (mut rd, wr) = stream.into_split();
+    let (slots_tx, slots_rx) = mpsc::channel::<Slot>(l.redis_max_pipeline.max(1));
+    let (oob_tx, oob_rx) = mpsc::unbounded_channel();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        slots_rx,
+        oob_rx,
+        conn.metrics.clone(),
+        in_flight.clone(),
+    ));
+    let mut session = Session {
+        upstreams: Upstreams {
+            bound: Vec::new(),
+            limits: l.redis,
+            out_of_band: oob_tx,
+            state: Vec::new(),
+            pending_state: Vec::new(),
+            in_flight: in_flight.clone(),
+            replica_down: Vec::new(),
+        },
+        batch: Batch::None,
+        slots: slots_tx,
+        sharding: shard::ShardSession::default(),
+        limits: l.redis,
+    };
+    let mut decoder = CommandDecoder::new(l.redis);
+    let mut authed = l.redis_auth.is_none();
+
+    'session: loop {
+        // Decode every command the buffer holds, batching runs that go to the same cluster.
+        loop {
+            let mut cmd = match decoder.decode(&mut buf) {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = format!("Protocol error: {e}");
+                    session.reply(redis::error_reply(&msg)).await;
+                    session.flush().await;
+                    let _ = session.slots.send(Slot::Close).await;
+                    conn.metrics.observe(std::time::Duration::ZERO, true);
+                    break 'session;
+                }
+            };
+            if cmd.is("QUIT") {
+                session.reply(Bytes::from_static(b"+OK\r\n")).await;
+                session.flush().await;
+                let _ = session.slots.send(Slot::Close).await;
+                break 'session;
+            }
+            if let Some(auth) = &l.redis_auth {
+                use crate::filters::redis_auth::AuthStep;
+                match auth.check(&cmd, &mut authed) {
+                    AuthStep::Pass => {}
+                    AuthStep::Hello(hello) => cmd = hello,
+                    AuthStep::Reply(reply) => {
+                        conn.metrics
+                            .observe(std::time::Duration::ZERO, !reply.starts_with(b"+"));
+                        if !session.reply(reply).await {
+                            break 'session;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let target = target(&conn, &cmd);
+            if enters_push_mode(&cmd) {
+                if let Target::Cluster(cluster, _) = &target
+                    && cluster.shards().is_some()
+                    && cmd.is("MONITOR")
+                {
+                    let refused = redis::error_reply(
+                        "'monitor' is not supported on a sharded cluster: commands go to several servers",
+                    );
+                    if !session.reply(refused).await {
+                        break 'session;
+                    }
+                    continue;
+                }
+                session.flush().await;
+                let Session {
+                    upstreams, slots, ..
+                } = session;
+                drop(slots);
+                let Ok(wr) = writer.await else { return };
+                if let Target::Cluster(cluster, _) = target {
+                    // Pub/sub of a sharded cluster lives on its first shard.
+                    let host = cluster.shards().map(|s| s.map().home());
+                    tunnel(
+                        rd,
+                        wr,
+                        cluster,
+                        host,
+                        &upstreams.state,
+                        cmd.wire().clone(),
+                        buf,
+                        &conn,
+                    )
+                    .await;
+                }
+                return;
+            }
+            if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
+                session.upstreams.pending_state.push(cmd.wire().clone());
+            }
+            match target {
+                Target::Reply(reply) => {
+                    conn.metrics.observe(std::time::Duration::ZERO, true);
+                    if !session.reply(reply).await {
+                        break 'session;
+                    }
+                }
+                Target::Cluster(cluster, timeout) => session.command(&cmd, cluster, timeout).await,
+            }
+        }
+        session.flush().await;
+        if session.slots.is_closed() {
+            break;
+        }
+        // Idle means no command read *and* none waiting for its reply
+        // (a blocking BLPOP may take longer than the idle timeout).
+        let idle = conn.listener.idle_timeout;
+        loop {
+            tokio::select! {
+                r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
+                    Ok(0) | Err(_) => break 'session,
+                    Ok(_) => break,
+                },
+                () = tokio::time::sleep(idle) => {
+                    if in_flight.load(Ordering::Relaxed) == 0 {
+                        break 'session;
+                    }
+                }
+                () = drained(&mut conn.drain) => break 'session,
+            }
+        }
+    }
+    drop(session);
+    if let Ok(mut wr) = writer.await {
+        let _ = wr.shutdown().await;
+    }
+}
+
+fn target(conn: &Conn, cmd: &Command) -> Target {
+    let route = conn.listener.routes.route(Protocol::Redis, cmd);
+    match route.map(|r| (&r.action, r.timeout)) {
+        None => {
+            let name = String::from_utf8_lossy(cmd.name());
+            Target::Reply(redis::error_reply(&format!(
+                "no route for command '{name}'"
+            )))
+        }
+        Some((Action::Direct(d), _)) => Target::Reply(if (200..300).contains(&d.status) {
+            let mut b = BytesMut::with_capacity(d.body.len() + 3);
+            b.extend_from_slice(b"+");
+            b.extend(
+                d.body
+                    .iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+            );
+            b.extend_from_slice(b"\r\n");
+            b.freeze()
+        } else {
+            redis::error_reply(&String::from_utf8_lossy(&d.body))
+        }),
+        Some((action, timeout)) => match action.cluster() {
+            Some(c) => Target::Cluster(c.clone(), timeout.unwrap_or(c.request_timeout)),
+            None => Target::Reply(redis::error_reply("no cluster available for this route")),
+        },
+    }
+}
+
+/// Commands whose effect lives on the connection; replayed on a tunnel's fresh connection.
+fn is_session_state(cmd: &Command) -> bool {
+    cmd.is("AUTH")
+        || cmd.is("HELLO")
+        || cmd.is("SELECT")
+        || (cmd.is("CLIENT")
+            && cmd
+                .arg(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
+}
+
+/// Commands after which the server sends frames nobody asked for.
+fn enters_push_mode(cmd: &Command) -> bool {
+    cmd.is("SUBSCRIBE") || cmd.is("PSUBSCRIBE") || cmd.is("SSUBSCRIBE") || cmd.is("MONITOR")
+}
+
+/// Write replies in slot order, gathering small ones into one write.
+async fn write_replies(
+    mut wr: WriteHalf,
+    mut slots: mpsc::Receiver<Slot>,
+    mut out_of_band: mpsc::UnboundedReceiver<Bytes>,
+    metrics: ConnMetrics,
+    in_flight: Arc<AtomicUsize>,
+) -> WriteHalf {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let slot = match slots.try_recv() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                    return wr;
+                }
+                tokio::select! {
+                    s = slots.recv() => match s { Some(s) => s, None => break },
+                    Some(push) = out_of_band.recv() => { out.extend_from_slice(&push); continue }
+                }
+            }
+        };
+        match slot {
+            Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Close => break,
+            Slot::Upstream {
+                mut rx,
+                count,
+                deadline,
+                started,
+            } => {
+                let result = match rx.try_recv() {
+                    Ok(r) => Ok(r),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        Err("upstream connection closed".to_owned())
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                        if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                            return wr;
+                        }
+                        match tokio::time::timeout_at(deadline, rx).await {
+                            Ok(Ok(r)) => Ok(r),
+                            Ok(Err(_)) => Err("upstream connection closed".to_owned()),
+                            Err(_) => Err("upstream request timeout".to_owned()),
+                        }
+                    }
+                };
+                let took = started.elapsed();
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                match result {
+                    Ok(Ok(replies)) => {
+                        for r in replies {
+                            out.extend_from_slice(&r);
+                        }
+                        metrics.requests.increment(count as u64);
+                        metrics.latency.record(took.as_secs_f64());
+                    }
+                    Ok(Err(e)) => {
+                        errors(&mut out, count, &format!("upstream error: {e}"), &metrics)
+                    }
+                    Err(e) => errors(&mut out, count, &e, &metrics),
+                }
+            }
+            Slot::Fanout(f) => {
+                let FanoutSlot {
+                    parts,
+                    plan,
+                    count,
+                    deadline,
+                    started,
+                    limits,
+                } = *f;
+                let mut replies = Vec::with_capacity(parts.len());
+                for part in parts {
+                    let result = match part {
+                        Err(e) => Err(e),
+                        Ok(mut rx) => match rx.try_recv() {
+                            Ok(r) => r.map_err(|e| format!("upstream error: {e}")),
+                            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                                Err("upstream connection closed".to_owned())
+                            }
+                            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                                if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                                    return wr;
+                                }
+                                match tokio::time::timeout_at(deadline, rx).await {
+                                    Ok(Ok(r)) => r.map_err(|e| format!("upstream error: {e}")),
+                                    Ok(Err(_)) => Err("upstream connection closed".to_owned()),
+                                    Err(_) => Err("upstream request timeout".to_owned()),
+                                }
+                            }
+                        },
+                    };
+                    replies.push(result.map(std::collections::VecDeque::from));
+                }
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                let failed = write_plan(&mut out, plan, &mut replies, limits);
+                metrics.requests.increment(count as u64);
+                metrics.errors.increment(failed as u64);
+                metrics.latency.record(started.elapsed().as_secs_f64());
+            }
+        }
+        if out.len() >= 64 * 1024 && flush(&mut wr, &mut out, &metrics).await.is_err() {
+            return wr;
+        }
+    }
+    while let Ok(push) = out_of_band.try_recv() {
+        out.extend_from_slice(&push);
+    }
+    let _ = flush(&mut wr, &mut out, &metrics).await;
+    wr
+}
+
+/// The part replies of a fanout, each a queue (or why the part failed).
+type PartReplies = Vec<Result<std::collections::VecDeque<Bytes>, String>>;
+
+/// The next reply of part `p`; push frames met on the way go straight out.
+fn next_reply(out: &mut BytesMut, replies: &mut PartReplies, p: u16) -> Result<Bytes, String> {
+    match replies.get_mut(usize::from(p)) {
+        Some(Ok(queue)) => loop {
+            match queue.pop_front() {
+                Some(r) if r.first() == Some(&b'>') => out.extend_from_slice(&r),
+                Some(r) => return Ok(r),
+                None => return Err("upstream sent fewer replies than commands".to_owned()),
+            }
+        },
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("internal: no such shard batch".to_owned()),
+    }
+}
+
+/// Write a fanout's replies in the client's order; the number of commands
+/// answered with an upstream failure.
+fn write_plan(
+    out: &mut BytesMut,
+    plan: Vec<shard::Step>,
+    replies: &mut PartReplies,
+    limits: redis::Limits,
+) -> usize {
+    let mut failed = 0;
+    for step in plan {
+        let reply = match step {
+            shard::Step::Local(b) => Ok(b),
+            shard::Step::Forward(p) => next_reply(out, replies, p),
+            shard::Step::Discard(p) => {
+                let _ = next_reply(out, replies, p);
+                continue;
+            }
+            shard::Step::Merge(how, parts) => parts
+                .iter()
+                .map(|&p| next_reply(out, replies, p))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|rs| shard::merge(&how, &rs, limits)),
+        };
+        match reply {
+            Ok(r) => out.extend_from_slice(&r),
+            Err(e) => {
+                failed += 1;
+                out.extend_from_slice(&redis::error_reply(&e));
+            }
+        }
+    }
+    failed
+}
+
+fn errors(out: &mut BytesMut, count: usize, message: &str, metrics: &ConnMetrics) {
+    let reply = redis::error_reply(message);
+    for _ in 0..count {
+        out.extend_from_slice(&reply);
+    }
+    metrics.requests.increment(count as u64);
+    metrics.errors.increment(count as u64);
+}
+
+async fn flush(
+    wr: &mut WriteHalf,
+    out: &mut BytesMut,
+    metrics: &ConnMetrics,
+) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    wr.write_all(out).await?;
+    metrics.bytes_out.increment(out.len() as u64);
+    out.clear();
+    Ok(())
+}
+
+/// Bind the client to one fresh upstream connection for the rest of the
+/// session (pub/sub, MONITOR): to `host`, or any host of an unsharded cluster.
+#[allow(clippy::too_many_arguments)]
+async fn tunnel(
+    rd: ReadHalf,
+    mut wr: WriteHalf,
+    cluster: Arc<Cluster>,
+    host: Option<usize>,
+    state: &[Bytes],
+    first: Bytes,
+    rest: BytesMut,
+    conn: &Conn,
+) {
+    let connected = match host {
+        Some(i) => cluster.connect(i).await,
+        None => cluster.connect_any().await.map(|(_, s)| s),
+    };
+    let mut up = match connected {
+        Ok(up) => up,
+        Err(_) => {
+            let msg = format!("upstream connect error (cluster {})", cluster.name);
+            let _ = wr.write_all(&redis::error_reply(&msg)).await;
+            return;
+        }
+    };
+    let restore: Vec<Bytes> = login(&cluster).iter().chain(state).cloned().collect();
+    if replay_state(&mut up, &restore, conn).await.is_err() {
+        let _ = wr
+            .write_all(&redis::error_reply(
+                "upstream error while restoring the session",
+            ))
+            .await;
+        return;
+    }
+    if up.write_all(&first).await.is_err() || up.write_all(&rest).await.is_err() {
+        return;
+    }
+    let Some(down) = rd.reunite(wr) else { return };
+    // Subscribers may wait silently for a long time: no idle cut, as redis-server.
+    let _ = splice(down, up, None).await;
+}
+
+/// Send the session's state commands and read (and drop) their replies.
+async fn replay_state(up: &mut TcpStream, state: &[Bytes], conn: &Conn) -> Result<(), ()> {
+    if state.is_empty() {
+        return Ok(());
+    }
+    for cmd in state {
+        up.write_all(cmd).await.map_err(|_| ())?;
+    }
+    let mut decoder = ReplyDecoder::new(conn.listener.redis);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut left = state.len();
+    while left > 0 {
+        match decoder.decode(&mut buf) {
+            Ok(Some(_)) => left -= 1,
+            Ok(None) => {
+                use tokio::io::AsyncReadExt;
+                match tokio::time::timeout(std::time::Duration::from_secs(5), up.read_buf(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(()),
+                }
+            }
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
+}
