@@ -18,13 +18,14 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 6] = [
+pub const SERVED: [Protocol; 7] = [
     Protocol::Http1,
     Protocol::Http2,
     Protocol::Redis,
     Protocol::Mqtt,
     Protocol::Dubbo,
     Protocol::Bolt,
+    Protocol::Rtsp,
 ];
 
 /// A listener's compiled settings, as of one snapshot.
@@ -47,6 +48,8 @@ pub struct ListenerRuntime {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The MQTT edge policy (listeners with `mqtt` enabled).
     pub mqtt: Option<Arc<crate::filters::mqtt::MqttPolicy>>,
+    /// RTSP settings (limits, UDP relay, gateway auth).
+    pub rtsp: crate::config::Rtsp,
     /// Metric handles per protocol (and `None` for passthrough), resolved once.
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
 }
@@ -143,6 +146,7 @@ impl Snapshot {
                 redis_auth: crate::filters::redis_auth::RedisAuth::new(&l.redis.users)
                     .map(Arc::new),
                 mqtt,
+                rtsp: l.rtsp.clone(),
                 metrics: protocols
                     .iter()
                     .copied()
@@ -192,7 +196,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, http2, redis, mqtt, dubbo, bolt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
+                        "served today: http1, http2, redis, mqtt, dubbo, bolt, rtsp; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });

@@ -229,6 +229,24 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 Some(&cluster_hint),
             );
         }
+        if let Some(auth) = &l.rtsp.auth
+            && auth.users.is_empty()
+        {
+            c.at(
+                l.name.referenced,
+                field("rtsp.auth.users"),
+                "RTSP auth is on but lists no user".into(),
+                Some("add `users: [{username: NAME, password: SECRET}]` or remove `rtsp.auth`"),
+            );
+        }
+        if l.rtsp.max_head_bytes < 256 || l.rtsp.max_body_bytes > 16 * 1024 * 1024 {
+            c.at(
+                l.name.referenced,
+                field("rtsp"),
+                "rtsp.max_head_bytes under 256 or rtsp.max_body_bytes over 16777216".into(),
+                Some("the defaults (16384 and 65536) fit any SDP a camera sends"),
+            );
+        }
         if l.detect.max_bytes == 0 || l.detect.max_bytes > 1024 * 1024 {
             c.at(
                 l.name.referenced,

@@ -111,6 +111,9 @@ pub struct Listener {
     /// the protocol is then detected inside TLS (or taken from ALPN).
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// RTSP on this listener: limits, UDP relay, optional gateway Basic auth.
+    #[serde(default)]
+    pub rtsp: Rtsp,
 }
 
 /// TLS termination settings.
@@ -663,6 +666,61 @@ impl Host {
     }
 }
 
+/// RTSP settings of a listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rtsp {
+    /// Largest RTSP request/response head (start line and headers), in bytes.
+    #[serde(default = "defaults::rtsp_max_head_bytes")]
+    pub max_head_bytes: usize,
+    /// Largest RTSP body (SDP, parameters), in bytes.
+    #[serde(default = "defaults::rtsp_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Relay RTP/RTCP over UDP through gateway ports (else UDP SETUPs get 461).
+    #[serde(default = "defaults::yes")]
+    pub udp_relay: bool,
+    /// Release a UDP session the client has not refreshed (request with its
+    /// `Session`, or RTCP) for this long, when the server's `Session` header
+    /// names no timeout (else twice that timeout).
+    #[serde(default = "defaults::rtsp_session_timeout")]
+    pub session_timeout: Duration,
+    /// Gateway-side Basic authentication (else the servers' own challenges pass through).
+    #[serde(default)]
+    pub auth: Option<RtspAuth>,
+}
+
+impl Default for Rtsp {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: defaults::rtsp_max_head_bytes(),
+            max_body_bytes: defaults::rtsp_max_body_bytes(),
+            udp_relay: true,
+            session_timeout: defaults::rtsp_session_timeout(),
+            auth: None,
+        }
+    }
+}
+
+/// RTSP Basic authentication at the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspAuth {
+    /// The realm in `WWW-Authenticate: Basic realm="..."`.
+    #[serde(default = "defaults::rtsp_realm")]
+    pub realm: String,
+    /// Who may use the listener.
+    pub users: Vec<RtspUser>,
+}
+
+/// One RTSP user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspUser {
+    pub username: String,
+    /// The password in clear (Basic sends it so on every request anyway).
+    pub password: String,
+}
+
 mod defaults {
     use super::Duration;
     use std::net::SocketAddr;
@@ -735,5 +793,17 @@ mod defaults {
     }
     pub fn acl_actions() -> Vec<super::AclAction> {
         vec![super::AclAction::Publish, super::AclAction::Subscribe]
+    }
+    pub fn rtsp_max_head_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn rtsp_max_body_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn rtsp_session_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn rtsp_realm() -> String {
+        "switchyard".to_owned()
     }
 }

@@ -116,6 +116,7 @@ async fn handle(
         Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
         Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,
         Some(Protocol::Bolt) => proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn).await,
+        Some(Protocol::Rtsp) => proxy::rtsp::serve(stream, buf, conn).await,
         _ => match &listener.fallback {
             Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
             None => drop(stream),

@@ -2,6 +2,8 @@
 //! metric handles (resolved once per connection, so the per-request cost is
 //! an atomic add).
 
+pub mod rtsp;
+
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};

@@ -1,6 +1,7 @@
 //! Glue between one downstream connection and its upstreams, per protocol:
 //! [`http1`] (ordered, exclusive upstream connections from a pool),
 //! [`redis`] (ordered, pipelined upstream connections with in-order replies),
+//! [`rtsp`] (ordered control, media sessions bound to the upstream that issued them),
 //! [`tcp`] (session passthrough). Parsing is the codecs' job, routing the
 //! router's, connecting the upstream's; this layer only moves frames and
 //! turns failures into protocol-correct answers.
@@ -10,6 +11,7 @@ pub mod http2;
 pub mod mqtt;
 pub mod redis;
 pub mod rpc;
+pub mod rtsp;
 pub mod tcp;
 
 use std::sync::Arc;

@@ -87,6 +87,7 @@ fn package_of(bin: &str) -> &'static str {
         "mosquitto_pub" | "mosquitto_sub" => "mosquitto-clients",
         "nghttp" | "h2load" => "nghttp2-client",
         "openssl" => "openssl",
+        "ffmpeg" | "ffprobe" => "ffmpeg",
         _ => "(unknown)",
     }
 }

@@ -1,8 +1,8 @@
-//! RTSP (sniffer only for now): an RTSP request line.
+//! The RTSP sniffer: an RTSP request line.
 use crate::{Protocol, Verdict};
 
 /// RTSP/1.0 methods (RFC 2326 §6.1).
-const METHODS: [&[u8]; 11] = [
+pub(super) const METHODS: [&[u8]; 11] = [
     b"OPTIONS",
     b"DESCRIBE",
     b"ANNOUNCE",
