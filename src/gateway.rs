@@ -18,13 +18,14 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 6] = [
+pub const SERVED: [Protocol; 7] = [
     Protocol::Http1,
     Protocol::Http2,
     Protocol::Redis,
     Protocol::Mqtt,
     Protocol::Dubbo,
     Protocol::Bolt,
+    Protocol::Mysql,
 ];
 
 /// A listener's compiled settings, as of one snapshot.
@@ -45,6 +46,8 @@ pub struct ListenerRuntime {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The MQTT edge policy (listeners with `mqtt` enabled).
     pub mqtt: Option<Arc<crate::filters::mqtt::MqttPolicy>>,
+    /// The MySQL front end (listeners with `protocol: mysql`).
+    pub mysql: Option<Arc<crate::proxy::mysql::policy::Front>>,
     /// Metric handles per protocol (and `None` for passthrough), resolved once.
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
 }
@@ -119,7 +122,19 @@ impl Snapshot {
                 },
                 None => None,
             };
+            let mysql = if protocols.contains(&Protocol::Mysql) {
+                match crate::proxy::mysql::policy::Front::new(&l.name.value, &l.mysql, &clusters) {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(p) => {
+                        problems.extend(p);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let runtime = ListenerRuntime {
+                mysql,
                 name: l.name.value.clone(),
                 tls,
                 fixed: l.protocol.is_some(),
@@ -188,7 +203,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, http2, redis, mqtt, dubbo, bolt; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
+                        "served today: http1, http2, redis, mqtt, dubbo, bolt, mysql; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });
