@@ -366,12 +366,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 }
 
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
-fn validate_mysql(
-    config: &Config,
-    c: &mut Checker,
-    clusters: &HashSet<&str>,
-    cluster_hint: &str,
-) {
+fn validate_mysql(config: &Config, c: &mut Checker, clusters: &HashSet<&str>, cluster_hint: &str) {
     use switchyard_codecs::Protocol;
     use switchyard_codecs::mysql::auth::parse_native_hash;
     // Every route's read cluster exists.
@@ -416,14 +411,13 @@ fn validate_mysql(
         for u in &m.users {
             let ufield = field(&format!("users[{}]", u.username.value));
             match (&u.password, &u.password_hash) {
-                (Some(_), Some(h)) | (None, Some(h)) if parse_native_hash(&h.value).is_none() => {
-                    c.at(
+                (Some(_), Some(h)) | (None, Some(h)) if parse_native_hash(&h.value).is_none() => c
+                    .at(
                         h.referenced,
                         format!("{ufield}.password_hash"),
                         "not a mysql_native_password hash".into(),
                         Some("write `*` and 40 hex digits, as `SELECT PASSWORD('secret')` prints"),
-                    )
-                }
+                    ),
                 (Some(_), Some(h)) => c.at(
                     h.referenced,
                     ufield,
@@ -468,7 +462,11 @@ fn validate_mysql(
             targets.push(&q.cluster);
         }
         // Clusters MySQL sessions reach need backend credentials.
-        for t in config.route_tables.iter().filter(|t| t.name.value == l.route_table.value) {
+        for t in config
+            .route_tables
+            .iter()
+            .filter(|t| t.name.value == l.route_table.value)
+        {
             for v in &t.virtual_hosts {
                 for r in &v.routes {
                     targets.extend(r.cluster.iter());
@@ -629,11 +627,20 @@ clusters:
         let text = err.to_string();
         assert!(text.contains("db.yaml:11:"), "{text}");
         assert!(text.contains("not a mysql_native_password hash"), "{text}");
-        assert!(text.contains("read_cluster: no cluster is named `replica`"), "{text}");
-        assert!(text.contains("query_rules[0].cluster: no cluster is named `nowhere`"), "{text}");
+        assert!(
+            text.contains("read_cluster: no cluster is named `replica`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("query_rules[0].cluster: no cluster is named `nowhere`"),
+            "{text}"
+        );
         let no_creds = MYSQL.replace("    mysql: { user: proxy, password: pw }\n", "");
         let text = load_str(&no_creds, "db.yaml").unwrap_err().to_string();
-        assert!(text.contains("cluster `replicas` takes MySQL sessions"), "{text}");
+        assert!(
+            text.contains("cluster `replicas` takes MySQL sessions"),
+            "{text}"
+        );
         let no_users = MYSQL.replace("        - { username: app, password: secret }\n        - { username: legacy, password_hash: \"*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\" }\n", "");
         let text = load_str(&no_users, "db.yaml").unwrap_err().to_string();
         assert!(text.contains("nobody can log in"), "{text}");

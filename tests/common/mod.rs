@@ -87,6 +87,10 @@ fn package_of(bin: &str) -> &'static str {
         "mosquitto_pub" | "mosquitto_sub" => "mosquitto-clients",
         "nghttp" | "h2load" => "nghttp2-client",
         "openssl" => "openssl",
+        "mariadbd" | "mariadb-install-db" => "mariadb-server",
+        "mariadb" => "mariadb-client",
+        "sysbench" => "sysbench",
+        "haproxy" => "haproxy",
         _ => "(unknown)",
     }
 }

@@ -120,14 +120,23 @@ impl Backend {
                 warnings: 0,
             })),
             _ => Err(parse_err(&body).unwrap_or_else(|_| {
-                ErrPacket::new(er::UNKNOWN, b"HY000", "malformed answer from the MySQL backend")
+                ErrPacket::new(
+                    er::UNKNOWN,
+                    b"HY000",
+                    "malformed answer from the MySQL backend",
+                )
             })),
         })
     }
 
     /// Make `schema` the current one (COM_INIT_DB) unless it already is.
-    pub async fn use_schema(&mut self, schema: Option<&[u8]>) -> std::io::Result<Result<(), ErrPacket>> {
-        let Some(schema) = schema else { return Ok(Ok(())) };
+    pub async fn use_schema(
+        &mut self,
+        schema: Option<&[u8]>,
+    ) -> std::io::Result<Result<(), ErrPacket>> {
+        let Some(schema) = schema else {
+            return Ok(Ok(()));
+        };
         if self.schema.as_deref() == Some(schema) {
             return Ok(Ok(()));
         }
@@ -265,27 +274,48 @@ pub async fn checkout(
         }
     }
     Err(CheckoutError::Unavailable(last.unwrap_or_else(|| {
-        backend_err(er::UNKNOWN, b"HY000", format!("cluster {} has no MySQL hosts", cluster.name))
+        backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("cluster {} has no MySQL hosts", cluster.name),
+        )
     })))
 }
 
 /// Open and log in a new connection to host `host`.
-async fn open(cluster: &Arc<Cluster>, host: usize, pool: Arc<HostPool>, key: Key) -> Result<Backend, ErrPacket> {
+async fn open(
+    cluster: &Arc<Cluster>,
+    host: usize,
+    pool: Arc<HostPool>,
+    key: Key,
+) -> Result<Backend, ErrPacket> {
     let address = cluster.hosts.get(host).map(|h| h.address);
-    let address = address.ok_or_else(|| backend_err(er::UNKNOWN, b"HY000", "no such host".into()))?;
+    let address =
+        address.ok_or_else(|| backend_err(er::UNKNOWN, b"HY000", "no such host".into()))?;
     let describe = format!("{address} (cluster {})", cluster.name);
-    let permit = match tokio::time::timeout(cluster.connect_timeout, pool.limit.clone().acquire_owned()).await {
+    let permit = match tokio::time::timeout(
+        cluster.connect_timeout,
+        pool.limit.clone().acquire_owned(),
+    )
+    .await
+    {
         Ok(Ok(p)) => p,
         _ => {
             return Err(backend_err(
                 er::CON_COUNT,
                 b"08004",
-                format!("too many connections to MySQL backend {describe}: its max_connections are all busy"),
+                format!(
+                    "too many connections to MySQL backend {describe}: its max_connections are all busy"
+                ),
             ));
         }
     };
     let stream = cluster.connect(host).await.map_err(|e| {
-        backend_err(er::UNKNOWN, b"HY000", format!("cannot reach MySQL backend {describe}: {e}"))
+        backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("cannot reach MySQL backend {describe}: {e}"),
+        )
     })?;
     let mut b = Backend {
         stream,
@@ -307,7 +337,10 @@ async fn open(cluster: &Arc<Cluster>, host: usize, pool: Arc<HostPool>, key: Key
         Err(_) => Err(backend_err(
             er::UNKNOWN,
             b"HY000",
-            format!("MySQL backend {describe} did not finish the login within {:?}", cluster.connect_timeout),
+            format!(
+                "MySQL backend {describe} did not finish the login within {:?}",
+                cluster.connect_timeout
+            ),
         )),
     }
 }
@@ -316,29 +349,48 @@ async fn open(cluster: &Arc<Cluster>, host: usize, pool: Arc<HostPool>, key: Key
 async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
     let describe = b.describe();
     let lost = |e: std::io::Error| {
-        backend_err(er::UNKNOWN, b"HY000", format!("MySQL backend {describe} failed during login: {e}"))
+        backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("MySQL backend {describe} failed during login: {e}"),
+        )
     };
     let Some(creds) = b.cluster.mysql.clone() else {
-        return Err(backend_err(er::UNKNOWN, b"HY000", "cluster has no MySQL credentials".into()));
-    };
-    let greeting = b.read_packet().await.map_err(lost)?;
-    if greeting.first_byte() == Some(0xFF) {
-        let e = parse_err(&greeting.payload()).map(|e| String::from_utf8_lossy(&e.message).into_owned());
         return Err(backend_err(
             er::UNKNOWN,
             b"HY000",
-            format!("MySQL backend {describe} refused the connection: {}", e.unwrap_or_default()),
+            "cluster has no MySQL credentials".into(),
+        ));
+    };
+    let greeting = b.read_packet().await.map_err(lost)?;
+    if greeting.first_byte() == Some(0xFF) {
+        let e = parse_err(&greeting.payload())
+            .map(|e| String::from_utf8_lossy(&e.message).into_owned());
+        return Err(backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!(
+                "MySQL backend {describe} refused the connection: {}",
+                e.unwrap_or_default()
+            ),
         ));
     }
-    let g = parse_greeting(&greeting.payload())
-        .map_err(|e| backend_err(er::UNKNOWN, b"HY000", format!("MySQL backend {describe}: {e}")))?;
+    let g = parse_greeting(&greeting.payload()).map_err(|e| {
+        backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("MySQL backend {describe}: {e}"),
+        )
+    })?;
     b.connection_id = g.connection_id;
     let missing = b.key.caps & !g.capabilities & FORMAT_CAPS;
     if missing & (cap::DEPRECATE_EOF | cap::MULTI_RESULTS | cap::PS_MULTI_RESULTS) != 0 {
         return Err(backend_err(
             er::UNKNOWN,
             b"HY000",
-            format!("MySQL backend {describe} lacks capabilities the client negotiated ({missing:#x})"),
+            format!(
+                "MySQL backend {describe} lacks capabilities the client negotiated ({missing:#x})"
+            ),
         ));
     }
     let caps = (b.key.caps & g.capabilities)
@@ -358,7 +410,11 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
             None
         }
     };
-    let plugin = if g.plugin == auth::CACHING_SHA2 { auth::CACHING_SHA2 } else { auth::NATIVE };
+    let plugin = if g.plugin == auth::CACHING_SHA2 {
+        auth::CACHING_SHA2
+    } else {
+        auth::NATIVE
+    };
     let response = HandshakeResponse {
         capabilities: caps,
         max_packet: 1 << 30,
@@ -370,7 +426,9 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
         attrs: None,
     };
     let mut seq = greeting.seq().wrapping_add(1);
-    b.send(&packet(seq, &encode_handshake_response(&response))).await.map_err(lost)?;
+    b.send(&packet(seq, &encode_handshake_response(&response)))
+        .await
+        .map_err(lost)?;
     loop {
         let p = b.read_packet().await.map_err(lost)?;
         seq = p.seq().wrapping_add(1);
@@ -378,7 +436,8 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
         match p.first_byte() {
             Some(0x00) => return Ok(()),
             Some(0xFF) => {
-                let e = parse_err(&body).unwrap_or_else(|_| ErrPacket::new(er::UNKNOWN, b"HY000", ""));
+                let e =
+                    parse_err(&body).unwrap_or_else(|_| ErrPacket::new(er::UNKNOWN, b"HY000", ""));
                 return Err(backend_err(
                     er::UNKNOWN,
                     b"HY000",
@@ -392,7 +451,11 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
             }
             Some(0xFE) => {
                 let (plugin, nonce) = parse_auth_switch(&body).map_err(|e| {
-                    backend_err(er::UNKNOWN, b"HY000", format!("MySQL backend {describe}: {e}"))
+                    backend_err(
+                        er::UNKNOWN,
+                        b"HY000",
+                        format!("MySQL backend {describe}: {e}"),
+                    )
                 })?;
                 let Some(answer) = scramble(&plugin, &nonce) else {
                     return Err(backend_err(
@@ -417,7 +480,11 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
                 ));
             }
             _ => {
-                return Err(backend_err(er::UNKNOWN, b"HY000", format!("MySQL backend {describe}: unexpected login packet")));
+                return Err(backend_err(
+                    er::UNKNOWN,
+                    b"HY000",
+                    format!("MySQL backend {describe}: unexpected login packet"),
+                ));
             }
         }
     }

@@ -95,6 +95,25 @@ impl Client {
             }
         }
     }
+    /// Read one packet without reading past it (plain TCP, before TLS).
+    async fn read_exact_packet(&mut self) -> Option<Packet> {
+        use tokio::io::AsyncReadExt;
+        let Stream::Tcp(tcp) = &mut self.stream else {
+            return None;
+        };
+        let mut head = [0u8; 4];
+        tcp.read_exact(&mut head).await.ok()?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        if len > 64 * 1024 {
+            return None;
+        }
+        let mut raw = BytesMut::with_capacity(4 + len);
+        raw.extend_from_slice(&head);
+        raw.resize(4 + len, 0);
+        tcp.read_exact(raw.get_mut(4..)?).await.ok()?;
+        self.conn.metrics.bytes_in.increment(raw.len() as u64);
+        self.dec.decode(&mut raw).ok()?
+    }
     fn queue(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
     }
@@ -103,7 +122,11 @@ impl Client {
             return Ok(());
         }
         self.conn.metrics.bytes_out.increment(self.out.len() as u64);
-        let r = self.stream.write_all(&self.out).await;
+        let mut r = self.stream.write_all(&self.out).await;
+        if r.is_ok() && !matches!(self.stream, Stream::Tcp(_)) {
+            // TLS holds records back until flushed.
+            r = self.stream.flush().await;
+        }
         self.out.clear();
         if self.out.capacity() > 256 * 1024 {
             self.out = BytesMut::new();
@@ -212,7 +235,13 @@ async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, C
         plugin: front.plugin.to_vec(),
     };
     client.send(0, &encode_greeting(&greeting)).await.ok()?;
-    let mut first = client.read().await.ok()??;
+    let mut first = if tls.is_some() {
+        // Read exactly one packet: a ClientHello may follow an SSLRequest
+        // at once, and those bytes belong to TLS, not to this buffer.
+        client.read_exact_packet().await?
+    } else {
+        client.read().await.ok()??
+    };
     if is_ssl_request(&first.payload()) {
         // The client sends nothing more until TLS is up.
         let (acceptor, true) = (tls?, client.buf.is_empty()) else {
@@ -266,7 +295,10 @@ async fn login(
         let _ = client.send_err(seq, &err).await;
         return None;
     };
-    let used = login.plugin.clone().unwrap_or_else(|| auth::NATIVE.to_vec());
+    let used = login
+        .plugin
+        .clone()
+        .unwrap_or_else(|| auth::NATIVE.to_vec());
     match authenticate(client, user, &used, &login.auth, nonce, seq, over_tls).await {
         Ok(next) => seq = next,
         Err(next) => {
@@ -296,7 +328,10 @@ async fn login(
         pinned: false,
         in_trans: false,
     };
-    match session.start(front, client, user, schema.as_deref(), seq).await {
+    match session
+        .start(front, client, user, schema.as_deref(), seq)
+        .await
+    {
         Ok(true) => Some(session),
         _ => None,
     }
@@ -321,13 +356,19 @@ async fn authenticate(
             return Ok(seq);
         }
         // Fast path: tell the client its cached scramble matched; OK follows.
-        client.send(seq, &[0x01, auth::FAST_AUTH_SUCCESS]).await.map_err(|_| seq)?;
+        client
+            .send(seq, &[0x01, auth::FAST_AUTH_SUCCESS])
+            .await
+            .map_err(|_| seq)?;
         return Ok(seq.wrapping_add(1));
     }
     if plugin == auth::CACHING_SHA2 && over_tls {
         // Full path: the client sends its password in clear text over TLS,
         // checked against the stored native hash.
-        client.send(seq, &[0x01, auth::PERFORM_FULL_AUTH]).await.map_err(|_| seq)?;
+        client
+            .send(seq, &[0x01, auth::PERFORM_FULL_AUTH])
+            .await
+            .map_err(|_| seq)?;
         let p = client.read().await.ok().flatten().ok_or(seq)?;
         let payload = p.payload();
         let password = payload.strip_suffix(&[0]).unwrap_or(&payload);
@@ -693,7 +734,10 @@ impl Session {
                         return self.skip_rest(client, &p).await
                             && client.send_err(reply, &err).await.is_ok();
                     }
-                    match self.lend(self.primary.clone(), self.schema.as_deref()).await {
+                    match self
+                        .lend(self.primary.clone(), self.schema.as_deref())
+                        .await
+                    {
                         Ok(mut b) => {
                             b.dirty = true;
                             self.bound = Some(b);
@@ -757,7 +801,13 @@ impl Session {
     }
 
     /// Tell the client its backend is gone (ERR 2013, naming the backend).
-    async fn backend_lost(&mut self, front: &Front, client: &mut Client, seq: u8, what: String) -> bool {
+    async fn backend_lost(
+        &mut self,
+        front: &Front,
+        client: &mut Client,
+        seq: u8,
+        what: String,
+    ) -> bool {
         front.metrics.backend_errors.increment(1);
         tracing::warn!(error = %what, "MySQL backend lost");
         let err = ErrPacket::new(
@@ -816,7 +866,8 @@ impl Session {
             self.key.collation = c as u8;
         }
         matches!(
-            self.start(front, client, user, schema.as_deref(), seq).await,
+            self.start(front, client, user, schema.as_deref(), seq)
+                .await,
             Ok(true)
         )
     }

@@ -101,9 +101,7 @@ impl Front {
             })
             .collect();
         let l = listener.to_owned();
-        let target = |t: &'static str| {
-            metrics::counter!("switchyard_mysql_queries_total", "listener" => l.clone(), "target" => t)
-        };
+        let target = |t: &'static str| metrics::counter!("switchyard_mysql_queries_total", "listener" => l.clone(), "target" => t);
         Ok(Self {
             server_version: m.server_version.as_bytes().to_vec(),
             plugin: match m.auth_plugin {
