@@ -398,7 +398,7 @@ fn read_write_split_sends_plain_reads_to_the_replica_and_pins_sessions() {
         stdout(&out).lines().map(str::to_owned).collect()
     };
     // A plain SELECT reads from the replica; a write goes to the primary.
-    assert_eq!(port_of("SELECT @@port"), [r.clone()]);
+    assert_eq!(port_of("SELECT @@port"), [r.as_str()]);
     assert_eq!(
         port_of("INSERT INTO t (v) VALUES (1); SELECT COUNT(*) FROM t"),
         ["0"],
@@ -406,7 +406,7 @@ fn read_write_split_sends_plain_reads_to_the_replica_and_pins_sessions() {
     );
     assert_eq!(primary.root("SELECT COUNT(*) FROM app.t").trim(), "1");
     // Locking reads and reads of session results go to the primary.
-    assert_eq!(port_of("SELECT @@port FROM DUAL FOR UPDATE"), [p.clone()]);
+    assert_eq!(port_of("SELECT @@port FROM DUAL FOR UPDATE"), [p.as_str()]);
     assert_eq!(
         port_of("INSERT INTO t (v) VALUES (2); SELECT LAST_INSERT_ID()"),
         ["2"]
@@ -437,7 +437,7 @@ fn read_write_split_sends_plain_reads_to_the_replica_and_pins_sessions() {
     );
     assert_eq!(
         port_of("LOCK TABLES t READ; SELECT @@port; UNLOCK TABLES"),
-        [p.clone()]
+        [p.as_str()]
     );
     // The split is counted.
     assert!(

@@ -78,7 +78,7 @@ fn replay(session: &str) -> Vec<&'static str> {
     }
 
     let mut names = Vec::new();
-    while let Some(cmd) = client.next() {
+    for cmd in client {
         assert_eq!(cmd.seq(), 0, "{session}: commands start at sequence 0");
         let command = Command(cmd.first_byte().unwrap());
         names.push(command.name());

@@ -625,7 +625,10 @@ clusters:
             .replace("    mysql: { user: proxy, password: pw }\n", "");
         let err = load_str(&bad, "db.yaml").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("db.yaml:11:"), "{text}");
+        assert!(
+            text.contains("db.yaml:10:46: listeners[db].mysql.users[legacy].password_hash"),
+            "{text}"
+        );
         assert!(text.contains("not a mysql_native_password hash"), "{text}");
         assert!(
             text.contains("read_cluster: no cluster is named `replica`"),
@@ -641,7 +644,10 @@ clusters:
             text.contains("cluster `replicas` takes MySQL sessions"),
             "{text}"
         );
-        let no_users = MYSQL.replace("        - { username: app, password: secret }\n        - { username: legacy, password_hash: \"*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\" }\n", "");
+        let no_users = MYSQL.replace(
+            "      users:\n        - { username: app, password: secret }\n        - { username: legacy, password_hash: \"*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\" }\n",
+            "      users: []\n",
+        );
         let text = load_str(&no_users, "db.yaml").unwrap_err().to_string();
         assert!(text.contains("nobody can log in"), "{text}");
     }

@@ -385,13 +385,12 @@ pub fn digest(sql: &[u8], max: usize) -> String {
             Token::ExecComment => continue,
             Token::Punct(c) => char::from(c).to_string().into(),
         };
-        let glue = match (prev, t) {
-            (None, _) => false,
-            (Some(Token::Punct(b'(' | b'.')), _) | (_, Token::Punct(b',' | b')' | b'.' | b';')) => {
-                false
-            }
-            _ => true,
-        };
+        let glue = !matches!(
+            (prev, t),
+            (None, _)
+                | (Some(Token::Punct(b'(' | b'.')), _)
+                | (_, Token::Punct(b',' | b')' | b'.' | b';'))
+        );
         if glue {
             out.push(' ');
         }

@@ -328,7 +328,7 @@ fn garbage_never_panics() {
             Expect::Single,
             Expect::FieldList,
         ] {
-            let mut state = ResponseState::new(expect, seed % 2 == 0);
+            let mut state = ResponseState::new(expect, seed.is_multiple_of(2));
             let mut dec = PacketDecoder::default();
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(p)) = dec.decode(&mut buf) {

@@ -262,13 +262,13 @@ pub async fn checkout(
                     b"HY000",
                     format!("MySQL backend {} failed: {e}", backend.describe()),
                 ));
-                if reused {
-                    if let Some(pool) = host_pool(cluster, host)
-                        && let Ok(mut b) = open(cluster, host, pool, key).await
-                        && let Ok(Ok(())) = b.use_schema(schema).await
-                    {
-                        return Ok((b, false));
-                    }
+                drop(backend);
+                if reused
+                    && let Some(pool) = host_pool(cluster, host)
+                    && let Ok(mut b) = open(cluster, host, pool, key).await
+                    && let Ok(Ok(())) = b.use_schema(schema).await
+                {
+                    return Ok((b, false));
                 }
             }
         }

@@ -644,10 +644,10 @@ impl Session {
         if self.pinned || self.in_trans {
             return (Target::Bound, stmt.pins);
         }
-        if let Some((_, cluster)) = front.rules.iter().find(|(re, _)| re.is_match(sql)) {
-            if stmt.read && !stmt.pins {
-                return (Target::Lent(cluster.clone(), Lane::Rule), false);
-            }
+        if stmt.read
+            && let Some((_, cluster)) = front.rules.iter().find(|(re, _)| re.is_match(sql))
+        {
+            return (Target::Lent(cluster.clone(), Lane::Rule), false);
         }
         if stmt.read {
             return match (&self.replicas, &self.bound) {
