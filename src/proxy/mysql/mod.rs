@@ -327,6 +327,8 @@ async fn login(
         bound: None,
         pinned: false,
         in_trans: false,
+        digests: std::collections::HashMap::new(),
+        queries: 0,
     };
     match session
         .start(front, client, user, schema.as_deref(), seq)
@@ -440,6 +442,9 @@ struct Session {
     pinned: bool,
     /// The last status from `bound` said a transaction is open.
     in_trans: bool,
+    /// Queries per digest not yet merged into the listener's table.
+    digests: std::collections::HashMap<String, u64>,
+    queries: u64,
 }
 
 impl Session {
@@ -536,6 +541,7 @@ impl Session {
                 break;
             }
         }
+        front.merge_digests(&mut self.digests);
         if let Some(b) = self.bound.take() {
             b.release().await;
         }
@@ -678,8 +684,13 @@ impl Session {
         } else {
             &[][..]
         };
-        if cmd == command::QUERY {
-            front.count_digest(sql);
+        if cmd == command::QUERY && front.max_digests > 0 {
+            let digest = switchyard_codecs::mysql::digest(sql, 512);
+            *self.digests.entry(digest).or_insert(0) += 1;
+            self.queries += 1;
+            if self.queries % 256 == 0 || self.digests.len() >= 64 {
+                front.merge_digests(&mut self.digests);
+            }
         }
         let (target, pins) = self.target(front, cmd, sql);
         let statement_cmd = matches!(

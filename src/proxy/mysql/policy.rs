@@ -126,19 +126,22 @@ impl Front {
         })
     }
 
-    /// Count one query under its digest.
-    pub fn count_digest(&self, sql: &[u8]) {
-        if self.max_digests == 0 {
+    /// Add a session's digest counts to the listener's table (sessions
+    /// count locally and merge now and then, so queries take no shared lock).
+    pub fn merge_digests(&self, local: &mut HashMap<String, u64>) {
+        if local.is_empty() {
             return;
         }
-        let digest = switchyard_codecs::mysql::digest(sql, 512);
         if let Ok(mut map) = self.digests.lock() {
-            if let Some(n) = map.get_mut(&digest) {
-                *n += 1;
-            } else if map.len() < self.max_digests {
-                map.insert(digest, 1);
+            for (digest, n) in local.drain() {
+                if let Some(total) = map.get_mut(&digest) {
+                    *total += n;
+                } else if map.len() < self.max_digests {
+                    map.insert(digest, n);
+                }
             }
         }
+        local.clear();
     }
 
     /// The digest table as text, busiest first: `count<TAB>digest` lines.
