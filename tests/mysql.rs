@@ -775,3 +775,60 @@ fn load_data_local_infile_is_relayed() {
         stderr(&out)
     );
 }
+
+/// A raw protocol client (no library implements COM_CHANGE_USER for us):
+/// log in as `app`, set a user variable (pinning the session), change user
+/// to `other`, and read the variable back.
+const CHANGE_USER_CLIENT: &str = r#"
+import hashlib, socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def recvn(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise SystemExit("closed")
+        b += c
+    return b
+def rd():
+    h = recvn(4); return h[3], recvn(h[0] | h[1] << 8 | h[2] << 16)
+def wr(seq, p): s.sendall(struct.pack("<I", len(p))[:3] + bytes([seq]) + p)
+def sha1(b): return hashlib.sha1(b).digest()
+def scramble(pw, nonce):
+    s1 = sha1(pw); return bytes(a ^ b for a, b in zip(s1, sha1(nonce + sha1(s1))))
+seq, g = rd()
+v_end = g.index(b"\0", 1)
+nonce = g[v_end + 5:v_end + 13] + g[v_end + 32:v_end + 44]
+caps = 0x1 | 0x200 | 0x2000 | 0x8000 | 0x80000
+wr(1, struct.pack("<IIB", caps, 1 << 24, 45) + b"\0" * 23 + b"app\0" + bytes([20]) + scramble(b"app-pw", nonce) + b"mysql_native_password\0")
+print("login", rd()[1][0])
+wr(0, b"\x03SET @v = 7"); print("set", rd()[1][0])
+wr(0, b"\x11other\0" + bytes([20]) + scramble(b"other-pw", nonce) + b"\0" + struct.pack("<H", 45) + b"mysql_native_password\0")
+seq, p = rd()
+if p[0] == 0xFE:
+    fresh = p[23:43]
+    wr(seq + 1, scramble(b"other-pw", fresh)); seq, p = rd()
+print("change_user", p[0], p[3:].decode(errors="replace") if p[0] == 0xFF else "")
+wr(0, b"\x03SELECT @v")
+packets = []
+while True:
+    seq, p = rd(); packets.append(p)
+    if p[0] in (0xFE, 0xFF) and len(p) < 9 and len(packets) > 3: break
+print("value", packets[3].hex())
+"#;
+
+#[test]
+fn change_user_rechecks_and_resets_the_session() {
+    let db = MariaDb::start();
+    let users = "        - { username: other, password: other-pw }\n";
+    let gw = Gateway::start(&config(db.addr(), None, "", users));
+    let out = python(CHANGE_USER_CLIENT, &[&gw.addr().port().to_string()]);
+    let text = stdout(&out);
+    // OK to login, SET and COM_CHANGE_USER; then @v is NULL (0xFB): the
+    // pinned connection was reset, not handed over with the old user's state.
+    assert_eq!(
+        text,
+        "login 0\nset 0\nchange_user 0 \nvalue fb\n",
+        "{}",
+        stderr(&out)
+    );
+}
