@@ -184,8 +184,15 @@ D=$(median <<<"${TPS[direct]}")
 S=$(median <<<"${TPS[switchyard]}")
 H=$(median <<<"${TPS[haproxy]}")
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
-TABLE="| sysbench oltp_read_only, $THREADS threads, ${DURATION}s x $ROUNDS rounds (median tps) | direct | switchyard | HAProxy tcp | switchyard/direct | switchyard/HAProxy |
-|---|---:|---:|---:|---:|---:|
-| MariaDB $(mariadbd --version | awk '{print $3}'), $TABLES x $SIZE rows | $D | $S | $H | $(ratio "$S" "$D") | $(ratio "$S" "$H") |"
+VERSION=$(mariadbd --version | awk '{print $3}')
+TABLE="sysbench oltp_read_only, $THREADS threads, ${DURATION}s per run, $ROUNDS interleaved rounds, MariaDB $VERSION, $TABLES tables x $SIZE rows
+
+| target | transactions/s (median) | vs direct | per round |
+|---|---:|---:|---|
+| MariaDB direct | $D | 1.00x | ${TPS[direct]}|
+| switchyard (protocol: mysql) | $S | $(ratio "$S" "$D") | ${TPS[switchyard]}|
+| HAProxy mode tcp | $H | $(ratio "$H" "$D") | ${TPS[haproxy]}|
+
+switchyard / HAProxy: $(ratio "$S" "$H")"
 printf '%s\n' "$TABLE"
 [[ -z $OUT ]] || printf '%s\n' "$TABLE" >"$OUT"
