@@ -134,7 +134,7 @@ clusters:
     max_idle_per_host: 256
     mysql: { user: sy_proxy, password: proxy-pw, max_connections: 512 }
 YAML
-"$SY_BIN" check -c "$TMP/switchyard.yaml" >/dev/null || die "switchyard rejects its config"
+"$SY_BIN" check "$TMP/switchyard.yaml" >/dev/null || die "switchyard rejects its config"
 RUST_LOG=warn "$SY_BIN" run -c "$TMP/switchyard.yaml" >"$TMP/switchyard.log" 2>&1 &
 PIDS+=($!)
 
