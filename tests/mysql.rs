@@ -832,3 +832,36 @@ fn change_user_rechecks_and_resets_the_session() {
         stderr(&out)
     );
 }
+
+#[test]
+fn max_connections_per_backend_is_enforced_with_err_1040() {
+    let db = MariaDb::start();
+    let yaml = config(db.addr(), None, "", "").replace(
+        "max_connections: 32 }",
+        "max_connections: 1 }\n    connect_timeout: 500ms",
+    );
+    let gw = Gateway::start(&yaml);
+    let script = r#"
+import sys, pymysql
+port = int(sys.argv[1])
+def connect():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app-pw")
+a = connect()
+a.cursor().execute("SET @hold = 1")  # pins the only backend connection
+try:
+    connect().cursor().execute("SELECT 1")
+    print("second: ok")
+except pymysql.err.OperationalError as e:
+    print("second:", e.args[0], "busy" if "max_connections" in e.args[1] else e.args[1])
+a.close()
+import time; time.sleep(0.3)
+c = connect(); cur = c.cursor(); cur.execute("SELECT 5"); print("after:", cur.fetchone()[0])
+"#;
+    let out = python(script, &[&gw.addr().port().to_string()]);
+    assert_eq!(
+        stdout(&out),
+        "second: 1040 busy\nafter: 5\n",
+        "{}",
+        stderr(&out)
+    );
+}

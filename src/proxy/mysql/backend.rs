@@ -194,6 +194,17 @@ impl HostPool {
         let i = idle.iter().rposition(|(b, _)| b.key == key)?;
         Some(idle.swap_remove(i).0)
     }
+    /// Close one idle connection (of any key), freeing its slot under `max_connections`.
+    fn evict_one(&self) {
+        let evicted = self.idle.lock().ok().and_then(|mut idle| {
+            if idle.is_empty() {
+                None
+            } else {
+                Some(idle.remove(0))
+            }
+        });
+        drop(evicted);
+    }
     fn put(&self, b: Backend) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
@@ -293,6 +304,11 @@ async fn open(
     let address =
         address.ok_or_else(|| backend_err(er::UNKNOWN, b"HY000", "no such host".into()))?;
     let describe = format!("{address} (cluster {})", cluster.name);
+    // At the limit, an idle connection opened for other clients (another
+    // collation or capability set) gives way to this one.
+    if pool.limit.available_permits() == 0 {
+        pool.evict_one();
+    }
     let permit = match tokio::time::timeout(
         cluster.connect_timeout,
         pool.limit.clone().acquire_owned(),
