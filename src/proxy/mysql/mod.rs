@@ -688,7 +688,7 @@ impl Session {
             let digest = switchyard_codecs::mysql::digest(sql, 512);
             *self.digests.entry(digest).or_insert(0) += 1;
             self.queries += 1;
-            if self.queries % 256 == 0 || self.digests.len() >= 64 {
+            if self.queries.is_multiple_of(256) || self.digests.len() >= 64 {
                 front.merge_digests(&mut self.digests);
             }
         }
