@@ -865,3 +865,28 @@ c = connect(); cur = c.cursor(); cur.execute("SELECT 5"); print("after:", cur.fe
         stderr(&out)
     );
 }
+
+#[test]
+fn shipped_mysql_example_config_checks_clean() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mysql.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // And the mistakes a newcomer makes are named with file:line:column.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mysql.yaml"))
+        .unwrap()
+        .replace("read_cluster: replicas", "read_cluster: replica");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success());
+    assert!(text.contains("bad.yaml:30:27: route_tables[sql].virtual_hosts[any].routes[0].read_cluster: no cluster is named `replica`"), "{text}");
+}
