@@ -890,3 +890,66 @@ fn shipped_mysql_example_config_checks_clean() {
     assert!(!out.status.success());
     assert!(text.contains("bad.yaml:30:27: route_tables[sql].virtual_hosts[any].routes[0].read_cluster: no cluster is named `replica`"), "{text}");
 }
+
+/// mysql_async (a Rust client, binary protocol) through the gateway: reads
+/// on the replica, a transaction and prepared statements on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_async_prepared_statements_and_transactions() {
+    use mysql_async::prelude::*;
+    let primary = MariaDb::start();
+    let replica = MariaDb::start();
+    for db in [&primary, &replica] {
+        db.root(
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT);",
+        );
+    }
+    let gw = Gateway::start(&config(primary.addr(), Some(replica.addr()), "", ""));
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(gw.addr().port())
+        .user(Some("app"))
+        .pass(Some("app-pw"))
+        .db_name(Some("app"));
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .expect("connect through the gateway");
+    let port: Option<u16> = conn.query_first("SELECT @@port").await.unwrap();
+    assert_eq!(port, Some(replica.port), "a plain read goes to the replica");
+
+    let mut tx = conn
+        .start_transaction(mysql_async::TxOpts::default())
+        .await
+        .unwrap();
+    tx.exec_drop("INSERT INTO t (v) VALUES (?)", (41,))
+        .await
+        .unwrap();
+    let port: Option<u16> = tx.query_first("SELECT @@port").await.unwrap();
+    assert_eq!(
+        port,
+        Some(primary.port),
+        "inside a transaction everything goes to the primary"
+    );
+    let id: Option<u64> = tx.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+    assert_eq!(id, Some(1));
+    tx.commit().await.unwrap();
+
+    // Prepared statements pinned the session to the primary, where the row is.
+    let rows: Vec<(i64, String)> = conn
+        .exec("SELECT id, CONCAT('v', v) FROM t WHERE v > ?", (0,))
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, "v41".to_owned())]);
+    let stmt = conn.prep("SELECT @@port, ? + 1").await.unwrap();
+    for i in 0..3i64 {
+        let row: Option<(u16, i64)> = conn.exec_first(&stmt, (i,)).await.unwrap();
+        assert_eq!(row, Some((primary.port, i + 1)));
+    }
+    conn.close(stmt).await.unwrap();
+    conn.ping().await.unwrap();
+    conn.reset().await.unwrap();
+    // After COM_RESET_CONNECTION the session is unpinned: reads split again.
+    let port: Option<u16> = conn.query_first("SELECT @@port").await.unwrap();
+    assert_eq!(port, Some(replica.port));
+    conn.disconnect().await.unwrap();
+    assert_eq!(primary.root("SELECT v FROM app.t").trim(), "41");
+}
