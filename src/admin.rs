@@ -84,6 +84,21 @@ async fn answer(
                 Err(e) => http1::error_response(500, &format!("cannot render config: {e}\n"), true),
             }
         }
+        b"/mysql/digests" => {
+            // Queries per digest on every MySQL listener: `listener<TAB>count<TAB>digest`.
+            let snapshot = gateway.snapshot.load();
+            let mut names: Vec<&String> = snapshot.listeners.keys().collect();
+            names.sort();
+            let mut body = String::new();
+            for name in names {
+                if let Some(front) = snapshot.listeners.get(name).and_then(|l| l.mysql.as_ref()) {
+                    for line in front.digest_report().lines() {
+                        body.push_str(&format!("{name}\t{line}\n"));
+                    }
+                }
+            }
+            text(body)
+        }
         b"/" => text("switchyard admin: /ready /metrics /config\n".into()),
         _ => http1::error_response(404, "not found: try /ready /metrics /config\n", true),
     };
@@ -102,7 +117,7 @@ fn redact(yaml: &str) -> String {
                 .next()
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            if ["password", "secret", "token", "key"]
+            if ["password", "password_hash", "secret", "token", "key"]
                 .iter()
                 .any(|s| key.ends_with(s))
                 && line.contains(':')

@@ -18,7 +18,7 @@ use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
 /// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 7] = [
+pub const SERVED: [Protocol; 8] = [
     Protocol::Http1,
     Protocol::Http2,
     Protocol::Redis,
@@ -26,6 +26,7 @@ pub const SERVED: [Protocol; 7] = [
     Protocol::Dubbo,
     Protocol::Bolt,
     Protocol::Rtsp,
+    Protocol::Mysql,
 ];
 
 /// A listener's compiled settings, as of one snapshot.
@@ -50,6 +51,8 @@ pub struct ListenerRuntime {
     pub mqtt: Option<Arc<crate::filters::mqtt::MqttPolicy>>,
     /// RTSP settings (limits, UDP relay, gateway auth).
     pub rtsp: crate::config::Rtsp,
+    /// The MySQL front end (listeners with `protocol: mysql`).
+    pub mysql: Option<Arc<crate::proxy::mysql::policy::Front>>,
     /// Metric handles per protocol (and `None` for passthrough), resolved once.
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
 }
@@ -124,7 +127,19 @@ impl Snapshot {
                 },
                 None => None,
             };
+            let mysql = if protocols.contains(&Protocol::Mysql) {
+                match crate::proxy::mysql::policy::Front::new(&l.name.value, &l.mysql, &clusters) {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(p) => {
+                        problems.extend(p);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let runtime = ListenerRuntime {
+                mysql,
                 name: l.name.value.clone(),
                 tls,
                 fixed: l.protocol.is_some(),
@@ -196,7 +211,7 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
                     hint: Some(
-                        "served today: http1, http2, redis, mqtt, dubbo, bolt, rtsp; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
+                        "served today: http1, http2, redis, mqtt, dubbo, bolt, rtsp, mysql; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
                             .into(),
                     ),
                 });

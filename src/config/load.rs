@@ -445,7 +445,139 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
         }
     }
+    validate_mysql(config, &mut c, &clusters, &cluster_hint);
     c.problems
+}
+
+/// MySQL listeners, users, query rules, read clusters and backend credentials.
+fn validate_mysql(config: &Config, c: &mut Checker, clusters: &HashSet<&str>, cluster_hint: &str) {
+    use switchyard_codecs::Protocol;
+    use switchyard_codecs::mysql::auth::parse_native_hash;
+    // Every route's read cluster exists.
+    for t in &config.route_tables {
+        for v in &t.virtual_hosts {
+            for (i, r) in v.routes.iter().enumerate() {
+                if let Some(rc) = &r.read_cluster
+                    && !clusters.contains(rc.value.as_str())
+                {
+                    c.at(
+                        rc.referenced,
+                        format!(
+                            "route_tables[{}].virtual_hosts[{}].routes[{i}].read_cluster",
+                            t.name.value, v.name.value
+                        ),
+                        format!("no cluster is named `{}`", rc.value),
+                        Some(cluster_hint),
+                    );
+                }
+            }
+        }
+    }
+    for l in &config.listeners {
+        let is_mysql = l.enabled_protocols().contains(&Protocol::Mysql);
+        let field = |f: &str| format!("listeners[{}].mysql.{f}", l.name.value);
+        let m = &l.mysql;
+        if !is_mysql {
+            continue;
+        }
+        if m.users.is_empty() {
+            c.at(
+                l.name.referenced,
+                field("users"),
+                "a MySQL listener has no users, so nobody can log in".into(),
+                Some("add `mysql: { users: [{ username: app, password: secret }] }`"),
+            );
+        }
+        c.unique(
+            &format!("listeners[{}].mysql.users", l.name.value),
+            m.users.iter().map(|u| &u.username),
+        );
+        for u in &m.users {
+            let ufield = field(&format!("users[{}]", u.username.value));
+            match (&u.password, &u.password_hash) {
+                (Some(_), Some(h)) | (None, Some(h)) if parse_native_hash(&h.value).is_none() => c
+                    .at(
+                        h.referenced,
+                        format!("{ufield}.password_hash"),
+                        "not a mysql_native_password hash".into(),
+                        Some("write `*` and 40 hex digits, as `SELECT PASSWORD('secret')` prints"),
+                    ),
+                (Some(_), Some(h)) => c.at(
+                    h.referenced,
+                    ufield,
+                    "both `password` and `password_hash` are set".into(),
+                    Some("keep one of them"),
+                ),
+                (None, None) => c.at(
+                    u.username.referenced,
+                    ufield,
+                    "no `password` or `password_hash`".into(),
+                    Some("add `password: \"\"` for a user without a password"),
+                ),
+                _ => {}
+            }
+        }
+        if m.max_message_size < 1024 {
+            c.at(
+                l.name.referenced,
+                field("max_message_size"),
+                format!("{} bytes is too small for any client", m.max_message_size),
+                Some("use at least 1048576; the default is 64 MiB"),
+            );
+        }
+        let mut targets: Vec<&Spanned<String>> = Vec::new();
+        for (i, q) in m.query_rules.iter().enumerate() {
+            if let Err(e) = regex::bytes::Regex::new(&q.pattern.value) {
+                c.at(
+                    q.pattern.referenced,
+                    field(&format!("query_rules[{i}].pattern")),
+                    format!("invalid regex: {}", first_line(&e.to_string())),
+                    Some("regex syntax: https://docs.rs/regex"),
+                );
+            }
+            if !clusters.contains(q.cluster.value.as_str()) {
+                c.at(
+                    q.cluster.referenced,
+                    field(&format!("query_rules[{i}].cluster")),
+                    format!("no cluster is named `{}`", q.cluster.value),
+                    Some(cluster_hint),
+                );
+            }
+            targets.push(&q.cluster);
+        }
+        // Clusters MySQL sessions reach need backend credentials.
+        for t in config
+            .route_tables
+            .iter()
+            .filter(|t| t.name.value == l.route_table.value)
+        {
+            for v in &t.virtual_hosts {
+                for r in &v.routes {
+                    targets.extend(r.cluster.iter());
+                    targets.extend(r.read_cluster.iter());
+                    targets.extend(r.weighted_clusters.iter().map(|w| &w.name));
+                }
+            }
+        }
+        for name in targets {
+            let missing = config
+                .clusters
+                .iter()
+                .find(|cl| cl.name.value == name.value)
+                .is_some_and(|cl| cl.mysql.is_none());
+            if missing {
+                c.at(
+                    name.referenced,
+                    format!("clusters[{}].mysql", name.value),
+                    format!(
+                        "cluster `{}` takes MySQL sessions from listener `{}` but has no backend credentials",
+                        name.value, l.name.value
+                    ),
+                    Some("add `mysql: { user: proxy, password: secret }` to the cluster"),
+                );
+            }
+        }
+    }
 }
 
 fn sorted(set: &HashSet<&str>) -> String {
@@ -528,6 +660,80 @@ clusters:
         assert!(text.contains("duplicate clusters name `cache`"), "{text}");
         assert!(text.contains("mysql cannot be sniffed"), "{text}");
         assert!(text.contains("no host is listed"), "{text}");
+    }
+
+    const MYSQL: &str = r#"
+listeners:
+  - name: db
+    address: 127.0.0.1:7306
+    protocol: mysql
+    route_table: sql
+    mysql:
+      users:
+        - { username: app, password: secret }
+        - { username: legacy, password_hash: "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19" }
+      query_rules:
+        - { pattern: "(?i)^select .* from reports", cluster: replicas }
+route_tables:
+  - name: sql
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - match: { users: [app], schemas: [shop] }
+            cluster: primary
+            read_cluster: replicas
+          - cluster: primary
+clusters:
+  - name: primary
+    hosts: ["127.0.0.1:3306"]
+    mysql: { user: proxy, password: pw, max_connections: 10 }
+  - name: replicas
+    hosts: ["127.0.0.1:3307"]
+    mysql: { user: proxy, password: pw }
+"#;
+
+    #[test]
+    fn accepts_a_mysql_listener_with_read_split() {
+        let c = load_str(MYSQL, "db.yaml").unwrap();
+        assert_eq!(c.listeners[0].mysql.users.len(), 2);
+        assert_eq!(c.clusters[1].mysql.as_ref().unwrap().max_connections, 256);
+    }
+
+    #[test]
+    fn reports_mysql_mistakes_with_locations() {
+        let bad = MYSQL
+            .replace("password_hash: \"*2470", "password_hash: \"2470")
+            .replace("read_cluster: replicas", "read_cluster: replica")
+            .replace("cluster: replicas }", "cluster: nowhere }")
+            .replace("    mysql: { user: proxy, password: pw }\n", "");
+        let err = load_str(&bad, "db.yaml").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("db.yaml:10:46: listeners[db].mysql.users[legacy].password_hash"),
+            "{text}"
+        );
+        assert!(text.contains("not a mysql_native_password hash"), "{text}");
+        assert!(
+            text.contains("read_cluster: no cluster is named `replica`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("query_rules[0].cluster: no cluster is named `nowhere`"),
+            "{text}"
+        );
+        let no_creds = MYSQL.replace("    mysql: { user: proxy, password: pw }\n", "");
+        let text = load_str(&no_creds, "db.yaml").unwrap_err().to_string();
+        assert!(
+            text.contains("cluster `replicas` takes MySQL sessions"),
+            "{text}"
+        );
+        let no_users = MYSQL.replace(
+            "      users:\n        - { username: app, password: secret }\n        - { username: legacy, password_hash: \"*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19\" }\n",
+            "      users: []\n",
+        );
+        let text = load_str(&no_users, "db.yaml").unwrap_err().to_string();
+        assert!(text.contains("nobody can log in"), "{text}");
     }
 
     #[test]

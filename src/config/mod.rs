@@ -114,6 +114,9 @@ pub struct Listener {
     /// RTSP on this listener: limits, UDP relay, optional gateway Basic auth.
     #[serde(default)]
     pub rtsp: Rtsp,
+    /// MySQL front end on this listener: users, auth plugin, schema policy, query rules.
+    #[serde(default)]
+    pub mysql: Mysql,
 }
 
 /// TLS termination settings.
@@ -279,6 +282,10 @@ pub struct Route {
     /// Request timeout (overrides the cluster's `request_timeout`).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// MySQL read/write split: plain reads outside transactions and pinned
+    /// sessions go to this cluster (the replicas); `cluster` is the primary.
+    #[serde(default)]
+    pub read_cluster: Option<Spanned<String>>,
 }
 
 /// A request matcher. All the given conditions must hold.
@@ -321,6 +328,9 @@ pub struct RouteMatch {
     /// RPC method name (Dubbo, Bolt) is one of these (exact).
     #[serde(default)]
     pub rpc_methods: Vec<String>,
+    /// MySQL schema (the session's database at login) is one of these (exact).
+    #[serde(default)]
+    pub schemas: Vec<String>,
 }
 
 /// MQTT edge policy of a listener.
@@ -585,6 +595,9 @@ pub struct Cluster {
     /// Redis: sharding, health checks and backend credentials.
     #[serde(default)]
     pub redis: Option<redis::ClusterRedis>,
+    /// MySQL backend credentials and limits (clusters MySQL routes send to).
+    #[serde(default)]
+    pub mysql: Option<MysqlBackend>,
 }
 
 /// The HTTP version a cluster's hosts speak.
@@ -701,6 +714,52 @@ impl Default for Rtsp {
     }
 }
 
+/// The MySQL front end of a listener (`protocol: mysql`). The gateway
+/// authenticates clients itself against `users` and opens backend
+/// connections with the cluster's own credentials (ProxySQL's model).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mysql {
+    /// The version the greeting announces.
+    #[serde(default = "defaults::mysql_server_version")]
+    pub server_version: String,
+    /// The auth plugin the greeting offers; clients using the other one are
+    /// switched (AuthSwitchRequest).
+    #[serde(default)]
+    pub auth_plugin: MysqlAuthPlugin,
+    /// Who may log in.
+    #[serde(default)]
+    pub users: Vec<MysqlUser>,
+    /// Largest client or server message (a packet and its continuations), in bytes.
+    #[serde(default = "defaults::mysql_max_message")]
+    pub max_message_size: usize,
+    /// A client must finish logging in within this time.
+    #[serde(default = "defaults::mysql_login_timeout")]
+    pub login_timeout: Duration,
+    /// Regex rules on COM_QUERY text, tried in order before read/write split:
+    /// the first match sends the statement to its cluster.
+    #[serde(default)]
+    pub query_rules: Vec<MysqlQueryRule>,
+    /// Count queries per digest (literals replaced by `?`), served at the
+    /// admin `/mysql/digests`; at most this many distinct digests (0: off).
+    #[serde(default = "defaults::mysql_max_digests")]
+    pub max_digests: usize,
+}
+
+impl Default for Mysql {
+    fn default() -> Self {
+        Self {
+            server_version: defaults::mysql_server_version(),
+            auth_plugin: MysqlAuthPlugin::default(),
+            users: Vec::new(),
+            max_message_size: defaults::mysql_max_message(),
+            login_timeout: defaults::mysql_login_timeout(),
+            query_rules: Vec::new(),
+            max_digests: defaults::mysql_max_digests(),
+        }
+    }
+}
+
 /// RTSP Basic authentication at the gateway.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -719,6 +778,59 @@ pub struct RtspUser {
     pub username: String,
     /// The password in clear (Basic sends it so on every request anyway).
     pub password: String,
+}
+
+/// A MySQL auth plugin the gateway speaks to clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlAuthPlugin {
+    #[default]
+    MysqlNativePassword,
+    CachingSha2Password,
+}
+
+/// One MySQL user of the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlUser {
+    pub username: Spanned<String>,
+    /// The password in plain text (both auth plugins).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Or its `mysql_native_password` hash, `*` + 40 hex digits as
+    /// `SELECT PASSWORD('...')` prints it (caching_sha2 clients are switched
+    /// to native, or checked in full over TLS).
+    #[serde(default)]
+    pub password_hash: Option<Spanned<String>>,
+    /// The schema of a session that names none at login.
+    #[serde(default)]
+    pub default_schema: Option<String>,
+    /// Schemas this user may use (login and COM_INIT_DB/USE); empty: any.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+}
+
+/// A query rule: statements matching `pattern` go to `cluster`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlQueryRule {
+    /// A regex searched in the statement text (add `(?i)` for case-insensitive).
+    pub pattern: Spanned<String>,
+    pub cluster: Spanned<String>,
+}
+
+/// How the gateway logs in to a cluster's MySQL hosts, and how many
+/// connections it may hold to each.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlBackend {
+    pub user: Spanned<String>,
+    #[serde(default)]
+    pub password: String,
+    /// Most connections (busy + idle) to one host; more sessions wait up to
+    /// `connect_timeout`, then get ERR 1040.
+    #[serde(default = "defaults::mysql_max_connections")]
+    pub max_connections: usize,
 }
 
 mod defaults {
@@ -790,6 +902,21 @@ mod defaults {
     }
     pub fn acl_default() -> super::AclVerdict {
         super::AclVerdict::Allow
+    }
+    pub fn mysql_server_version() -> String {
+        "8.0.36-switchyard".to_owned()
+    }
+    pub fn mysql_max_message() -> usize {
+        64 * 1024 * 1024
+    }
+    pub fn mysql_login_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn mysql_max_digests() -> usize {
+        1024
+    }
+    pub fn mysql_max_connections() -> usize {
+        256
     }
     pub fn acl_actions() -> Vec<super::AclAction> {
         vec![super::AclAction::Publish, super::AclAction::Subscribe]

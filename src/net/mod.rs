@@ -61,7 +61,13 @@ async fn handle(
 ) {
     let mut buf = BytesMut::new();
     let mut stream = Stream::Tcp(stream);
-    if let (Some(acceptor), Stream::Tcp(tcp)) = (&listener.tls, &stream)
+    // Server-first protocols (MySQL) upgrade to TLS inside their own handshake.
+    let server_first = listener.fixed
+        && listener
+            .protocols
+            .first()
+            .is_some_and(|p| p.server_speaks_first());
+    if let (Some(acceptor), Stream::Tcp(tcp), false) = (&listener.tls, &stream, server_first)
         && starts_with_tls(tcp, listener.detect_timeout).await
     {
         let Stream::Tcp(tcp) = stream else { return };
@@ -117,6 +123,7 @@ async fn handle(
         Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,
         Some(Protocol::Bolt) => proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn).await,
         Some(Protocol::Rtsp) => proxy::rtsp::serve(stream, buf, conn).await,
+        Some(Protocol::Mysql) => proxy::mysql::serve(stream, buf, conn).await,
         _ => match &listener.fallback {
             Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
             None => drop(stream),

@@ -9,6 +9,7 @@
 pub mod http1;
 pub mod http2;
 pub mod mqtt;
+pub mod mysql;
 pub mod redis;
 pub mod rpc;
 pub mod rtsp;

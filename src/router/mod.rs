@@ -38,6 +38,8 @@ pub struct Route {
     pub action: Action,
     /// Overrides the cluster's request timeout.
     pub timeout: Option<Duration>,
+    /// MySQL read/write split: where plain reads go (`None`: the action's cluster).
+    pub read_cluster: Option<Arc<Cluster>>,
 }
 
 /// What to do with a matched request.
@@ -310,6 +312,12 @@ fn compile_route(
             test: Test::In(m.rpc_methods.iter().map(|s| bytes(s)).collect()),
         });
     }
+    if !m.schemas.is_empty() {
+        conditions.push(Condition {
+            field: Field::Database,
+            test: Test::In(m.schemas.iter().map(|s| bytes(s)).collect()),
+        });
+    }
     let lookup = |name: &str| clusters.get(name).cloned();
     let action = if let Some(p) = r.websocket {
         Action::WebSocket(p.0)
@@ -343,6 +351,7 @@ fn compile_route(
         conditions,
         action,
         timeout: r.timeout.map(|t| t.get()),
+        read_cluster: r.read_cluster.as_ref().and_then(|c| lookup(&c.value)),
     }
 }
 

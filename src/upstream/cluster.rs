@@ -120,6 +120,11 @@ pub struct Cluster {
     pub redis: Option<RedisBackend>,
     connect_failures: Counter,
     connects: Counter,
+    /// MySQL backend credentials and limits (clusters MySQL sessions use).
+    pub mysql: Option<config::MysqlBackend>,
+    /// Most idle connections kept per host, and how long they may idle.
+    pub max_idle_per_host: usize,
+    pub idle_timeout: Duration,
     /// Connections shared by every client, per (protocol, host): the
     /// multiplexed protocols' upstream connections (type-erased, so this
     /// layer stays protocol-neutral). Locked only to look up or store handles.
@@ -173,6 +178,9 @@ impl Cluster {
             connect_failures: metrics::counter!("switchyard_upstream_connect_failures_total", "cluster" => name.clone()),
             shared: std::sync::Mutex::new(std::collections::HashMap::new()),
             connects: metrics::counter!("switchyard_upstream_connections_total", "cluster" => name.clone()),
+            mysql: c.mysql.clone(),
+            max_idle_per_host: c.max_idle_per_host,
+            idle_timeout: c.idle_timeout.get(),
             name,
         }
     }

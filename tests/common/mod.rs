@@ -88,6 +88,11 @@ fn package_of(bin: &str) -> &'static str {
         "nghttp" | "h2load" => "nghttp2-client",
         "openssl" => "openssl",
         "ffmpeg" | "ffprobe" => "ffmpeg",
+        "mariadbd" | "mariadb-install-db" => "mariadb-server",
+        "mariadb" => "mariadb-client",
+        "sysbench" => "sysbench",
+        "haproxy" => "haproxy",
+        "nutcracker" => "nutcracker",
         _ => "(unknown)",
     }
 }

@@ -1,0 +1,950 @@
+//! MySQL through the gateway (the session shape, ProxySQL's model).
+//!
+//! The gateway is the server to its clients: it sends its own greeting,
+//! upgrades to TLS on an SSLRequest, and checks the login against the
+//! listener's users (`mysql_native_password`, `caching_sha2_password` fast
+//! path, and its full path over TLS). The session is routed once on user and
+//! schema to a primary cluster and, optionally, a read cluster. Backends are
+//! logged in with the cluster's own credentials and pooled per host.
+//!
+//! Per statement: plain reads outside a transaction go to a pooled read
+//! connection, lent for that one statement; everything else goes to the
+//! session's own primary connection, taken on the first write and kept
+//! (LAST_INSERT_ID, read-your-writes). Transactions (by the server's
+//! IN_TRANS status), prepared statements, user variables, temporary tables,
+//! table locks and session variables pin the session: every statement then
+//! goes to that connection, which is reset (COM_RESET_CONNECTION) before it
+//! goes back to the pool. Responses are streamed packet by packet;
+//! [`ResponseState`] says when each ends.
+
+pub mod backend;
+pub mod policy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::BytesMut;
+use switchyard_codecs::mysql::handshake::{
+    Greeting, encode_auth_switch, encode_greeting, is_ssl_request, parse_change_user,
+    parse_handshake_response,
+};
+use switchyard_codecs::mysql::response::{Expect, encode_ok};
+use switchyard_codecs::mysql::{
+    Command, ErrPacket, OkPacket, Packet, PacketDecoder, ResponseState, Step, auth, cap, classify,
+    command, er, packet, status,
+};
+use switchyard_codecs::{Decoder, Field, Metadata, Protocol};
+use tokio::io::AsyncWriteExt;
+
+use super::Conn;
+use crate::net::stream::Stream;
+use crate::upstream::Cluster;
+use backend::{Backend, CheckoutError, FORMAT_CAPS, Key, checkout};
+use policy::{Front, User};
+
+/// Capabilities the gateway offers clients (SSL added when the listener has TLS).
+const OFFERED: u32 = cap::LONG_PASSWORD
+    | cap::FOUND_ROWS
+    | cap::LONG_FLAG
+    | cap::CONNECT_WITH_DB
+    | cap::ODBC
+    | cap::LOCAL_FILES
+    | cap::IGNORE_SPACE
+    | cap::PROTOCOL_41
+    | cap::INTERACTIVE
+    | cap::IGNORE_SIGPIPE
+    | cap::TRANSACTIONS
+    | cap::RESERVED
+    | cap::SECURE_CONNECTION
+    | cap::MULTI_STATEMENTS
+    | cap::MULTI_RESULTS
+    | cap::PS_MULTI_RESULTS
+    | cap::PLUGIN_AUTH
+    | cap::CONNECT_ATTRS
+    | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | cap::DEPRECATE_EOF;
+
+static CONNECTION_IDS: AtomicU32 = AtomicU32::new(1);
+
+/// The client side of one connection: its stream and its packet decoder.
+struct Client {
+    stream: Stream,
+    buf: BytesMut,
+    dec: PacketDecoder,
+    out: BytesMut,
+    conn: Conn,
+}
+
+impl Client {
+    /// The next packet; `Ok(None)` at EOF.
+    async fn read(&mut self) -> std::io::Result<Option<Packet>> {
+        loop {
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            let n = self.stream.read_some(&mut self.buf).await?;
+            self.conn.metrics.bytes_in.increment(n as u64);
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+        }
+    }
+    /// Read one packet without reading past it (plain TCP, before TLS).
+    async fn read_exact_packet(&mut self) -> Option<Packet> {
+        use tokio::io::AsyncReadExt;
+        let Stream::Tcp(tcp) = &mut self.stream else {
+            return None;
+        };
+        let mut head = [0u8; 4];
+        tcp.read_exact(&mut head).await.ok()?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        if len > 64 * 1024 {
+            return None;
+        }
+        let mut raw = BytesMut::with_capacity(4 + len);
+        raw.extend_from_slice(&head);
+        raw.resize(4 + len, 0);
+        tcp.read_exact(raw.get_mut(4..)?).await.ok()?;
+        self.conn.metrics.bytes_in.increment(raw.len() as u64);
+        self.dec.decode(&mut raw).ok()?
+    }
+    fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.conn.metrics.bytes_out.increment(self.out.len() as u64);
+        let mut r = self.stream.write_all(&self.out).await;
+        if r.is_ok() && !matches!(self.stream, Stream::Tcp(_)) {
+            // TLS holds records back until flushed.
+            r = self.stream.flush().await;
+        }
+        self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            self.out = BytesMut::new();
+        }
+        r
+    }
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<()> {
+        self.queue(&packet(seq, payload));
+        self.flush().await
+    }
+    async fn send_err(&mut self, seq: u8, err: &ErrPacket) -> std::io::Result<()> {
+        self.conn.metrics.errors.increment(1);
+        self.send(seq, &err.encode()).await
+    }
+    async fn send_ok(&mut self, seq: u8, status_flags: u16) -> std::io::Result<()> {
+        let ok = OkPacket {
+            affected_rows: 0,
+            last_insert_id: 0,
+            status: status_flags,
+            warnings: 0,
+        };
+        self.send(seq, &encode_ok(&ok)).await
+    }
+}
+
+/// The routing view of a session: user and schema.
+struct Login<'a> {
+    user: &'a [u8],
+    schema: Option<&'a [u8]>,
+}
+
+impl Metadata for Login<'_> {
+    fn get(&self, field: &Field) -> Option<&[u8]> {
+        match field {
+            Field::User => Some(self.user),
+            Field::Database => self.schema,
+            _ => None,
+        }
+    }
+}
+
+/// Serve one MySQL client connection (the listener has `protocol: mysql`).
+pub async fn serve(stream: Stream, buf: BytesMut, conn: Conn) {
+    let Some(front) = conn.listener.mysql.clone() else {
+        return;
+    };
+    let client = Client {
+        stream,
+        buf,
+        dec: PacketDecoder::new(front.limits),
+        out: BytesMut::new(),
+        conn,
+    };
+    let login = tokio::time::timeout(front.login_timeout, handshake(&front, client)).await;
+    let Ok(Some((session, mut client))) = login else {
+        front.metrics.login_failures.increment(1);
+        return;
+    };
+    session.run(&front, &mut client).await;
+}
+
+/// A fresh nonce: 20 bytes without NUL (it is sent NUL-terminated).
+fn nonce() -> Vec<u8> {
+    (0..20).map(|_| rand::random_range(1u8..=127)).collect()
+}
+
+fn access_denied(user: &[u8], peer: &str, with_password: bool) -> ErrPacket {
+    ErrPacket::new(
+        er::ACCESS_DENIED,
+        b"28000",
+        format!(
+            "Access denied for user '{}'@'{peer}' (using password: {})",
+            String::from_utf8_lossy(user),
+            if with_password { "YES" } else { "NO" }
+        ),
+    )
+}
+
+fn peer_host(client: &Client) -> String {
+    let addr = match &client.stream {
+        Stream::Tcp(s) => s.peer_addr().ok(),
+        Stream::Tls(s) => s.get_ref().0.peer_addr().ok(),
+        Stream::Ws(_) => None,
+    };
+    addr.map_or_else(|| "unknown".into(), |a| a.ip().to_string())
+}
+
+/// The connection phase: greeting, optional TLS, login check, routing and a
+/// first backend connection (so an unknown schema or a dead backend is an
+/// ERR at login, as from a real server). `None`: the client was answered
+/// and the connection ends.
+async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, Client)> {
+    let nonce = nonce();
+    let tls = client.conn.listener.tls.clone();
+    let mut offered = OFFERED;
+    if tls.is_some() {
+        offered |= cap::SSL;
+    }
+    let greeting = Greeting {
+        server_version: front.server_version.clone(),
+        connection_id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+        nonce: nonce.clone(),
+        capabilities: offered,
+        collation: 45,
+        status: status::AUTOCOMMIT,
+        plugin: front.plugin.to_vec(),
+    };
+    client.send(0, &encode_greeting(&greeting)).await.ok()?;
+    let mut first = if tls.is_some() {
+        // Read exactly one packet: a ClientHello may follow an SSLRequest
+        // at once, and those bytes belong to TLS, not to this buffer.
+        client.read_exact_packet().await?
+    } else {
+        client.read().await.ok()??
+    };
+    if is_ssl_request(&first.payload()) {
+        // The client sends nothing more until TLS is up.
+        let (acceptor, true) = (tls?, client.buf.is_empty()) else {
+            return None;
+        };
+        let Client {
+            stream: Stream::Tcp(tcp),
+            buf,
+            dec,
+            out,
+            conn,
+        } = client
+        else {
+            return None;
+        };
+        let tls = acceptor.accept(tcp).await.ok()?;
+        client = Client {
+            stream: Stream::Tls(Box::new(tls)),
+            buf,
+            dec,
+            out,
+            conn,
+        };
+        first = client.read().await.ok()??;
+    }
+    let session = login(front, &mut client, first, &nonce, offered).await?;
+    Some((session, client))
+}
+
+/// The login check, routing and first backend connection (see [`handshake`]).
+async fn login(
+    front: &Arc<Front>,
+    client: &mut Client,
+    first: Packet,
+    nonce: &[u8],
+    offered: u32,
+) -> Option<Session> {
+    let peer = peer_host(client);
+    let mut seq = first.seq().wrapping_add(1);
+    let login = match parse_handshake_response(&first.payload()) {
+        Ok(l) => l,
+        Err(e) => {
+            let err = ErrPacket::new(er::HANDSHAKE, b"08S01", format!("Bad handshake: {e}"));
+            let _ = client.send_err(seq, &err).await;
+            return None;
+        }
+    };
+    let over_tls = matches!(client.stream, Stream::Tls(_));
+    let Some(user) = front.users.get(&login.user) else {
+        let err = access_denied(&login.user, &peer, !login.auth.is_empty());
+        let _ = client.send_err(seq, &err).await;
+        return None;
+    };
+    let used = login
+        .plugin
+        .clone()
+        .unwrap_or_else(|| auth::NATIVE.to_vec());
+    match authenticate(client, user, &used, &login.auth, nonce, seq, over_tls).await {
+        Ok(next) => seq = next,
+        Err(next) => {
+            let err = access_denied(&login.user, &peer, !login.auth.is_empty());
+            let _ = client.send_err(next, &err).await;
+            return None;
+        }
+    }
+    let schema = login
+        .database
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| user.default_schema.clone());
+    let key = Key {
+        collation: login.collation,
+        caps: login.capabilities & offered & FORMAT_CAPS,
+    };
+    let mut session = Session {
+        user: login.user.clone(),
+        peer,
+        schema: None,
+        key,
+        deprecate_eof: login.capabilities & offered & cap::DEPRECATE_EOF != 0,
+        primary: None,
+        replicas: None,
+        bound: None,
+        pinned: false,
+        in_trans: false,
+        digests: std::collections::HashMap::new(),
+        queries: 0,
+    };
+    match session
+        .start(front, client, user, schema.as_deref(), seq)
+        .await
+    {
+        Ok(true) => Some(session),
+        _ => None,
+    }
+}
+
+/// Check the client's auth response for `user` (switching plugins when
+/// needed). `Ok(next seq)` when accepted; `Err(next seq)` when refused.
+async fn authenticate(
+    client: &mut Client,
+    user: &User,
+    plugin: &[u8],
+    response: &[u8],
+    nonce: &[u8],
+    mut seq: u8,
+    over_tls: bool,
+) -> Result<u8, u8> {
+    if plugin == auth::CACHING_SHA2 && user.has_sha2() {
+        if !auth::sha2_verify(user.sha2.as_ref(), nonce, response) {
+            return Err(seq);
+        }
+        if user.empty {
+            return Ok(seq);
+        }
+        // Fast path: tell the client its cached scramble matched; OK follows.
+        client
+            .send(seq, &[0x01, auth::FAST_AUTH_SUCCESS])
+            .await
+            .map_err(|_| seq)?;
+        return Ok(seq.wrapping_add(1));
+    }
+    if plugin == auth::CACHING_SHA2 && over_tls {
+        // Full path: the client sends its password in clear text over TLS,
+        // checked against the stored native hash.
+        client
+            .send(seq, &[0x01, auth::PERFORM_FULL_AUTH])
+            .await
+            .map_err(|_| seq)?;
+        let p = client.read().await.ok().flatten().ok_or(seq)?;
+        let payload = p.payload();
+        let password = payload.strip_suffix(&[0]).unwrap_or(&payload);
+        let next = p.seq().wrapping_add(1);
+        let ok = match &user.native {
+            Some(stored) => auth::native_hash(password) == *stored,
+            None => password.is_empty(),
+        };
+        return if ok { Ok(next) } else { Err(next) };
+    }
+    if plugin == auth::NATIVE {
+        return if auth::native_verify(user.native.as_ref(), nonce, response) {
+            Ok(seq)
+        } else {
+            Err(seq)
+        };
+    }
+    // Another plugin (or caching_sha2 without a way to check it here):
+    // switch the client to mysql_native_password with a fresh nonce.
+    let fresh = self::nonce();
+    client
+        .send(seq, &encode_auth_switch(auth::NATIVE, &fresh))
+        .await
+        .map_err(|_| seq)?;
+    let p = client.read().await.ok().flatten().ok_or(seq)?;
+    seq = p.seq().wrapping_add(1);
+    if auth::native_verify(user.native.as_ref(), &fresh, &p.payload()) {
+        Ok(seq)
+    } else {
+        Err(seq)
+    }
+}
+
+/// Where one statement runs.
+enum Target {
+    /// The session's own primary connection.
+    Bound,
+    /// A connection of this cluster lent for one statement.
+    Lent(Arc<Cluster>, Lane),
+}
+
+#[derive(Clone, Copy)]
+enum Lane {
+    Replica,
+    Rule,
+    Primary,
+}
+
+/// What went wrong in one exchange.
+enum Failure {
+    /// The backend failed; `sent`: the last sequence id forwarded to the client.
+    Backend(String, u8),
+    /// The client went away.
+    Client,
+}
+
+/// One client session after login.
+struct Session {
+    user: Vec<u8>,
+    peer: String,
+    schema: Option<Vec<u8>>,
+    key: Key,
+    deprecate_eof: bool,
+    primary: Option<Arc<Cluster>>,
+    replicas: Option<Arc<Cluster>>,
+    /// The session's primary connection, once it has written or been pinned.
+    bound: Option<Backend>,
+    /// Session state lives on `bound`: every statement goes there.
+    pinned: bool,
+    /// The last status from `bound` said a transaction is open.
+    in_trans: bool,
+    /// Queries per digest not yet merged into the listener's table.
+    digests: std::collections::HashMap<String, u64>,
+    queries: u64,
+}
+
+impl Session {
+    /// Route the session and check its schema on a primary connection.
+    /// `Ok(true)`: the client got its OK.
+    async fn start(
+        &mut self,
+        front: &Front,
+        client: &mut Client,
+        user: &User,
+        schema: Option<&[u8]>,
+        seq: u8,
+    ) -> std::io::Result<bool> {
+        if let Some(s) = schema
+            && !user.may_use(s)
+        {
+            let err = self.db_denied(s);
+            client.send_err(seq, &err).await?;
+            return Ok(false);
+        }
+        let route = client.conn.listener.routes.route(
+            Protocol::Mysql,
+            &Login {
+                user: &self.user,
+                schema,
+            },
+        );
+        let Some((primary, replicas)) =
+            route.and_then(|r| Some((r.action.cluster()?.clone(), r.read_cluster.clone())))
+        else {
+            let err = ErrPacket::new(
+                er::UNKNOWN,
+                b"HY000",
+                format!(
+                    "switchyard: no route for MySQL user '{}' and schema '{}'",
+                    String::from_utf8_lossy(&self.user),
+                    String::from_utf8_lossy(schema.unwrap_or_default())
+                ),
+            );
+            client.send_err(seq, &err).await?;
+            return Ok(false);
+        };
+        match checkout(&primary, self.key, schema).await {
+            Ok((b, _)) => b.release().await,
+            Err(CheckoutError::Schema(e)) | Err(CheckoutError::Unavailable(e)) => {
+                front.metrics.backend_errors.increment(1);
+                client.send_err(seq, &e).await?;
+                return Ok(false);
+            }
+        }
+        self.schema = schema.map(<[u8]>::to_vec);
+        self.primary = Some(primary);
+        self.replicas = replicas;
+        client.send_ok(seq, status::AUTOCOMMIT).await?;
+        Ok(true)
+    }
+
+    fn db_denied(&self, schema: &[u8]) -> ErrPacket {
+        ErrPacket::new(
+            er::DBACCESS_DENIED,
+            b"42000",
+            format!(
+                "Access denied for user '{}'@'{}' to database '{}'",
+                String::from_utf8_lossy(&self.user),
+                self.peer,
+                String::from_utf8_lossy(schema)
+            ),
+        )
+    }
+
+    fn status_flags(&self) -> u16 {
+        status::AUTOCOMMIT | if self.in_trans { status::IN_TRANS } else { 0 }
+    }
+
+    /// The command loop.
+    async fn run(mut self, front: &Front, client: &mut Client) {
+        let idle = client.conn.listener.idle_timeout;
+        let mut drain = client.conn.drain.clone();
+        loop {
+            let next = tokio::select! {
+                r = tokio::time::timeout(idle, client.read()) => r,
+                _ = super::drained(&mut drain) => break,
+            };
+            let Ok(Ok(Some(p))) = next else { break };
+            client.conn.metrics.requests.increment(1);
+            let started = std::time::Instant::now();
+            let keep = self.command(front, client, p).await;
+            client
+                .conn
+                .metrics
+                .latency
+                .record(started.elapsed().as_secs_f64());
+            if !keep {
+                break;
+            }
+        }
+        front.merge_digests(&mut self.digests);
+        if let Some(b) = self.bound.take() {
+            b.release().await;
+        }
+    }
+
+    /// Handle one client command; `false` ends the session.
+    async fn command(&mut self, front: &Front, client: &mut Client, p: Packet) -> bool {
+        let reply = p.seq().wrapping_add(1);
+        let Some(cmd) = p.first_byte() else {
+            let err = ErrPacket::new(er::HANDSHAKE, b"08S01", "empty command packet");
+            let _ = client.send_err(reply, &err).await;
+            return false;
+        };
+        match cmd {
+            command::QUIT => false,
+            command::PING => client.send_ok(reply, self.status_flags()).await.is_ok(),
+            command::INIT_DB => {
+                let payload = p.payload();
+                let schema = payload.get(1..).unwrap_or_default().to_vec();
+                if front
+                    .users
+                    .get(&self.user)
+                    .is_some_and(|u| !u.may_use(&schema))
+                {
+                    let err = self.db_denied(&schema);
+                    return client.send_err(reply, &err).await.is_ok();
+                }
+                let result = match self.bound.as_mut() {
+                    Some(b) => b.use_schema(Some(&schema)).await.map_err(|e| e.to_string()),
+                    None => match self.lend(self.primary.clone(), Some(&schema)).await {
+                        Ok(b) => {
+                            b.release().await;
+                            Ok(Ok(()))
+                        }
+                        Err(CheckoutError::Schema(e)) => Ok(Err(e)),
+                        Err(CheckoutError::Unavailable(e)) => {
+                            return client.send_err(reply, &e).await.is_ok();
+                        }
+                    },
+                };
+                match result {
+                    Ok(Ok(())) => {
+                        self.schema = Some(schema);
+                        client.send_ok(reply, self.status_flags()).await.is_ok()
+                    }
+                    Ok(Err(e)) => client.send_err(reply, &e).await.is_ok(),
+                    Err(e) => self.backend_lost(front, client, reply, e).await,
+                }
+            }
+            command::RESET_CONNECTION => {
+                if let Some(mut b) = self.bound.take() {
+                    b.dirty = true;
+                    b.release().await;
+                }
+                self.pinned = false;
+                self.in_trans = false;
+                client.send_ok(reply, status::AUTOCOMMIT).await.is_ok()
+            }
+            command::CHANGE_USER => self.change_user(front, client, &p).await,
+            command::BINLOG_DUMP | 0x13..=0x15 | 0x1E => {
+                let err = ErrPacket::new(
+                    er::UNKNOWN_COM,
+                    b"08S01",
+                    format!(
+                        "switchyard does not proxy {} (replication)",
+                        Command(cmd).name()
+                    ),
+                );
+                client.send_err(reply, &err).await.is_ok()
+            }
+            _ => {
+                let Some(expect) = Command(cmd).expect() else {
+                    let err = ErrPacket::new(er::UNKNOWN_COM, b"08S01", "Unknown command");
+                    return client.send_err(reply, &err).await.is_ok();
+                };
+                self.forward(front, client, p, cmd, expect).await
+            }
+        }
+    }
+
+    /// A connection of `cluster` for one statement.
+    async fn lend(
+        &self,
+        cluster: Option<Arc<Cluster>>,
+        schema: Option<&[u8]>,
+    ) -> Result<Backend, CheckoutError> {
+        let Some(cluster) = cluster else {
+            return Err(CheckoutError::Unavailable(ErrPacket::new(
+                er::UNKNOWN,
+                b"HY000",
+                "session has no route",
+            )));
+        };
+        checkout(&cluster, self.key, schema).await.map(|(b, _)| b)
+    }
+
+    /// Decide where a command runs.
+    fn target(&self, front: &Front, cmd: u8, sql: &[u8]) -> (Target, bool) {
+        let primary = || self.primary.clone();
+        if cmd != command::QUERY {
+            // Prepared statements live on one connection: pin.
+            let pins = cmd == command::STMT_PREPARE;
+            return (Target::Bound, pins);
+        }
+        let stmt = classify(sql);
+        if self.pinned || self.in_trans {
+            return (Target::Bound, stmt.pins);
+        }
+        if stmt.read
+            && let Some((_, cluster)) = front.rules.iter().find(|(re, _)| re.is_match(sql))
+        {
+            return (Target::Lent(cluster.clone(), Lane::Rule), false);
+        }
+        if stmt.read {
+            return match (&self.replicas, &self.bound) {
+                (Some(r), _) => (Target::Lent(r.clone(), Lane::Replica), false),
+                (None, Some(_)) => (Target::Bound, false),
+                (None, None) => match primary() {
+                    Some(p) => (Target::Lent(p, Lane::Primary), false),
+                    None => (Target::Bound, false),
+                },
+            };
+        }
+        (Target::Bound, stmt.pins)
+    }
+
+    /// Forward one command to its backend and stream the response back.
+    async fn forward(
+        &mut self,
+        front: &Front,
+        client: &mut Client,
+        p: Packet,
+        cmd: u8,
+        expect: Expect,
+    ) -> bool {
+        let reply = p.seq().wrapping_add(1);
+        let payload = p.payload();
+        let sql = if cmd == command::QUERY {
+            payload.get(1..).unwrap_or_default()
+        } else {
+            &[][..]
+        };
+        if cmd == command::QUERY && front.max_digests > 0 {
+            let digest = switchyard_codecs::mysql::digest(sql, 512);
+            *self.digests.entry(digest).or_insert(0) += 1;
+            self.queries += 1;
+            if self.queries.is_multiple_of(256) || self.digests.len() >= 64 {
+                front.merge_digests(&mut self.digests);
+            }
+        }
+        let (target, pins) = self.target(front, cmd, sql);
+        let statement_cmd = matches!(
+            cmd,
+            command::STMT_EXECUTE
+                | command::STMT_CLOSE
+                | command::STMT_RESET
+                | command::STMT_FETCH
+                | command::STMT_SEND_LONG_DATA
+        );
+        match target {
+            Target::Lent(cluster, lane) => {
+                match lane {
+                    Lane::Replica => front.metrics.to_replica.increment(1),
+                    Lane::Rule => front.metrics.to_rule.increment(1),
+                    Lane::Primary => front.metrics.to_primary.increment(1),
+                }
+                let mut b = match self.lend(Some(cluster), self.schema.as_deref()).await {
+                    Ok(b) => b,
+                    Err(CheckoutError::Schema(e) | CheckoutError::Unavailable(e)) => {
+                        front.metrics.backend_errors.increment(1);
+                        return self.skip_rest(client, &p).await
+                            && client.send_err(reply, &e).await.is_ok();
+                    }
+                };
+                match exchange(&mut b, client, &p, expect, self.deprecate_eof).await {
+                    Ok(_) => {
+                        b.release().await;
+                        true
+                    }
+                    Err(Failure::Client) => false,
+                    Err(Failure::Backend(e, sent)) => {
+                        let e = format!("{}: {e}", b.describe());
+                        self.backend_lost(front, client, sent.wrapping_add(1), e)
+                            .await
+                    }
+                }
+            }
+            Target::Bound => {
+                front.metrics.to_primary.increment(1);
+                if self.bound.is_none() {
+                    if statement_cmd {
+                        // COM_STMT_CLOSE/SEND_LONG_DATA have no answer.
+                        if expect == Expect::Nothing {
+                            return true;
+                        }
+                        let err = ErrPacket::new(
+                            1243,
+                            b"HY000",
+                            "Unknown prepared statement handler given to mysqld_stmt",
+                        );
+                        return self.skip_rest(client, &p).await
+                            && client.send_err(reply, &err).await.is_ok();
+                    }
+                    match self
+                        .lend(self.primary.clone(), self.schema.as_deref())
+                        .await
+                    {
+                        Ok(mut b) => {
+                            b.dirty = true;
+                            self.bound = Some(b);
+                        }
+                        Err(CheckoutError::Schema(e) | CheckoutError::Unavailable(e)) => {
+                            front.metrics.backend_errors.increment(1);
+                            return self.skip_rest(client, &p).await
+                                && client.send_err(reply, &e).await.is_ok();
+                        }
+                    }
+                }
+                let Some(b) = self.bound.as_mut() else {
+                    return false;
+                };
+                if pins {
+                    self.pinned = true;
+                }
+                match exchange(b, client, &p, expect, self.deprecate_eof).await {
+                    Ok(flags) => {
+                        if let Some(flags) = flags {
+                            self.in_trans = flags & status::IN_TRANS != 0;
+                        }
+                        if cmd == command::QUERY
+                            && flags.is_some()
+                            && let Some(db) = switchyard_codecs::mysql::command::use_schema(sql)
+                        {
+                            b.schema = Some(db.to_vec());
+                            self.schema = Some(db.to_vec());
+                        } else if cmd == command::QUERY && classify(sql).is_use {
+                            b.schema = None;
+                        }
+                        true
+                    }
+                    Err(Failure::Client) => false,
+                    Err(Failure::Backend(e, sent)) => {
+                        let e = format!("{}: {e}", b.describe());
+                        self.bound = None;
+                        let stateful = self.pinned || self.in_trans;
+                        let keep = self
+                            .backend_lost(front, client, sent.wrapping_add(1), e)
+                            .await;
+                        // Session state (transaction, variables, statements) died with it.
+                        keep && !stateful
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read and drop the continuation packets of a command that is answered
+    /// without a backend. `false` when the client is gone.
+    async fn skip_rest(&self, client: &mut Client, first: &Packet) -> bool {
+        let mut more = first.continues();
+        while more {
+            match client.read().await {
+                Ok(Some(p)) => more = p.continues(),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Tell the client its backend is gone (ERR 2013, naming the backend).
+    async fn backend_lost(
+        &mut self,
+        front: &Front,
+        client: &mut Client,
+        seq: u8,
+        what: String,
+    ) -> bool {
+        front.metrics.backend_errors.increment(1);
+        tracing::warn!(error = %what, "MySQL backend lost");
+        let err = ErrPacket::new(
+            er::SERVER_LOST,
+            b"HY000",
+            format!("Lost connection to MySQL backend {what}"),
+        );
+        client.send_err(seq, &err).await.is_ok()
+    }
+
+    /// COM_CHANGE_USER: check the new user, reset the session's state,
+    /// route again.
+    async fn change_user(&mut self, front: &Front, client: &mut Client, p: &Packet) -> bool {
+        let caps = OFFERED;
+        let mut seq = p.seq().wrapping_add(1);
+        let Ok(change) = parse_change_user(&p.payload(), caps) else {
+            let err = ErrPacket::new(er::HANDSHAKE, b"08S01", "malformed COM_CHANGE_USER");
+            let _ = client.send_err(seq, &err).await;
+            return false;
+        };
+        if let Some(mut b) = self.bound.take() {
+            b.dirty = true;
+            b.release().await;
+        }
+        self.pinned = false;
+        self.in_trans = false;
+        let Some(user) = front.users.get(&change.user) else {
+            let err = access_denied(&change.user, &self.peer, !change.auth.is_empty());
+            let _ = client.send_err(seq, &err).await;
+            return false;
+        };
+        // The client scrambled with the greeting's nonce, which this session
+        // no longer has: always switch, with a fresh nonce.
+        let fresh = nonce();
+        if client
+            .send(seq, &encode_auth_switch(auth::NATIVE, &fresh))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let Ok(Some(answer)) = client.read().await else {
+            return false;
+        };
+        seq = answer.seq().wrapping_add(1);
+        if !auth::native_verify(user.native.as_ref(), &fresh, &answer.payload()) {
+            let err = access_denied(&change.user, &self.peer, true);
+            let _ = client.send_err(seq, &err).await;
+            return false;
+        }
+        self.user = change.user.clone();
+        let schema = Some(change.database.clone())
+            .filter(|d| !d.is_empty())
+            .or_else(|| user.default_schema.clone());
+        if let Some(c) = change.collation {
+            self.key.collation = c as u8;
+        }
+        matches!(
+            self.start(front, client, user, schema.as_deref(), seq)
+                .await,
+            Ok(true)
+        )
+    }
+}
+
+/// Send one command (with its continuation packets) to `b` and stream the
+/// response to the client, relaying a LOCAL INFILE upload when asked.
+/// `Ok(final status flags)` when the response ended.
+async fn exchange(
+    b: &mut Backend,
+    client: &mut Client,
+    first: &Packet,
+    expect: Expect,
+    deprecate_eof: bool,
+) -> Result<Option<u16>, Failure> {
+    let mut sent = first.seq();
+    let lost = |e: std::io::Error, sent: u8| Failure::Backend(e.to_string(), sent);
+    b.send(first.wire()).await.map_err(|e| lost(e, sent))?;
+    let mut more = first.continues();
+    while more {
+        let p = client.read().await.ok().flatten().ok_or(Failure::Client)?;
+        more = p.continues();
+        sent = p.seq();
+        b.send(p.wire()).await.map_err(|e| lost(e, sent))?;
+    }
+    let mut state = ResponseState::new(expect, deprecate_eof);
+    if state.is_done() {
+        return Ok(None);
+    }
+    loop {
+        let p = match b.read_packet().await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = client.flush().await;
+                return Err(lost(e, sent));
+            }
+        };
+        let step = match state.feed(&p) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = client.flush().await;
+                return Err(Failure::Backend(e.to_string(), sent));
+            }
+        };
+        sent = p.seq();
+        client.queue(p.wire());
+        match step {
+            Step::More => {
+                if client.out.len() >= 64 * 1024 || !b.has_buffered_packet() {
+                    client.flush().await.map_err(|_| Failure::Client)?;
+                }
+            }
+            Step::LocalInfile => {
+                client.flush().await.map_err(|_| Failure::Client)?;
+                loop {
+                    let p = client.read().await.ok().flatten().ok_or(Failure::Client)?;
+                    b.send(p.wire()).await.map_err(|e| lost(e, sent))?;
+                    if p.payload_len() == 0 {
+                        break;
+                    }
+                }
+            }
+            Step::Done(flags) => {
+                client.flush().await.map_err(|_| Failure::Client)?;
+                return Ok(flags);
+            }
+        }
+    }
+}
