@@ -9,6 +9,7 @@
 # Usage: labs/db/run.sh
 # Knobs: ROUNDS=3  N=1000000 (requests per test)  CONNS=50  PIPELINE=16
 #        KEYSPACE=100000 (-r)  MYSQL=1 (0: Redis only)  SWITCHYARD_BIN=...  KEEP=0
+#        SWITCHYARD_THREADS= (the gateway's worker threads; empty: one per core)
 set -euo pipefail
 LAB=db
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +53,11 @@ sed -e "s/@P_SY@/$P_SY/; s/@P_ADMIN@/$P_ADMIN/; s/@R1@/$R1/; s/@R2@/$R2/; s/@R3@
     "$HERE/switchyard-redis.yaml.in" >"$TMP/switchyard.yaml"
 for p in $R0 $R1 $R2 $R3; do wait_port "$p" "redis-server"; done
 spawn nutcracker nutcracker -c "$TMP/nutcracker.yml" -s "$(free_ports 1)"
-spawn switchyard env RUST_LOG=warn "$SY_BIN" run -c "$TMP/switchyard.yaml"
+NUT_PID=${PIDS[-1]}
+threads=()
+[[ -n ${SWITCHYARD_THREADS:-} ]] && threads=(TOKIO_WORKER_THREADS="$SWITCHYARD_THREADS")
+spawn switchyard env RUST_LOG=warn "${threads[@]}" "$SY_BIN" run -c "$TMP/switchyard.yaml"
+SY_PID=${PIDS[-1]}
 wait_port "$P_NUT" twemproxy
 wait_port "$P_SY" switchyard
 log "shards $R1 $R2 $R3; twemproxy $P_NUT; switchyard $P_SY"
@@ -61,8 +66,12 @@ mget=(MGET)
 for _ in $(seq 10); do mget+=("key:__rand_int__"); done
 TARGETS=("direct:$R0" "switchyard:$P_SY" "twemproxy:$P_NUT")
 : >"$TMP/results.csv"
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 bench() { # target port round
-    local t=$1 p=$2 r=$3
+    local t=$1 p=$2 r=$3 pid= before=0
+    case $t in switchyard) pid=$SY_PID ;; twemproxy) pid=$NUT_PID ;; esac
+    [[ -n $pid ]] && before=$(cpu_ticks "$pid")
     redis-benchmark -h 127.0.0.1 -p "$p" -t set,get -P "$PIPELINE" -n "$N" -c "$CONNS" \
         -r "$KEYSPACE" -q --csv >"$TMP/$t-$r-sg.csv" 2>"$TMP/$t-$r.err" || die "redis-benchmark vs $t failed: $(cat "$TMP/$t-$r.err")"
     redis-benchmark -h 127.0.0.1 -p "$p" -P "$PIPELINE" -n "$((N / 2))" -c "$CONNS" \
@@ -70,6 +79,9 @@ bench() { # target port round
     for f in "$TMP/$t-$r-sg.csv" "$TMP/$t-$r-mget.csv"; do
         tail -n +2 "$f" | tr -d '"' | awk -F, -v t="$t" -v r="$r" '{split($1, w, " "); print t "," r "," w[1] "," $2}' >>"$TMP/results.csv"
     done
+    if [[ -n $pid ]]; then # µs of proxy CPU per request, over SET + GET + MGET
+        echo "$t,$r,CPU,$(( ($(cpu_ticks "$pid") - before) * 1000000 / $(getconf CLK_TCK) * 1000 / (2 * N + N / 2) ))" >>"$TMP/results.csv"
+    fi
     log "  round $r $t: $(grep "^$t,$r," "$TMP/results.csv" | awk -F, '{printf "%s %.0f/s  ", $3, $4}')"
 }
 log "warm-up (fills $KEYSPACE keys on every target)"
@@ -96,8 +108,13 @@ for test in ["SET", "GET", "MGET"]:
     rnd = lambda a, b: "/".join(f"{x/y:.2f}" for x, y in zip(data[(test, a)], data[(test, b)]))
     print(f"| {test} | {m['direct']:,.0f}/s | {m['switchyard']:,.0f}/s | {m['twemproxy']:,.0f}/s "
           f"| {m['switchyard']/m['direct']:.2f}x | **{m['switchyard']/m['twemproxy']:.2f}x** (rounds {rnd('switchyard', 'twemproxy')}) |")
+cpu = {t: statistics.median(data.get(("CPU", t), [0])) / 1000 for t in ["switchyard", "twemproxy"]}
+if cpu["switchyard"] and cpu["twemproxy"]:
+    print(f"| proxy CPU per request (SET+GET+MGET) | | {cpu['switchyard']:.2f} µs | {cpu['twemproxy']:.2f} µs | | "
+          f"**{cpu['twemproxy']/cpu['switchyard']:.2f}x** less CPU per request |")
 PY
 echo
+echo "- gateway worker threads: ${SWITCHYARD_THREADS:-one per core}"
 echo "- redis-benchmark -P $PIPELINE -c $CONNS -n $N -r $KEYSPACE (MGET: 10 keys, -n $((N / 2))); $ROUNDS interleaved rounds, medians; $(( $(date +%s) - started ))s"
 echo "- keys per shard after the run (DBSIZE): $sizes"
 echo "- $(redis-server --version | sed 's/ sha=.*//'), $(nutcracker --version 2>&1 | head -1 | sed 's/This is //'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
