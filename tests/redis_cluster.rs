@@ -119,15 +119,7 @@ async fn run_sequence(con: &mut MultiplexedConnection, p: &str) -> Vec<String> {
         redis::cmd("MGET").arg(&keys[..3]).clone(),
         redis::cmd("GET").arg(k("s")).clone(),
     ];
-    let mut out = Vec::new();
-    for c in cmds {
-        let r: redis::RedisResult<Value> = c.query_async(con).await;
-        out.push(match r {
-            Ok(v) => format!("{v:?}"),
-            Err(e) => format!("error {:?} {}", e.code(), e.detail().unwrap_or("")),
-        });
-    }
-    out
+    run_commands(con, cmds).await
 }
 
 fn runtime() -> tokio::runtime::Runtime {

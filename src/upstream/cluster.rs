@@ -61,22 +61,11 @@ impl RedisBackend {
                     .clone(),
             );
         }
-        let shards = r.sharding.as_ref().map(|s| {
-            let tag = r.hash_tag.value.as_bytes();
-            super::Shards::new(
-                s.value,
-                r.hash,
-                (
-                    tag.first().copied().unwrap_or(b'{'),
-                    tag.get(1).copied().unwrap_or(b'}'),
-                ),
-                hosts.iter().map(|h| h.address.to_string()).collect(),
-                hosts.iter().map(|h| h.weight).collect(),
-                r.auto_eject,
-                r.eject_after.value,
-                r.health_check_interval.get(),
-            )
-        });
+        let shards = super::Shards::new(
+            r,
+            hosts.iter().map(|h| h.address.to_string()).collect(),
+            hosts.iter().map(|h| h.weight).collect(),
+        );
         let replicas = if r.read_from.value == config::redis::ReadFrom::Replica {
             c.hosts
                 .iter()

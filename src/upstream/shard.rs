@@ -19,7 +19,7 @@ use switchyard_codecs::redis::{SLOTS, crc16, hash_tag};
 
 use md5::{Digest, Md5};
 
-use crate::config::redis::{KeyHash, Sharding};
+use crate::config::redis::{ClusterRedis, KeyHash, Sharding};
 
 /// Which host owns each key, for the hosts currently in the map.
 pub struct ShardMap {
@@ -94,21 +94,20 @@ pub struct Shards {
 
 impl Shards {
     /// Shards over hosts `names[i]` (their addresses, which place them on the
-    /// ketama ring) with `weights[i]`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        sharding: Sharding,
-        hash: KeyHash,
-        tag: (u8, u8),
-        names: Vec<String>,
-        weights: Vec<u32>,
-        auto_eject: bool,
-        eject_after: u32,
-        interval: std::time::Duration,
-    ) -> Self {
+    /// ketama ring) with `weights[i]`, as a cluster's `redis` block says;
+    /// `None` when it does not shard.
+    pub fn new(r: &ClusterRedis, names: Vec<String>, weights: Vec<u32>) -> Option<Self> {
+        let sharding = r.sharding.as_ref()?.value;
+        let hash = r.hash;
+        let tag = match r.hash_tag.value.as_bytes() {
+            [open, close] => (*open, *close),
+            _ => (b'{', b'}'),
+        };
+        let (auto_eject, eject_after) = (r.auto_eject, r.eject_after.value);
+        let interval = r.health_check_interval.get();
         let all: Vec<usize> = (0..names.len()).collect();
         let map = build(sharding, hash, tag, &names, &weights, all);
-        Self {
+        Some(Self {
             health: (0..names.len())
                 .map(|_| Health {
                     failures: AtomicU32::new(0),
@@ -124,7 +123,7 @@ impl Shards {
             eject_after,
             interval,
             map: ArcSwap::from_pointee(map),
-        }
+        })
     }
 
     /// The current map (hold it for one command, not across awaits).
@@ -285,19 +284,14 @@ fn deal_slots(weights: &[u32], live: &[usize]) -> Box<[u16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn shards(sharding: Sharding, n: usize, auto_eject: bool) -> Shards {
-        Shards::new(
-            sharding,
-            KeyHash::Md5,
-            (b'{', b'}'),
-            (0..n).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect(),
-            vec![1; n],
-            auto_eject,
-            2,
-            Duration::from_secs(1),
-        )
+    fn shards(sharding: &str, n: usize, auto_eject: bool) -> Shards {
+        let yaml = format!(
+            "{{sharding: {sharding}, hash: md5, auto_eject: {auto_eject}, eject_after: 2}}"
+        );
+        let r: ClusterRedis = serde_saphyr::from_str(&yaml).unwrap();
+        let names = (0..n).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect();
+        Shards::new(&r, names, vec![1; n]).unwrap()
     }
 
     #[test]
@@ -335,7 +329,7 @@ mod tests {
 
     #[test]
     fn slots_are_dealt_in_ranges_as_redis_cluster_would() {
-        let s = shards(Sharding::Slots, 3, false);
+        let s = shards("slots", 3, false);
         let m = s.map();
         // 16384 / 3: 0..5461 → 0, 5461..10922 → 1, 10922.. → 2.
         assert_eq!(m.host_for(b"hello"), 0); // slot 866
@@ -345,7 +339,7 @@ mod tests {
 
     #[test]
     fn hash_tags_keep_keys_together_in_both_modes() {
-        for mode in [Sharding::Ketama, Sharding::Slots] {
+        for mode in ["ketama", "slots"] {
             let s = shards(mode, 5, false);
             let m = s.map();
             for i in 0..200 {
@@ -358,7 +352,7 @@ mod tests {
 
     #[test]
     fn ejection_moves_only_the_dead_hosts_keys_and_restores_them() {
-        for mode in [Sharding::Ketama, Sharding::Slots] {
+        for mode in ["ketama", "slots"] {
             let s = shards(mode, 3, true);
             let before: Vec<usize> = (0..3000)
                 .map(|i| s.map().host_for(format!("k{i}").as_bytes()))
@@ -384,7 +378,7 @@ mod tests {
 
     #[test]
     fn without_auto_eject_the_map_never_changes() {
-        let s = shards(Sharding::Ketama, 3, false);
+        let s = shards("ketama", 3, false);
         for _ in 0..10 {
             assert!(!s.record(0, false));
         }

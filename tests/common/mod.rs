@@ -1126,6 +1126,23 @@ pub async fn redis_conn(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("connecting to redis at {addr}: {e}"))
 }
 
+/// Run `cmds` one by one; each result (value or error) rendered as text, to
+/// compare a session through the gateway with a direct one.
+pub async fn run_commands(
+    con: &mut redis::aio::MultiplexedConnection,
+    cmds: Vec<redis::Cmd>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in cmds {
+        let r: redis::RedisResult<redis::Value> = c.query_async(con).await;
+        out.push(match r {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("error {:?} {}", e.code(), e.detail().unwrap_or("")),
+        });
+    }
+    out
+}
+
 /// A `curl` command preset: silent but showing errors, no proxies, bounded time.
 pub fn curl() -> Command {
     let mut c = Command::new(require("curl"));

@@ -488,20 +488,13 @@ pub fn merge(how: &Merge, replies: &[Bytes], limits: Limits) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::redis::Sharding;
     use crate::upstream::Shards;
 
     fn shards() -> Shards {
-        Shards::new(
-            Sharding::Slots,
-            crate::config::redis::KeyHash::Fnv1a64,
-            (b'{', b'}'),
-            vec!["a:1".into(), "b:1".into(), "c:1".into()],
-            vec![1, 1, 1],
-            false,
-            3,
-            std::time::Duration::from_secs(1),
-        )
+        let r: crate::config::redis::ClusterRedis =
+            serde_saphyr::from_str("{sharding: slots}").unwrap();
+        let names = vec!["a:1".into(), "b:1".into(), "c:1".into()];
+        Shards::new(&r, names, vec![1, 1, 1]).unwrap()
     }
 
     fn c(args: &[&str]) -> Command {
