@@ -183,6 +183,26 @@ fn a_missing_file_is_reported() {
 }
 
 #[test]
+fn every_config_in_config_dir_checks_ok() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = check(&path);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "config/ holds {seen} yaml files");
+}
+
+#[test]
 fn the_shipped_config_checks_ok() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = check(&root.join("config/switchyard.yaml"));
