@@ -7,7 +7,6 @@
 //! Protocol-neutral: it needs only a reply decoder.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -213,14 +212,6 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-
-    /// The next `count` replies, waiting for them.
-    pub async fn replies(&mut self, count: usize) -> Result<Vec<Bytes>, String> {
-        let mut left = count;
-        let mut out = Vec::with_capacity(count);
-        poll_fn(|cx| self.poll_replies(cx, &mut left, &mut out)).await?;
-        Ok(out)
     }
 
     /// While no batch is expected: take what the server sends. Out-of-band

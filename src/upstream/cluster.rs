@@ -31,15 +31,10 @@ pub struct RedisBackend {
     pub shards: Option<super::Shards>,
     /// Replicas of each host (by host index), when reads go to replicas.
     pub replicas: Vec<Vec<SocketAddr>>,
+    /// Whether read-only commands go to replicas (some host lists one).
+    pub reads_to_replicas: bool,
     /// Spreads sessions over a host's replicas.
     next_replica: std::sync::atomic::AtomicUsize,
-}
-
-impl RedisBackend {
-    /// Whether read-only commands go to replicas.
-    pub fn reads_to_replicas(&self) -> bool {
-        self.replicas.iter().any(|r| !r.is_empty())
-    }
 }
 
 impl RedisBackend {
@@ -83,6 +78,7 @@ impl RedisBackend {
         Self {
             login,
             shards,
+            reads_to_replicas: replicas.iter().any(|r: &Vec<SocketAddr>| !r.is_empty()),
             replicas,
             next_replica: std::sync::atomic::AtomicUsize::new(0),
         }

@@ -200,11 +200,14 @@ enum Batch {
         timeout: std::time::Duration,
         requests: Vec<Bytes>,
     },
-    /// Commands for a sharded cluster: one batch per shard and a reply plan.
+    /// Commands for a sharded cluster: one batch per shard and a reply plan,
+    /// placed with the shard map as it was when the run began.
     Sharded {
         cluster: Arc<Cluster>,
         timeout: std::time::Duration,
         fanout: shard::Fanout,
+        map: Arc<crate::upstream::ShardMap>,
+        replica_reads: bool,
     },
 }
 
@@ -258,6 +261,7 @@ impl Session {
                 cluster,
                 timeout,
                 fanout,
+                ..
             } => {
                 let started = Instant::now();
                 let count = fanout.client_commands();
@@ -329,8 +333,10 @@ impl Session {
         };
         if !same {
             self.flush().await;
-            self.batch = if cluster.shards().is_some() {
+            self.batch = if let Some(shards) = cluster.shards() {
                 Batch::Sharded {
+                    map: shards.map().clone(),
+                    replica_reads: cluster.redis.as_ref().is_some_and(|r| r.reads_to_replicas),
                     cluster,
                     timeout,
                     fanout: shard::Fanout::default(),
@@ -346,22 +352,11 @@ impl Session {
         match &mut self.batch {
             Batch::Plain { requests, .. } => requests.push(cmd.wire().clone()),
             Batch::Sharded {
-                cluster, fanout, ..
-            } => {
-                if let Some(shards) = cluster.shards() {
-                    let replica_reads = cluster
-                        .redis
-                        .as_ref()
-                        .is_some_and(|r| r.reads_to_replicas());
-                    shard::plan(
-                        cmd,
-                        &shards.map(),
-                        replica_reads,
-                        &mut self.sharding,
-                        fanout,
-                    );
-                }
-            }
+                fanout,
+                map,
+                replica_reads,
+                ..
+            } => shard::plan(cmd, map, *replica_reads, &mut self.sharding, fanout),
             Batch::None => {}
         }
     }
