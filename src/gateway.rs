@@ -40,6 +40,8 @@ pub struct ListenerRuntime {
     pub detect_timeout: Duration,
     pub detect_max_bytes: usize,
     pub idle_timeout: Duration,
+    /// Longest time from a request head's first byte to its last (slowloris bound).
+    pub request_head_timeout: Duration,
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
@@ -148,6 +150,7 @@ impl Snapshot {
                 detect_timeout: l.detect.timeout.get(),
                 detect_max_bytes: l.detect.max_bytes,
                 idle_timeout: l.idle_timeout.get(),
+                request_head_timeout: l.request_head_timeout.get(),
                 http1: switchyard_codecs::http1::Limits {
                     max_head_bytes: l.http1.max_head_bytes,
                     max_headers: l.http1.max_headers,

@@ -98,6 +98,13 @@ pub struct Listener {
     /// Close a downstream connection idle (no request in progress) for this long.
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: Duration,
+    /// Longest time from the first byte of a request head (HTTP head, Redis
+    /// command, MQTT packet, RPC frame header, MySQL packet, RTSP message head)
+    /// to its last byte; a client that trickles slower is answered with its
+    /// protocol's timeout error and closed (slowloris). As nginx's
+    /// `client_header_timeout` and HAProxy's `timeout http-request`.
+    #[serde(default = "defaults::request_head_timeout")]
+    pub request_head_timeout: Duration,
     /// HTTP/1 limits on this listener.
     #[serde(default)]
     pub http1: Http1Limits,
@@ -845,6 +852,9 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         100_000
+    }
+    pub fn request_head_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(300)
