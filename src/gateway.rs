@@ -42,6 +42,8 @@ pub struct ListenerRuntime {
     pub idle_timeout: Duration,
     /// Longest time from a request head's first byte to its last (slowloris bound).
     pub request_head_timeout: Duration,
+    /// HTTP/1 path policy: normalisation before routing, which path goes upstream.
+    pub http1_paths: crate::config::Http1Limits,
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
@@ -151,6 +153,7 @@ impl Snapshot {
                 detect_max_bytes: l.detect.max_bytes,
                 idle_timeout: l.idle_timeout.get(),
                 request_head_timeout: l.request_head_timeout.get(),
+                http1_paths: l.http1,
                 http1: switchyard_codecs::http1::Limits {
                     max_head_bytes: l.http1.max_head_bytes,
                     max_headers: l.http1.max_headers,
@@ -299,7 +302,7 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let admin_addr = config.admin.address;
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address.value).await.map_err(|e| {
+        let socket = crate::net::bind(l.address.value, l.backlog).map_err(|e| {
             format!(
                 "listener {}: cannot bind {}: {e}",
                 l.name.value, l.address.value

@@ -1319,3 +1319,41 @@ async fn http1_to_http2_cluster_failures_are_502_and_504() {
     assert_eq!(code("/slow/10").await, "200");
     assert_eq!(code("/nothing-here").await, "404");
 }
+
+/// The HTTP/1.1 path rules hold for HTTP/2 too: `/admin` guarded by a
+/// direct 403 cannot be reached as `/%61dmin`, `//admin` or `/x/../admin`,
+/// and upstreams get the normalised path with its query.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_and_dotted_paths_cannot_bypass_a_prefix_route() {
+    let up = nginx_h2c(1_000_000);
+    let gw = gateway(
+        &[
+            "{match: {path_prefix: /admin}, direct_response: {status: 403, body: forbidden}}"
+                .into(),
+            "{match: {path_prefix: /}, cluster: t}".into(),
+        ],
+        &[cluster("t", up.addr(), ", protocol: http2")],
+        &[],
+    );
+    for path in ["/%61dmin", "//admin", "/./admin", "/x/../admin/panel"] {
+        let status = curl_body(
+            &[
+                "--http2-prior-knowledge",
+                "--path-as-is",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ],
+            &gw.url(path),
+        )
+        .await;
+        assert_eq!(status, b"403", "{path} got past the /admin route");
+    }
+    let body = curl_body(
+        &["--http2-prior-knowledge", "--path-as-is"],
+        &gw.url("/x/..//%68ello.txt?q=1"),
+    )
+    .await;
+    assert_eq!(body, b"hello over h2\n");
+}

@@ -92,6 +92,10 @@ pub struct Listener {
     /// Detection limits and what to do when nothing matches.
     #[serde(default)]
     pub detect: Detect,
+    /// Length of the kernel's accept queue (`listen(2)` backlog); default:
+    /// the system's maximum, `net.core.somaxconn`.
+    #[serde(default)]
+    pub backlog: Option<u32>,
     /// Most concurrent downstream connections; further ones wait in the accept queue.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -201,6 +205,28 @@ pub struct Http1Limits {
     /// Most header fields in one head.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
+    /// Match routes on the normalised path: unreserved percent-escapes
+    /// decoded, dot segments removed (as Envoy's `normalize_path`).
+    #[serde(default = "defaults::yes")]
+    pub normalize_path: bool,
+    /// With `normalize_path`: merge runs of slashes (as Envoy's `merge_slashes`).
+    #[serde(default = "defaults::yes")]
+    pub merge_slashes: bool,
+    /// Which path goes upstream: `normalized` (the one routes matched) or
+    /// `original` (the client's bytes).
+    #[serde(default)]
+    pub forward_path: ForwardPath,
+}
+
+/// The request path the gateway sends upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardPath {
+    /// The normalised path, the one the routes matched (no route bypass).
+    #[default]
+    Normalized,
+    /// The path exactly as the client sent it.
+    Original,
 }
 
 impl Default for Http1Limits {
@@ -208,6 +234,9 @@ impl Default for Http1Limits {
         Self {
             max_head_bytes: defaults::max_head_bytes(),
             max_headers: defaults::max_headers(),
+            normalize_path: true,
+            merge_slashes: true,
+            forward_path: ForwardPath::Normalized,
         }
     }
 }

@@ -17,6 +17,29 @@ use crate::observe::detect_failed;
 use crate::proxy::{self, Conn};
 use stream::Stream;
 
+/// The kernel's largest accept queue (`net.core.somaxconn`), or 4096 when
+/// it cannot be read.
+pub fn max_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096)
+}
+
+/// Bind a listening socket with `SO_REUSEADDR` and an accept queue of
+/// `backlog` (default: the system's maximum, as HAProxy and nginx do).
+/// Must be called inside a tokio runtime.
+pub fn bind(addr: std::net::SocketAddr, backlog: Option<u32>) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let backlog = backlog.unwrap_or_else(max_backlog);
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Accept connections on `socket` forever (until the task is aborted).
 pub async fn accept_loop(
     socket: TcpListener,

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use crate::net::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
-use switchyard_codecs::http1::{self, RequestDecoder, RequestHead, ResponseDecoder};
-use switchyard_codecs::{CodecError, Decoder, Part, Protocol, WireHead};
+use switchyard_codecs::http1::{
+    self, ClientConnection, RequestDecoder, RequestHead, ResponseDecoder,
+};
+use switchyard_codecs::{CodecError, Decoder, Field, Metadata, Part, Protocol, WireHead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Conn, drained, read_more};
-use crate::config::UpstreamProtocol;
+use crate::config::{ForwardPath, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::observe::ConnMetrics;
 use crate::router::Action;
@@ -57,6 +59,10 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
         buf,
         decoder: RequestDecoder::new(limits),
     };
+    // After an error answer the client may still be sending: read and drop
+    // its bytes for a moment before closing, so the close is a FIN and the
+    // answer is not lost to a reset.
+    let mut linger = false;
     loop {
         let head = match next_head(&mut down, &mut conn).await {
             Ok(Some(head)) => head,
@@ -67,6 +73,7 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
                         (431, "request header fields too large")
                     }
                     ReadError::Codec(_) => (400, "malformed request"),
+                    ReadError::HeadTimeout => (408, "request head timeout"),
                     ReadError::IdleTimeout | ReadError::Io => break,
                 };
                 conn.metrics.observe(Duration::ZERO, true);
@@ -74,15 +81,29 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
                     .wr
                     .write_all(&http1::error_response(status, text, true))
                     .await;
+                linger = true;
                 break;
             }
         };
         let started = Instant::now();
-        let (after, failed) = exchange(&head, &mut down, &conn).await;
+        let path = match checked_path(&head, &conn.listener.http1_paths) {
+            Ok(path) => path,
+            Err(text) => {
+                conn.metrics.observe(Duration::ZERO, true);
+                let resp = http1::error_response(400, text, true);
+                let _ = down.wr.write_all(&resp).await;
+                linger = true;
+                break;
+            }
+        };
+        let (after, failed) = exchange(&head, path.as_deref(), &mut down, &conn).await;
         conn.metrics.observe(started.elapsed(), failed);
         match after {
             After::KeepAlive if !conn.draining() => {}
-            After::KeepAlive | After::Close => break,
+            After::KeepAlive | After::Close => {
+                linger = failed;
+                break;
+            }
             After::Upgrade(up, up_buf) => {
                 upgrade(down, up, up_buf, &conn).await;
                 return;
@@ -111,22 +132,81 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
         }
     }
     let _ = down.wr.shutdown().await;
+    if linger {
+        let drain = async {
+            let mut sink = BytesMut::new();
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                sink.clear();
+                match read_more(&mut down.rd, &mut sink, &conn.metrics).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
 }
+
+/// How long, and how many bytes, a connection is drained before it closes
+/// after an error answer (as nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 
 enum ReadError {
     Codec(CodecError),
     Io,
     IdleTimeout,
+    /// A head started but did not end within `request_head_timeout`.
+    HeadTimeout,
 }
 
-/// Wait for the next request head, within the idle timeout; `None` at a clean
-/// end (EOF between requests, or draining).
+/// The checks a server makes on a request head beyond its syntax, and the
+/// normalised path routes match (`None`: the path as sent). `Err`: the text of
+/// a `400`.
+fn checked_path(
+    head: &RequestHead,
+    policy: &crate::config::Http1Limits,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+    if head.version() == http1::Version::Http11 && head.host().is_none() {
+        return Err("HTTP/1.1 request without a Host header");
+    }
+    if !policy.normalize_path {
+        return Ok(None);
+    }
+    match http1::normalize_path(head.path(), policy.merge_slashes) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Ok(None),
+        Ok(std::borrow::Cow::Owned(path)) => Ok(Some(path)),
+        Err(_) => Err("invalid percent-encoding in the request path"),
+    }
+}
+
+/// A request as the router sees it: the head with the normalised path.
+struct Normalized<'a> {
+    head: &'a RequestHead,
+    path: &'a [u8],
+}
+
+impl Metadata for Normalized<'_> {
+    fn get(&self, field: &Field) -> Option<&[u8]> {
+        match field {
+            Field::Path => Some(self.path),
+            other => self.head.get(other),
+        }
+    }
+}
+
+/// Wait for the next request head, within the idle timeout, and once its
+/// first byte is in, within the listener's `request_head_timeout`; `None` at
+/// a clean end (EOF between requests, or draining).
 async fn next_head(
     down: &mut Downstream,
     conn: &mut Conn,
 ) -> Result<Option<RequestHead>, ReadError> {
     let idle = conn.listener.idle_timeout;
-    let deadline = tokio::time::Instant::now() + idle;
+    let mut deadline = tokio::time::Instant::now() + idle;
+    let mut head_started = false;
     loop {
         match down.decoder.decode(&mut down.buf) {
             Ok(Some(Part::Head(head))) => return Ok(Some(head)),
@@ -140,6 +220,12 @@ async fn next_head(
             Err(e) => return Err(ReadError::Codec(e)),
         }
         let between_requests = down.buf.is_empty();
+        if !between_requests && !head_started {
+            // A slowloris client trickles a head: bound the whole head, not each read.
+            head_started = true;
+            deadline =
+                deadline.min(tokio::time::Instant::now() + conn.listener.request_head_timeout);
+        }
         tokio::select! {
             r = read_more(&mut down.rd, &mut down.buf, &conn.metrics) => match r {
                 Ok(0) if between_requests => return Ok(None),
@@ -147,16 +233,30 @@ async fn next_head(
                 Ok(_) => {}
                 Err(_) => return Err(ReadError::Io),
             },
-            () = tokio::time::sleep_until(deadline) => return Err(ReadError::IdleTimeout),
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(if head_started { ReadError::HeadTimeout } else { ReadError::IdleTimeout });
+            }
             () = drained(&mut conn.drain), if between_requests => return Ok(None),
         }
     }
 }
 
-/// Handle one request: route it, answer it locally or forward it.
-/// Returns what to do with the connection and whether the request failed.
-async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (After, bool) {
-    let route = conn.listener.routes.route(Protocol::Http1, head);
+/// Handle one request: route it (on `path` when normalisation changed it),
+/// answer it locally or forward it. Returns what to do with the connection
+/// and whether the request failed.
+async fn exchange(
+    head: &RequestHead,
+    path: Option<&[u8]>,
+    down: &mut Downstream,
+    conn: &Conn,
+) -> (After, bool) {
+    let route = match path {
+        Some(path) => conn
+            .listener
+            .routes
+            .route(Protocol::Http1, &Normalized { head, path }),
+        None => conn.listener.routes.route(Protocol::Http1, head),
+    };
     let cluster = match route.map(|r| &r.action) {
         None => {
             return (
@@ -201,10 +301,13 @@ async fn exchange(head: &RequestHead, down: &mut Downstream, conn: &Conn) -> (Af
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
+    let forward_path =
+        path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized);
     if cluster.protocol == Some(UpstreamProtocol::Http2) {
-        return to_h2::forward(head, down, &cluster, timeout, conn).await;
+        return to_h2::forward(head, forward_path, down, &cluster, timeout, conn).await;
     }
-    forward(head, down, &cluster, timeout, conn).await
+    let outgoing = head.forwarded(forward_path);
+    forward(head, &outgoing, down, &cluster, timeout, conn).await
 }
 
 /// Answer a WebSocket upgrade request (RFC 6455 §4.2) for `protocol`.
@@ -267,8 +370,15 @@ async fn local(
         if head.expects_continue() {
             // The client waits for 100 before sending the body; answer and close.
             keep = false;
-        } else if skip_body(down, metrics).await.is_err() {
-            return After::Close;
+        } else {
+            match skip_body(down, metrics).await {
+                Ok(()) => {}
+                Err(ReadError::Codec(_)) => {
+                    let _ = down.wr.write_all(&malformed_body()).await;
+                    return After::Close;
+                }
+                Err(_) => return After::Close,
+            }
         }
     }
     let written = down.wr.write_all(resp).await;
@@ -302,15 +412,27 @@ struct Relayed {
     upgraded: bool,
 }
 
+/// Stands in for the relay's result when the request body broke first.
+const MALFORMED: Relayed = Relayed {
+    keep_alive: false,
+    upgraded: false,
+};
+
 /// A failed relay: whether any response byte had reached the client.
 struct RelayError {
     error: Error,
     forwarded: bool,
 }
 
-/// Forward one request to the cluster and relay the response.
+/// The answer to a request whose body framing is broken (a bad chunk size).
+fn malformed_body() -> Bytes {
+    http1::error_response(400, "malformed request body", true)
+}
+
+/// Forward one request (its head as `outgoing`) to the cluster and relay the response.
 async fn forward(
     head: &RequestHead,
+    outgoing: &Bytes,
     down: &mut Downstream,
     cluster: &Cluster,
     timeout: Duration,
@@ -336,6 +458,7 @@ async fn forward(
         let mut up_dec = ResponseDecoder::new(limits);
         up_dec.expect_response_to(head.method());
 
+        let answered = std::sync::atomic::AtomicBool::new(false);
         let (sent, relayed) = {
             let (up_rd, mut up_wr) = up.split();
             let Downstream {
@@ -344,15 +467,20 @@ async fn forward(
                 buf,
                 decoder,
             } = &mut *down;
-            let send = send_request(head, rd, buf, decoder, &mut up_wr, &conn.metrics);
+            let send = send_request(head, outgoing, rd, buf, decoder, &mut up_wr, &conn.metrics);
             let connect = head.method().eq_ignore_ascii_case(b"CONNECT");
             let relay = relay_response(
                 up_rd,
                 &mut up_buf,
                 &mut up_dec,
                 wr,
+                Client {
+                    version: head.version(),
+                    keep_alive: head.keep_alive(),
+                    tunnel_request: connect,
+                    answered: &answered,
+                },
                 timeout,
-                connect,
                 &conn.metrics,
             );
             tokio::pin!(send, relay);
@@ -362,12 +490,24 @@ async fn forward(
                     r = &mut send, if sent.is_none() => sent = Some(r),
                     r = &mut relay => break (sent, r),
                 }
-                if matches!(sent, Some(Err(SendError::Downstream))) {
-                    // The client is gone or broke the protocol mid-body: nothing to answer.
-                    return (After::Close, true);
+                match sent {
+                    Some(Err(SendError::Downstream)) => {
+                        // The client is gone mid-body: nothing to answer.
+                        return (After::Close, true);
+                    }
+                    Some(Err(SendError::Malformed)) => break (sent, Ok(MALFORMED)),
+                    _ => {}
                 }
             }
         };
+        if matches!(sent, Some(Err(SendError::Malformed))) {
+            // A broken body framing (bad chunk size): the upstream connection
+            // is spoilt; the client gets a 400 unless a response has started.
+            if !answered.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = down.wr.write_all(&malformed_body()).await;
+            }
+            return (After::Close, true);
+        }
         let body_complete = matches!(sent, Some(Ok(())));
         match relayed {
             Ok(r) => {
@@ -433,13 +573,16 @@ async fn fail(
 enum SendError {
     /// Reading the request body from the client failed.
     Downstream,
+    /// The client's body framing is malformed (a bad chunk line).
+    Malformed,
     /// Writing to the upstream failed (it may still answer).
     Upstream,
 }
 
-/// Write the request head and stream its body to the upstream.
+/// Write the request head (`outgoing`) and stream its body to the upstream.
 async fn send_request<W: AsyncWrite + Unpin>(
     head: &RequestHead,
+    outgoing: &Bytes,
     rd: &mut ReadHalf,
     buf: &mut BytesMut,
     decoder: &mut RequestDecoder,
@@ -448,12 +591,12 @@ async fn send_request<W: AsyncWrite + Unpin>(
 ) -> Result<(), SendError> {
     if !head.has_body() {
         return up
-            .write_all(head.wire())
+            .write_all(outgoing)
             .await
             .map_err(|_| SendError::Upstream);
     }
-    let mut out = BytesMut::with_capacity(head.wire().len() + 1024);
-    out.extend_from_slice(head.wire());
+    let mut out = BytesMut::with_capacity(outgoing.len() + 1024);
+    out.extend_from_slice(outgoing);
     loop {
         match decoder.decode(buf) {
             Ok(Some(Part::Body(b))) => {
@@ -465,7 +608,8 @@ async fn send_request<W: AsyncWrite + Unpin>(
                 }
             }
             Ok(Some(Part::End)) => return flush(up, &mut out).await,
-            Ok(Some(Part::Head(_))) | Err(_) => return Err(SendError::Downstream),
+            Ok(Some(Part::Head(_))) => return Err(SendError::Downstream),
+            Err(_) => return Err(SendError::Malformed),
             Ok(None) => {
                 flush(up, &mut out).await?;
                 match read_more(rd, buf, metrics).await {
@@ -485,16 +629,29 @@ async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(
     Ok(())
 }
 
+/// What the response relay needs to know of the client.
+struct Client<'a> {
+    version: http1::Version,
+    keep_alive: bool,
+    /// The request was a `CONNECT`.
+    tunnel_request: bool,
+    /// Set once any response byte went to the client.
+    answered: &'a std::sync::atomic::AtomicBool,
+}
+
 /// Read the response (interim ones too) and pass it to the client as it comes.
+/// The final head goes out without hop-by-hop fields and with the gateway's
+/// own `Connection` field for this client.
 async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut up: R,
     buf: &mut BytesMut,
     decoder: &mut ResponseDecoder,
     down: &mut W,
+    client: Client<'_>,
     timeout: Duration,
-    tunnel_request: bool,
     metrics: &ConnMetrics,
 ) -> Result<Relayed, RelayError> {
+    let tunnel_request = client.tunnel_request;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut forwarded = false;
     let mut final_head: Option<(bool, bool)> = None; // (keep_alive, upgraded)
@@ -512,10 +669,19 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     return Err(err(e, forwarded));
                 }
             };
+            client
+                .answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             match part {
+                Part::Head(h) if h.is_interim() => out.extend_from_slice(h.wire()),
                 Part::Head(h) => {
-                    out.extend_from_slice(h.wire());
-                    if !h.is_interim() {
+                    let keep = h.keep_alive() && client.keep_alive;
+                    out.extend_from_slice(&h.forwarded(match (keep, client.version) {
+                        (false, _) => ClientConnection::Close,
+                        (true, http1::Version::Http10) => ClientConnection::KeepAlive,
+                        (true, http1::Version::Http11) => ClientConnection::Persistent,
+                    }));
+                    {
                         // 101, or a 2xx to CONNECT: the connection becomes a tunnel.
                         let upgraded = h.status() == 101
                             || (tunnel_request && (200..300).contains(&h.status()));

@@ -36,7 +36,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
-use switchyard_codecs::{Field, Metadata, Protocol};
+use switchyard_codecs::{Field, Metadata, Protocol, http1};
 use tokio::sync::oneshot;
 
 use self::body::{H2Body, Pump, PumpError, ReqBody};
@@ -164,6 +164,8 @@ struct Head<'a> {
     parts: &'a Parts,
     /// `(service, method)` of a gRPC call (`/pkg.Service/Method`).
     rpc: Option<(&'a str, &'a str)>,
+    /// The normalised path routes match, when it differs from `:path`'s.
+    path: Option<&'a [u8]>,
 }
 
 impl<'a> Head<'a> {
@@ -171,8 +173,43 @@ impl<'a> Head<'a> {
         let rpc = grpc
             .then(|| parts.uri.path().strip_prefix('/')?.split_once('/'))
             .flatten();
-        Self { parts, rpc }
+        Self {
+            parts,
+            rpc,
+            path: None,
+        }
     }
+}
+
+/// Normalise `:path` by the listener's path policy (the same rules as
+/// HTTP/1.1: see `codecs::http1::normalize_path`). Returns the normalised
+/// path when routes must match one that differs from `:path`'s, after
+/// putting it into `parts.uri` when the policy forwards it. `Err`: a bad
+/// percent-escape.
+fn normalize(
+    parts: &mut Parts,
+    policy: &crate::config::Http1Limits,
+) -> Result<Option<Vec<u8>>, ()> {
+    if !policy.normalize_path {
+        return Ok(None);
+    }
+    let path = match http1::normalize_path(parts.uri.path().as_bytes(), policy.merge_slashes) {
+        Ok(std::borrow::Cow::Owned(p)) => p,
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    if policy.forward_path == crate::config::ForwardPath::Normalized {
+        let mut pq = path.clone();
+        if let Some(q) = parts.uri.query() {
+            pq.push(b'?');
+            pq.extend_from_slice(q.as_bytes());
+        }
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = http::uri::PathAndQuery::try_from(pq).ok();
+        parts.uri = Uri::from_parts(uri).map_err(|_| ())?;
+        return Ok(None);
+    }
+    Ok(Some(path))
 }
 
 impl Metadata for Head<'_> {
@@ -185,7 +222,7 @@ impl Metadata for Head<'_> {
                 .authority()
                 .map(|a| a.as_str().as_bytes())
                 .or_else(|| p.headers.get(header::HOST).map(HeaderValue::as_bytes)),
-            Field::Path => Some(p.uri.path().as_bytes()),
+            Field::Path => Some(self.path.unwrap_or(p.uri.path().as_bytes())),
             Field::Header(name) => p.headers.get(name.as_str()).map(HeaderValue::as_bytes),
             Field::Service => self.rpc.map(|(s, _)| s.as_bytes()),
             Field::RpcMethod => self.rpc.map(|(_, m)| m.as_bytes()),
@@ -250,9 +287,15 @@ impl Failure {
 
 /// Handle one request stream; returns whether it failed.
 async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh: &Shared) -> bool {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
-    let head = Head::new(&parts, grpc);
+    let Ok(path) = normalize(&mut parts, &sh.listener.http1_paths) else {
+        let text = Bytes::from_static(b"invalid percent-encoding in the request path\n");
+        direct(&mut respond, 400, "text/plain; charset=utf-8", text);
+        return true;
+    };
+    let mut head = Head::new(&parts, grpc);
+    head.path = path.as_deref();
     let Some(route) = sh.listener.routes.route(Protocol::Http2, &head) else {
         answer(&mut respond, grpc, Failure::NoRoute, None);
         return true;

@@ -93,6 +93,7 @@ fn package_of(bin: &str) -> &'static str {
         "sysbench" => "sysbench",
         "haproxy" => "haproxy",
         "nutcracker" => "nutcracker",
+        "ss" => "iproute2",
         _ => "(unknown)",
     }
 }

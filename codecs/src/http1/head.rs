@@ -37,6 +37,10 @@ impl Span {
         self.start
     }
 
+    pub(super) fn end(&self) -> usize {
+        self.end
+    }
+
     /// The same range without leading and trailing spaces and tabs.
     pub(super) fn trim(self, wire: &[u8]) -> Span {
         let bytes = self.get(wire);
@@ -319,6 +323,20 @@ pub(super) struct Fields {
     pub(super) expect_continue: bool,
     pub(super) host: Option<Span>,
     pub(super) hosts: usize,
+    /// More than one `Content-Length` field line, or a list value (`5, 5`).
+    pub(super) length_repeated: bool,
+    /// A `Connection` field line is present.
+    pub(super) connection: bool,
+    /// `Connection` names a field other than `close`, `keep-alive`, `upgrade`
+    /// (that field is hop-by-hop too).
+    pub(super) connection_names_fields: bool,
+    /// `Keep-Alive` or `Proxy-Connection` fields, or a `TE` other than
+    /// exactly `trailers`: hop-by-hop fields a proxy must not forward.
+    pub(super) hop_by_hop: bool,
+    /// An `Upgrade` field line is present (even an empty one).
+    pub(super) upgrade_field: bool,
+    /// `TE` lists `trailers`.
+    pub(super) te_trailers: bool,
 }
 
 impl Fields {
@@ -333,7 +351,14 @@ impl Fields {
             expect_continue: false,
             host: None,
             hosts: 0,
+            length_repeated: false,
+            connection: false,
+            connection_names_fields: false,
+            hop_by_hop: false,
+            upgrade_field: false,
+            te_trailers: false,
         };
+        let mut length_fields = 0usize;
         // Transfer-Encoding state across all its field lines.
         let mut te_seen = false;
         let mut te_last_chunked = false;
@@ -353,6 +378,8 @@ impl Fields {
                     te_last_chunked = coding_name.eq_ignore_ascii_case(b"chunked");
                 }
             } else if name.eq_ignore_ascii_case(b"content-length") {
+                length_fields += 1;
+                f.length_repeated |= length_fields > 1 || v.contains(&b',');
                 let mut any = false;
                 for element in v.split(|b| *b == b',').map(trim_ows) {
                     any = true;
@@ -367,6 +394,7 @@ impl Fields {
                     f.length = ContentLength::Invalid;
                 }
             } else if name.eq_ignore_ascii_case(b"connection") {
+                f.connection = true;
                 for token in list_elements(v) {
                     if token.eq_ignore_ascii_case(b"close") {
                         f.close = true;
@@ -374,10 +402,20 @@ impl Fields {
                         f.keep_alive = true;
                     } else if token.eq_ignore_ascii_case(b"upgrade") {
                         f.conn_upgrade = true;
+                    } else {
+                        f.connection_names_fields = true;
                     }
                 }
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 f.upgrade |= !v.is_empty();
+                f.upgrade_field = true;
+            } else if name.eq_ignore_ascii_case(b"keep-alive")
+                || name.eq_ignore_ascii_case(b"proxy-connection")
+            {
+                f.hop_by_hop = true;
+            } else if name.eq_ignore_ascii_case(b"te") {
+                f.te_trailers |= list_elements(v).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+                f.hop_by_hop |= !v.eq_ignore_ascii_case(b"trailers");
             } else if name.eq_ignore_ascii_case(b"expect") {
                 f.expect_continue |= v.eq_ignore_ascii_case(b"100-continue");
             } else if name.eq_ignore_ascii_case(b"host") {
@@ -454,6 +492,39 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
         let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
         acc.checked_mul(10)?.checked_add(u64::from(digit))
     })
+}
+
+/// The authority of an absolute-form target (`http://host:port/p` gives
+/// `host:port`); `None` for other forms. `Err` when it carries userinfo
+/// (`user@host`, which RFC 9110 §4.2.4 forbids in http(s) URIs) or is empty.
+pub(super) fn target_authority(wire: &[u8], target: Span) -> Result<Option<Span>, CodecError> {
+    let t = target.get(wire);
+    if t.first() == Some(&b'/') || t == b"*" {
+        return Ok(None);
+    }
+    let Some(scheme_end) = memchr::memmem::find(t, b"://") else {
+        return Ok(None);
+    };
+    let from = scheme_end + 3;
+    let rest = t.get(from..).unwrap_or_default();
+    let len = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = rest.get(..len).unwrap_or_default();
+    if authority.is_empty() {
+        return Err(malformed("absolute-form target without a host"));
+    }
+    if authority.contains(&b'@') {
+        return Err(malformed("userinfo in the request target"));
+    }
+    let start = target.start() + from;
+    Ok(Some(Span::new(start, start + len)))
+}
+
+/// The first bare LF (an LF not preceded by CR) in `head`, if any.
+pub(super) fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
 }
 
 /// The path of a request target: origin-form up to `?`/`#`; for absolute-form

@@ -20,7 +20,9 @@ use crate::{CodecError, Decoder, Field, Metadata, Part, Verdict, WireHead};
 
 mod body;
 mod encode;
+mod forward;
 mod head;
+mod path;
 mod sniff;
 #[cfg(test)]
 mod tests;
@@ -30,6 +32,8 @@ use head::{Fields, HeadScan, Locate, Span};
 
 pub use body::MAX_CHUNK_LINE;
 pub use encode::reason_phrase;
+pub use forward::ClientConnection;
+pub use path::{PathError, normalize_path};
 pub use sniff::SNIFF_LIMIT;
 
 /// The protocol name in [`CodecError`]s.
@@ -129,10 +133,16 @@ pub struct RequestHead {
     version: Version,
     headers: Vec<(Span, Span)>,
     host: Option<Span>,
+    /// The authority of an absolute-form target.
+    authority: Option<Span>,
     body: BodyLength,
     keep_alive: bool,
     expects_continue: bool,
     upgrade: bool,
+    /// `TE` lists `trailers`.
+    te_trailers: bool,
+    /// The head must be written anew before it is forwarded (see `forwarded`).
+    rewrite: bool,
 }
 
 impl RequestHead {
@@ -152,6 +162,15 @@ impl RequestHead {
             None => b"/",
         }
     }
+    /// What follows the path in the target: `?query` (empty when none).
+    pub fn query(&self) -> &[u8] {
+        let from = match (self.path, self.authority) {
+            (Some(p), _) => p.end(),
+            (None, Some(a)) => a.end(),
+            (None, None) => return b"",
+        };
+        Span::new(from, self.target.end()).get(&self.wire)
+    }
     pub fn version(&self) -> Version {
         self.version
     }
@@ -168,6 +187,16 @@ impl RequestHead {
     /// The `Host` header value (there is at most one: several are refused).
     pub fn host(&self) -> Option<&[u8]> {
         self.host.map(|span| span.get(&self.wire))
+    }
+    /// The authority of an absolute-form target (`GET http://a.example/x`),
+    /// which takes the place of `Host` (RFC 9112 §3.2.2).
+    pub fn authority(&self) -> Option<&[u8]> {
+        self.authority.map(|span| span.get(&self.wire))
+    }
+    /// The host the request is for: the absolute-form target's authority,
+    /// else `Host`.
+    pub fn effective_host(&self) -> Option<&[u8]> {
+        self.authority().or_else(|| self.host())
     }
     pub fn body(&self) -> BodyLength {
         self.body
@@ -196,11 +225,12 @@ impl WireHead for RequestHead {
 }
 
 impl Metadata for RequestHead {
-    /// Method, Host (the Host header), Path, Header(name).
+    /// Method, Host (an absolute-form target's authority, else the Host
+    /// header), Path, Header(name).
     fn get(&self, field: &Field) -> Option<&[u8]> {
         match field {
             Field::Method => Some(self.method()),
-            Field::Host => self.host(),
+            Field::Host => self.effective_host(),
             Field::Path => Some(self.path()),
             Field::Header(name) => self.header(name),
             _ => None,
@@ -217,6 +247,11 @@ pub struct ResponseHead {
     headers: Vec<(Span, Span)>,
     body: BodyLength,
     keep_alive: bool,
+    /// `Connection` lists `close` / `keep-alive`.
+    close_token: bool,
+    keep_alive_token: bool,
+    /// Bare LFs or hop-by-hop fields other than `Connection: close|keep-alive`.
+    rewrite: bool,
 }
 
 impl ResponseHead {
@@ -378,6 +413,15 @@ impl RequestDecoder {
         }
         let body = fields.request_body(p.version)?;
         let path = head::target_path(&wire, p.target);
+        let authority = head::target_authority(&wire, p.target)?;
+        let upgrade = fields.conn_upgrade && fields.upgrade;
+        let rewrite = authority.is_some()
+            || fields.length_repeated
+            || fields.hop_by_hop
+            || fields.connection_names_fields
+            || fields.close
+            || (fields.upgrade_field || fields.conn_upgrade) && !upgrade
+            || head::has_bare_lf(&wire);
         self.state = State::after_head(body);
         Ok(Some(RequestHead {
             method: p.method,
@@ -386,10 +430,13 @@ impl RequestDecoder {
             version: p.version,
             headers: p.headers,
             host: fields.host,
+            authority,
             body,
             keep_alive: fields.persistent(p.version),
             expects_continue: fields.expect_continue,
-            upgrade: fields.conn_upgrade && fields.upgrade,
+            upgrade,
+            te_trailers: fields.te_trailers,
+            rewrite,
             wire,
         }))
     }
@@ -521,12 +568,21 @@ impl ResponseDecoder {
             self.pending.pop_front();
         }
         self.state = State::after_head(body);
+        let rewrite = fields.hop_by_hop
+            || fields.upgrade_field
+            || fields.te_trailers
+            || fields.connection_names_fields
+            || fields.conn_upgrade
+            || head::has_bare_lf(&wire);
         Ok(Some(ResponseHead {
             status,
             version: p.version,
             headers: p.headers,
             body,
             keep_alive: fields.persistent(p.version) && body != BodyLength::UntilClose && !tunnel,
+            close_token: fields.close,
+            keep_alive_token: fields.keep_alive,
+            rewrite,
             wire,
         }))
     }

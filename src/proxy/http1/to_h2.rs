@@ -39,6 +39,7 @@ const DROPPED: [&str; 7] = [
 /// Forward one HTTP/1 request to an HTTP/2 cluster and relay the response.
 pub(super) async fn forward(
     head: &RequestHead,
+    path: Option<&[u8]>,
     down: &mut Downstream,
     cluster: &Cluster,
     timeout: Duration,
@@ -52,7 +53,7 @@ pub(super) async fn forward(
         );
         return (fail(head, down, 501, &text, metrics).await, true);
     }
-    let Some(req) = h2_request(head, cluster) else {
+    let Some(req) = h2_request(head, path, cluster) else {
         return (
             fail(
                 head,
@@ -225,27 +226,24 @@ async fn fail_after_send(
     (if keep { After::KeepAlive } else { After::Close }, true)
 }
 
-/// The HTTP/2 request head: method, `:scheme` http, `:authority` from `Host`
-/// (or an absolute-form target), `:path` from the target; no hop-by-hop
-/// fields, `TE` only as `trailers`.
-fn h2_request(head: &RequestHead, cluster: &Cluster) -> Option<Request<()>> {
+/// The HTTP/2 request head: method, `:scheme` http, `:authority` from an
+/// absolute-form target or `Host`, `:path` from `path` (the normalised path,
+/// when given) or the target's, with its query; no hop-by-hop fields, `TE`
+/// only as `trailers`.
+fn h2_request(head: &RequestHead, path: Option<&[u8]>, cluster: &Cluster) -> Option<Request<()>> {
     let method = Method::from_bytes(head.method()).ok()?;
-    let target = head.target();
-    let uri = if target.starts_with(b"http://") || target.starts_with(b"https://") {
-        Uri::try_from(target).ok()?
-    } else {
-        let authority = match head.host() {
-            Some(h) if !h.is_empty() => std::str::from_utf8(h).ok()?.to_owned(),
-            _ => cluster.name.clone(),
-        };
-        let path = std::str::from_utf8(target).ok()?;
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .ok()?
+    let authority = match head.effective_host() {
+        Some(h) if !h.is_empty() => std::str::from_utf8(h).ok()?.to_owned(),
+        _ => cluster.name.clone(),
     };
+    let mut path_and_query = path.unwrap_or(head.path()).to_vec();
+    path_and_query.extend_from_slice(head.query());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .ok()?;
     let mut headers = HeaderMap::new();
     let named: Vec<Vec<u8>> = head
         .header("connection")

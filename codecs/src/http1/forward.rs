@@ -1,0 +1,210 @@
+//! Heads as a proxy forwards them (RFC 9110 §7.6.1, RFC 9112 §2.2, §3.2.2,
+//! §6.3): hop-by-hop fields removed, every line ended by CRLF, an
+//! absolute-form target turned into origin-form with `Host` set to its
+//! authority, repeated `Content-Length` values folded into one. A head that
+//! needs none of this is forwarded from its wire bytes, so the common case
+//! costs no copy; one that does is written anew from what the parser saw, so
+//! no other parser can read it differently.
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::head::{Span, trim_ows};
+use super::{RequestHead, ResponseHead, Version};
+
+/// What the gateway tells a client about its connection after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientConnection {
+    /// The gateway closes the connection after this response: `Connection: close`.
+    Close,
+    /// An HTTP/1.0 client whose connection stays open: `Connection: keep-alive`.
+    KeepAlive,
+    /// An HTTP/1.1 client whose connection stays open: nothing to say.
+    Persistent,
+}
+
+/// Field names no proxy forwards, whatever `Connection` lists.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// The field names `Connection` lists beyond `close`, `keep-alive` and `upgrade`.
+fn connection_options<'a>(
+    wire: &'a [u8],
+    headers: &[(Span, Span)],
+) -> impl Iterator<Item = &'a [u8]> + Clone {
+    headers
+        .iter()
+        .filter(|(n, _)| n.get(wire).eq_ignore_ascii_case(b"connection"))
+        .flat_map(move |(_, v)| v.get(wire).split(|b| *b == b','))
+        .map(trim_ows)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Copy the fields of a head that survive forwarding; `keep` decides the rest.
+fn put_end_to_end_fields(
+    out: &mut BytesMut,
+    wire: &[u8],
+    headers: &[(Span, Span)],
+    keep_upgrade: bool,
+    mut keep: impl FnMut(&mut BytesMut, &[u8], &[u8]) -> bool,
+) {
+    let listed = connection_options(wire, headers);
+    for (name, value) in headers {
+        let (name, value) = (name.get(wire), value.get(wire));
+        let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
+        if !upgrade && (is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
+        {
+            continue;
+        }
+        if keep(out, name, value) {
+            put_field(out, name, value);
+        }
+    }
+}
+
+impl RequestHead {
+    /// Whether the head sent upstream differs from the bytes the client sent
+    /// (see [`RequestHead::forwarded`]).
+    pub fn needs_rewrite(&self) -> bool {
+        self.rewrite
+    }
+
+    /// The head to send upstream: the wire bytes when nothing needs changing,
+    /// else a head written anew: `path` (when given) in place of the target's
+    /// path with the query kept, origin-form for an absolute-form target and
+    /// `Host` set to its authority, one `Content-Length`, no hop-by-hop fields
+    /// (`Connection` and what it lists, `Keep-Alive`, `Proxy-Connection`, `TE`
+    /// other than `trailers`, `Upgrade` outside an upgrade), CRLF line ends.
+    /// The gateway's own `Connection` options follow: `upgrade` for an
+    /// upgrade, `keep-alive` for an HTTP/1.0 client that asked for it, `te`
+    /// with `TE: trailers`.
+    pub fn forwarded(&self, path: Option<&[u8]>) -> Bytes {
+        if !self.rewrite && path.is_none() {
+            return self.wire.clone();
+        }
+        let wire = self.wire.as_ref();
+        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        out.put_slice(self.method.get(wire));
+        out.put_u8(b' ');
+        match (path, self.path) {
+            (Some(p), _) => out.put_slice(p),
+            (None, Some(p)) => out.put_slice(p.get(wire)),
+            // Absolute-form without a path means `/`.
+            (None, None) if self.authority.is_some() => out.put_u8(b'/'),
+            // Asterisk- and authority-form targets as they are.
+            (None, None) => out.put_slice(self.target.get(wire)),
+        }
+        out.put_slice(self.query());
+        out.put_slice(match self.version {
+            Version::Http10 => b" HTTP/1.0\r\n",
+            Version::Http11 => b" HTTP/1.1\r\n",
+        });
+        let authority = self.authority.map(|a| a.get(wire));
+        let mut host_written = false;
+        let mut length_written = false;
+        put_end_to_end_fields(
+            &mut out,
+            wire,
+            &self.headers,
+            self.upgrade,
+            |out, name, value| {
+                if name.eq_ignore_ascii_case(b"host") {
+                    if host_written {
+                        return false;
+                    }
+                    host_written = true;
+                    if let Some(a) = authority {
+                        put_field(out, b"Host", a);
+                        return false;
+                    }
+                } else if name.eq_ignore_ascii_case(b"content-length") {
+                    if length_written {
+                        return false;
+                    }
+                    length_written = true;
+                    // One value: the codec refused differing ones.
+                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
+                    put_field(out, b"Content-Length", trim_ows(first));
+                    return false;
+                }
+                true
+            },
+        );
+        if let (Some(a), false) = (authority, host_written) {
+            put_field(&mut out, b"Host", a);
+        }
+        if self.te_trailers {
+            put_field(&mut out, b"TE", b"trailers");
+        }
+        let options: &[&[u8]] = &[
+            if self.upgrade { &b"upgrade"[..] } else { b"" },
+            if self.version == Version::Http10 && self.keep_alive {
+                b"keep-alive"
+            } else {
+                b""
+            },
+            if self.te_trailers { b"te" } else { b"" },
+        ];
+        let mut first = true;
+        for option in options.iter().filter(|o| !o.is_empty()) {
+            out.put_slice(if first { b"Connection: " } else { b", " });
+            out.put_slice(option);
+            first = false;
+        }
+        if !first {
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+}
+
+impl ResponseHead {
+    /// The head to send to the client: the wire bytes when they already say
+    /// what `conn` says and carry no hop-by-hop field, else a head written
+    /// anew with hop-by-hop fields removed, CRLF line ends and the
+    /// gateway's own `Connection` field. A `101` is forwarded as it is (its
+    /// `Connection: upgrade` and `Upgrade` belong to the upgrade).
+    pub fn forwarded(&self, conn: ClientConnection) -> Bytes {
+        let says = match conn {
+            ClientConnection::Close => self.close_token && !self.keep_alive_token,
+            ClientConnection::KeepAlive => self.keep_alive_token && !self.close_token,
+            ClientConnection::Persistent => !self.close_token,
+        };
+        if self.status == 101 || (says && !self.rewrite) {
+            return self.wire.clone();
+        }
+        let wire = self.wire.as_ref();
+        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let line = wire.split(|b| *b == b'\n').next().unwrap_or_default();
+        out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.put_slice(b"\r\n");
+        put_end_to_end_fields(&mut out, wire, &self.headers, false, |_, _, _| true);
+        match conn {
+            ClientConnection::Close => out.put_slice(b"Connection: close\r\n"),
+            ClientConnection::KeepAlive => out.put_slice(b"Connection: keep-alive\r\n"),
+            ClientConnection::Persistent => {}
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+}
