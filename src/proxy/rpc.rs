@@ -3,21 +3,30 @@
 //! a host picked per request, over shared upstream connections
 //! ([`MuxConn`]); responses come back in whatever order the servers answer.
 //! Heartbeats from clients are answered by the gateway.
+//!
+//! A host that refuses connections is not tried again for every request:
+//! after a failed connect it rests for a backoff (50 ms, doubling with each
+//! further failure up to 2 s, each ±20 % at random), during which its
+//! requests fall over to the cluster's next host or are answered "upstream
+//! unavailable" at once; one request then tries it again.
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use switchyard_codecs::Decoder;
+use switchyard_codecs::{Decoder, Field, Metadata};
 use switchyard_codecs::{bolt, dubbo};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
 use crate::net::stream::Stream;
 use crate::router::Action;
-use crate::stream::multiplex::{MuxConn, MuxError, MuxKind, MuxProtocol, Outgoing};
+use crate::stream::multiplex::{
+    HostHabits, MuxConn, MuxError, MuxKind, MuxProtocol, Outgoing, Reconnect,
+};
 use crate::upstream::Cluster;
 
 /// A session's cache of shared connections: (cluster, host) → connections.
@@ -25,6 +34,12 @@ type ConnCache<P> = Vec<(Arc<Cluster>, usize, Vec<MuxConn<P>>)>;
 
 /// Upstream connections kept per host and protocol, shared by every client.
 const CONNS_PER_HOST: usize = 2;
+
+/// The rest after a host's first failed connect; it doubles with each
+/// further failure up to [`BACKOFF_MAX`]. Each is drawn within ±[`BACKOFF_JITTER`].
+const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_JITTER: f64 = 0.2;
 
 /// Serve one downstream connection of protocol `P`.
 pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
@@ -68,9 +83,10 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 None => {
                     conn.metrics.errors.increment(1);
                     if kind == MuxKind::Request {
-                        let _ = reply_tx
-                            .send(refuse(MuxError::NoRoute, "no route for this service"))
-                            .await;
+                        let service = frame.get(&Field::Service).unwrap_or_default();
+                        let message =
+                            format!("no route for service {}", String::from_utf8_lossy(service));
+                        let _ = reply_tx.send(refuse(MuxError::NoRoute, &message)).await;
                     }
                     continue;
                 }
@@ -105,23 +121,39 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             };
-            if let Err(back) = up
-                .send(Outgoing {
-                    frame,
-                    reply: reply_tx.clone(),
-                    timeout,
-                })
-                .await
-            {
+            let mut up = up;
+            let mut outgoing = Outgoing {
+                frame,
+                reply: reply_tx.clone(),
+                timeout,
+            };
+            let mut retried = false;
+            let failed = loop {
+                match up.send(outgoing).await {
+                    Ok(()) => break None,
+                    // The connection ended before it took the request, which
+                    // so never reached the server: once more on a fresh one.
+                    Err(back) if !retried => {
+                        retried = true;
+                        match upstream::<P>(&mut cache, &cluster, &back.frame, turn).await {
+                            Some(next) => (up, outgoing) = (next, back),
+                            None => {
+                                break Some((back, MuxError::Unavailable, "upstream unavailable"));
+                            }
+                        }
+                    }
+                    Err(back) => {
+                        break Some((back, MuxError::UpstreamClosed, "upstream connection closed"));
+                    }
+                }
+            };
+            if let Some((back, error, message)) = failed {
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
                     let f = &back.frame;
-                    let reply = P::error_reply(
-                        P::request_id(f),
-                        P::reply_context(f),
-                        MuxError::UpstreamClosed,
-                        "upstream connection closed",
-                    );
+                    let message = format!("{message} (cluster {})", cluster.name);
+                    let reply =
+                        P::error_reply(P::request_id(f), P::reply_context(f), error, &message);
                     let _ = reply_tx.send(reply).await;
                 }
             }
@@ -173,40 +205,142 @@ async fn upstream<P: MuxProtocol>(
     None
 }
 
+/// What the cluster keeps per (protocol, host): the shared connections and
+/// the connect backoff.
+struct HostConns<P: MuxProtocol> {
+    conns: Vec<MuxConn<P>>,
+    backoff: Backoff,
+    habits: Arc<HostHabits>,
+}
+
+/// A host's connect backoff (see the module docs).
+#[derive(Default)]
+struct Backoff {
+    /// Failed connects in a row.
+    failures: u32,
+    /// No connect before this.
+    until: Option<Instant>,
+    /// When the one connect allowed after a rest started (while it runs, the
+    /// others wait for its outcome).
+    probing: Option<Instant>,
+}
+
+impl Backoff {
+    /// Whether a connect may start now (a probe after a rest is marked).
+    fn may_try(&mut self, now: Instant, connect_timeout: Duration) -> bool {
+        if self.failures == 0 {
+            return true;
+        }
+        if self.until.is_some_and(|t| now < t) {
+            return false;
+        }
+        // A probe whose outcome never came (its session went away) is stale
+        // after the connect timeout.
+        if self
+            .probing
+            .is_some_and(|t| now < t + connect_timeout + BACKOFF_MAX)
+        {
+            return false;
+        }
+        self.probing = Some(now);
+        true
+    }
+
+    fn record(&mut self, ok: bool, now: Instant) {
+        self.probing = None;
+        if ok {
+            self.failures = 0;
+            self.until = None;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let base = BACKOFF_INITIAL
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(BACKOFF_MAX);
+        let jitter = 1.0 + BACKOFF_JITTER * (2.0 * rand::random::<f64>() - 1.0);
+        self.until = Some(now + base.mul_f64(jitter));
+    }
+}
+
+/// Run `f` on the registry entry of (`P`, `host`), made if missing.
+fn with_entry<P: MuxProtocol, T>(
+    cluster: &Cluster,
+    host: usize,
+    f: impl FnOnce(&mut HostConns<P>) -> T,
+) -> Option<T> {
+    let mut registry = cluster.shared.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = registry.entry((P::PROTOCOL, host)).or_insert_with(|| {
+        Box::new(HostConns::<P> {
+            conns: Vec::new(),
+            backoff: Backoff::default(),
+            habits: Arc::default(),
+        }) as Box<dyn Any + Send + Sync>
+    });
+    entry.downcast_mut::<HostConns<P>>().map(f)
+}
+
+/// A new connection to `host`, unless the host is resting after failed
+/// connects; the outcome feeds its backoff.
+async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<TcpStream> {
+    let timeout = cluster.connect_timeout;
+    let may = with_entry::<P, _>(cluster, host, |e| {
+        e.backoff.may_try(Instant::now(), timeout)
+    });
+    if may != Some(true) {
+        return None;
+    }
+    let result = cluster.connect(host).await;
+    with_entry::<P, _>(cluster, host, |e| {
+        e.backoff.record(result.is_ok(), Instant::now());
+    });
+    result.ok()
+}
+
+/// How a shared connection to `host` opens the fresh connection its
+/// never-written requests go on (holding the cluster weakly: the cluster
+/// holds the connection).
+fn reconnect<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Reconnect {
+    let cluster = Arc::downgrade(cluster);
+    Arc::new(move || {
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            let cluster = cluster.upgrade()?;
+            connect::<P>(&cluster, host).await
+        })
+    })
+}
+
 /// The cluster-wide connections to `host` for protocol `P`, opening the
 /// missing ones. The registry lock is held only to read or store handles.
-async fn shared<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Vec<MuxConn<P>> {
-    let key = (P::PROTOCOL, host);
-    let mut conns: Vec<MuxConn<P>> = {
-        let registry = cluster.shared.lock().unwrap_or_else(|e| e.into_inner());
-        registry
-            .get(&key)
-            .and_then(|any| any.downcast_ref::<Vec<MuxConn<P>>>())
-            .map(|v| v.iter().filter(|c| c.is_open()).cloned().collect())
-            .unwrap_or_default()
+async fn shared<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Vec<MuxConn<P>> {
+    let Some((mut conns, habits)) = with_entry::<P, _>(cluster, host, |e| {
+        let open: Vec<MuxConn<P>> = e.conns.iter().filter(|c| c.is_open()).cloned().collect();
+        (open, e.habits.clone())
+    }) else {
+        return Vec::new();
     };
     if conns.len() >= CONNS_PER_HOST {
         return conns;
     }
+    let opened = conns.len();
     while conns.len() < CONNS_PER_HOST {
-        match cluster.connect(host).await {
-            Ok(stream) => {
-                let name = format!(
-                    "{}/{}",
-                    cluster.name,
-                    cluster
-                        .hosts
-                        .get(host)
-                        .map_or_else(String::new, |h| h.address.to_string())
-                );
-                conns.push(MuxConn::spawn(stream, name));
-            }
-            Err(_) => break,
-        }
+        let Some(stream) = connect::<P>(cluster, host).await else {
+            break;
+        };
+        let name = format!(
+            "{}/{}",
+            cluster.name,
+            cluster
+                .hosts
+                .get(host)
+                .map_or_else(String::new, |h| h.address.to_string())
+        );
+        let reconnect = reconnect::<P>(cluster, host);
+        conns.push(MuxConn::spawn(stream, name, reconnect, habits.clone()));
     }
-    if !conns.is_empty() {
-        let mut registry = cluster.shared.lock().unwrap_or_else(|e| e.into_inner());
-        registry.insert(key, Box::new(conns.clone()) as Box<dyn Any + Send + Sync>);
+    if conns.len() > opened {
+        let keep = conns.clone();
+        with_entry::<P, _>(cluster, host, |e| e.conns = keep);
     }
     conns
 }
@@ -355,11 +489,15 @@ impl MuxProtocol for Bolt {
             MuxError::UpstreamClosed => bolt::status::CONNECTION_CLOSED,
             MuxError::Refused => bolt::status::SERVER_EXCEPTION,
         };
-        // The status carries the meaning; the content stays empty, which every
-        // client accepts (Node's sofa-bolt-node decodes an error content as an
-        // RpcServerException object and drops the connection on anything else).
-        tracing::debug!(status, message, "bolt: gateway-made error response");
-        bolt::response(version, id as u32, (context & 0xff) as u8, status, "")
+        // The status carries the meaning; the reason goes in an
+        // RpcServerException, as SOFA servers send their own errors.
+        bolt::server_exception(
+            version,
+            id as u32,
+            (context & 0xff) as u8,
+            status,
+            &format!("switchyard: {message}"),
+        )
     }
     fn heartbeat_reply(f: &bolt::Frame) -> Bytes {
         bolt::heartbeat_response(f.version(), f.request_id())

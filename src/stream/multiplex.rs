@@ -7,19 +7,30 @@
 //! upstream id, writes it, and when the response comes back restores the
 //! client's id and hands the bytes to that client's writer. A timed-out
 //! request is answered with the protocol's timeout error; when the connection
-//! dies, every request in flight is answered with an error at once.
+//! dies, every request written on it and still unanswered is answered with an
+//! error at once. Requests the connection took but had not (completely)
+//! written when it died, and those still queued for it, cannot have reached
+//! the server: they are sent again, once, on a fresh connection to the same
+//! host (some servers close a connection after every response). A host whose
+//! server closed a connection right after answering everything on it
+//! ([`HostHabits`]) has its connections retire as soon as nothing is in flight
+//! on them, so no request is written on a connection the server is closing;
+//! a retired connection the server then keeps open clears that habit.
 //! Heartbeats from the server are answered; when the connection is idle the
 //! task sends its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Metadata, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
@@ -83,6 +94,25 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn timeout(frame: &Self::Frame) -> Option<Duration>;
 }
 
+/// Opens a fresh connection to the host a [`MuxConn`] talks to (`None`: it
+/// could not), for the requests a closed connection never wrote.
+pub type Reconnect =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<TcpStream>> + Send>> + Send + Sync>;
+
+/// What the connections to one host learn about its server, shared by them.
+#[derive(Debug, Default)]
+pub struct HostHabits {
+    /// The server closes a connection right after answering all it read (as
+    /// some Bolt servers do after every response): a connection with nothing
+    /// in flight takes no more requests.
+    closes_after_response: AtomicBool,
+}
+
+/// A close within this time of a connection's last response (with nothing
+/// else in flight) is the server closing after responses; a retired
+/// connection the server keeps open this long clears the habit.
+const CLOSE_AFTER_RESPONSE: Duration = Duration::from_secs(1);
+
 /// A request handed to a shared upstream connection.
 pub struct Outgoing<F> {
     pub frame: F,
@@ -96,6 +126,17 @@ struct Pending {
     context: u32,
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
+}
+
+/// A request whose bytes are in the write buffer but not all on the socket
+/// yet: kept (a view, no copy) until they are, to be sent again if the
+/// connection dies first.
+struct Unwritten<F> {
+    /// Where its bytes end in the connection's output stream.
+    end: u64,
+    /// Its upstream id (`None`: one-way, nothing in flight).
+    id: Option<u64>,
+    frame: F,
 }
 
 /// The handle of one shared upstream connection.
@@ -119,11 +160,27 @@ const MAX_OUT: usize = 1 << 20;
 const HEARTBEAT_IDLE: Duration = Duration::from_secs(15);
 
 impl<P: MuxProtocol> MuxConn<P> {
-    /// Start the connection's task on `stream`.
-    pub fn spawn(stream: TcpStream, name: String) -> Self {
+    /// Start the connection's task on `stream`; `reconnect` opens the fresh
+    /// connection that requests never written on this one are sent on;
+    /// `habits` are shared by the connections to the same host.
+    pub fn spawn(
+        stream: TcpStream,
+        name: String,
+        reconnect: Reconnect,
+        habits: Arc<HostHabits>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(run::<P>(stream, rx, alive.clone(), name));
+        let task = Task::<P> {
+            rx,
+            inflight: HashMap::new(),
+            deadlines: DelayQueue::new(),
+            next_id: 1,
+            decoder: P::decoder(),
+            habits,
+            idle_since: None,
+        };
+        tokio::spawn(run::<P>(task, stream, alive.clone(), name, reconnect));
         Self { tx, alive }
     }
 
@@ -137,114 +194,303 @@ impl<P: MuxProtocol> MuxConn<P> {
     }
 }
 
-async fn run<P: MuxProtocol>(
-    stream: TcpStream,
-    mut rx: mpsc::Receiver<Outgoing<P::Frame>>,
-    alive: Arc<AtomicBool>,
-    name: String,
-) {
-    let (mut rd, mut wr) = stream.into_split();
-    let mut decoder = P::decoder();
-    let mut inbuf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut inflight: HashMap<u64, Pending> = HashMap::new();
-    let mut deadlines: DelayQueue<u64> = DelayQueue::new();
-    let mut next_id: u64 = 1;
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_IDLE);
-    heartbeat.tick().await;
-    let mut heard = true;
-    let reason = loop {
-        tokio::select! {
-            msg = rx.recv(), if out.len() < MAX_OUT => {
-                let Some(msg) = msg else { break "no more users" };
-                let client_id = P::request_id(&msg.frame);
-                if P::kind(&msg.frame) == MuxKind::OneWay {
-                    P::write_with_id(&msg.frame, client_id, &mut out);
-                    continue;
+/// One shared connection's task: the queue it takes requests from and the
+/// requests in flight, kept across the fresh connection that carries the
+/// requests a closed one never wrote.
+struct Task<P: MuxProtocol> {
+    rx: mpsc::Receiver<Outgoing<P::Frame>>,
+    inflight: HashMap<u64, Pending>,
+    deadlines: DelayQueue<u64>,
+    next_id: u64,
+    decoder: P::Decoder,
+    habits: Arc<HostHabits>,
+    /// When a response last left nothing in flight.
+    idle_since: Option<Instant>,
+}
+
+/// How a connection's [`Task::serve`] ended.
+struct Ended<F> {
+    reason: &'static str,
+    /// The requests it never completely wrote.
+    cut_off: VecDeque<Unwritten<F>>,
+    /// Retired with nothing in flight (the host closes after responses): the
+    /// connection, to see whether the server closes it.
+    retired: Option<(OwnedReadHalf, OwnedWriteHalf)>,
+}
+
+impl<P: MuxProtocol> Task<P> {
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = if id >= P::MAX_ID { 1 } else { id + 1 };
+        id
+    }
+
+    /// Put `msg` in the write buffer `out` under a fresh upstream id (`sent`:
+    /// the bytes of this connection already on the socket).
+    fn queue(
+        &mut self,
+        msg: Outgoing<P::Frame>,
+        out: &mut BytesMut,
+        sent: u64,
+        unwritten: &mut VecDeque<Unwritten<P::Frame>>,
+    ) {
+        let client_id = P::request_id(&msg.frame);
+        let id = if P::kind(&msg.frame) == MuxKind::OneWay {
+            P::write_with_id(&msg.frame, client_id, out);
+            None
+        } else {
+            let id = self.take_id();
+            P::write_with_id(&msg.frame, id, out);
+            let key = self.deadlines.insert(id, msg.timeout);
+            let pending = Pending {
+                client_id,
+                context: P::reply_context(&msg.frame),
+                reply: msg.reply,
+                deadline: Some(key),
+            };
+            if let Some(old) = self.inflight.insert(id, pending) {
+                // The id space wrapped onto a request still waiting: fail that one.
+                if let Some(k) = old.deadline {
+                    self.deadlines.remove(&k);
                 }
-                let id = next_id;
-                next_id = if next_id >= P::MAX_ID { 1 } else { next_id + 1 };
-                P::write_with_id(&msg.frame, id, &mut out);
-                let key = deadlines.insert(id, msg.timeout);
-                let pending = Pending { client_id, context: P::reply_context(&msg.frame), reply: msg.reply, deadline: Some(key) };
-                if let Some(old) = inflight.insert(id, pending) {
-                    // The id space wrapped onto a request still waiting: fail that one.
-                    if let Some(k) = old.deadline { deadlines.remove(&k); }
-                    deliver(&old.reply, P::error_reply(old.client_id, old.context, MuxError::Timeout, "request id reused"));
-                }
+                deliver(
+                    &old.reply,
+                    P::error_reply(
+                        old.client_id,
+                        old.context,
+                        MuxError::Timeout,
+                        "request id reused",
+                    ),
+                );
             }
-            n = wr.write(&out), if !out.is_empty() => match n {
-                Ok(n) if n > 0 => out.advance(n),
-                _ => break "write failed",
-            },
-            r = rd.read_buf(&mut inbuf) => {
-                match r {
-                    Ok(0) => break "closed by the upstream",
-                    Err(_) => break "read failed",
-                    Ok(_) => heard = true,
-                }
-                loop {
-                    let frame = match decoder.decode(&mut inbuf) {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(_) => break,
-                    };
-                    match P::kind(&frame) {
-                        MuxKind::Response => {
-                            if let Some(p) = inflight.remove(&P::request_id(&frame)) {
-                                if let Some(k) = p.deadline { deadlines.remove(&k); }
-                                deliver(&p.reply, P::with_id(&frame, p.client_id));
+            Some(id)
+        };
+        unwritten.push_back(Unwritten {
+            end: sent + out.len() as u64,
+            id,
+            frame: msg.frame,
+        });
+    }
+
+    /// Serve one upstream connection until it ends, writing `out` (whose
+    /// requests are `unwritten`) first. `taking`: take new requests from the
+    /// queue; without, end once every request in flight is answered. Returns
+    /// why it ended and the requests it never completely wrote.
+    async fn serve(
+        &mut self,
+        stream: TcpStream,
+        mut taking: bool,
+        mut out: BytesMut,
+        mut unwritten: VecDeque<Unwritten<P::Frame>>,
+    ) -> Ended<P::Frame> {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut sent: u64 = 0;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_IDLE);
+        heartbeat.tick().await;
+        let mut heard = true;
+        let reason = loop {
+            if !taking && self.inflight.is_empty() && out.is_empty() {
+                break "no more requests";
+            }
+            // Reads first: a close the server sent is seen before more
+            // requests are written on a connection it no longer reads.
+            tokio::select! {
+                biased;
+                r = rd.read_buf(&mut inbuf) => {
+                    match r {
+                        Ok(0) => break CLOSED_BY_UPSTREAM,
+                        Err(_) => break "read failed",
+                        Ok(_) => heard = true,
+                    }
+                    loop {
+                        let frame = match self.decoder.decode(&mut inbuf) {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            Err(_) => break,
+                        };
+                        match P::kind(&frame) {
+                            MuxKind::Response => {
+                                if let Some(p) = self.inflight.remove(&P::request_id(&frame)) {
+                                    if let Some(k) = p.deadline { self.deadlines.remove(&k); }
+                                    deliver(&p.reply, P::with_id(&frame, p.client_id));
+                                    if self.inflight.is_empty() {
+                                        self.idle_since = Some(Instant::now());
+                                    }
+                                }
                             }
+                            MuxKind::HeartbeatRequest => out.extend_from_slice(&P::heartbeat_reply(&frame)),
+                            _ => {}
                         }
-                        MuxKind::HeartbeatRequest => out.extend_from_slice(&P::heartbeat_reply(&frame)),
-                        _ => {}
+                    }
+                    if inbuf.capacity() - inbuf.len() < 4096 {
+                        inbuf.reserve(16 * 1024);
+                    }
+                    if taking && self.inflight.is_empty() && out.is_empty()
+                        && self.habits.closes_after_response.load(Ordering::Relaxed)
+                    {
+                        return Ended {
+                            reason: "retired (the server closes after responses)",
+                            cut_off: unwritten,
+                            retired: Some((rd, wr)),
+                        };
                     }
                 }
-                if inbuf.capacity() - inbuf.len() < 4096 {
-                    inbuf.reserve(16 * 1024);
+                n = wr.write(&out), if !out.is_empty() => match n {
+                    Ok(n) if n > 0 => {
+                        out.advance(n);
+                        sent += n as u64;
+                        while unwritten.front().is_some_and(|u| u.end <= sent) {
+                            unwritten.pop_front();
+                        }
+                    }
+                    _ => break "write failed",
+                },
+                msg = self.rx.recv(), if taking && out.len() < MAX_OUT => {
+                    let Some(msg) = msg else {
+                        // Every handle is gone: answer what is in flight, then end.
+                        taking = false;
+                        continue;
+                    };
+                    self.queue(msg, &mut out, sent, &mut unwritten);
+                    // Gather what else is queued into the same write.
+                    while out.len() < MAX_OUT {
+                        let Ok(msg) = self.rx.try_recv() else { break };
+                        self.queue(msg, &mut out, sent, &mut unwritten);
+                    }
+                }
+                Some(expired) = std::future::poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
+                    let id = expired.into_inner();
+                    if let Some(p) = self.inflight.remove(&id) {
+                        deliver(&p.reply, P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout"));
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if !heard && self.inflight.is_empty() {
+                        // Nothing heard since the last heartbeat: check the connection.
+                        let id = self.take_id();
+                        out.extend_from_slice(&P::heartbeat_request(id));
+                    }
+                    heard = false;
                 }
             }
-            Some(expired) = std::future::poll_fn(|cx| deadlines.poll_expired(cx)), if !deadlines.is_empty() => {
-                let id = expired.into_inner();
-                if let Some(p) = inflight.remove(&id) {
-                    deliver(&p.reply, P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout"));
-                }
+        };
+        Ended {
+            reason,
+            cut_off: unwritten,
+            retired: None,
+        }
+    }
+
+    /// Answer every request in flight with `error`.
+    async fn fail_all(&mut self, error: MuxError, message: &str) {
+        for (_, p) in self.inflight.drain() {
+            if let Some(k) = p.deadline {
+                self.deadlines.remove(&k);
             }
-            _ = heartbeat.tick() => {
-                if !heard && inflight.is_empty() {
-                    // Nothing heard since the last heartbeat: check the connection.
-                    out.extend_from_slice(&P::heartbeat_request(next_id));
-                    next_id = if next_id >= P::MAX_ID { 1 } else { next_id + 1 };
-                }
-                heard = false;
-            }
+            let reply = P::error_reply(p.client_id, p.context, error, message);
+            let _ = p.reply.send(reply).await;
+        }
+    }
+}
+
+async fn run<P: MuxProtocol>(
+    mut task: Task<P>,
+    stream: TcpStream,
+    alive: Arc<AtomicBool>,
+    name: String,
+    reconnect: Reconnect,
+) {
+    let out = BytesMut::with_capacity(16 * 1024);
+    let ended = task.serve(stream, true, out, VecDeque::new()).await;
+    alive.store(false, Ordering::Relaxed);
+    task.rx.close();
+    let (reason, cut_off) = (ended.reason, ended.cut_off);
+    // The server closed it right after answering all it had: it does so.
+    let closed_after_response = reason == CLOSED_BY_UPSTREAM
+        && task
+            .idle_since
+            .is_some_and(|t| t.elapsed() <= CLOSE_AFTER_RESPONSE);
+    if let Some(conn) = ended.retired {
+        tokio::spawn(linger(conn, task.habits.clone(), name.clone()));
+    } else if closed_after_response
+        && !task
+            .habits
+            .closes_after_response
+            .swap(true, Ordering::Relaxed)
+    {
+        tracing::info!(upstream = %name, "the upstream closes connections after responses: one exchange per connection");
+    }
+    // The requests this connection never completely wrote keep their ids and
+    // deadlines; every other one in flight was written and is answered now
+    // (the server may have acted on it: it is not sent again).
+    let mut retry: HashMap<u64, Pending> = HashMap::new();
+    for id in cut_off.iter().filter_map(|u| u.id) {
+        if let Some(p) = task.inflight.remove(&id) {
+            retry.insert(id, p);
+        }
+    }
+    tracing::debug!(upstream = %name, reason, in_flight = task.inflight.len(), "multiplexed upstream connection ended");
+    task.fail_all(
+        MuxError::UpstreamClosed,
+        &format!("upstream connection {reason}"),
+    )
+    .await;
+    task.inflight = retry;
+    // Those and the requests still queued for it go on a fresh connection.
+    let mut out = BytesMut::new();
+    let mut unwritten = VecDeque::new();
+    for u in cut_off {
+        match u.id {
+            // Timed out meanwhile: already answered.
+            Some(id) if !task.inflight.contains_key(&id) => continue,
+            Some(id) => P::write_with_id(&u.frame, id, &mut out),
+            None => P::write_with_id(&u.frame, P::request_id(&u.frame), &mut out),
+        }
+        unwritten.push_back(Unwritten {
+            end: out.len() as u64,
+            ..u
+        });
+    }
+    while let Ok(msg) = task.rx.try_recv() {
+        task.queue(msg, &mut out, 0, &mut unwritten);
+    }
+    if unwritten.is_empty() {
+        return;
+    }
+    metrics::counter!("switchyard_rpc_requests_retried_total").increment(unwritten.len() as u64);
+    tracing::debug!(upstream = %name, requests = unwritten.len(), "sending requests never written on a fresh connection");
+    match reconnect().await {
+        Some(stream) => {
+            let ended = task.serve(stream, false, out, unwritten).await;
+            let message = format!("upstream connection {}", ended.reason);
+            task.fail_all(MuxError::UpstreamClosed, &message).await;
+        }
+        None => {
+            task.fail_all(MuxError::Unavailable, "upstream unavailable")
+                .await;
+        }
+    }
+}
+
+/// Why a connection ended when the server closed it.
+const CLOSED_BY_UPSTREAM: &str = "closed by the upstream";
+
+/// Watch a retired connection: a server that does not close it soon after
+/// its last response no longer closes after responses.
+async fn linger(conn: (OwnedReadHalf, OwnedWriteHalf), habits: Arc<HostHabits>, name: String) {
+    let (mut rd, _wr) = conn;
+    let until = tokio::time::Instant::now() + CLOSE_AFTER_RESPONSE;
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match tokio::time::timeout_at(until, rd.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => {}
+            Err(_) => break false,
         }
     };
-    alive.store(false, Ordering::Relaxed);
-    tracing::debug!(upstream = %name, reason, in_flight = inflight.len(), "multiplexed upstream connection ended");
-    rx.close();
-    for (_, p) in inflight.drain() {
-        let message = format!("upstream connection {reason}");
-        let _ = p
-            .reply
-            .send(P::error_reply(
-                p.client_id,
-                p.context,
-                MuxError::UpstreamClosed,
-                &message,
-            ))
-            .await;
-    }
-    while let Ok(msg) = rx.try_recv() {
-        if P::kind(&msg.frame) == MuxKind::Request {
-            let reply = P::error_reply(
-                P::request_id(&msg.frame),
-                P::reply_context(&msg.frame),
-                MuxError::UpstreamClosed,
-                "upstream connection closed",
-            );
-            deliver(&msg.reply, reply);
-        }
+    if !closed && habits.closes_after_response.swap(false, Ordering::Relaxed) {
+        tracing::info!(upstream = %name, "the upstream keeps connections open again");
     }
 }
 

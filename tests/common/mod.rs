@@ -1248,18 +1248,45 @@ pub struct RpcServer {
     pub port: u16,
     pub kind: RpcKind,
     dir: tempfile::TempDir,
+    /// `peer.js server` words after the protocol (`close-after-response`).
+    mode: Option<&'static str>,
 }
 
 impl RpcServer {
     pub fn start(kind: RpcKind) -> Self {
+        Self::start_mode(kind, None)
+    }
+
+    /// A server that closes each connection as soon as it has answered every
+    /// request it read on it (`peer.js server PORT KIND close-after-response`).
+    pub fn start_closing_after_response(kind: RpcKind) -> Self {
+        Self::start_mode(kind, Some("close-after-response"))
+    }
+
+    fn start_mode(kind: RpcKind, mode: Option<&'static str>) -> Self {
         let mut s = RpcServer {
             child: None,
             port: free_port(),
             kind,
             dir: tempfile::tempdir().expect("tempdir"),
+            mode,
         };
         s.spawn();
         s
+    }
+
+    /// How many requests a `close-after-response` server read on connections
+    /// it had already closed (it cannot answer them).
+    pub fn late_requests(&self) -> usize {
+        self.log().lines().filter(|l| *l == "late request").count()
+    }
+
+    /// How many connections a `close-after-response` server has closed.
+    pub fn connections_closed(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("closed "))
+            .count()
     }
 
     fn spawn(&mut self) {
@@ -1274,6 +1301,7 @@ impl RpcServer {
         let ready_before = self.log().matches("ready\n").count();
         let mut child = rpc_peer()
             .args(["server", &self.port.to_string(), self.kind.name()])
+            .args(self.mode)
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(g))

@@ -2,7 +2,7 @@
 use bytes::Bytes;
 
 use super::{Frame, Kind, SWITCH_CRC, Version, cmd, codec, head_len, status};
-use crate::hessian2::truncate_utf16;
+use crate::hessian2::{truncate_utf16, write_int};
 
 /// The timeout written into gateway-made heartbeats (as sofa-bolt-node does).
 const HEARTBEAT_TIMEOUT_MS: i32 = 3000;
@@ -269,4 +269,89 @@ pub fn encode_header_map<'e>(
         field(&mut out, v);
     }
     out
+}
+
+/// The class SOFA Bolt servers name in their own error responses.
+pub const SERVER_EXCEPTION_CLASS: &str = "com.alipay.remoting.rpc.exception.RpcServerException";
+
+/// A gateway-made error response in the form SOFA Bolt servers send their
+/// own: status `status`, class name [`SERVER_EXCEPTION_CLASS`] and, as the
+/// content, that exception serialized in Hessian with `message` as its
+/// `detailMessage` (cut to 65,535 UTF-16 units), an empty stack trace and no
+/// cause. Clients show the message: Java's as the exception's message,
+/// sofa-rpc-node as `RpcServerException: message`.
+///
+/// The object is written in the Hessian encoding SOFA stacks use for it (the
+/// pre-final 2.0 draft of Hessian 3.1: `O` with the type inline, `o`, `V … z`),
+/// byte for byte as sofa-bolt-node's server writes it. A codec other than
+/// Hessian 2, or an empty message, gets no class and no content (the status
+/// alone), which every client accepts.
+pub fn server_exception(
+    version: Version,
+    request_id: u32,
+    codec: u8,
+    status: u16,
+    message: &str,
+) -> Bytes {
+    let (class, content) = if codec == codec::HESSIAN2 && !message.is_empty() {
+        (
+            SERVER_EXCEPTION_CLASS.as_bytes(),
+            server_exception_content(message),
+        )
+    } else {
+        (&[][..], Vec::new())
+    };
+    build(
+        version,
+        Kind::Response,
+        cmd::RESPONSE,
+        request_id,
+        codec,
+        &status.to_be_bytes(),
+        class,
+        &[],
+        &content,
+    )
+}
+
+/// The Hessian content of [`server_exception`]: an `RpcServerException`
+/// with fields `detailMessage` (`message`), `stackTrace` (an empty
+/// `[java.lang.StackTraceElement` list) and `cause` (null).
+pub fn server_exception_content(message: &str) -> Vec<u8> {
+    const TRACE_TYPE: &[u8] = b"[java.lang.StackTraceElement";
+    let class = SERVER_EXCEPTION_CLASS.as_bytes();
+    let mut out = Vec::with_capacity(160 + message.len());
+    // The class definition: `O`, the type as a length and raw bytes, the
+    // field count and the field names.
+    out.push(b'O');
+    write_int(&mut out, class.len() as i32);
+    out.extend_from_slice(class);
+    write_int(&mut out, 3);
+    for field in ["detailMessage", "stackTrace", "cause"] {
+        draft_string(&mut out, field);
+    }
+    // The instance of definition 0, then its three values.
+    out.push(b'o');
+    write_int(&mut out, 0);
+    draft_string(&mut out, truncate_utf16(message, MAX_MESSAGE_UNITS));
+    out.push(b'V');
+    out.push(b't');
+    out.extend_from_slice(&len16(TRACE_TYPE).to_be_bytes());
+    out.extend_from_slice(TRACE_TYPE);
+    out.extend_from_slice(&[b'n', 0, b'z']);
+    out.push(b'N');
+    out
+}
+
+/// A string of at most 65,535 UTF-16 units in one chunk, in the forms the
+/// draft grammar has: compact up to 31 units, else `S` and a 16-bit length.
+fn draft_string(out: &mut Vec<u8>, s: &str) {
+    let units: usize = s.chars().map(char::len_utf16).sum();
+    if units <= 0x1f {
+        out.push(units as u8);
+    } else {
+        out.push(b'S');
+        out.extend_from_slice(&(units.min(0xffff) as u16).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
 }

@@ -33,8 +33,8 @@ mod encode;
 mod header_map;
 
 pub use encode::{
-    crc32, encode_header_map, heartbeat_request, heartbeat_response, request, response,
-    with_request_id,
+    SERVER_EXCEPTION_CLASS, crc32, encode_header_map, heartbeat_request, heartbeat_response,
+    request, response, server_exception, server_exception_content, with_request_id,
 };
 pub use header_map::{HeaderMap, header_map};
 

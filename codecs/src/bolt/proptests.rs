@@ -212,4 +212,23 @@ proptest! {
             prop_assert_eq!(&*text, msg.as_bytes());
         }
     }
+
+    #[test]
+    fn server_exception_round_trip(v in version(), id in any::<u32>(), st in any::<u16>(), msg in ".{0,300}") {
+        let f = Frame::parse(server_exception(v, id, codec::HESSIAN2, st, &msg)).unwrap();
+        prop_assert_eq!(f.kind(), Kind::Response);
+        prop_assert_eq!(f.request_id(), id);
+        prop_assert_eq!(f.status(), Some(st));
+        let content = f.content();
+        if msg.is_empty() {
+            prop_assert!(content.is_empty() && f.class_name().is_empty());
+        } else {
+            prop_assert_eq!(f.class_name(), SERVER_EXCEPTION_CLASS.as_bytes());
+            prop_assert_eq!(&content[..], &server_exception_content(&msg)[..]);
+            // The message is there whole, right after the instance tag.
+            let at = content.windows(2).position(|w| w == b"o\x90").unwrap() + 2;
+            let skip = if content[at] == b'S' { 3 } else { 1 };
+            prop_assert_eq!(&content[at + skip..at + skip + msg.len()], msg.as_bytes());
+        }
+    }
 }

@@ -417,3 +417,45 @@ fn frames_cross_threads() {
     send_sync::<Frame>();
     send_sync::<super::Decoder>();
 }
+
+/// sofa-bolt-node's server encoding `new Error('no route for service X')` as
+/// the content of an error response (its RpcServerException, Hessian as SOFA
+/// stacks write it), captured from the library.
+const NODE_SERVER_EXCEPTION: &str = "4fc834636f6d2e616c697061792e72656d6f74696e672e7270632e657863657074696f6e2e527063536572766572457863657074696f6e930d64657461696c4d6573736167650a737461636b54726163650563617573656f901d4572726f723a206e6f20726f75746520666f72207365727669636520585674001c5b6a6176612e6c616e672e537461636b5472616365456c656d656e746e007a4e";
+
+#[test]
+fn server_exceptions_are_written_as_sofa_servers_write_them() {
+    assert_eq!(
+        server_exception_content("Error: no route for service X"),
+        hex(NODE_SERVER_EXCEPTION)
+    );
+    for v in [Version::V1, Version::V2] {
+        let f = one(&server_exception(
+            v,
+            12,
+            codec::HESSIAN2,
+            status::NO_PROCESSOR,
+            "switchyard: no route",
+        ));
+        assert_eq!(f.version(), v);
+        assert_eq!(f.kind(), Kind::Response);
+        assert_eq!(f.status(), Some(status::NO_PROCESSOR));
+        assert_eq!(f.request_id(), 12);
+        assert_eq!(f.class_name(), SERVER_EXCEPTION_CLASS.as_bytes());
+        assert_eq!(
+            &f.content()[..],
+            &server_exception_content("switchyard: no route")[..]
+        );
+        // A message past 31 UTF-16 units is one `S` chunk.
+        let long = "é".repeat(40);
+        let content = server_exception_content(&long);
+        let at = content.windows(2).position(|w| w == b"o\x90").unwrap() + 2;
+        assert_eq!(&content[at..at + 3], b"S\x00\x28");
+        assert_eq!(&content[at + 3..at + 3 + long.len()], long.as_bytes());
+        // Protobuf, or no message: the status alone.
+        for (codec, message) in [(codec::PROTOBUF, "timeout"), (codec::HESSIAN2, "")] {
+            let f = one(&server_exception(v, 12, codec, status::TIMEOUT, message));
+            assert!(f.content().is_empty() && f.class_name().is_empty());
+        }
+    }
+}

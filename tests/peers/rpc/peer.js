@@ -3,10 +3,15 @@
 // built on Node's sofa-rpc-node (Bolt) and dubbo-remoting (Dubbo).
 // Install the pinned packages with `npm ci --prefix tests/peers/rpc`.
 //
-//   node peer.js server PORT [bolt|dubbo]
+//   node peer.js server PORT [bolt|dubbo] [close-after-response]
 //       Serve com.example.Calc { plus(a, b), echo(s), slow(ms) } and
 //       com.example.Other { whoami() -> PORT } until killed. Prints "ready"
-//       once listening, and "slow MS" when a slow() call starts.
+//       once listening, and "slow MS" when a slow() call starts. With
+//       close-after-response the server closes a connection as soon as it
+//       has answered every request it read on it (as some Bolt servers do
+//       after every response); it prints "closed N" with the number of
+//       connections it closed so far, and "late request" for each request it
+//       read on a connection it had closed (one it can no longer answer).
 //
 //   node peer.js client HOST:PORT bolt|dubbo [--timeout MS] STEP [--then STEP]...
 //       STEP is `CALLS METHOD ARGS...`: CALLS concurrent calls of METHOD
@@ -49,15 +54,50 @@ function protocolOf(kind) {
 }
 
 function usage() {
-  console.error('usage: peer.js server PORT [bolt|dubbo]\n' +
+  console.error('usage: peer.js server PORT [bolt|dubbo] [close-after-response]\n' +
     '       peer.js client HOST:PORT bolt|dubbo [--timeout MS] CALLS METHOD ARGS... [--then CALLS METHOD ARGS...]\n' +
     '       peer.js heartbeat HOST:PORT bolt|dubbo [ID]');
   process.exit(2);
 }
 
-async function server(port, kind) {
+// A server connection that ends itself (FIN) right after writing a response
+// when it has no other request to answer: a request that arrives later is
+// read but can no longer be answered.
+function closingConnectionClass() {
+  const RpcConnection = require('sofa-rpc-node/lib/server/connection');
+  let closed = 0;
+  return class ClosingConnection extends RpcConnection {
+    constructor(options) {
+      super(options);
+      this._open = 0;
+      this.on('request', () => {
+        this._open++;
+        if (this._ended) console.log('late request');
+      });
+    }
+    async send(req, res) {
+      const packet = await super.send(req, res);
+      // Close as soon as this response is out, unless another request was
+      // read meanwhile (its response closes then).
+      if (--this._open === 0 && !this._ended) {
+        this._ended = true;
+        this.socket.end();
+        console.log(`closed ${++closed}`);
+      }
+      return packet;
+    }
+  };
+}
+
+async function server(port, kind, mode) {
   if (!Number(port)) usage();
-  const server = new RpcServer({ logger, port: Number(port), protocol: protocolOf(kind) });
+  if (mode !== undefined && mode !== 'close-after-response') usage();
+  const server = new RpcServer({
+    logger,
+    port: Number(port),
+    protocol: protocolOf(kind),
+    ...(mode ? { connectionClass: closingConnectionClass() } : {}),
+  });
   server.addService({ interfaceName: CALC }, {
     async plus(a, b) { return a + b; },
     async echo(s) { return s; },
@@ -188,7 +228,7 @@ async function heartbeat(addr, kind, id) {
 
 const [mode, ...rest] = process.argv.slice(2);
 const run = {
-  server: () => server(rest[0], rest[1]),
+  server: () => server(rest[0], rest[1], rest[2]),
   client: () => client(rest[0], rest[1], rest.slice(2)),
   heartbeat: () => heartbeat(rest[0], rest[1], rest[2]),
 }[mode];
