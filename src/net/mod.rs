@@ -1,6 +1,7 @@
 //! Listeners: the accept loop, connection limits, and the hand-off of each
 //! connection to detection and then to its protocol's driver.
 
+pub mod deadline;
 pub mod stream;
 pub mod tls;
 
