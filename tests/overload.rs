@@ -180,3 +180,307 @@ fn a_whole_request_sent_slowly_but_in_time_is_served() {
         assert_eq!(&reply, b"+OK\r\n");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The overload manager
+
+fn vector(file: &str) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+    std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("read vector {file}: {e}"))
+}
+
+/// The first whole frame of a captured Dubbo or Bolt session.
+fn first_frame<D: switchyard_codecs::Decoder>(file: &str, mut decoder: D) -> (Vec<u8>, D::Item) {
+    let all = vector(file);
+    let mut buf = bytes::BytesMut::from(&all[..]);
+    let frame = decoder.decode(&mut buf).unwrap().expect("a whole frame");
+    (all[..all.len() - buf.len()].to_vec(), frame)
+}
+
+/// Send `request` on a new connection and read until the gateway closes.
+fn ask(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut c = RawConn::connect(addr);
+    c.send(request);
+    c.read_until_closed().0
+}
+
+fn decode_one<D: switchyard_codecs::Decoder>(bytes: &[u8], mut decoder: D) -> D::Item {
+    let mut buf = bytes::BytesMut::from(bytes);
+    decoder
+        .decode(&mut buf)
+        .unwrap_or_else(|e| panic!("the answer does not decode: {e}: {bytes:?}"))
+        .unwrap_or_else(|| panic!("no whole frame in the answer: {bytes:?}"))
+}
+
+/// Every protocol's busy answer, on new connections of an overloaded gateway.
+fn assert_every_protocol_is_shed(gw: &Gateway) {
+    let addr = gw.addr();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    assert_eq!(
+        text(ask(addr, &resp(&["PING"]))),
+        "-ERR max number of clients reached\r\n"
+    );
+    let http = text(ask(addr, &get_request("/")));
+    assert!(http.starts_with("HTTP/1.1 503 "), "{http}");
+    // MQTT 3.1.1: CONNACK 3 (server unavailable); MQTT 5: CONNACK 0x89 (server busy).
+    assert_eq!(
+        ask(addr, b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"),
+        b"\x20\x02\x00\x03"
+    );
+    assert_eq!(
+        ask(addr, b"\x10\x0d\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x00"),
+        b"\x20\x03\x00\x89\x00"
+    );
+    let (req, sent) = first_frame(
+        "dubbo/node-client-pipelined.c2s.bin",
+        dubbo::Decoder::new(dubbo::Limits::default()),
+    );
+    let got = decode_one(
+        &ask(addr, &req),
+        dubbo::Decoder::new(dubbo::Limits::default()),
+    );
+    assert_eq!(got.request_id(), sent.request_id());
+    assert_eq!(
+        got.status(),
+        Some(dubbo::status::SERVER_THREADPOOL_EXHAUSTED_ERROR)
+    );
+    let (req, sent) = first_frame(
+        "bolt/v1-node-client-pipelined.c2s.bin",
+        bolt::Decoder::new(bolt::Limits::default()),
+    );
+    let got = decode_one(
+        &ask(addr, &req),
+        bolt::Decoder::new(bolt::Limits::default()),
+    );
+    assert_eq!(got.request_id(), sent.request_id());
+    assert_eq!(got.status(), Some(bolt::status::SERVER_THREADPOOL_BUSY));
+    let rtsp = text(ask(
+        addr,
+        b"OPTIONS rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 7\r\n\r\n",
+    ));
+    assert!(rtsp.starts_with("RTSP/1.0 503 "), "{rtsp}");
+    assert!(rtsp.contains("CSeq: 7\r\n"), "{rtsp}");
+    // HTTP/2: the preface, then our SETTINGS and a GOAWAY that processed no stream.
+    let h2 = ask(
+        addr,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    );
+    let goaway = h2
+        .windows(4)
+        .position(|w| w[3] == 7)
+        .filter(|&i| i >= 9)
+        .unwrap_or_else(|| panic!("no GOAWAY in {h2:?}"));
+    // Stream 0, last stream id 0.
+    assert_eq!(&h2[goaway + 5..goaway + 13], &[0u8; 8], "{h2:?}");
+}
+
+use switchyard_codecs::{bolt, dubbo};
+
+#[test]
+fn past_the_connection_threshold_every_protocol_is_shed_until_connections_close() {
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    let gw = Gateway::start(&config(
+        &Ports::new(),
+        redis.addr(),
+        mqtt.addr(),
+        &[],
+        "overload:\n  max_connections: 3\n",
+    ));
+    // Three clients are served and stay connected.
+    let mut held: Vec<RawConn> = (0..3).map(|_| RawConn::connect(gw.addr())).collect();
+    for c in &mut held {
+        assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+    }
+    assert_every_protocol_is_shed(&gw);
+    assert!(gw.metric("switchyard_overload_shed_total", &[("protocol", "redis")]) >= 1.0);
+    // The held clients are untouched.
+    for c in &mut held {
+        assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+    }
+    // One leaves: a new client is served again.
+    drop(held.pop());
+    wait_for("a new client to be served after one left", WAIT, || {
+        let mut c = RawConn::connect(gw.addr());
+        c.send(&resp(&["PING"]));
+        (c.reply().ok()? == b"+PONG\r\n").then_some(())
+    });
+}
+
+#[test]
+fn past_the_memory_threshold_new_connections_are_shed_until_it_is_raised() {
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    // 1 MiB: far below what the gateway itself takes.
+    let top = "overload:\n  max_rss_bytes: 1048576\n  check_interval: 100ms\n";
+    let yaml = config(&Ports::new(), redis.addr(), mqtt.addr(), &[], top);
+    let gw = Gateway::start(&yaml);
+    assert_every_protocol_is_shed(&gw);
+    assert!(gw.metric("switchyard_process_resident_memory_bytes", &[]) > 1_048_576.0);
+    assert_eq!(gw.metric("switchyard_overload_active", &[]), 1.0);
+    // Pressure drops (the limit is raised on reload): served again.
+    std::fs::write(
+        &gw.config_path,
+        yaml.replace("max_rss_bytes: 1048576", "max_rss_bytes: 8589934592"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    wait_for("the gateway to serve again", WAIT, || {
+        let mut c = RawConn::connect(gw.addr());
+        c.send(&resp(&["PING"]));
+        (c.reply().ok()? == b"+PONG\r\n").then_some(())
+    });
+    assert_eq!(gw.metric("switchyard_overload_active", &[]), 0.0);
+}
+
+#[test]
+fn with_stop_accepting_new_connections_wait_until_one_leaves() {
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    let gw = Gateway::start(&config(
+        &Ports::new(),
+        redis.addr(),
+        mqtt.addr(),
+        &[],
+        "overload:\n  max_connections: 2\n  action: stop_accepting\n",
+    ));
+    let mut held: Vec<RawConn> = (0..2).map(|_| RawConn::connect(gw.addr())).collect();
+    for c in &mut held {
+        assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+    }
+    // The third waits in the accept queue, unanswered.
+    let mut third = RawConn::connect(gw.addr());
+    third.send(&resp(&["PING"]));
+    wait_for("the accept loop to pause", WAIT, || {
+        (gw.metric("switchyard_overload_accept_paused", &[]) == 1.0).then_some(())
+    });
+    drop(held.pop());
+    assert_eq!(third.reply().unwrap(), b"+PONG\r\n");
+    // Full again (two open), then empty: accepting resumes.
+    drop((held, third));
+    wait_for("the accept loop to resume", WAIT, || {
+        (gw.metric("switchyard_overload_accept_paused", &[]) == 0.0).then_some(())
+    });
+    let mut c = RawConn::connect(gw.addr());
+    assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+}
+
+// ---------------------------------------------------------------------------
+// Many connections that never finish detection
+
+/// The gateway's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Make sure this process (and the gateway it spawns) may hold `n` more files.
+fn raise_nofile(n: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut nums = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    let (soft, hard) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    assert!(
+        hard >= n,
+        "RLIMIT_NOFILE hard limit {hard} is below the {n} files this test needs"
+    );
+    if soft < n {
+        let ok = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={hard}:{hard}"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not raise RLIMIT_NOFILE to {hard} with prlimit");
+    }
+}
+
+#[test]
+fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back() {
+    const N: usize = 10_000;
+    raise_nofile(N as u64 + 1_000);
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    let gw = Gateway::start(&config(
+        &Ports::new(),
+        redis.addr(),
+        mqtt.addr(),
+        &["detect: {timeout: 3s}", "idle_timeout: 300s"],
+        "",
+    ));
+    // Warm up every path once, then take the baseline.
+    for _ in 0..3 {
+        let mut c = RawConn::connect(gw.addr());
+        assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+    }
+    let pid = gw.pid();
+    let (rss0, fds0) = (rss_bytes(pid), open_fds(pid));
+    // Nothing at all, or the first bytes of each sniffed protocol, short of a verdict.
+    let prefixes: [&[u8]; 8] = [
+        b"",
+        b"*",
+        b"GET /",
+        b"\x10",
+        b"\xda",
+        b"\x01",
+        b"PRI * HTTP",
+        b"OPTIONS rtsp",
+    ];
+    let mut conns = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut s = TcpStream::connect(gw.addr()).expect("connect");
+        let prefix = prefixes[i % prefixes.len()];
+        if !prefix.is_empty() {
+            s.write_all(prefix).unwrap();
+        }
+        conns.push(s);
+    }
+    let (rss_peak, fds_peak) = (rss_bytes(pid), open_fds(pid));
+    // Every one is closed by the gateway: EOF (or a reset), never a byte.
+    for s in &mut conns {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent connection got {other:?} instead of a close"),
+        }
+    }
+    drop(conns);
+    wait_for("the gateway's sockets to be closed", WAIT, || {
+        (open_fds(pid) <= fds0 + 5).then_some(())
+    });
+    let rss1 = rss_bytes(pid);
+    eprintln!(
+        "{N} silent connections: rss {} KiB -> peak {} KiB -> after {} KiB; fds {fds0} -> {fds_peak} -> {}",
+        rss0 / 1024,
+        rss_peak / 1024,
+        rss1 / 1024,
+        open_fds(pid)
+    );
+    let failed: f64 = ["timeout", "rejected", "closed"]
+        .iter()
+        .map(|r| gw.metric("switchyard_detect_failures_total", &[("reason", r)]))
+        .sum();
+    assert!(failed >= N as f64, "detection failures counted: {failed}");
+    // Memory back near the baseline: within a quarter of what the peak added, or 16 MiB.
+    let added = rss_peak.saturating_sub(rss0);
+    assert!(
+        rss1 <= rss0 + (added / 4).max(16 << 20),
+        "rss {rss0} -> peak {rss_peak} -> {rss1}"
+    );
+    // And the gateway still serves.
+    let mut c = RawConn::connect(gw.addr());
+    assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+}

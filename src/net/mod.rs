@@ -2,6 +2,7 @@
 //! connection to detection and then to its protocol's driver.
 
 pub mod deadline;
+pub mod overload;
 pub mod stream;
 pub mod tls;
 
@@ -30,6 +31,7 @@ pub async fn accept_loop(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
+        gateway.overload.accept_allowed().await;
         let (stream, peer) = match socket.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -45,9 +47,11 @@ pub async fn accept_loop(
             continue;
         };
         let drain = gateway.drain.subscribe();
+        let admission = gateway.overload.admit();
         gateway.connections.spawn(async move {
             tracing::trace!(%peer, "accepted");
-            handle(stream, listener, drain).await;
+            handle(stream, listener, drain, admission.shed).await;
+            drop(admission);
             drop(permit);
         });
     }
@@ -59,6 +63,7 @@ async fn handle(
     stream: TcpStream,
     listener: Arc<ListenerRuntime>,
     drain: tokio::sync::watch::Receiver<bool>,
+    shed: bool,
 ) {
     let mut buf = BytesMut::new();
     let mut stream = Stream::Tcp(stream);
@@ -108,6 +113,10 @@ async fn handle(
             Err(_) => return,
         }
     };
+    if shed {
+        overload::shed(stream, buf, protocol, listener.request_head_timeout).await;
+        return;
+    }
     let metrics = listener.metrics_for(protocol);
     let _active = metrics.connection();
     metrics.bytes_in.increment(buf.len() as u64);
