@@ -416,7 +416,8 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
         &Ports::new(),
         redis.addr(),
         mqtt.addr(),
-        &["detect: {timeout: 3s}", "idle_timeout: 300s"],
+        // Long enough for all of them to be open at once.
+        &["detect: {timeout: 15s}", "idle_timeout: 300s"],
         "",
     ));
     // Warm up every path once, then take the baseline.
@@ -447,6 +448,10 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
         conns.push(s);
     }
     let (rss_peak, fds_peak) = (rss_bytes(pid), open_fds(pid));
+    assert!(
+        fds_peak >= fds0 + N * 99 / 100,
+        "all {N} open at once: {fds_peak} fds"
+    );
     // Every one is closed by the gateway: EOF (or a reset), never a byte.
     for s in &mut conns {
         s.set_read_timeout(Some(WAIT)).unwrap();
@@ -463,9 +468,10 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
     });
     let rss1 = rss_bytes(pid);
     eprintln!(
-        "{N} silent connections: rss {} KiB -> peak {} KiB -> after {} KiB; fds {fds0} -> {fds_peak} -> {}",
+        "{N} silent connections: rss {} KiB -> peak {} KiB ({} B each) -> after {} KiB; fds {fds0} -> {fds_peak} -> {}",
         rss0 / 1024,
         rss_peak / 1024,
+        rss_peak.saturating_sub(rss0) / N as u64,
         rss1 / 1024,
         open_fds(pid)
     );
@@ -474,10 +480,11 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
         .map(|r| gw.metric("switchyard_detect_failures_total", &[("reason", r)]))
         .sum();
     assert!(failed >= N as f64, "detection failures counted: {failed}");
-    // Memory back near the baseline: within a quarter of what the peak added, or 16 MiB.
+    // Memory back near the baseline (the allocator keeps some freed memory
+    // for reuse): within half of what the peak added, or 24 MiB.
     let added = rss_peak.saturating_sub(rss0);
     assert!(
-        rss1 <= rss0 + (added / 4).max(16 << 20),
+        rss1 <= rss0 + (added / 2).max(24 << 20),
         "rss {rss0} -> peak {rss_peak} -> {rss1}"
     );
     // And the gateway still serves.

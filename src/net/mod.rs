@@ -114,7 +114,13 @@ async fn handle(
         }
     };
     if shed {
-        overload::shed(stream, buf, protocol, listener.request_head_timeout).await;
+        Box::pin(overload::shed(
+            stream,
+            buf,
+            protocol,
+            listener.request_head_timeout,
+        ))
+        .await;
         return;
     }
     let metrics = listener.metrics_for(protocol);
@@ -125,17 +131,24 @@ async fn handle(
         metrics,
         drain,
     };
+    // Each driver's future is boxed, allocated once detection chose it: the
+    // connection's task then stays as small as detection needs (a silent
+    // connection costs its few hundred bytes, not the largest driver's state).
     match protocol {
-        Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
-        Some(Protocol::Http2) => proxy::http2::serve(stream, buf, conn).await,
-        Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,
-        Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
-        Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,
-        Some(Protocol::Bolt) => proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn).await,
-        Some(Protocol::Rtsp) => proxy::rtsp::serve(stream, buf, conn).await,
-        Some(Protocol::Mysql) => proxy::mysql::serve(stream, buf, conn).await,
+        Some(Protocol::Http1) => Box::pin(proxy::http1::serve(stream, buf, conn)).await,
+        Some(Protocol::Http2) => Box::pin(proxy::http2::serve(stream, buf, conn)).await,
+        Some(Protocol::Redis) => Box::pin(proxy::redis::serve(stream, buf, conn)).await,
+        Some(Protocol::Mqtt) => Box::pin(proxy::mqtt::serve(stream, buf, conn)).await,
+        Some(Protocol::Dubbo) => {
+            Box::pin(proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn)).await
+        }
+        Some(Protocol::Bolt) => {
+            Box::pin(proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn)).await
+        }
+        Some(Protocol::Rtsp) => Box::pin(proxy::rtsp::serve(stream, buf, conn)).await,
+        Some(Protocol::Mysql) => Box::pin(proxy::mysql::serve(stream, buf, conn)).await,
         _ => match &listener.fallback {
-            Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
+            Some(cluster) => Box::pin(proxy::tcp::serve(stream, buf, cluster, &conn)).await,
             None => drop(stream),
         },
     }
