@@ -344,3 +344,70 @@ fn a_black_holed_redis_upstream_fails_at_the_connect_timeout() {
         "redis-cli got {got:?}\n---- gateway log ----\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Multiplexed (Dubbo, with the first call of a captured sofa-rpc-node session)
+
+use switchyard_codecs::{Decoder, dubbo};
+
+fn dubbo_gateway(host: SocketAddr) -> Gateway {
+    Gateway::start(&format!(
+        "admin:\n  address: 127.0.0.1:{admin}\nlisteners:\n  - name: mesh\n    address: 127.0.0.1:{listen}\n    protocols: [dubbo, bolt]\n    route_table: rpc\nroute_tables:\n  - name: rpc\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: dubbo}}, cluster: up}}\nclusters:\n  - {{name: up, hosts: [\"{host}\"], connect_timeout: 1s, request_timeout: 1s}}\n",
+        admin = free_port(),
+        listen = free_port(),
+    ))
+}
+
+/// The first call of a captured session, and its request id.
+fn dubbo_call() -> (Vec<u8>, u64) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+    let all = std::fs::read(dir.join("dubbo/node-client-pipelined.c2s.bin")).unwrap();
+    let mut buf = bytes::BytesMut::from(&all[..]);
+    let frame = dubbo::Decoder::new(dubbo::Limits::default())
+        .decode(&mut buf)
+        .unwrap()
+        .unwrap();
+    (all[..all.len() - buf.len()].to_vec(), frame.request_id())
+}
+
+/// Send the call and read the gateway's response frame.
+fn dubbo_answer(gw: &Gateway) -> dubbo::Frame {
+    let (call, id) = dubbo_call();
+    let mut s = std::net::TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&call).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut decoder = dubbo::Decoder::new(dubbo::Limits::default());
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(f) = decoder.decode(&mut buf).unwrap() {
+            assert_eq!(f.request_id(), id);
+            return f;
+        }
+        let n = s.read(&mut chunk).expect("an answer, not a hang");
+        assert!(n > 0, "closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn dubbo_upstream_that_never_answers_gets_server_timeout() {
+    let server = BadServer::start(None);
+    let gw = dubbo_gateway(server.addr);
+    let before = open_fds(gw.pid());
+    let f = dubbo_answer(&gw);
+    assert_eq!(f.status(), Some(dubbo::status::SERVER_TIMEOUT));
+    // The client's socket is closed; the host's shared upstream connections
+    // (two per host, shared by every client) stay.
+    assert_no_fd_leak(&gw, before + 2);
+}
+
+#[test]
+fn dubbo_upstream_that_answers_garbage_fails_the_call_at_once() {
+    let server = BadServer::start(Some(b"\xda\xbbgarbage that is no dubbo header at all"));
+    let gw = dubbo_gateway(server.addr);
+    let before = open_fds(gw.pid());
+    let f = dubbo_answer(&gw);
+    assert_eq!(f.status(), Some(dubbo::status::SERVER_ERROR));
+    assert_no_fd_leak(&gw, before);
+}
