@@ -162,6 +162,21 @@ fn a_trickled_rtsp_head_is_cut_at_the_head_timeout() {
 }
 
 #[test]
+fn a_trickled_http2_headers_frame_is_cut_at_the_head_timeout() {
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    let gw = slowloris_gateway(&redis, &mqtt);
+    // Preface and SETTINGS at once; then a 64-byte HEADERS frame on stream 1,
+    // its header and 30 bytes of its block trickled (it never completes).
+    let fast = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let mut slow = b"\x00\x00\x40\x01\x04\x00\x00\x00\x01".to_vec();
+    slow.extend_from_slice(&[0x82; 30]);
+    let (got, _) = trickle(gw.addr(), fast, &slow);
+    // The server's SETTINGS came first; the close is what counts.
+    assert!(got.len() >= 9 && got[3] == 4, "{got:?}");
+}
+
+#[test]
 fn a_whole_request_sent_slowly_but_in_time_is_served() {
     // The deadline is per request: many requests, each in time, are fine.
     let server = RedisServer::start();
