@@ -506,3 +506,137 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
     let mut c = RawConn::connect(gw.addr());
     assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
 }
+
+// ---------------------------------------------------------------------------
+// MySQL (a private mariadbd; the gateway answers the handshake itself)
+
+/// A private MariaDB server with user `u`/`p`, killed on drop.
+struct MariaDb {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl MariaDb {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = std::process::Command::new(require("mariadb-install-db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mariadb-install-db failed");
+        let port = free_port();
+        let child = std::process::Command::new(require("mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("s.sock").display()))
+            .arg(format!("--port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--innodb-buffer-pool-size=16M",
+                "--skip-log-bin",
+                "--skip-name-resolve",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let db = MariaDb {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for("mariadbd to take the user", Duration::from_secs(30), || {
+            std::process::Command::new(require("mariadb"))
+                .args(["--no-defaults", "-uroot", "-h127.0.0.1"])
+                .arg(format!("-P{port}"))
+                .arg("-e")
+                .arg("CREATE USER IF NOT EXISTS 'u'@'%' IDENTIFIED BY 'p'; GRANT ALL ON *.* TO 'u'@'%';")
+                .status()
+                .ok()?
+                .success()
+                .then_some(())
+        });
+        db
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mysql_gateway(db: &MariaDb, top: &str) -> Gateway {
+    Gateway::start(&format!(
+        "admin: {{ address: \"127.0.0.1:{admin}\" }}\n{top}listeners:\n  - name: db\n    address: \"127.0.0.1:{port}\"\n    protocol: mysql\n    route_table: sql\n    request_head_timeout: 1s\n    idle_timeout: 120s\n    mysql:\n      users:\n        - {{ username: app, password: app-pw }}\nroute_tables:\n  - name: sql\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - cluster: primary\nclusters:\n  - name: primary\n    hosts: [\"127.0.0.1:{db}\"]\n    mysql: {{ user: u, password: p, max_connections: 8 }}\n",
+        admin = free_port(),
+        port = free_port(),
+        db = db.port,
+    ))
+}
+
+/// PyMySQL logs in through the gateway, runs a query, then trickles a
+/// COM_QUERY one byte per 500 ms (all but its last byte). Prints `closed`
+/// when the gateway closes the connection, `open` if the trickle ends first.
+const MYSQL_TRICKLE: &str = r#"
+import pymysql, socket, sys
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password="app-pw")
+cur = c.cursor(); cur.execute("SELECT 41 + 1"); print("query", cur.fetchone()[0])
+s = c._sock
+q = b"SELECT 'trickled' FROM DUAL"
+pkt = (len(q) + 1).to_bytes(3, "little") + b"\x00" + b"\x03" + q
+s.settimeout(0.5)
+for b in pkt[:-1]:
+    try:
+        s.send(bytes([b]))
+        if s.recv(100) == b"":
+            print("closed"); sys.exit(0)
+    except socket.timeout:
+        pass
+    except OSError:
+        print("closed"); sys.exit(0)
+print("open")
+"#;
+
+#[test]
+fn mysql_trickled_command_is_cut_and_overload_answers_err_1040() {
+    let db = MariaDb::start();
+    let gw = mysql_gateway(&db, "");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(MYSQL_TRICKLE)
+        .arg(gw.addr().port().to_string())
+        .output()
+        .expect("run python3 (PyMySQL)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "query 42\nclosed",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gw);
+    // Past an RSS threshold of 1 MiB: the mariadb client gets ERR 1040.
+    let gw = mysql_gateway(&db, "overload: { max_rss_bytes: 1048576 }\n");
+    let out = std::process::Command::new(require("mariadb"))
+        .args(["--no-defaults", "-uapp", "-papp-pw", "-h127.0.0.1"])
+        .arg(format!("-P{}", gw.addr().port()))
+        .args(["-e", "SELECT 1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("1040") && err.contains("Too many connections"),
+        "{err}"
+    );
+}
