@@ -204,6 +204,24 @@ fn mqtt_broker_that_never_answers_connack_gets_the_client_refused() {
     assert_no_fd_leak(&gw, before);
 }
 
+#[test]
+fn mqtt_broker_that_answers_garbage_gets_the_client_refused_or_closed() {
+    let server = BadServer::start(Some(b"\xff\xff\xff\xff\xffnot mqtt at all"));
+    let gw = Gateway::start(&format!(
+        "admin:\n  address: 127.0.0.1:{admin}\nlisteners:\n  - name: mq\n    address: 127.0.0.1:{listen}\n    protocols: [mqtt]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: mqtt}}, cluster: brokers}}\nclusters:\n  - {{name: brokers, hosts: [\"{broker}\"], connect_timeout: 1s, request_timeout: 1s}}\n",
+        admin = free_port(),
+        listen = free_port(),
+        broker = server.addr,
+    ));
+    let before = open_fds(gw.pid());
+    let mut c = RawConn::connect(gw.addr());
+    c.send(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00");
+    let (got, _) = c.read_until_closed();
+    // The garbage never reaches the client: CONNACK 3 (server unavailable), or a plain close.
+    assert!(got.is_empty() || got == b"\x20\x02\x00\x03", "{got:?}");
+    assert_no_fd_leak(&gw, before);
+}
+
 // ---------------------------------------------------------------------------
 // A black-holed upstream address
 
