@@ -240,7 +240,9 @@ const BLACK_HOLE: &str = "192.0.2.2:6379";
 
 impl BlackHole {
     fn create() -> Option<Self> {
-        let name = format!("sy-bh-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sy-bh-{}-{n}", std::process::id());
         let ip = |args: &[&str]| {
             std::process::Command::new("ip")
                 .args(args)
@@ -284,6 +286,55 @@ impl BlackHole {
         let mut c = std::process::Command::new("ip");
         c.args(["netns", "exec", &self.name, program]);
         c
+    }
+}
+
+/// A gateway running inside a [`BlackHole`]'s namespace, killed on drop.
+struct NsGateway {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl BlackHole {
+    /// Run the gateway on `yaml` inside the namespace; returns once its
+    /// admin server (which `yaml` must put on 127.0.0.1:19901) is ready.
+    fn gateway(&self, yaml: &str) -> NsGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("switchyard.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let child = self
+            .command(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let gw = NsGateway { child, dir };
+        wait_for("the gateway in the namespace to be ready", WAIT, || {
+            let out = self
+                .command(&require("curl").display().to_string())
+                .args(["-s", "http://127.0.0.1:19901/ready"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+        gw
+    }
+}
+
+impl NsGateway {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NsGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -428,4 +479,74 @@ fn dubbo_upstream_that_answers_garbage_fails_the_call_at_once() {
     let f = dubbo_answer(&gw);
     assert_eq!(f.status(), Some(dubbo::status::SERVER_ERROR));
     assert_no_fd_leak(&gw, before);
+}
+
+#[test]
+fn a_black_holed_mqtt_broker_gets_the_client_refused_not_hung() {
+    let hole = BlackHole::create()
+        .expect("`ip netns add` and veth pairs must work here (root, iproute2): the black-hole test needs them");
+    let gw = hole.gateway(&format!(
+        "admin:\n  address: 127.0.0.1:19901\nlisteners:\n  - name: mq\n    address: 127.0.0.1:11883\n    protocols: [mqtt]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: mqtt}}, cluster: brokers}}\nclusters:\n  - {{name: brokers, hosts: [\"{}\"], connect_timeout: 1s}}\n",
+        BLACK_HOLE.replace("6379", "1883")
+    ));
+    // mosquitto_pub, bounded by `timeout` so that a hang fails the test.
+    let out = hole
+        .command("timeout")
+        .args(["30", &require("mosquitto_pub").display().to_string()])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "11883",
+            "-t",
+            "t",
+            "-m",
+            "x",
+            "-q",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "mosquitto_pub hung\n{}",
+        gw.log()
+    );
+    assert!(
+        err.contains("unavailable"),
+        "mosquitto_pub: {err}\n{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn a_black_holed_dubbo_upstream_fails_the_call_not_hangs() {
+    let hole = BlackHole::create()
+        .expect("`ip netns add` and veth pairs must work here (root, iproute2): the black-hole test needs them");
+    let gw = hole.gateway(&format!(
+        "admin:\n  address: 127.0.0.1:19901\nlisteners:\n  - name: mesh\n    address: 127.0.0.1:12200\n    protocols: [dubbo, bolt]\n    route_table: rpc\nroute_tables:\n  - name: rpc\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: dubbo}}, cluster: up}}\nclusters:\n  - {{name: up, hosts: [\"{}\"], connect_timeout: 1s, request_timeout: 1s}}\n",
+        BLACK_HOLE.replace("6379", "20880")
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let call = dir.path().join("call.bin");
+    std::fs::write(&call, dubbo_call().0).unwrap();
+    // The captured call sent raw from inside the namespace; the answer's
+    // 16-byte header read back (status is its 4th byte).
+    let script = "import socket,sys\ns=socket.create_connection(('127.0.0.1',12200))\ns.settimeout(20)\ns.sendall(open(sys.argv[1],'rb').read())\nh=b''\nwhile len(h)<16:\n  d=s.recv(16-len(h))\n  if not d: break\n  h+=d\nprint(h[3] if len(h)==16 else 'closed')\n";
+    let out = hole
+        .command("python3")
+        .args(["-c", script])
+        .arg(&call)
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        got.trim(),
+        dubbo::status::SERVER_ERROR.to_string(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
 }
