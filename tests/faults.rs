@@ -478,7 +478,9 @@ fn dubbo_upstream_that_answers_garbage_fails_the_call_at_once() {
     let before = open_fds(gw.pid());
     let f = dubbo_answer(&gw);
     assert_eq!(f.status(), Some(dubbo::status::SERVER_ERROR));
-    assert_no_fd_leak(&gw, before);
+    // The client's socket is closed; the host may keep a shared upstream
+    // connection that carried no call (two per host, shared by every client).
+    assert_no_fd_leak(&gw, before + 2);
 }
 
 #[test]
