@@ -249,6 +249,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub drain: watch::Sender<bool>,
     pub connections: TaskTracker,
+    /// The overload manager (thresholds follow reloads).
+    pub overload: Arc<crate::net::overload::Overload>,
 }
 
 impl Gateway {
@@ -276,6 +278,7 @@ impl Gateway {
         for c in snapshot.clusters.values() {
             c.start_health_checks();
         }
+        self.overload.configure(&config.overload);
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
@@ -317,7 +320,10 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move { c.probe().await });
     }
     let (drain, _) = watch::channel(false);
+    let overload = crate::net::overload::Overload::new(&snapshot.config.overload);
+    tokio::spawn(overload.clone().monitor());
     let gateway = Arc::new(Gateway {
+        overload,
         snapshot: ArcSwap::from_pointee(snapshot),
         config_path: path.to_owned(),
         drain,

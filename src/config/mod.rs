@@ -35,6 +35,56 @@ pub struct Config {
     /// Upstream clusters routes send traffic to.
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// The overload manager: memory and connection thresholds, and what to do past them.
+    #[serde(default)]
+    pub overload: Overload,
+}
+
+/// The overload manager (`overload:`): past either threshold new connections
+/// are shed with their protocol's "busy" answer or not accepted at all, until
+/// the pressure drops. Thresholds change on reload; 0 turns one off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Resident memory of the gateway process, in bytes, past which it is
+    /// overloaded (read from /proc every `check_interval`); 0: no limit.
+    #[serde(default)]
+    pub max_rss_bytes: u64,
+    /// Downstream connections open at once, all listeners together, past
+    /// which it is overloaded; 0: no limit.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// How often resident memory is read (at least 10ms).
+    #[serde(default = "defaults::overload_check_interval")]
+    pub check_interval: Duration,
+    /// What happens while overloaded.
+    #[serde(default)]
+    pub action: OverloadAction,
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Self {
+            max_rss_bytes: 0,
+            max_connections: 0,
+            check_interval: defaults::overload_check_interval(),
+            action: OverloadAction::default(),
+        }
+    }
+}
+
+/// What the overload manager does past a threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverloadAction {
+    /// Accept, answer the first request with the protocol's busy answer
+    /// (HTTP 503, Redis `-ERR max number of clients reached`, MQTT CONNACK
+    /// 3 / 0x89, Dubbo 100, Bolt SERVER_THREADPOOL_BUSY, MySQL ERR 1040,
+    /// RTSP 503, HTTP/2 GOAWAY), close.
+    #[default]
+    Shed,
+    /// Stop accepting: new connections wait in the kernel's accept queue.
+    StopAccepting,
 }
 
 /// A protocol name in a config file (`http1`, `redis`, ...).
@@ -881,6 +931,9 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         100_000
+    }
+    pub fn overload_check_interval() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn request_head_timeout() -> Duration {
         Duration::from_secs(10)

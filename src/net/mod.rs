@@ -1,6 +1,8 @@
 //! Listeners: the accept loop, connection limits, and the hand-off of each
 //! connection to detection and then to its protocol's driver.
 
+pub mod deadline;
+pub mod overload;
 pub mod stream;
 pub mod tls;
 
@@ -52,6 +54,7 @@ pub async fn accept_loop(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
+        gateway.overload.accept_allowed().await;
         let (stream, peer) = match socket.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -67,9 +70,11 @@ pub async fn accept_loop(
             continue;
         };
         let drain = gateway.drain.subscribe();
+        let admission = gateway.overload.admit();
         gateway.connections.spawn(async move {
             tracing::trace!(%peer, "accepted");
-            handle(stream, listener, drain).await;
+            handle(stream, listener, drain, admission.shed).await;
+            drop(admission);
             drop(permit);
         });
     }
@@ -81,6 +86,7 @@ async fn handle(
     stream: TcpStream,
     listener: Arc<ListenerRuntime>,
     drain: tokio::sync::watch::Receiver<bool>,
+    shed: bool,
 ) {
     let mut buf = BytesMut::new();
     let mut stream = Stream::Tcp(stream);
@@ -130,6 +136,16 @@ async fn handle(
             Err(_) => return,
         }
     };
+    if shed {
+        Box::pin(overload::shed(
+            stream,
+            buf,
+            protocol,
+            listener.request_head_timeout,
+        ))
+        .await;
+        return;
+    }
     let metrics = listener.metrics_for(protocol);
     let _active = metrics.connection();
     metrics.bytes_in.increment(buf.len() as u64);
@@ -138,17 +154,24 @@ async fn handle(
         metrics,
         drain,
     };
+    // Each driver's future is boxed, allocated once detection chose it: the
+    // connection's task then stays as small as detection needs (a silent
+    // connection costs its few hundred bytes, not the largest driver's state).
     match protocol {
-        Some(Protocol::Http1) => proxy::http1::serve(stream, buf, conn).await,
-        Some(Protocol::Http2) => proxy::http2::serve(stream, buf, conn).await,
-        Some(Protocol::Redis) => proxy::redis::serve(stream, buf, conn).await,
-        Some(Protocol::Mqtt) => proxy::mqtt::serve(stream, buf, conn).await,
-        Some(Protocol::Dubbo) => proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn).await,
-        Some(Protocol::Bolt) => proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn).await,
-        Some(Protocol::Rtsp) => proxy::rtsp::serve(stream, buf, conn).await,
-        Some(Protocol::Mysql) => proxy::mysql::serve(stream, buf, conn).await,
+        Some(Protocol::Http1) => Box::pin(proxy::http1::serve(stream, buf, conn)).await,
+        Some(Protocol::Http2) => Box::pin(proxy::http2::serve(stream, buf, conn)).await,
+        Some(Protocol::Redis) => Box::pin(proxy::redis::serve(stream, buf, conn)).await,
+        Some(Protocol::Mqtt) => Box::pin(proxy::mqtt::serve(stream, buf, conn)).await,
+        Some(Protocol::Dubbo) => {
+            Box::pin(proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn)).await
+        }
+        Some(Protocol::Bolt) => {
+            Box::pin(proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn)).await
+        }
+        Some(Protocol::Rtsp) => Box::pin(proxy::rtsp::serve(stream, buf, conn)).await,
+        Some(Protocol::Mysql) => Box::pin(proxy::mysql::serve(stream, buf, conn)).await,
         _ => match &listener.fallback {
-            Some(cluster) => proxy::tcp::serve(stream, buf, cluster, &conn).await,
+            Some(cluster) => Box::pin(proxy::tcp::serve(stream, buf, cluster, &conn)).await,
             None => drop(stream),
         },
     }

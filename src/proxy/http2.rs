@@ -92,7 +92,12 @@ impl Drop for Active {
 /// read (the connection preface), replayed to the HTTP/2 server first.
 pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
     let listener = conn.listener.clone();
-    let io = CountedIo::new(buf.freeze(), stream, conn.metrics.clone());
+    let io = CountedIo::new(
+        buf.freeze(),
+        stream,
+        conn.metrics.clone(),
+        listener.request_head_timeout,
+    );
     let mut builder = h2::server::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)

@@ -44,8 +44,11 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         max_packet: policy.max_packet,
     };
     let mut decoder = mqtt::Decoder::new(limits);
+    // The CONNECT's first bytes are in: the rest is bounded by request_head_timeout too.
     let first = match tokio::time::timeout(
-        policy.connect_timeout,
+        policy
+            .connect_timeout
+            .min(conn.listener.request_head_timeout),
         read_packet(&mut client, &mut buf, &mut decoder),
     )
     .await
@@ -289,9 +292,11 @@ impl Session {
         // Packets that arrived with the CONNECT, or with the CONNACK.
         let mut client_ready = !client_buf.is_empty();
         let mut broker_ready = !broker_buf.is_empty();
+        let mut head = crate::net::deadline::HeadDeadline::new(conn.listener.request_head_timeout);
         loop {
             if client_ready {
                 client_ready = false;
+                let before = client_buf.len();
                 if self
                     .client_bytes(&mut client_buf, &mut client_decoder)
                     .await
@@ -305,6 +310,8 @@ impl Session {
                     }
                     break;
                 }
+                // A packet begun must end within request_head_timeout (slowloris).
+                head.update(client_buf.len() < before, !client_buf.is_empty());
             }
             if broker_ready {
                 broker_ready = false;
@@ -340,6 +347,7 @@ impl Session {
                     Ok(n) if n > 0 => broker_ready = true,
                     _ => break,
                 },
+                () = head.expired() => break,
                 () = sleep_until(deadline) => {
                     if self.version == Version::V5 {
                         let _ = client.write_all(&mqtt::disconnect(self.version, code::KEEP_ALIVE_TIMEOUT)).await;

@@ -49,7 +49,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
     let mut decoder = P::decoder();
     let mut cache: ConnCache<P> = Vec::new();
     let mut turn = 0usize;
+    let mut head = crate::net::deadline::HeadDeadline::new(conn.listener.request_head_timeout);
     'session: loop {
+        let before = buf.len();
         loop {
             let frame = match decoder.decode(&mut buf) {
                 Ok(Some(f)) => f,
@@ -158,11 +160,14 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
             }
         }
+        // A frame begun must end within request_head_timeout (slowloris): close.
+        head.update(buf.len() < before, !buf.is_empty());
         tokio::select! {
             r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
+            () = head.expired() => break,
             () = tokio::time::sleep(conn.listener.idle_timeout) => break,
             () = drained(&mut conn.drain) => break,
         }

@@ -194,7 +194,9 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     let idle = conn.listener.idle_timeout;
     let mut idle_deadline = tokio::time::Instant::now() + idle;
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut head = crate::net::deadline::HeadDeadline::new(conn.listener.request_head_timeout);
     loop {
+        let before = buf.len();
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
@@ -223,7 +225,13 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         let busy = !p.pending.is_empty() || !p.sessions.is_empty();
         let deadline = p.pending.iter().map(|x| x.deadline).min();
         let udp_sessions = p.sessions.values().any(|s| !s.relays.is_empty());
+        // A message begun must end within request_head_timeout (slowloris): 408, close.
+        head.update(buf.len() < before, !buf.is_empty());
         tokio::select! {
+            () = head.expired() => {
+                p.reply_local(408, None, &[]);
+                p.closing = true;
+            }
             r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}

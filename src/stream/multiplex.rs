@@ -303,11 +303,15 @@ impl<P: MuxProtocol> Task<P> {
                         Err(_) => break "read failed",
                         Ok(_) => heard = true,
                     }
+                    let mut malformed = false;
                     loop {
                         let frame = match self.decoder.decode(&mut inbuf) {
                             Ok(Some(f)) => f,
                             Ok(None) => break,
-                            Err(_) => break,
+                            Err(_) => {
+                                malformed = true;
+                                break;
+                            }
                         };
                         match P::kind(&frame) {
                             MuxKind::Response => {
@@ -322,6 +326,10 @@ impl<P: MuxProtocol> Task<P> {
                             MuxKind::HeartbeatRequest => out.extend_from_slice(&P::heartbeat_reply(&frame)),
                             _ => {}
                         }
+                    }
+                    // Garbage can never be resynchronised: fail what is in flight now.
+                    if malformed {
+                        break "sent a malformed frame";
                     }
                     if inbuf.capacity() - inbuf.len() < 4096 {
                         inbuf.reserve(16 * 1024);

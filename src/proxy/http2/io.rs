@@ -10,6 +10,7 @@
 //! It writes that GOAWAY itself and ends the connection before `h2` sees the
 //! frame.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,6 +28,12 @@ pub(super) struct CountedIo {
     guard: FrameGuard,
     /// A GOAWAY of ours still to be written; then reads fail.
     goaway: Option<Bytes>,
+    /// The slowloris bound: a frame begun must end within this (`h2` has no
+    /// such limit: a HEADERS frame trickled a byte at a time stays open).
+    head_timeout: std::time::Duration,
+    /// Armed while the bytes read end inside a frame; made on first use.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 /// HTTP/2 error codes the guard sends.
@@ -55,12 +62,25 @@ enum GuardState {
 #[derive(Debug)]
 pub(super) struct FrameGuard {
     state: GuardState,
+    /// Frames seen to their end (the preface counts as one).
+    frames: u64,
 }
 
 impl FrameGuard {
     pub(super) fn new() -> Self {
         Self {
             state: GuardState::Preface(PREFACE_LEN),
+            frames: 0,
+        }
+    }
+
+    /// Whether the bytes so far end inside a frame (or the preface).
+    pub(super) fn mid_frame(&self) -> bool {
+        match &self.state {
+            GuardState::Preface(left) | GuardState::Skip(left) => *left > 0,
+            GuardState::Header { filled, .. } => *filled > 0,
+            GuardState::Settings { .. } => true,
+            GuardState::Off => false,
         }
     }
 
@@ -75,6 +95,7 @@ impl FrameGuard {
                     *left -= n;
                     bytes = bytes.get(n..).unwrap_or_default();
                     if *left == 0 {
+                        self.frames += 1;
                         self.state = GuardState::Header {
                             head: [0; 9],
                             filled: 0,
@@ -116,6 +137,7 @@ impl FrameGuard {
                             return Some(FRAME_SIZE_ERROR);
                         }
                         _ if len == 0 => {
+                            self.frames += 1;
                             self.state = GuardState::Header {
                                 head: [0; 9],
                                 filled: 0,
@@ -141,6 +163,7 @@ impl FrameGuard {
                         self.state = GuardState::Off;
                         return Some(FLOW_CONTROL_ERROR);
                     }
+                    self.frames += 1;
                     self.state = GuardState::Header {
                         head: [0; 9],
                         filled: 0,
@@ -162,7 +185,12 @@ fn goaway(code: u32) -> Bytes {
 
 impl CountedIo {
     /// `prefix` is replayed first (it was counted when it was read).
-    pub(super) fn new(prefix: Bytes, inner: Stream, metrics: ConnMetrics) -> Self {
+    pub(super) fn new(
+        prefix: Bytes,
+        inner: Stream,
+        metrics: ConnMetrics,
+        head_timeout: std::time::Duration,
+    ) -> Self {
         let mut guard = FrameGuard::new();
         let goaway = guard.feed(&prefix).map(goaway);
         Self {
@@ -171,6 +199,24 @@ impl CountedIo {
             metrics,
             guard,
             goaway,
+            head_timeout,
+            deadline: None,
+            armed: false,
+        }
+    }
+
+    /// After a read: arm the frame deadline when the bytes end inside a
+    /// frame (re-arm when this read completed one), disarm at a boundary.
+    fn track(&mut self, frames_before: u64) {
+        if !self.guard.mid_frame() {
+            self.armed = false;
+        } else if !self.armed || self.guard.frames > frames_before {
+            let at = tokio::time::Instant::now() + self.head_timeout;
+            match &mut self.deadline {
+                Some(d) => d.as_mut().reset(at),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.armed = true;
         }
     }
 }
@@ -209,6 +255,7 @@ impl AsyncRead for CountedIo {
         if let Poll::Ready(Ok(())) = r {
             let new = buf.filled().get(before..).unwrap_or_default();
             this.metrics.bytes_in.increment(new.len() as u64);
+            let frames_before = this.guard.frames;
             if let Some(code) = this.guard.feed(new) {
                 // Hold these bytes back from `h2`: send the right GOAWAY instead.
                 buf.set_filled(before);
@@ -216,6 +263,16 @@ impl AsyncRead for CountedIo {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            this.track(frames_before);
+        } else if r.is_pending()
+            && this.armed
+            && let Some(d) = &mut this.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP/2 frame not complete within request_head_timeout",
+            )));
         }
         r
     }

@@ -76,6 +76,23 @@ struct Client {
 }
 
 impl Client {
+    /// The next command packet: its first byte within `idle`, the rest within
+    /// `head` from then (the slowloris bound, `request_head_timeout`).
+    async fn next_command(
+        &mut self,
+        idle: std::time::Duration,
+        head: std::time::Duration,
+    ) -> Result<std::io::Result<Option<Packet>>, tokio::time::error::Elapsed> {
+        if self.buf.is_empty() {
+            match tokio::time::timeout(idle, self.stream.read_some(&mut self.buf)).await? {
+                Ok(0) => return Ok(Ok(None)),
+                Ok(n) => self.conn.metrics.bytes_in.increment(n as u64),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        tokio::time::timeout(head, self.read()).await
+    }
+
     /// The next packet; `Ok(None)` at EOF.
     async fn read(&mut self) -> std::io::Result<Option<Packet>> {
         loop {
@@ -522,10 +539,11 @@ impl Session {
     /// The command loop.
     async fn run(mut self, front: &Front, client: &mut Client) {
         let idle = client.conn.listener.idle_timeout;
+        let head = client.conn.listener.request_head_timeout;
         let mut drain = client.conn.drain.clone();
         loop {
             let next = tokio::select! {
-                r = tokio::time::timeout(idle, client.read()) => r,
+                r = client.next_command(idle, head) => r,
                 _ = super::drained(&mut drain) => break,
             };
             let Ok(Ok(Some(p))) = next else { break };

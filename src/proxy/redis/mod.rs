@@ -391,8 +391,10 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut authed = l.redis_auth.is_none();
+    let mut head = crate::net::deadline::HeadDeadline::new(l.request_head_timeout);
 
     'session: loop {
+        let before = buf.len();
         // Decode every command the buffer holds, batching runs that go to the same cluster.
         loop {
             let mut cmd = match decoder.decode(&mut buf) {
@@ -485,12 +487,25 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         // Idle means no command read *and* none waiting for its reply
         // (a blocking BLPOP may take longer than the idle timeout).
         let idle = conn.listener.idle_timeout;
+        // A command begun must end within request_head_timeout (slowloris).
+        head.update(buf.len() < before, !buf.is_empty());
         loop {
             tokio::select! {
                 r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
                     Ok(0) | Err(_) => break 'session,
                     Ok(_) => break,
                 },
+                () = head.expired() => {
+                    let msg = format!(
+                        "command not complete within request_head_timeout ({:?})",
+                        l.request_head_timeout
+                    );
+                    session.reply(redis::error_reply(&msg)).await;
+                    session.flush().await;
+                    let _ = session.slots.send(Slot::Close).await;
+                    conn.metrics.observe(std::time::Duration::ZERO, true);
+                    break 'session;
+                }
                 () = tokio::time::sleep(idle) => {
                     if in_flight.load(Ordering::Relaxed) == 0 {
                         break 'session;
