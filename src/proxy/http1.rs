@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
+use crate::net::deadline::HeadDeadline;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::session::splice;
@@ -204,9 +205,8 @@ async fn next_head(
     down: &mut Downstream,
     conn: &mut Conn,
 ) -> Result<Option<RequestHead>, ReadError> {
-    let idle = conn.listener.idle_timeout;
-    let mut deadline = tokio::time::Instant::now() + idle;
-    let mut head_started = false;
+    let deadline = tokio::time::Instant::now() + conn.listener.idle_timeout;
+    let mut timer = HeadDeadline::new(conn.listener.request_head_timeout);
     loop {
         match down.decoder.decode(&mut down.buf) {
             Ok(Some(Part::Head(head))) => return Ok(Some(head)),
@@ -220,12 +220,8 @@ async fn next_head(
             Err(e) => return Err(ReadError::Codec(e)),
         }
         let between_requests = down.buf.is_empty();
-        if !between_requests && !head_started {
-            // A slowloris client trickles a head: bound the whole head, not each read.
-            head_started = true;
-            deadline =
-                deadline.min(tokio::time::Instant::now() + conn.listener.request_head_timeout);
-        }
+        // A slowloris client trickles a head: bound the whole head, not each read.
+        timer.update(false, !between_requests);
         tokio::select! {
             r = read_more(&mut down.rd, &mut down.buf, &conn.metrics) => match r {
                 Ok(0) if between_requests => return Ok(None),
@@ -233,9 +229,8 @@ async fn next_head(
                 Ok(_) => {}
                 Err(_) => return Err(ReadError::Io),
             },
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(if head_started { ReadError::HeadTimeout } else { ReadError::IdleTimeout });
-            }
+            () = timer.expired() => return Err(ReadError::HeadTimeout),
+            () = tokio::time::sleep_until(deadline), if !timer.armed() => return Err(ReadError::IdleTimeout),
             () = drained(&mut conn.drain), if between_requests => return Ok(None),
         }
     }
