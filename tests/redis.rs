@@ -1035,7 +1035,7 @@ mod sequences {
             )
         };
         let config = ProptestConfig {
-            cases: 48,
+            cases: 256,
             max_shrink_iters: 8,
             failure_persistence: None,
             ..ProptestConfig::default()
