@@ -161,6 +161,7 @@ impl Snapshot {
                 redis: switchyard_codecs::redis::Limits {
                     max_bulk: l.redis.max_bulk,
                     max_elements: l.redis.max_elements,
+                    max_depth: l.redis.max_depth,
                     ..Default::default()
                 },
                 redis_max_pipeline: l.redis.max_pipeline,

@@ -720,3 +720,333 @@ fn resp3_client_tracking_pushes_reach_the_client() {
     );
     assert_eq!(c.command(&["GET", "tracked"]), b"$1\r\n2\r\n");
 }
+
+// ---------------------------------------------------------------------------
+// Reply fidelity: commands whose reply count is not one, protocol errors,
+// replies as real servers send them. Each check runs the same bytes on a
+// direct connection and through the gateway and compares what comes back.
+
+/// `bytes` on a fresh connection to `addr`, then everything read until the
+/// peer closes (the bytes must end in something that closes, e.g. `QUIT`).
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut c = RawConn::connect(addr);
+    c.send_lossy(bytes);
+    c.read_until_closed().0
+}
+
+/// Client ids differ between connections: `HELLO` replies carry them.
+fn mask_client_ids(mut bytes: Vec<u8>) -> Vec<u8> {
+    let tag = b"$2\r\nid\r\n:";
+    let mut at = 0;
+    while let Some(i) = bytes[at..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map(|i| at + i + tag.len())
+    {
+        let end = i + bytes[i..].iter().position(|&b| b == b'\r').unwrap_or(0);
+        bytes.splice(i..end, *b"N");
+        at = i;
+    }
+    bytes
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The same bytes directly and through the gateway give the same stream.
+fn assert_same_stream(server: &RedisServer, gw: &Gateway, bytes: &[u8]) {
+    let want = mask_client_ids(exchange(server.addr(), bytes));
+    let got = mask_client_ids(exchange(gw.addr(), bytes));
+    assert_eq!(text(&got), text(&want), "input {:?}", text(bytes));
+}
+
+#[test]
+fn unsubscribe_with_several_channels_keeps_replies_in_step() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    let mut c = RawConn::connect(gw.addr());
+    c.send(b"UNSUBSCRIBE foo bar quux\r\nPING\r\n");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(c.reply().expect("one reply per channel, then PONG"));
+    }
+    let unsub = |ch: &str| {
+        format!(
+            "*3\r\n$11\r\nunsubscribe\r\n${}\r\n{ch}\r\n:0\r\n",
+            ch.len()
+        )
+    };
+    assert_eq!(
+        text(&got),
+        unsub("foo") + &unsub("bar") + &unsub("quux") + "+PONG\r\n"
+    );
+    assert_eq!(c.command(&["ECHO", "next"]), b"$4\r\nnext\r\n");
+    for cmds in [
+        &b"PUNSUBSCRIBE a* b*\r\nUNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nSUNSUBSCRIBE x y\r\nECHO x\r\nQUIT\r\n"[..],
+        // RESP3: the acknowledgements are push frames, and still the replies.
+        b"HELLO 3\r\nUNSUBSCRIBE a b\r\nECHO x\r\nPUNSUBSCRIBE\r\nSUNSUBSCRIBE s\r\nPING\r\nQUIT\r\n",
+        // Inside MULTI the command is queued: one reply, and EXEC's.
+        b"MULTI\r\nUNSUBSCRIBE a\r\nUNSUBSCRIBE\r\nEXEC\r\nPING\r\nQUIT\r\n",
+    ] {
+        assert_same_stream(&server, &gw, cmds);
+    }
+    // With several channels, Redis's EXEC reply would carry more replies than
+    // its length says: refused at once, and replies stay in step.
+    assert_eq!(c.command(&["MULTI"]), b"+OK\r\n");
+    let refused = text(&c.command(&["UNSUBSCRIBE", "a", "b"]));
+    assert!(
+        refused.starts_with("-ERR") && refused.contains("MULTI"),
+        "{refused}"
+    );
+    assert_eq!(c.command(&["ECHO", "q"]), b"+QUEUED\r\n");
+    assert_eq!(c.command(&["EXEC"]), b"*1\r\n$1\r\nq\r\n");
+    assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn client_reply_off_skip_on_behave_as_redis() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    let mut c = RawConn::connect(gw.addr());
+    // Fire-and-forget writes, then replies again.
+    c.send(b"CLIENT REPLY OFF\r\nSET a 1\r\nINCR a\r\nCLIENT REPLY ON\r\nGET a\r\n");
+    assert_eq!(c.reply().unwrap(), b"+OK\r\n");
+    assert_eq!(c.reply().unwrap(), b"$1\r\n2\r\n");
+    for cmds in [
+        &b"CLIENT REPLY SKIP\r\nPING\r\nECHO a\r\nCLIENT REPLY OFF\r\nPING\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n"[..],
+        b"CLIENT REPLY OFF\r\nCLIENT REPLY SKIP\r\nPING\r\nCLIENT REPLY ON\r\nPING\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nPING\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY SKIP\r\nECHO 1\r\nECHO 2\r\nQUIT\r\n",
+        // Errors are silenced too; unsubscribe acknowledgements are not.
+        b"client reply off\r\nNOSUCHCMD\r\nGET\r\nUNSUBSCRIBE a b\r\nCLIENT REPLY\r\nclient reply on\r\nQUIT\r\n",
+        b"HELLO 3\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a\r\nPING\r\nRESET\r\nQUIT\r\n",
+        // RESET turns replies back on, but not for itself after SKIP.
+        b"CLIENT REPLY OFF\r\nPING\r\nRESET\r\nPING\r\nCLIENT REPLY SKIP\r\nRESET\r\nPING\r\nQUIT\r\n",
+        // Into a subscriber session with replies off or skipped.
+        b"CLIENT REPLY OFF\r\nSUBSCRIBE a\r\nPING\r\nRESET\r\nQUIT\r\n",
+        b"CLIENT REPLY SKIP\r\nSUBSCRIBE a\r\nPING\r\nQUIT\r\n",
+    ] {
+        assert_same_stream(&server, &gw, cmds);
+    }
+}
+
+#[test]
+fn sync_and_psync_tunnel_a_replication_stream() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    RawConn::connect(server.addr()).command(&["SET", "replicated", "yes"]);
+    // redis-cli --rdb: REPLCONF rdb-only, then SYNC, then the RDB payload.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.rdb");
+    let out = redis_cli(gw.addr(), &["--rdb", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "redis-cli --rdb through the gateway: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let rdb = std::fs::read(&file).unwrap();
+    assert!(
+        rdb.starts_with(b"REDIS"),
+        "not an RDB file: {:?}",
+        &rdb[..rdb.len().min(16)]
+    );
+    assert!(rdb.windows(10).any(|w| w == b"replicated"));
+    // PSYNC answers FULLRESYNC at once.
+    let mut c = RawConn::connect(gw.addr());
+    c.send(b"PSYNC ? -1\r\n");
+    let mut line = String::new();
+    // A server busy saving sends bare newlines first, as to any replica.
+    while line.trim().is_empty() {
+        line.clear();
+        std::io::BufRead::read_line(&mut c.reader, &mut line).unwrap();
+    }
+    assert!(line.starts_with("+FULLRESYNC "), "{line:?}");
+}
+
+#[test]
+fn replies_as_redis_sends_them_pass_big_numbers_and_deep_nesting() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    let eval = |script: &str| -> Vec<u8> {
+        let mut b = b"HELLO 3\r\n".to_vec();
+        b.extend(resp(&["EVAL", script, "0"]));
+        b.extend(resp(&["PING"]));
+        b.extend(resp(&["QUIT"]));
+        b
+    };
+    // Lua's big_number is sent as the script gave it.
+    let big = eval("return {big_number='123  123'}");
+    let direct = exchange(server.addr(), &big);
+    assert!(
+        text(&direct).contains("(123  123\r\n+PONG"),
+        "{}",
+        text(&direct)
+    );
+    assert_same_stream(&server, &gw, &big);
+    // Redis nests script replies thousands deep (its Lua stack allows ~8000).
+    for depth in [200, 1000, 7000] {
+        let nest = eval(&format!(
+            "local t={{}} local c=t for i=1,{depth} do local x={{}} c[1]=x c=x end c[1]=1 return t"
+        ));
+        let direct = exchange(server.addr(), &nest);
+        assert!(text(&direct).matches("*1\r\n").count() > depth);
+        assert_same_stream(&server, &gw, &nest);
+    }
+}
+
+#[test]
+fn reply_depth_limit_is_configurable_and_worded_in_levels() {
+    let server = RedisServer::start();
+    let gw = Template {
+        redis: vec![server.addr()],
+        listener: vec!["redis: {max_depth: 10}"],
+        ..Default::default()
+    }
+    .start();
+    let mut c = RawConn::connect(gw.addr());
+    let script = "local t={} local c=t for i=1,20 do local x={} c[1]=x c=x end c[1]=1 return t";
+    let reply = text(&c.command(&["EVAL", script, "0"]));
+    assert!(
+        reply.starts_with("-ERR") && reply.contains("levels") && !reply.contains("bytes"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        c.command(&["PING"]),
+        b"+PONG\r\n",
+        "the client connection survives"
+    );
+}
+
+#[test]
+fn protocol_errors_match_redis() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    for bytes in [
+        // Negative and zero counts are empty commands: skipped.
+        &b"*-10\r\nPING\r\nQUIT\r\n"[..],
+        b"*0\r\n*-1\r\nECHO x\r\nQUIT\r\n",
+        // Errors: Redis's words, then close.
+        b"*1\r\nfoo\r\n",
+        b"PING\r\n*2\r\n$4\r\nECHO\r\n:12\r\n",
+        b"*1\r\n$abc\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*abc\r\n",
+        b"*99999999999\r\n",
+        b"ECHO \"unbalanced\r\n",
+    ] {
+        assert_same_stream(&server, &gw, bytes);
+    }
+    let mut big = b"*1\r\n$".to_vec();
+    big.extend(std::iter::repeat_n(b'9', 70_000));
+    assert_same_stream(&server, &gw, &big);
+    // (After a first command: a first line that long is the sniffer's to refuse.)
+    let mut inline = b"PING\r\nPING ".to_vec();
+    inline.extend(std::iter::repeat_n(b'x', 70_000));
+    assert_same_stream(&server, &gw, &inline);
+}
+
+// ---------------------------------------------------------------------------
+// Property: random command sequences, including those with several or no
+// replies per command, give the same reply stream through the gateway as on
+// a direct connection to the same server.
+
+mod sequences {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Commands that are fine anywhere, including inside MULTI.
+    fn simple() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("PING".to_owned()),
+            (0u8..3).prop_map(|i| format!("PING p{i}")),
+            (0u8..3).prop_map(|i| format!("ECHO e{i}")),
+            (0u8..3, 0u8..3).prop_map(|(k, v)| format!("SET k{k} v{v}")),
+            (0u8..3).prop_map(|k| format!("GET k{k}")),
+            (0u8..3).prop_map(|k| format!("INCR k{k}")),
+            Just("GET".to_owned()),
+            Just("NOSUCHCMD x".to_owned()),
+        ]
+    }
+
+    fn names(prefix: &'static str) -> impl Strategy<Value = String> {
+        proptest::collection::vec(0u8..3, 0..4).prop_map(move |v| {
+            v.iter()
+                .fold(prefix.to_owned(), |s, i| s + &format!(" c{i}"))
+        })
+    }
+
+    /// One step of a session: a command, or a whole MULTI block.
+    fn step() -> impl Strategy<Value = Vec<String>> {
+        prop_oneof![
+            4 => simple().prop_map(|c| vec![c]),
+            1 => prop_oneof![Just("HELLO 2"), Just("HELLO 3")].prop_map(|c| vec![c.to_owned()]),
+            1 => prop_oneof![
+                Just("CLIENT REPLY OFF"),
+                Just("CLIENT REPLY SKIP"),
+                Just("CLIENT REPLY ON")
+            ]
+            .prop_map(|c| vec![c.to_owned()]),
+            2 => prop_oneof![
+                names("UNSUBSCRIBE"),
+                names("PUNSUBSCRIBE"),
+                names("SUNSUBSCRIBE")
+            ]
+            .prop_map(|c| vec![c]),
+            1 => prop_oneof![names("SUBSCRIBE"), names("PSUBSCRIBE")].prop_map(|c| vec![c]),
+            1 => (proptest::collection::vec(simple(), 0..4), any::<bool>()).prop_map(|(body, exec)| {
+                let mut v = vec!["MULTI".to_owned()];
+                v.extend(body);
+                v.push(if exec { "EXEC" } else { "DISCARD" }.to_owned());
+                v
+            }),
+        ]
+    }
+
+    fn session() -> impl Strategy<Value = (Vec<String>, bool)> {
+        (
+            proptest::collection::vec(step(), 1..10).prop_map(|s| s.concat()),
+            any::<bool>(),
+        )
+    }
+
+    /// Inline commands or RESP arrays, ended by RESET (replies on, out of
+    /// subscriber mode) and QUIT.
+    fn wire(cmds: &[String], arrays: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in cmds.iter().map(String::as_str).chain(["RESET", "QUIT"]) {
+            if arrays {
+                out.extend(resp(&c.split(' ').collect::<Vec<_>>()));
+            } else {
+                out.extend(c.as_bytes());
+                out.extend(b"\r\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn random_sequences_through_gateway_equal_direct() {
+        let server = RedisServer::start();
+        let gw = gateway_for(&server);
+        let flush = || {
+            assert_eq!(
+                RawConn::connect(server.addr()).command(&["FLUSHALL"]),
+                b"+OK\r\n"
+            )
+        };
+        let config = ProptestConfig {
+            cases: 256,
+            max_shrink_iters: 8,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |((cmds, arrays) in session())| {
+            let bytes = wire(&cmds, arrays);
+            flush();
+            let want = mask_client_ids(exchange(server.addr(), &bytes));
+            flush();
+            let got = mask_client_ids(exchange(gw.addr(), &bytes));
+            prop_assert_eq!(text(&got), text(&want), "commands {:?}", cmds);
+        });
+    }
+}

@@ -250,9 +250,8 @@ fn cross_shard_commands_get_clear_errors_and_hash_tags_make_them_work() {
         "{rename}"
     );
     for (args, name) in [
-        (&["KEYS", "*"][..], "keys"),
-        (&["FLUSHALL"][..], "flushall"),
-        (&["SCAN", "0"][..], "scan"),
+        (&["RANDOMKEY"][..], "randomkey"),
+        (&["SWAPDB", "0", "1"][..], "swapdb"),
     ] {
         let e = String::from_utf8_lossy(&c.command(args)).into_owned();
         assert!(
@@ -750,4 +749,100 @@ fn ketama_places_keys_where_twemproxy_does() {
     // Every server holds some (the weights' shares are checked in the unit tests).
     let sizes: Vec<i64> = shards.iter().map(|s| dbsize(s.addr())).collect();
     assert!(sizes.iter().all(|&n| n > 0), "{sizes:?}");
+}
+
+/// The bulk strings of a raw reply made of arrays and bulk strings, in order.
+fn bulk_strings(reply: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(reply)
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn keyspace_commands_fan_out_over_every_shard() {
+    let (shards, gw) = sharded("slots", "");
+    let mut c = RawConn::connect(gw.addr());
+    let mut want: Vec<String> = (0..60).map(|i| format!("fan:{i}")).collect();
+    for k in &want {
+        assert_eq!(c.command(&["SET", k, "v"]), b"+OK\r\n");
+    }
+    want.sort();
+    assert!(
+        shards.iter().all(|s| dbsize(s.addr()) > 0),
+        "the keys should be spread over every shard"
+    );
+    assert_eq!(c.command(&["DBSIZE"]), b":60\r\n");
+    let mut keys = bulk_strings(&c.command(&["KEYS", "fan:*"]));
+    keys.sort();
+    assert_eq!(keys, want);
+    // SCAN walks every shard, the shard folded into the cursor.
+    let mut cursor = "0".to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let page = bulk_strings(&c.command(&["SCAN", &cursor, "MATCH", "fan:*", "COUNT", "7"]));
+        cursor = page[0].clone();
+        seen.extend(page[1..].iter().cloned());
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0", "SCAN never finished");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, want);
+    assert_eq!(
+        c.command(&["SCAN", "x"]),
+        RawConn::connect(shards[0].addr()).command(&["SCAN", "x"]),
+        "a bad cursor gets the server's own error"
+    );
+    assert_eq!(c.command(&["FLUSHDB"]), b"+OK\r\n");
+    assert!(shards.iter().all(|s| dbsize(s.addr()) == 0));
+    c.command(&["SET", "again", "1"]);
+    assert_eq!(c.command(&["FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(c.command(&["DBSIZE"]), b":0\r\n");
+}
+
+#[test]
+fn a_one_host_sharded_cluster_forwards_keyspace_commands() {
+    let shard = RedisServer::start();
+    let gw = gateway_over(std::slice::from_ref(&shard), "ketama", "", &[]);
+    let mut c = RawConn::connect(gw.addr());
+    c.command(&["SET", "only", "1"]);
+    assert_eq!(c.command(&["DBSIZE"]), b":1\r\n");
+    assert_eq!(c.command(&["KEYS", "*"]), b"*1\r\n$4\r\nonly\r\n");
+    assert_eq!(c.command(&["RANDOMKEY"]), b"$4\r\nonly\r\n");
+    assert_eq!(c.command(&["FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(dbsize(shard.addr()), 0);
+}
+
+#[test]
+fn sharded_transaction_errors_and_unsubscribe_match_redis() {
+    let (shards, gw) = sharded("slots", "");
+    let mut direct = RawConn::connect(shards[0].addr());
+    let mut c = RawConn::connect(gw.addr());
+    for args in [
+        &["EXEC"][..],
+        &["DISCARD"],
+        &["MULTI"],
+        &["MULTI"],
+        &["WATCH", "k"],
+        &["DISCARD"],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&c.command(args)),
+            String::from_utf8_lossy(&direct.command(args)),
+            "{args:?}"
+        );
+    }
+    // One reply per channel, and the next command gets its own.
+    c.send(b"UNSUBSCRIBE a b\r\nECHO next\r\n");
+    direct.send(b"UNSUBSCRIBE a b\r\nECHO next\r\n");
+    for _ in 0..3 {
+        assert_eq!(
+            String::from_utf8_lossy(&c.reply().unwrap()),
+            String::from_utf8_lossy(&direct.reply().unwrap())
+        );
+    }
 }

@@ -14,6 +14,20 @@ pub enum CodecError {
         size: u64,
         limit: usize,
     },
+    /// Nesting (of aggregates, attributes, ...) deeper than its limit.
+    #[error("{what} nested {depth} levels deep is over the limit of {limit} levels")]
+    TooDeep {
+        what: &'static str,
+        depth: usize,
+        limit: usize,
+    },
+    /// More elements (arguments, aggregate members) than the limit.
+    #[error("{what} of {count} elements is over the limit of {limit} elements")]
+    TooMany {
+        what: &'static str,
+        count: u64,
+        limit: usize,
+    },
     /// The bytes break the protocol's grammar.
     #[error("malformed {protocol}: {reason}")]
     Malformed {

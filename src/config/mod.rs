@@ -301,6 +301,9 @@ pub struct RedisLimits {
     /// Most arguments in a command / elements in a reply aggregate.
     #[serde(default = "defaults::max_elements")]
     pub max_elements: usize,
+    /// Deepest nesting of a reply (arrays, maps, sets, pushes, attributes), in levels.
+    #[serde(default = "defaults::max_depth")]
+    pub max_depth: usize,
     /// Most commands in flight (sent upstream, not yet answered) per client connection.
     #[serde(default = "defaults::max_pipeline")]
     pub max_pipeline: usize,
@@ -316,6 +319,7 @@ impl Default for RedisLimits {
         Self {
             max_bulk: defaults::max_bulk(),
             max_elements: defaults::max_elements(),
+            max_depth: defaults::max_depth(),
             max_pipeline: defaults::max_pipeline(),
             users: Vec::new(),
         }
@@ -958,6 +962,10 @@ mod defaults {
     }
     pub fn max_elements() -> usize {
         1024 * 1024
+    }
+    /// Redis relays script replies nested up to its Lua stack limit (about 8000).
+    pub fn max_depth() -> usize {
+        8192
     }
     pub fn max_pipeline() -> usize {
         4096

@@ -30,7 +30,9 @@ impl ReplyFrame for switchyard_codecs::redis::Reply {
         self.wire().clone()
     }
     fn is_out_of_band(&self) -> bool {
+        // Pushes acknowledging (un)subscribe commands are their replies.
         self.kind() == switchyard_codecs::redis::ReplyKind::Push
+            && switchyard_codecs::redis::is_out_of_band(self.wire())
     }
 }
 
@@ -141,7 +143,7 @@ where
                     return Ok(Some((frame.into_wire(), oob)));
                 }
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("the upstream sent a malformed reply: {e}")),
+                Err(e) => return Err(format!("the upstream reply was refused: {e}")),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Client commands: RESP multi-bulk arrays and inline lines.
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::parse::{self, RESERVE_CAP, malformed};
+use super::parse::{self, NoLine, RESERVE_CAP, malformed};
 use super::{Command, CommandDecoder};
 use crate::CodecError;
 
@@ -15,6 +15,13 @@ pub(super) struct Partial {
     /// Ranges of the arguments read so far.
     args: Vec<(usize, usize)>,
 }
+
+/// The reason of a missing `$`; the byte found instead is kept by the decoder.
+const EXPECTED_DOLLAR: &str = "expected '$'";
+
+const INLINE: &str = "inline command";
+
+const TOO_BIG_BULK: &str = "too big bulk count string";
 
 /// At most this many argument slots are allocated up front, whatever the count says.
 const PREALLOC_ARGS: usize = 16;
@@ -34,6 +41,7 @@ impl CommandDecoder {
         if self.partial.as_ref().is_some_and(|p| p.pos > src.len()) {
             // The buffer was not only appended to since the last call: start over.
             self.partial = None;
+            self.len_scanned = 0;
         }
         loop {
             if self.partial.is_none() {
@@ -47,24 +55,21 @@ impl CommandDecoder {
                         Inline::Incomplete => return Ok(None),
                     }
                 }
-                let Some((count, next)) = parse::len_line(src, 0)? else {
+                let Some((count, next)) = self.length_line(src, 0, true)? else {
                     return Ok(None);
                 };
-                if count < 0 {
-                    return Err(malformed("negative multi-bulk count"));
+                if count <= 0 {
+                    // `*0\r\n`, `*-10\r\n`: an empty command, skipped as redis-server does.
+                    src.advance(next);
+                    continue;
                 }
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 if count > self.limits.max_elements {
-                    return Err(CodecError::FrameTooLarge {
-                        what: "command (argument count)",
-                        size: count as u64,
+                    return Err(CodecError::TooMany {
+                        what: "command arguments",
+                        count: count as u64,
                         limit: self.limits.max_elements,
                     });
-                }
-                if count == 0 {
-                    // `*0\r\n`: an empty command, skipped as redis-server does.
-                    src.advance(next);
-                    continue;
                 }
                 self.partial = Some(Partial {
                     pos: next,
@@ -78,22 +83,40 @@ impl CommandDecoder {
 
     fn continue_multibulk(&mut self, src: &mut BytesMut) -> Result<Option<Command>, CodecError> {
         let max_bulk = self.limits.max_bulk;
-        let Some(p) = self.partial.as_mut() else {
-            return Ok(None);
-        };
-        while p.remaining > 0 {
-            let buf: &[u8] = src;
-            let Some(&marker) = buf.get(p.pos) else {
+        loop {
+            let Some(p) = self.partial.as_ref() else {
                 return Ok(None);
             };
-            if marker != b'$' {
-                return Err(malformed("expected '$' before a command argument"));
+            if p.remaining == 0 {
+                break;
             }
-            let Some((len, body)) = parse::len_line(buf, p.pos)? else {
+            let at = p.pos;
+            let buf: &[u8] = src;
+            let Some(&marker) = buf.get(at) else {
+                return Ok(None);
+            };
+            let line = self.length_line(buf, at, false);
+            if marker != b'$' {
+                // Redis checks the marker once the whole line is in.
+                return match line {
+                    Ok(None) => Ok(None),
+                    Err(
+                        e @ CodecError::Malformed {
+                            reason: TOO_BIG_BULK,
+                            ..
+                        },
+                    ) => Err(e),
+                    _ => {
+                        self.unexpected = marker;
+                        Err(malformed(EXPECTED_DOLLAR))
+                    }
+                };
+            }
+            let Some((len, body)) = line? else {
                 return Ok(None);
             };
             if len < 0 {
-                return Err(malformed("negative bulk length in a command"));
+                return Err(malformed("invalid bulk length"));
             }
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             if len > max_bulk {
@@ -110,9 +133,11 @@ impl CommandDecoder {
                 src.reserve(missing.min(RESERVE_CAP));
                 return Ok(None);
             }
-            if buf.get(end..next) != Some(b"\r\n".as_slice()) {
-                return Err(malformed("bulk string not terminated by CRLF"));
-            }
+            // The two bytes after the argument are skipped unchecked, as
+            // redis-server does: the wire goes upstream unchanged.
+            let Some(p) = self.partial.as_mut() else {
+                return Ok(None);
+            };
             p.args.push((body, end));
             p.pos = next;
             p.remaining -= 1;
@@ -129,6 +154,65 @@ impl CommandDecoder {
         }))
     }
 
+    /// The `*<count>` (`multibulk`) or `$<len>` line whose type byte is at
+    /// `at`, with Redis's error words; a long line is scanned only once.
+    fn length_line(
+        &mut self,
+        buf: &[u8],
+        at: usize,
+        multibulk: bool,
+    ) -> Result<Option<(i64, usize)>, CodecError> {
+        let invalid = if multibulk {
+            "invalid multibulk length"
+        } else {
+            "invalid bulk length"
+        };
+        let line = parse::find_line(buf, at + 1, self.len_scanned, self.limits.max_inline);
+        match line {
+            Ok(Ok(line)) => {
+                self.len_scanned = 0;
+                let digits = buf.get(line.start..line.end).unwrap_or_default();
+                match parse::parse_int(digits) {
+                    Some(n) => Ok(Some((n, line.next))),
+                    None => Err(malformed(invalid)),
+                }
+            }
+            Ok(Err(NoLine::Incomplete { scanned })) => {
+                self.len_scanned = scanned;
+                Ok(None)
+            }
+            Ok(Err(NoLine::TooLong)) => {
+                self.len_scanned = 0;
+                Err(malformed(if multibulk {
+                    "too big mbulk count string"
+                } else {
+                    TOO_BIG_BULK
+                }))
+            }
+            Err(_) => {
+                self.len_scanned = 0;
+                Err(malformed(invalid))
+            }
+        }
+    }
+
+    /// The error reply redis-server gives for `e` (which this decoder just
+    /// returned): `-ERR Protocol error: <Redis's words>`.
+    pub(super) fn protocol_error(&self, e: &CodecError) -> Bytes {
+        let words = match e {
+            CodecError::Malformed { reason, .. } if *reason == EXPECTED_DOLLAR => {
+                let got = char::from(self.unexpected);
+                return super::error_reply(&format!("Protocol error: expected '$', got '{got}'"));
+            }
+            CodecError::Malformed { reason, .. } => *reason,
+            CodecError::TooMany { .. } => "invalid multibulk length",
+            CodecError::FrameTooLarge { what, .. } if *what == INLINE => "too big inline request",
+            CodecError::FrameTooLarge { .. } => "invalid bulk length",
+            _ => "invalid request",
+        };
+        super::error_reply(&format!("Protocol error: {words}"))
+    }
+
     fn decode_inline(&mut self, src: &mut BytesMut) -> Result<Inline, CodecError> {
         let limit = self.limits.max_inline;
         // The LF may sit at index `limit` at most (a line of `limit` bytes).
@@ -141,7 +225,7 @@ impl CommandDecoder {
             if src.len() > limit {
                 self.inline_scanned = 0;
                 return Err(CodecError::FrameTooLarge {
-                    what: "inline command",
+                    what: INLINE,
                     size: src.len() as u64,
                     limit,
                 });
@@ -224,7 +308,7 @@ fn hex_val(b: u8) -> Option<u8> {
 /// a NUL byte ends it).
 fn split_quoted(line: &[u8]) -> Result<(Ranges, Vec<u8>), CodecError> {
     let at = |i: usize| line.get(i).copied().unwrap_or(0);
-    let unbalanced = || malformed("unbalanced quotes in inline command");
+    let unbalanced = || malformed("unbalanced quotes in request");
     let mut out = Vec::with_capacity(line.len());
     let mut args = Vec::new();
     let mut p = 0usize;

@@ -41,8 +41,9 @@ pub struct Limits {
     /// Longest inline command line (default 64 KiB, as Redis). Also the longest
     /// simple line of a reply (`+`, `-`, `:`, `,`, `(`, `#`, `_`).
     pub max_inline: usize,
-    /// Deepest nesting of aggregate replies (default 128). An attribute counts
-    /// as one level for the value it annotates.
+    /// Deepest nesting of aggregate replies (default 8192: Redis relays script
+    /// replies nested up to its Lua stack limit, about 8000 levels). An
+    /// attribute counts as one level for the value it annotates.
     pub max_depth: usize,
 }
 
@@ -52,7 +53,7 @@ impl Default for Limits {
             max_bulk: 512 * 1024 * 1024,
             max_elements: 1024 * 1024,
             max_inline: 64 * 1024,
-            max_depth: 128,
+            max_depth: 8192,
         }
     }
 }
@@ -189,6 +190,10 @@ pub struct CommandDecoder {
     partial: Option<command::Partial>,
     /// How far the current inline line was scanned for its LF.
     inline_scanned: usize,
+    /// How far the current `*`/`$` length line was scanned for its LF.
+    len_scanned: usize,
+    /// The byte found where a `$` was expected (for the error text).
+    unexpected: u8,
 }
 
 impl CommandDecoder {
@@ -197,7 +202,17 @@ impl CommandDecoder {
             limits,
             partial: None,
             inline_scanned: 0,
+            len_scanned: 0,
+            unexpected: 0,
         }
+    }
+
+    /// The reply redis-server gives to the protocol error `e` that this
+    /// decoder just returned, in its words (`-ERR Protocol error: invalid
+    /// bulk length`, `... expected '$', got 'f'`, ...): clients and tests
+    /// match on them. Redis closes the connection after it.
+    pub fn error_reply(&self, e: &CodecError) -> Bytes {
+        self.protocol_error(e)
     }
 }
 
@@ -206,6 +221,64 @@ impl Decoder for CommandDecoder {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, CodecError> {
         self.decode_command(src)
     }
+}
+
+/// Whether a reply is out of band (answers no command): RESP3 pushes, except
+/// the ones acknowledging `(P|S)(UN)SUBSCRIBE`, which Redis sends in place
+/// of replies (one per channel) even on a connection that is not subscribed.
+pub fn is_out_of_band(wire: &[u8]) -> bool {
+    wire.first() == Some(&b'>') && !is_subscription_ack(wire)
+}
+
+/// A push (`>`) whose first element names a subscribe-family command.
+fn is_subscription_ack(wire: &[u8]) -> bool {
+    const NAMES: [&[u8]; 6] = [
+        b"subscribe",
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+        b"ssubscribe",
+        b"sunsubscribe",
+    ];
+    let Ok(Some((_, first))) = parse::len_line(wire, 0) else {
+        return false;
+    };
+    let name = match wire.get(first) {
+        Some(b'$') => match parse::len_line(wire, first) {
+            Ok(Some((len, at))) => usize::try_from(len)
+                .ok()
+                .and_then(|len| wire.get(at..at.saturating_add(len))),
+            _ => None,
+        },
+        Some(b'+') => match parse::find_line(wire, first + 1, 0, 16) {
+            Ok(Ok(line)) => wire.get(line.start..line.end),
+            _ => None,
+        },
+        _ => None,
+    };
+    name.is_some_and(|n| NAMES.iter().any(|c| c.eq_ignore_ascii_case(n)))
+}
+
+/// How many replies Redis sends to `cmd` outside `MULTI`: one per channel
+/// (at least one) for `UNSUBSCRIBE`, `PUNSUBSCRIBE` and `SUNSUBSCRIBE`, one
+/// for everything else. (`SUBSCRIBE` and `PSUBSCRIBE` also answer once per
+/// channel, but switch the connection to push mode.)
+pub fn reply_count(cmd: &Command) -> usize {
+    if is_unsubscribe(cmd) {
+        cmd.argc().saturating_sub(1).max(1)
+    } else {
+        1
+    }
+}
+
+/// `UNSUBSCRIBE`, `PUNSUBSCRIBE` or `SUNSUBSCRIBE`.
+pub fn is_unsubscribe(cmd: &Command) -> bool {
+    let name = cmd.name();
+    name.len() >= 11
+        && name
+            .get(name.len() - 11..)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"unsubscribe"))
+        && (cmd.is("UNSUBSCRIBE") || cmd.is("PUNSUBSCRIBE") || cmd.is("SUNSUBSCRIBE"))
 }
 
 /// Decodes server replies.
@@ -301,7 +374,7 @@ const FOREIGN_VERSIONS: [&[u8]; 5] = [
     b" RTSP/2.0",
 ];
 
-/// Sniff Redis: a RESP array (`*<digits>`) or an inline command
+/// Sniff Redis: a RESP array (`*` then any byte) or an inline command
 /// (`[A-Za-z]+` then space or CRLF) whose line does not end in ` HTTP/1.x` / ` RTSP/x.y`.
 ///
 /// An inline command is only matched once its whole line is there, so that
@@ -313,8 +386,9 @@ pub fn sniff(buf: &[u8]) -> Verdict {
     if first == b'*' {
         return match buf.get(1) {
             None => Verdict::NeedMore,
-            Some(b) if b.is_ascii_digit() => Verdict::Match(crate::Protocol::Redis),
-            Some(_) => Verdict::Reject,
+            // No other protocol starts with `*`: a bad count (`*-10`, `*abc`)
+            // gets redis-server's own answer.
+            Some(_) => Verdict::Match(crate::Protocol::Redis),
         };
     }
     if !first.is_ascii_alphabetic() {

@@ -56,6 +56,9 @@ enum Slot {
     /// The replies of a sharded run of commands: one batch per shard, put
     /// back in the client's order by the plan.
     Fanout(Box<FanoutSlot>),
+    /// From here on, drop (`true`) or write (`false`) the client's replies:
+    /// `CLIENT REPLY OFF|SKIP|ON`, kept by the gateway.
+    Mute(bool),
     /// Flush and close the connection.
     Close,
 }
@@ -199,6 +202,8 @@ enum Batch {
         cluster: Arc<Cluster>,
         timeout: std::time::Duration,
         requests: Vec<Bytes>,
+        /// Replies expected (a command may have several, see [`redis::reply_count`]).
+        replies: usize,
     },
     /// Commands for a sharded cluster: one batch per shard and a reply plan,
     /// placed with the shard map as it was when the run began.
@@ -219,9 +224,95 @@ struct Session {
     slots: mpsc::Sender<Slot>,
     sharding: shard::ShardSession,
     limits: redis::Limits,
+    /// The client's `CLIENT REPLY` mode, as Redis keeps it.
+    mode: ReplyMode,
+    /// Whether the writer is dropping replies (the last [`Slot::Mute`] sent).
+    muted: bool,
+    /// Inside `MULTI` (commands answer `+QUEUED`).
+    in_multi: bool,
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP`, answered by the gateway itself: it keeps the
+/// mode and drops the replies Redis would not send, so every upstream
+/// connection still answers every command and replies stay in step.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplyMode {
+    off: bool,
+    /// The current command's reply is skipped.
+    skip: bool,
+    /// The next command's reply is skipped.
+    skip_next: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientReply {
+    On,
+    Off,
+    Skip,
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP` (any case); other forms go to the server.
+fn client_reply(cmd: &Command) -> Option<ClientReply> {
+    if cmd.argc() != 3
+        || !cmd.is("CLIENT")
+        || !cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"REPLY"))
+    {
+        return None;
+    }
+    let a = cmd.arg(2)?;
+    [
+        (&b"ON"[..], ClientReply::On),
+        (b"OFF", ClientReply::Off),
+        (b"SKIP", ClientReply::Skip),
+    ]
+    .into_iter()
+    .find_map(|(w, m)| a.eq_ignore_ascii_case(w).then_some(m))
+}
+
+impl ReplyMode {
+    /// Whether the replies to `cmd` are dropped, updating the mode as
+    /// redis-server does around one command (`setting`: `cmd` is a
+    /// `CLIENT REPLY` the gateway answers).
+    fn step(&mut self, cmd: &Command, setting: Option<ClientReply>, in_multi: bool) -> bool {
+        let muted = match setting {
+            Some(ClientReply::On) => {
+                self.off = false;
+                self.skip = false;
+                false
+            }
+            Some(ClientReply::Off) => {
+                self.off = true;
+                true
+            }
+            Some(ClientReply::Skip) => {
+                if !self.off {
+                    self.skip_next = true;
+                }
+                true
+            }
+            None if cmd.is("RESET") => {
+                self.off = false;
+                self.skip_next = false;
+                self.skip
+            }
+            // Unsubscribe acknowledgements are pushes: Redis sends them anyway.
+            None => (self.off || self.skip) && (in_multi || !redis::is_unsubscribe(cmd)),
+        };
+        self.skip = std::mem::take(&mut self.skip_next);
+        muted
+    }
 }
 
 impl Session {
+    /// Have the writer drop (or write again) the replies queued from now on.
+    async fn mute(&mut self, muted: bool) {
+        if muted != self.muted {
+            self.flush().await;
+            self.muted = muted;
+            let _ = self.slots.send(Slot::Mute(muted)).await;
+        }
+    }
+
     /// Send the gathered batch and queue its slot.
     async fn flush(&mut self) {
         let slot = match std::mem::replace(&mut self.batch, Batch::None) {
@@ -230,8 +321,8 @@ impl Session {
                 cluster,
                 timeout,
                 requests,
+                replies: count,
             } => {
-                let count = requests.len();
                 let started = Instant::now();
                 match self.upstreams.pipeline(&cluster, None, &self.slots).await {
                     Ok((conn, p)) => {
@@ -265,8 +356,9 @@ impl Session {
             } => {
                 let started = Instant::now();
                 let count = fanout.client_commands();
+                let replies = fanout.reply_counts();
                 let mut parts = Vec::with_capacity(fanout.parts.len());
-                for (dest, requests) in fanout.parts {
+                for ((dest, requests), expected) in fanout.parts.into_iter().zip(replies) {
                     let dest = self.upstreams.reachable(&cluster, dest, &self.slots).await;
                     let host = dest.host;
                     let sent = self
@@ -276,7 +368,7 @@ impl Session {
                     parts.push(match sent {
                         Ok((conn, p)) => {
                             p.send(&requests).await;
-                            Ok((conn, requests.len()))
+                            Ok((conn, expected))
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "redis: shard unreachable");
@@ -346,11 +438,21 @@ impl Session {
                     cluster,
                     timeout,
                     requests: Vec::new(),
+                    replies: 0,
                 }
             };
         }
         match &mut self.batch {
-            Batch::Plain { requests, .. } => requests.push(cmd.wire().clone()),
+            Batch::Plain {
+                requests, replies, ..
+            } => {
+                requests.push(cmd.wire().clone());
+                *replies += if self.in_multi {
+                    1
+                } else {
+                    redis::reply_count(cmd)
+                };
+            }
             Batch::Sharded {
                 fanout,
                 map,
@@ -388,6 +490,9 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         slots: slots_tx,
         sharding: shard::ShardSession::default(),
         limits: l.redis,
+        mode: ReplyMode::default(),
+        muted: false,
+        in_multi: false,
     };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut authed = l.redis_auth.is_none();
@@ -401,14 +506,41 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 Ok(Some(cmd)) => cmd,
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = format!("Protocol error: {e}");
-                    session.reply(redis::error_reply(&msg)).await;
+                    session.reply(decoder.error_reply(&e)).await;
                     session.flush().await;
                     let _ = session.slots.send(Slot::Close).await;
                     conn.metrics.observe(std::time::Duration::ZERO, true);
                     break 'session;
                 }
             };
+            let setting = client_reply(&cmd);
+            let muted = session.mode.step(&cmd, setting, session.in_multi);
+            session.mute(muted).await;
+            if let Some(setting) = setting {
+                // Answered here: every upstream connection keeps answering.
+                let reply = if session.in_multi {
+                    redis::error_reply("CLIENT REPLY inside MULTI is not supported by the gateway")
+                } else if setting == ClientReply::On {
+                    Bytes::from_static(b"+OK\r\n")
+                } else {
+                    continue;
+                };
+                if !session.reply(reply).await {
+                    break 'session;
+                }
+                continue;
+            }
+            if session.in_multi && redis::reply_count(&cmd) > 1 {
+                // EXEC's reply would carry one reply per channel but count one.
+                let refused = redis::error_reply(&format!(
+                    "'{}' with several channels inside MULTI is not supported by the gateway",
+                    String::from_utf8_lossy(cmd.name()).to_lowercase()
+                ));
+                if !session.reply(refused).await {
+                    break 'session;
+                }
+                continue;
+            }
             if cmd.is("QUIT") {
                 session.reply(Bytes::from_static(b"+OK\r\n")).await;
                 session.flush().await;
@@ -431,14 +563,17 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 }
             }
             let target = target(&conn, &cmd);
-            if enters_push_mode(&cmd) {
+            if enters_push_mode(&cmd) && !session.in_multi {
                 if let Target::Cluster(cluster, _) = &target
-                    && cluster.shards().is_some()
-                    && cmd.is("MONITOR")
+                    && cluster.shards().is_some_and(|s| s.map().hosts().len() > 1)
+                    && !cmd.is("SUBSCRIBE")
+                    && !cmd.is("PSUBSCRIBE")
+                    && !cmd.is("SSUBSCRIBE")
                 {
-                    let refused = redis::error_reply(
-                        "'monitor' is not supported on a sharded cluster: commands go to several servers",
-                    );
+                    let refused = redis::error_reply(&format!(
+                        "'{}' is not supported on a sharded cluster: commands go to several servers",
+                        String::from_utf8_lossy(cmd.name()).to_lowercase()
+                    ));
                     if !session.reply(refused).await {
                         break 'session;
                     }
@@ -446,20 +581,37 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 }
                 session.flush().await;
                 let Session {
-                    upstreams, slots, ..
+                    upstreams,
+                    slots,
+                    mode: session_mode,
+                    ..
                 } = session;
                 drop(slots);
                 let Ok(wr) = writer.await else { return };
                 if let Target::Cluster(cluster, _) = target {
                     // Pub/sub of a sharded cluster lives on its first shard.
                     let host = cluster.shards().map(|s| s.map().home());
+                    // The reply mode goes along: the server keeps it from here.
+                    let first = match (session_mode.off, muted) {
+                        (true, _) => [
+                            &b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n"[..],
+                            cmd.wire(),
+                        ]
+                        .concat(),
+                        (false, true) => [
+                            &b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"[..],
+                            cmd.wire(),
+                        ]
+                        .concat(),
+                        (false, false) => cmd.wire().to_vec(),
+                    };
                     tunnel(
                         rd,
                         wr,
                         cluster,
                         host,
                         &upstreams.state,
-                        cmd.wire().clone(),
+                        Bytes::from(first),
                         buf,
                         &conn,
                     )
@@ -478,6 +630,11 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                     }
                 }
                 Target::Cluster(cluster, timeout) => session.command(&cmd, cluster, timeout).await,
+            }
+            if cmd.argc() == 1 && (cmd.is("MULTI") || cmd.is("EXEC") || cmd.is("DISCARD")) {
+                session.in_multi = cmd.is("MULTI");
+            } else if cmd.is("RESET") {
+                session.in_multi = false;
             }
         }
         session.flush().await;
@@ -555,15 +712,23 @@ fn is_session_state(cmd: &Command) -> bool {
     cmd.is("AUTH")
         || cmd.is("HELLO")
         || cmd.is("SELECT")
+        || cmd.is("RESET")
+        || cmd.is("REPLCONF")
         || (cmd.is("CLIENT")
             && cmd
                 .arg(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
 }
 
-/// Commands after which the server sends frames nobody asked for.
+/// Commands after which the server sends frames nobody asked for (or, for
+/// `SYNC`/`PSYNC`, a replication stream).
 fn enters_push_mode(cmd: &Command) -> bool {
-    cmd.is("SUBSCRIBE") || cmd.is("PSUBSCRIBE") || cmd.is("SSUBSCRIBE") || cmd.is("MONITOR")
+    cmd.is("SUBSCRIBE")
+        || cmd.is("PSUBSCRIBE")
+        || cmd.is("SSUBSCRIBE")
+        || cmd.is("MONITOR")
+        || cmd.is("SYNC")
+        || cmd.is("PSYNC")
 }
 
 /// The reply sides of a session's upstream connections, by id.
@@ -618,6 +783,8 @@ async fn write_replies(
 ) -> WriteHalf {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut readers: Readers = Vec::new();
+    // CLIENT REPLY OFF/SKIP: replies are read and dropped, pushes still go out.
+    let mut muted = false;
     loop {
         let slot = match slots.try_recv() {
             Ok(slot) => slot,
@@ -644,7 +811,12 @@ async fn write_replies(
             }
         };
         match slot {
-            Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Ready(b) => {
+                if !muted {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Slot::Mute(m) => muted = m,
             Slot::Close => break,
             Slot::Conn { id, reader } => {
                 readers.retain(|(_, r)| !r.is_failed());
@@ -663,11 +835,14 @@ async fn write_replies(
                 match result {
                     Ok(replies) => {
                         for r in replies {
-                            out.extend_from_slice(&r);
+                            if !muted || r.first() == Some(&b'>') {
+                                out.extend_from_slice(&r);
+                            }
                         }
                         metrics.requests.increment(count as u64);
                         metrics.latency.record(took.as_secs_f64());
                     }
+                    Err(e) if muted => errors(&mut BytesMut::new(), count, &e, &metrics),
                     Err(e) => errors(&mut out, count, &e, &metrics),
                 }
             }
@@ -692,7 +867,11 @@ async fn write_replies(
                     replies.push(result.map(std::collections::VecDeque::from));
                 }
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                let failed = write_plan(&mut out, plan, &mut replies, limits);
+                let failed = if muted {
+                    write_plan(&mut BytesMut::new(), plan, &mut replies, limits)
+                } else {
+                    write_plan(&mut out, plan, &mut replies, limits)
+                };
                 metrics.requests.increment(count as u64);
                 metrics.errors.increment(failed as u64);
                 metrics.latency.record(started.elapsed().as_secs_f64());
@@ -714,7 +893,7 @@ fn next_reply(out: &mut BytesMut, replies: &mut PartReplies, p: u16) -> Result<B
     match replies.get_mut(usize::from(p)) {
         Some(Ok(queue)) => loop {
             match queue.pop_front() {
-                Some(r) if r.first() == Some(&b'>') => out.extend_from_slice(&r),
+                Some(r) if redis::is_out_of_band(&r) => out.extend_from_slice(&r),
                 Some(r) => return Ok(r),
                 None => return Err("upstream sent fewer replies than commands".to_owned()),
             }

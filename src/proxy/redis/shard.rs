@@ -10,9 +10,11 @@
 //!   by `{hash tag}`) go to the key's shard as they are.
 //! * `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH` are split per shard
 //!   and merged ([`Merge`]).
-//! * Other commands whose keys span shards, and keyspace-wide commands
-//!   (`KEYS`, `SCAN`, `FLUSHALL`, ...) are answered with an error naming the
-//!   command and why.
+//! * `FLUSHALL`/`FLUSHDB` go to every shard, `DBSIZE` is summed, `KEYS`
+//!   merged, `SCAN` walks the shards with the shard folded into the cursor.
+//! * Other commands whose keys span shards, and the other keyspace-wide
+//!   commands (`RANDOMKEY`, `SWAPDB`, ...) are answered with an error naming
+//!   the command and why (with one shard they are simply forwarded).
 //! * `MULTI` binds to the shard of the first keyed command (or of `WATCH`);
 //!   commands for another shard inside it answer `-CROSSSLOT` and make `EXEC`
 //!   fail with `-EXECABORT`, as Redis Cluster does.
@@ -48,6 +50,10 @@ pub enum Merge {
     AllOk,
     /// The first part's reply (commands sent to every shard).
     First,
+    /// The parts' arrays joined into one (`KEYS`).
+    Concat,
+    /// A shard's `SCAN` reply with the shard folded into its cursor (see [`scan`]).
+    Scan { shard: u64, shards: u64 },
     /// An array gathered from the parts' arrays (`MGET`): element `i` of the
     /// result is element `.1` of the reply of the `.0`-th merged part.
     Gather(Vec<(u16, u32)>),
@@ -92,6 +98,25 @@ impl Fanout {
             cmds.push(wire);
         }
         u16::try_from(at).unwrap_or(u16::MAX)
+    }
+
+    /// The replies expected from each part, in part order (one command may
+    /// answer several times, e.g. `UNSUBSCRIBE a b`).
+    pub fn reply_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.parts.len()];
+        let mut add = |p: u16| {
+            if let Some(n) = counts.get_mut(usize::from(p)) {
+                *n += 1;
+            }
+        };
+        for step in &self.plan {
+            match step {
+                Step::Forward(p) | Step::Discard(p) => add(*p),
+                Step::Merge(_, parts) => parts.iter().copied().for_each(&mut add),
+                Step::Local(_) => {}
+            }
+        }
+        counts
     }
 
     /// Client commands in the plan (gateway-sent `MULTI`s excluded).
@@ -202,10 +227,10 @@ fn in_transaction(
         return Step::Local(redis::error_reply("internal: no transaction"));
     };
     if cmd.is("MULTI") {
-        return Step::Local(redis::error_reply("MULTI calls can not be nested"));
+        return Step::Local(redis::error_reply("ERR MULTI calls can not be nested"));
     }
     if cmd.is("WATCH") {
-        return Step::Local(redis::error_reply("WATCH inside MULTI is not allowed"));
+        return Step::Local(redis::error_reply("ERR WATCH inside MULTI is not allowed"));
     }
     if cmd.is("EXEC") || cmd.is("DISCARD") {
         let exec = cmd.is("EXEC");
@@ -287,8 +312,8 @@ fn outside_transaction(
             });
             Step::Local(Bytes::from_static(b"+OK\r\n"))
         }
-        b"EXEC" => Step::Local(redis::error_reply("EXEC without MULTI")),
-        b"DISCARD" => Step::Local(redis::error_reply("DISCARD without MULTI")),
+        b"EXEC" => Step::Local(redis::error_reply("ERR EXEC without MULTI")),
+        b"DISCARD" => Step::Local(redis::error_reply("ERR DISCARD without MULTI")),
         b"WATCH" => match (one_host(cmd, map), session.watch) {
             (Ok(Some(h)), None) => {
                 session.watch = Some(h);
@@ -317,6 +342,22 @@ fn outside_transaction(
         {
             broadcast(cmd, map, replicas, fanout)
         }
+        // Answered once per channel (pub/sub lives on the first shard).
+        b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" => {
+            let p = fanout.send(map.home(), cmd.wire().clone());
+            for _ in 1..redis::reply_count(cmd) {
+                fanout.plan.push(Step::Forward(p));
+            }
+            Step::Forward(p)
+        }
+        // One shard holds the whole keyspace: nothing to split.
+        _ if map.hosts().len() == 1 && KEYSPACE_WIDE.iter().any(|k| cmd.is(k)) => {
+            Step::Forward(fanout.send(map.home(), cmd.wire().clone()))
+        }
+        b"FLUSHALL" | b"FLUSHDB" => every_shard(cmd, map, fanout, Merge::AllOk),
+        b"DBSIZE" => every_shard(cmd, map, fanout, Merge::Sum),
+        b"KEYS" => every_shard(cmd, map, fanout, Merge::Concat),
+        b"SCAN" => scan(cmd, map, fanout),
         b"MGET" => split(cmd, map, to_replica, fanout, 1, SplitAs::Gather),
         b"MSET" => split(cmd, map, false, fanout, 2, SplitAs::AllOk),
         b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => {
@@ -333,6 +374,46 @@ fn outside_transaction(
             Err(()) => Step::Local(cross_shard(cmd)),
         },
     }
+}
+
+/// Send `cmd` to every shard's primary and merge the replies `how`.
+fn every_shard(cmd: &Command, map: &ShardMap, fanout: &mut Fanout, how: Merge) -> Step {
+    let parts = map
+        .hosts()
+        .iter()
+        .map(|&h| fanout.send(h, cmd.wire().clone()))
+        .collect();
+    Step::Merge(how, parts)
+}
+
+/// `SCAN cursor ...` over every shard in turn, as Envoy and predixy do: the
+/// client's cursor is `inner * shards + shard`, where `inner` is the cursor
+/// of the shard being scanned; when a shard is done the next one starts at 0,
+/// and after the last one the cursor is 0.
+fn scan(cmd: &Command, map: &ShardMap, fanout: &mut Fanout) -> Step {
+    let hosts = map.hosts();
+    let n = hosts.len() as u64;
+    let cursor = cmd
+        .arg(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok());
+    let Some(cursor) = cursor.filter(|_| n > 0) else {
+        // Let the server give its own error (`invalid cursor`, arity).
+        return Step::Forward(fanout.send(map.home(), cmd.wire().clone()));
+    };
+    let shard = cursor % n;
+    let inner = (cursor / n).to_string();
+    let sub = Command::from_args(
+        [cmd.name(), inner.as_bytes()]
+            .into_iter()
+            .chain(cmd.args().skip(2)),
+    );
+    let host = hosts
+        .get(shard as usize)
+        .copied()
+        .unwrap_or_else(|| map.home());
+    let p = fanout.send(host, sub.wire().clone());
+    Step::Merge(Merge::Scan { shard, shards: n }, vec![p])
 }
 
 /// Send `cmd` to every shard (and, with `replicas`, every shard's replica
@@ -428,6 +509,13 @@ fn split(
     Step::Merge(merge, parts)
 }
 
+/// The content of a bulk string reply (`$3\r\nabc\r\n` -> `abc`).
+fn bulk_value(wire: &[u8]) -> Option<&[u8]> {
+    let rest = wire.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    rest.get(nl + 1..)?.strip_suffix(b"\r\n")
+}
+
 fn is_error(reply: &[u8]) -> bool {
     matches!(reply.first(), Some(b'-' | b'!'))
 }
@@ -458,6 +546,56 @@ pub fn merge(how: &Merge, replies: &[Bytes], limits: Limits) -> Bytes {
                 }
             }
             Bytes::from(format!(":{sum}\r\n"))
+        }
+        Merge::Concat => {
+            let mut elements = Vec::with_capacity(replies.len());
+            for r in replies {
+                match redis::array_elements(r, limits) {
+                    Some(e) => elements.extend(e),
+                    None => return unexpected(),
+                }
+            }
+            let mut out =
+                BytesMut::with_capacity(16 + elements.iter().map(Bytes::len).sum::<usize>());
+            out.extend_from_slice(format!("*{}\r\n", elements.len()).as_bytes());
+            for e in &elements {
+                out.extend_from_slice(e);
+            }
+            out.freeze()
+        }
+        Merge::Scan { shard, shards } => {
+            let Some(reply) = replies.first() else {
+                return unexpected();
+            };
+            let parts = redis::array_elements(reply, limits);
+            let Some([cursor, keys]) = parts.as_deref() else {
+                return unexpected();
+            };
+            let inner =
+                bulk_value(cursor).and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok());
+            let Some(inner) = inner else {
+                return unexpected();
+            };
+            let next = if inner == 0 {
+                if shard + 1 >= *shards { 0 } else { shard + 1 }
+            } else {
+                match inner
+                    .checked_mul(*shards)
+                    .and_then(|c| c.checked_add(*shard))
+                {
+                    Some(c) => c,
+                    None => {
+                        return redis::error_reply(
+                            "ERR the shard's SCAN cursor is too large to carry the shard index",
+                        );
+                    }
+                }
+            };
+            let mut out = BytesMut::with_capacity(32 + keys.len());
+            out.extend_from_slice(b"*2\r\n");
+            out.extend_from_slice(&bulk(next.to_string().as_bytes()));
+            out.extend_from_slice(keys);
+            out.freeze()
         }
         Merge::Gather(positions) => {
             let mut elements = Vec::with_capacity(replies.len());
@@ -594,16 +732,75 @@ mod tests {
     fn cross_shard_and_keyspace_commands_are_refused_hash_tags_pass() {
         let f = run(&[
             &["RENAME", "foo", "hello"],
-            &["KEYS", "*"],
+            &["RANDOMKEY"],
             &["RENAME", "{u}a", "{u}b"],
             &["SUNIONSTORE", "{t}d", "{t}x", "{t}y"],
         ]);
         assert!(matches!(&f.plan[0], Step::Local(e) if e.starts_with(b"-CROSSSLOT")));
         assert!(
-            matches!(&f.plan[1], Step::Local(e) if e.starts_with(b"-ERR 'keys' is not supported on a sharded cluster"))
+            matches!(&f.plan[1], Step::Local(e) if e.starts_with(b"-ERR 'randomkey' is not supported on a sharded cluster"))
         );
         assert!(matches!(f.plan[2], Step::Forward(_)));
         assert!(matches!(f.plan[3], Step::Forward(_)));
+    }
+
+    #[test]
+    fn keyspace_commands_fan_out_and_scan_folds_the_shard_into_the_cursor() {
+        let f = run(&[
+            &["FLUSHALL"],
+            &["DBSIZE"],
+            &["KEYS", "*"],
+            &["SCAN", "7", "COUNT", "5"],
+        ]);
+        assert_eq!(f.plan[0], Step::Merge(Merge::AllOk, vec![0, 1, 2]));
+        assert_eq!(f.plan[1], Step::Merge(Merge::Sum, vec![0, 1, 2]));
+        assert_eq!(f.plan[2], Step::Merge(Merge::Concat, vec![0, 1, 2]));
+        // Cursor 7 over 3 shards: shard 1, its cursor 2.
+        assert_eq!(
+            f.plan[3],
+            Step::Merge(
+                Merge::Scan {
+                    shard: 1,
+                    shards: 3
+                },
+                vec![1]
+            )
+        );
+        assert_eq!(
+            f.parts[1].1.last().unwrap(),
+            c(&["SCAN", "2", "COUNT", "5"]).wire()
+        );
+        let page = |cursor: &str| {
+            Bytes::from(format!(
+                "*2\r\n${}\r\n{cursor}\r\n*1\r\n$1\r\nk\r\n",
+                cursor.len()
+            ))
+        };
+        let scan = |shard, reply: &str| {
+            merge(
+                &Merge::Scan { shard, shards: 3 },
+                &[page(reply)],
+                Limits::default(),
+            )
+        };
+        // Shard 1 goes on at its cursor 9: 9 * 3 + 1.
+        assert_eq!(scan(1, "9"), page("28"));
+        // Shard 1 is done: shard 2 from its start; after the last shard, 0.
+        assert_eq!(scan(1, "0"), page("2"));
+        assert_eq!(scan(2, "0"), page("0"));
+        let keys = merge(
+            &Merge::Concat,
+            &[
+                Bytes::from_static(b"*1\r\n$1\r\na\r\n"),
+                Bytes::from_static(b"*0\r\n"),
+                Bytes::from_static(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+            ],
+            Limits::default(),
+        );
+        assert_eq!(&keys[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        // Several replies for one UNSUBSCRIBE.
+        let f = run(&[&["UNSUBSCRIBE", "a", "b", "c"], &["PUNSUBSCRIBE"]]);
+        assert_eq!(f.plan.len(), 4);
     }
 
     #[test]
