@@ -28,6 +28,8 @@ pub const STMT_RESET: u8 = 0x1A;
 pub const SET_OPTION: u8 = 0x1B;
 pub const STMT_FETCH: u8 = 0x1C;
 pub const RESET_CONNECTION: u8 = 0x1F;
+/// MariaDB's COM_STMT_BULK_EXECUTE (needs `MARIADB_CLIENT_STMT_BULK_OPERATIONS`).
+pub const STMT_BULK_EXECUTE: u8 = 0xFA;
 
 /// A client command, by its first payload byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl Command {
     pub fn expect(self) -> Option<Expect> {
         Some(match self.0 {
             QUIT | STMT_CLOSE | STMT_SEND_LONG_DATA => Expect::Nothing,
-            QUERY | STMT_EXECUTE | PROCESS_INFO => Expect::ResultSet,
+            QUERY | STMT_EXECUTE | STMT_BULK_EXECUTE | PROCESS_INFO => Expect::ResultSet,
             STMT_PREPARE => Expect::Prepare,
             STMT_FETCH => Expect::Rows,
             FIELD_LIST => Expect::FieldList,
@@ -76,6 +78,7 @@ impl Command {
             SET_OPTION => "COM_SET_OPTION",
             STMT_FETCH => "COM_STMT_FETCH",
             RESET_CONNECTION => "COM_RESET_CONNECTION",
+            STMT_BULK_EXECUTE => "COM_STMT_BULK_EXECUTE",
             _ => "COM_UNKNOWN",
         }
     }
