@@ -11,11 +11,15 @@
 //! connection, lent for that one statement; everything else goes to the
 //! session's own primary connection, taken on the first write and kept
 //! (LAST_INSERT_ID, read-your-writes). Transactions (by the server's
-//! IN_TRANS status), prepared statements, user variables, temporary tables,
-//! table locks and session variables pin the session: every statement then
-//! goes to that connection, which is reset (COM_RESET_CONNECTION) before it
-//! goes back to the pool. Responses are streamed packet by packet;
-//! [`ResponseState`] says when each ends.
+//! IN_TRANS status) and autocommit off (by its AUTOCOMMIT status) send
+//! everything there too. Prepared statements, user variables, temporary
+//! tables, table locks and other session variables pin the session: every
+//! statement then goes to that connection, which is reset
+//! (COM_RESET_CONNECTION) before it goes back to the pool. The character
+//! set variables and autocommit do not pin: they are tracked
+//! ([`SessionVars`]) and replayed on whichever connection serves the next
+//! statement. Responses are streamed packet by packet; [`ResponseState`]
+//! says when each ends.
 
 pub mod backend;
 pub mod policy;
@@ -29,9 +33,10 @@ use switchyard_codecs::mysql::handshake::{
     parse_handshake_response,
 };
 use switchyard_codecs::mysql::response::{Expect, encode_ok};
+use switchyard_codecs::mysql::session::{SessionVars, tracked_set};
 use switchyard_codecs::mysql::{
     Command, ErrPacket, OkPacket, Packet, PacketDecoder, ResponseState, Step, auth, cap, classify,
-    command, er, packet, status,
+    command, er, mariadb_cap, packet, status,
 };
 use switchyard_codecs::{Decoder, Field, Metadata, Protocol};
 use tokio::io::AsyncWriteExt;
@@ -63,6 +68,17 @@ const OFFERED: u32 = cap::LONG_PASSWORD
     | cap::CONNECT_ATTRS
     | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | cap::DEPRECATE_EOF;
+
+/// MariaDB extended capabilities the gateway can relay (offered when every
+/// backend has them): progress reports (`ResponseState` skips them), bulk
+/// execute (forwarded like COM_STMT_EXECUTE) and extended column metadata
+/// (opaque to the gateway). Not CACHE_METADATA: it changes which packets a
+/// COM_STMT_EXECUTE answer has, in a way only the client knows.
+const OFFERED_EXT: u32 =
+    mariadb_cap::PROGRESS | mariadb_cap::STMT_BULK_OPERATIONS | mariadb_cap::EXTENDED_METADATA;
+
+/// The status bits a session tracks from its backends.
+const SESSION_STATUS: u16 = status::AUTOCOMMIT | status::IN_TRANS;
 
 static CONNECTION_IDS: AtomicU32 = AtomicU32::new(1);
 
@@ -221,17 +237,35 @@ fn peer_host(client: &Client) -> String {
 async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, Client)> {
     let nonce = nonce();
     let tls = client.conn.listener.tls.clone();
+    // What the backends say of themselves (learned on every backend login;
+    // probed once when none was reached yet).
+    let backends = backend::server_info(&front.backends).await;
     let mut offered = OFFERED;
+    let mut offered_ext = 0;
+    if let Some(info) = &backends {
+        // Keep what every backend has (CLIENT_MYSQL, bit 0, is not a feature).
+        offered &= info.caps | cap::LONG_PASSWORD;
+        offered_ext = OFFERED_EXT & info.ext;
+    }
     if tls.is_some() {
         offered |= cap::SSL;
     }
+    let server_version = match (&front.server_version, &backends) {
+        (Some(v), _) => v.clone(),
+        (None, Some(info)) => info.version.clone(),
+        (None, None) => policy::FALLBACK_VERSION.to_vec(),
+    };
     let greeting = Greeting {
-        server_version: front.server_version.clone(),
+        server_version,
         connection_id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
         nonce: nonce.clone(),
         capabilities: offered,
+        ext_capabilities: offered_ext,
         collation: 45,
-        status: status::AUTOCOMMIT,
+        // New sessions' autocommit default, as the backends greet.
+        status: backends
+            .as_ref()
+            .map_or(status::AUTOCOMMIT, |i| i.status & status::AUTOCOMMIT),
         plugin: front.plugin.to_vec(),
     };
     client.send(0, &encode_greeting(&greeting)).await.ok()?;
@@ -267,7 +301,7 @@ async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, C
         };
         first = client.read().await.ok()??;
     }
-    let session = login(front, &mut client, first, &nonce, offered).await?;
+    let session = login(front, &mut client, first, &nonce, offered, offered_ext).await?;
     Some((session, client))
 }
 
@@ -278,6 +312,7 @@ async fn login(
     first: Packet,
     nonce: &[u8],
     offered: u32,
+    offered_ext: u32,
 ) -> Option<Session> {
     let peer = peer_host(client);
     let mut seq = first.seq().wrapping_add(1);
@@ -315,6 +350,8 @@ async fn login(
     let key = Key {
         collation: login.collation,
         caps: login.capabilities & offered & FORMAT_CAPS,
+        ext: login.ext_capabilities & offered_ext,
+        vars: 0,
     };
     let mut session = Session {
         user: login.user.clone(),
@@ -326,7 +363,9 @@ async fn login(
         replicas: None,
         bound: None,
         pinned: false,
-        in_trans: false,
+        status: status::AUTOCOMMIT,
+        login_status: status::AUTOCOMMIT,
+        vars: SessionVars::default(),
         digests: std::collections::HashMap::new(),
         queries: 0,
     };
@@ -440,8 +479,13 @@ struct Session {
     bound: Option<Backend>,
     /// Session state lives on `bound`: every statement goes there.
     pinned: bool,
-    /// The last status from `bound` said a transaction is open.
-    in_trans: bool,
+    /// AUTOCOMMIT and IN_TRANS as the backend said last (the OKs the
+    /// gateway writes itself carry them).
+    status: u16,
+    /// The status the session's first backend connection had at login.
+    login_status: u16,
+    /// Tracked session variables, replayed on every connection it uses.
+    vars: SessionVars,
     /// Queries per digest not yet merged into the listener's table.
     digests: std::collections::HashMap<String, u64>,
     queries: u64,
@@ -487,18 +531,24 @@ impl Session {
             client.send_err(seq, &err).await?;
             return Ok(false);
         };
-        match checkout(&primary, self.key, schema).await {
-            Ok((b, _)) => b.release().await,
+        let status_now = match checkout(&primary, self.key, &self.vars, schema).await {
+            Ok((b, _)) => {
+                let status_now = b.status & SESSION_STATUS;
+                b.release().await;
+                status_now
+            }
             Err(CheckoutError::Schema(e)) | Err(CheckoutError::Unavailable(e)) => {
                 front.metrics.backend_errors.increment(1);
                 client.send_err(seq, &e).await?;
                 return Ok(false);
             }
-        }
+        };
         self.schema = schema.map(<[u8]>::to_vec);
         self.primary = Some(primary);
         self.replicas = replicas;
-        client.send_ok(seq, status::AUTOCOMMIT).await?;
+        self.status = status_now;
+        self.login_status = status_now;
+        client.send_ok(seq, self.status).await?;
         Ok(true)
     }
 
@@ -516,7 +566,17 @@ impl Session {
     }
 
     fn status_flags(&self) -> u16 {
-        status::AUTOCOMMIT | if self.in_trans { status::IN_TRANS } else { 0 }
+        self.status
+    }
+
+    fn in_trans(&self) -> bool {
+        self.status & status::IN_TRANS != 0
+    }
+
+    /// Statements must stay on the session's own connection: a transaction
+    /// is open, or autocommit is off (every statement is part of one).
+    fn transactional(&self) -> bool {
+        self.in_trans() || self.status & status::AUTOCOMMIT == 0
     }
 
     /// The command loop.
@@ -597,8 +657,10 @@ impl Session {
                     b.release().await;
                 }
                 self.pinned = false;
-                self.in_trans = false;
-                client.send_ok(reply, status::AUTOCOMMIT).await.is_ok()
+                self.vars = SessionVars::default();
+                self.key.vars = 0;
+                self.status = self.login_status;
+                client.send_ok(reply, self.status).await.is_ok()
             }
             command::CHANGE_USER => self.change_user(front, client, &p).await,
             command::BINLOG_DUMP | 0x13..=0x15 | 0x1E => {
@@ -635,19 +697,33 @@ impl Session {
                 "session has no route",
             )));
         };
-        checkout(&cluster, self.key, schema).await.map(|(b, _)| b)
+        checkout(&cluster, self.key, &self.vars, schema)
+            .await
+            .map(|(b, _)| b)
     }
 
-    /// Decide where a command runs.
-    fn target(&self, front: &Front, cmd: u8, sql: &[u8]) -> (Target, bool) {
+    /// Decide where a command runs (`tracked`: it is a SET of tracked
+    /// session variables).
+    fn target(&self, front: &Front, cmd: u8, sql: &[u8], tracked: bool) -> (Target, bool) {
         let primary = || self.primary.clone();
         if cmd != command::QUERY {
             // Prepared statements live on one connection: pin.
             let pins = cmd == command::STMT_PREPARE;
             return (Target::Bound, pins);
         }
+        if tracked {
+            // Replayed wherever the next statement runs: no pin. It runs on
+            // the session's own connection when it has one, else on a lent
+            // primary connection (which keeps the variables in the pool).
+            return match (&self.bound, primary()) {
+                (None, Some(p)) if !self.pinned && !self.transactional() => {
+                    (Target::Lent(p, Lane::Primary), false)
+                }
+                _ => (Target::Bound, false),
+            };
+        }
         let stmt = classify(sql);
-        if self.pinned || self.in_trans {
+        if self.pinned || self.transactional() {
             return (Target::Bound, stmt.pins);
         }
         if stmt.read
@@ -692,10 +768,16 @@ impl Session {
                 front.merge_digests(&mut self.digests);
             }
         }
-        let (target, pins) = self.target(front, cmd, sql);
+        let tracked = if cmd == command::QUERY {
+            tracked_set(sql)
+        } else {
+            None
+        };
+        let (target, pins) = self.target(front, cmd, sql, tracked.is_some());
         let statement_cmd = matches!(
             cmd,
             command::STMT_EXECUTE
+                | command::STMT_BULK_EXECUTE
                 | command::STMT_CLOSE
                 | command::STMT_RESET
                 | command::STMT_FETCH
@@ -717,7 +799,16 @@ impl Session {
                     }
                 };
                 match exchange(&mut b, client, &p, expect, self.deprecate_eof).await {
-                    Ok(_) => {
+                    Ok(flags) => {
+                        if let Some(flags) = flags {
+                            self.status = flags & SESSION_STATUS;
+                            b.status = flags;
+                            if let Some(set) = tracked {
+                                self.vars.apply(set);
+                                self.key.vars = self.vars.fingerprint();
+                                b.key.vars = self.key.vars;
+                            }
+                        }
                         b.release().await;
                         true
                     }
@@ -763,13 +854,37 @@ impl Session {
                 let Some(b) = self.bound.as_mut() else {
                     return false;
                 };
+                // The session's variables may have changed on a lent connection.
+                match b.sync(&self.vars).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return self.skip_rest(client, &p).await
+                            && client.send_err(reply, &e).await.is_ok();
+                    }
+                    Err(e) => {
+                        let e = format!("{}: {e}", b.describe());
+                        self.bound = None;
+                        let stateful = self.pinned || self.in_trans();
+                        let keep = self.backend_lost(front, client, reply, e).await;
+                        return keep && !stateful;
+                    }
+                }
+                let Some(b) = self.bound.as_mut() else {
+                    return false;
+                };
                 if pins {
                     self.pinned = true;
                 }
                 match exchange(b, client, &p, expect, self.deprecate_eof).await {
                     Ok(flags) => {
                         if let Some(flags) = flags {
-                            self.in_trans = flags & status::IN_TRANS != 0;
+                            self.status = flags & SESSION_STATUS;
+                            b.status = flags;
+                            if let Some(set) = tracked {
+                                self.vars.apply(set);
+                                self.key.vars = self.vars.fingerprint();
+                                b.key.vars = self.key.vars;
+                            }
                         }
                         if cmd == command::QUERY
                             && flags.is_some()
@@ -786,7 +901,7 @@ impl Session {
                     Err(Failure::Backend(e, sent)) => {
                         let e = format!("{}: {e}", b.describe());
                         self.bound = None;
-                        let stateful = self.pinned || self.in_trans;
+                        let stateful = self.pinned || self.in_trans();
                         let keep = self
                             .backend_lost(front, client, sent.wrapping_add(1), e)
                             .await;
@@ -844,7 +959,9 @@ impl Session {
             b.release().await;
         }
         self.pinned = false;
-        self.in_trans = false;
+        self.status = self.login_status;
+        self.vars = SessionVars::default();
+        self.key.vars = 0;
         let Some(user) = front.users.get(&change.user) else {
             let err = access_denied(&change.user, &self.peer, !change.auth.is_empty());
             let _ = client.send_err(seq, &err).await;
