@@ -112,6 +112,13 @@ pub fn backend_err(code: u16, state: &[u8; 5], message: String) -> ErrPacket {
     ErrPacket::new(code, state, message)
 }
 
+/// Where one backend connection lives: what a KILL for it needs.
+pub struct Running {
+    pub cluster: Arc<Cluster>,
+    pub host: usize,
+    pub connection_id: u32,
+}
+
 /// One logged-in backend connection.
 pub struct Backend {
     stream: TcpStream,
@@ -129,6 +136,9 @@ pub struct Backend {
     pub connection_id: u32,
     /// The status flags of its last OK / EOF.
     pub status: u16,
+    /// Its host and backend connection id, shared with the session's kill
+    /// handle while it runs a statement.
+    pub running: Arc<Running>,
     _permit: OwnedSemaphorePermit,
     pool: Arc<HostPool>,
 }
@@ -345,6 +355,39 @@ pub enum CheckoutError {
     Schema(ErrPacket),
 }
 
+/// Send `KILL [QUERY] <backend id>` for `running` on another connection to
+/// the same host (pooled or new, opened with `key`).
+pub async fn kill(running: &Running, key: Key, query: bool) -> Result<(), ErrPacket> {
+    let cluster = &running.cluster;
+    let pool = host_pool(cluster, running.host)
+        .ok_or_else(|| backend_err(er::UNKNOWN, b"HY000", "no such MySQL host".into()))?;
+    let mut b = match pool.take(key) {
+        Some(b) => b,
+        None => open(cluster, running.host, pool, key).await?,
+    };
+    let sql = format!(
+        "{}KILL {}{}",
+        char::from(command::QUERY),
+        if query { "QUERY " } else { "" },
+        running.connection_id
+    );
+    match b.simple(sql.as_bytes()).await {
+        Ok(Ok(_)) => {
+            b.release().await;
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            b.release().await;
+            Err(e)
+        }
+        Err(e) => Err(backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("MySQL backend {} failed: {e}", b.describe()),
+        )),
+    }
+}
+
 /// What the backends of `clusters` support in common, from their greetings
 /// (a cluster whose hosts were never reached yet is probed now: connect and
 /// read the greeting). `None` when no backend could be reached.
@@ -513,11 +556,23 @@ async fn open(
         dirty: false,
         connection_id: 0,
         status: 0,
+        running: Arc::new(Running {
+            cluster: cluster.clone(),
+            host,
+            connection_id: 0,
+        }),
         _permit: permit,
         pool,
     };
     match tokio::time::timeout(cluster.connect_timeout, login(&mut b)).await {
-        Ok(Ok(())) => Ok(b),
+        Ok(Ok(())) => {
+            b.running = Arc::new(Running {
+                cluster: cluster.clone(),
+                host,
+                connection_id: b.connection_id,
+            });
+            Ok(b)
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(backend_err(
             er::UNKNOWN,

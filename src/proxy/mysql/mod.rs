@@ -82,6 +82,41 @@ const SESSION_STATUS: u16 = status::AUTOCOMMIT | status::IN_TRANS;
 
 static CONNECTION_IDS: AtomicU32 = AtomicU32::new(1);
 
+/// What another session needs to KILL this one: its user, the backend
+/// connection running its statement now, and a way to end it.
+struct KillHandle {
+    user: Vec<u8>,
+    running: arc_swap::ArcSwapOption<backend::Running>,
+    killed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// Live sessions by the connection id their greeting announced (written at
+/// login and at the end of a session, read by KILL: never per statement).
+static SESSIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<u32, Arc<KillHandle>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A session's entry in [`SESSIONS`], removed when dropped.
+struct Registered(u32);
+
+impl Registered {
+    fn new(id: u32, handle: Arc<KillHandle>) -> Self {
+        if let Ok(mut map) = SESSIONS.lock() {
+            map.insert(id, handle);
+        }
+        Registered(id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut map) = SESSIONS.lock() {
+            map.remove(&self.0);
+        }
+    }
+}
+
 /// The client side of one connection: its stream and its packet decoder.
 struct Client {
     stream: Stream,
@@ -255,9 +290,10 @@ async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, C
         (None, Some(info)) => info.version.clone(),
         (None, None) => policy::FALLBACK_VERSION.to_vec(),
     };
+    let connection_id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
     let greeting = Greeting {
         server_version,
-        connection_id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+        connection_id,
         nonce: nonce.clone(),
         capabilities: offered,
         ext_capabilities: offered_ext,
@@ -301,7 +337,15 @@ async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, C
         };
         first = client.read().await.ok()??;
     }
-    let session = login(front, &mut client, first, &nonce, offered, offered_ext).await?;
+    let session = login(
+        front,
+        &mut client,
+        first,
+        &nonce,
+        (offered, offered_ext),
+        connection_id,
+    )
+    .await?;
     Some((session, client))
 }
 
@@ -311,8 +355,8 @@ async fn login(
     client: &mut Client,
     first: Packet,
     nonce: &[u8],
-    offered: u32,
-    offered_ext: u32,
+    (offered, offered_ext): (u32, u32),
+    connection_id: u32,
 ) -> Option<Session> {
     let peer = peer_host(client);
     let mut seq = first.seq().wrapping_add(1);
@@ -353,7 +397,16 @@ async fn login(
         ext: login.ext_capabilities & offered_ext,
         vars: 0,
     };
+    let handle = Arc::new(KillHandle {
+        user: login.user.clone(),
+        running: arc_swap::ArcSwapOption::empty(),
+        killed: std::sync::atomic::AtomicBool::new(false),
+        wake: tokio::sync::Notify::new(),
+    });
     let mut session = Session {
+        id: connection_id,
+        _registered: Registered::new(connection_id, handle.clone()),
+        handle,
         user: login.user.clone(),
         peer,
         schema: None,
@@ -468,6 +521,10 @@ enum Failure {
 
 /// One client session after login.
 struct Session {
+    /// The connection id the greeting announced (KILL, CONNECTION_ID()).
+    id: u32,
+    handle: Arc<KillHandle>,
+    _registered: Registered,
     user: Vec<u8>,
     peer: String,
     schema: Option<Vec<u8>>,
@@ -587,6 +644,7 @@ impl Session {
             let next = tokio::select! {
                 r = tokio::time::timeout(idle, client.read()) => r,
                 _ = super::drained(&mut drain) => break,
+                _ = self.handle.wake.notified() => break,
             };
             let Ok(Ok(Some(p))) = next else { break };
             client.conn.metrics.requests.increment(1);
@@ -597,7 +655,7 @@ impl Session {
                 .metrics
                 .latency
                 .record(started.elapsed().as_secs_f64());
-            if !keep {
+            if !keep || self.handle.killed.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -663,6 +721,19 @@ impl Session {
                 client.send_ok(reply, self.status).await.is_ok()
             }
             command::CHANGE_USER => self.change_user(front, client, &p).await,
+            command::PROCESS_KILL => {
+                let payload = p.payload();
+                let id = payload
+                    .get(1..5)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, u32::from_le_bytes);
+                self.kill(client, reply, u64::from(id), false).await
+            }
+            command::QUERY
+                if let Some(k) = command::kill(p.payload().get(1..).unwrap_or_default()) =>
+            {
+                self.kill(client, reply, k.id, k.query).await
+            }
             command::BINLOG_DUMP | 0x13..=0x15 | 0x1E => {
                 let err = ErrPacket::new(
                     er::UNKNOWN_COM,
@@ -682,6 +753,44 @@ impl Session {
                 self.forward(front, client, p, cmd, expect).await
             }
         }
+    }
+
+    /// KILL [QUERY] with a connection id this gateway announced: the
+    /// target's backend statement is killed on its own host; KILL
+    /// (CONNECTION) also ends the target session. Only the same user's
+    /// sessions; errors as the server's own (1094, 1095).
+    async fn kill(&mut self, client: &mut Client, reply: u8, id: u64, query: bool) -> bool {
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|id| SESSIONS.lock().ok()?.get(&id).cloned());
+        let Some(target) = target else {
+            let err = ErrPacket::new(1094, b"HY000", format!("Unknown thread id: {id}"));
+            return client.send_err(reply, &err).await.is_ok();
+        };
+        if target.user != self.user {
+            let err = ErrPacket::new(1095, b"HY000", format!("You are not owner of thread {id}"));
+            return client.send_err(reply, &err).await.is_ok();
+        }
+        if id == u64::from(self.id) {
+            if query {
+                return client.send_ok(reply, self.status_flags()).await.is_ok();
+            }
+            let err = ErrPacket::new(1927, b"70100", "Connection was killed");
+            let _ = client.send_err(reply, &err).await;
+            return false;
+        }
+        if !query {
+            target.killed.store(true, Ordering::Relaxed);
+            target.wake.notify_one();
+        }
+        if let Some(running) = target.running.load_full()
+            && let Err(e) = backend::kill(&running, self.key, query).await
+            // The statement ended meanwhile: nothing left to kill.
+            && e.code != 1094
+        {
+            return client.send_err(reply, &e).await.is_ok();
+        }
+        client.send_ok(reply, self.status_flags()).await.is_ok()
     }
 
     /// A connection of `cluster` for one statement.
@@ -754,6 +863,28 @@ impl Session {
         expect: Expect,
     ) -> bool {
         let reply = p.seq().wrapping_add(1);
+        // CONNECTION_ID() is the id this gateway announced, not the backend's.
+        let p = match (cmd == command::QUERY && !p.continues())
+            .then(|| {
+                switchyard_codecs::mysql::command::rewrite_connection_id(
+                    p.payload().get(1..).unwrap_or_default(),
+                    self.id,
+                )
+            })
+            .flatten()
+        {
+            Some(sql) => {
+                let mut payload = Vec::with_capacity(1 + sql.len());
+                payload.push(command::QUERY);
+                payload.extend_from_slice(&sql);
+                let mut wire = BytesMut::from(packet(p.seq(), &payload).as_ref());
+                match PacketDecoder::new(front.limits).decode(&mut wire) {
+                    Ok(Some(rewritten)) => rewritten,
+                    _ => p,
+                }
+            }
+            None => p,
+        };
         let payload = p.payload();
         let sql = if cmd == command::QUERY {
             payload.get(1..).unwrap_or_default()
@@ -798,7 +929,10 @@ impl Session {
                             && client.send_err(reply, &e).await.is_ok();
                     }
                 };
-                match exchange(&mut b, client, &p, expect, self.deprecate_eof).await {
+                self.handle.running.store(Some(b.running.clone()));
+                let result = exchange(&mut b, client, &p, expect, self.deprecate_eof).await;
+                self.handle.running.store(None);
+                match result {
                     Ok(flags) => {
                         if let Some(flags) = flags {
                             self.status = flags & SESSION_STATUS;
@@ -875,7 +1009,10 @@ impl Session {
                 if pins {
                     self.pinned = true;
                 }
-                match exchange(b, client, &p, expect, self.deprecate_eof).await {
+                self.handle.running.store(Some(b.running.clone()));
+                let result = exchange(b, client, &p, expect, self.deprecate_eof).await;
+                self.handle.running.store(None);
+                match result {
                     Ok(flags) => {
                         if let Some(flags) = flags {
                             self.status = flags & SESSION_STATUS;
