@@ -1202,6 +1202,10 @@ try:
     b.cursor().execute("KILL QUERY 999999"); print("unknown: ok")
 except pymysql.err.MySQLError as e:
     print("unknown:", e.args[0])
+try:
+    b.cursor().execute("KILL USER sy_proxy"); print("kill user: ok")
+except pymysql.err.MySQLError as e:
+    print("kill user:", e.args[0])
 b.kill(a.thread_id())
 try:
     a.cursor().execute("SELECT 1"); print("killed session: alive")
@@ -1214,7 +1218,7 @@ except pymysql.err.MySQLError as e:
     );
     assert_eq!(
         stdout(&out),
-        "connection_id matches True\nother: 1095\nsleep interrupted True\nunknown: 1094\nkilled session: error\n",
+        "connection_id matches True\nother: 1095\nsleep interrupted True\nunknown: 1094\nkill user: 1227\nkilled session: error\n",
         "{}",
         stderr(&out)
     );

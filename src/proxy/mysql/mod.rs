@@ -239,6 +239,14 @@ pub async fn serve(stream: Stream, buf: BytesMut, conn: Conn) {
     session.run(&front, &mut client).await;
 }
 
+/// Whether a COM_QUERY payload is a `KILL` statement of any form.
+fn is_kill(payload: &[u8]) -> bool {
+    let sql = payload.get(1..).unwrap_or_default().trim_ascii_start();
+    sql.get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"KILL"))
+        && sql.get(4).is_none_or(|c| c.is_ascii_whitespace())
+}
+
 /// A fresh nonce: 20 bytes without NUL (it is sent NUL-terminated).
 fn nonce() -> Vec<u8> {
     (0..20).map(|_| rand::random_range(1u8..=127)).collect()
@@ -733,6 +741,16 @@ impl Session {
                 if let Some(k) = command::kill(p.payload().get(1..).unwrap_or_default()) =>
             {
                 self.kill(client, reply, k.id, k.query).await
+            }
+            command::QUERY if is_kill(&p.payload()) => {
+                // Any other KILL (`KILL USER`, expressions) would run as the
+                // gateway's backend account and could end other sessions.
+                let err = ErrPacket::new(
+                    1227,
+                    b"42000",
+                    "Access denied; through switchyard KILL takes a connection id it announced",
+                );
+                self.skip_rest(client, &p).await && client.send_err(reply, &err).await.is_ok()
             }
             command::BINLOG_DUMP | 0x13..=0x15 | 0x1E => {
                 let err = ErrPacket::new(
