@@ -230,12 +230,13 @@ fn assignment(part: &[u8]) -> Option<Assignment> {
 /// The assignments of `sql` when it is a `SET` of tracked session
 /// variables only (see the module docs); `None` otherwise.
 pub fn tracked_set(sql: &[u8]) -> Option<Vec<Assignment>> {
-    let sql = trim(sql);
-    if sql.len() > 4096 || memchr::memchr3(b'#', b'/', b';', sql).is_some() || has_dashes(sql) {
-        return None;
-    }
+    // The first word decides for almost every query, before any scan.
     let (set, rest) = token(sql)?;
     if !kw(set, "SET") {
+        return None;
+    }
+    let rest = trim(rest);
+    if rest.len() > 4096 || memchr::memchr3(b'#', b'/', b';', rest).is_some() || has_dashes(rest) {
         return None;
     }
     split_commas(rest)?.into_iter().map(assignment).collect()
