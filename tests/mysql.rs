@@ -371,12 +371,17 @@ print("ok", cur.fetchone()[0], c.get_server_info())
     let port = gw.addr().port().to_string();
     let run = |user: &str, pw: &str| stdout(&python(script, &["127.0.0.1", &port, user, pw]));
     // PyMySQL answers the caching_sha2 greeting with a SHA-256 scramble: fast path.
-    assert_eq!(run("app", "app-pw").trim(), "ok app 8.0.36-switchyard");
+    // (The greeting announces the backend's own version.)
+    let version = db.root("SELECT VERSION()");
+    assert_eq!(
+        run("app", "app-pw").trim(),
+        format!("ok app 5.5.5-{}", version.trim())
+    );
     assert_eq!(run("app", "wrong").trim(), "refused 1045");
     // A native-hash-only user cannot be checked by SHA-256: switched to native.
     assert_eq!(
         run("legacy", "password").trim(),
-        "ok legacy 8.0.36-switchyard"
+        format!("ok legacy 5.5.5-{}", version.trim())
     );
     assert_eq!(run("legacy", "passwort").trim(), "refused 1045");
 }
@@ -499,7 +504,10 @@ fn query_rules_and_digests() {
 fn pooled_connections_are_reused_across_sessions_and_reset() {
     let db = MariaDb::start();
     let gw = Gateway::start(&config(db.addr(), None, "", ""));
-    // Plain reads borrow a pooled connection: consecutive sessions get the same one.
+    // Plain reads borrow a pooled connection: consecutive sessions get the
+    // same one. (CONNECTION_ID() says the gateway's id; the backend's own is
+    // in its process list, on the row of the statement asking.)
+    let backend_id = "(SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%PROCESSLIST WHERE INFO LIKE%')";
     let ids: Vec<String> = (0..4)
         .map(|_| {
             stdout(&mariadb_cli(
@@ -507,7 +515,7 @@ fn pooled_connections_are_reused_across_sessions_and_reset() {
                 "app",
                 "app-pw",
                 None,
-                "SELECT CONNECTION_ID()",
+                &format!("SELECT {backend_id}"),
             ))
         })
         .collect();
@@ -519,14 +527,14 @@ fn pooled_connections_are_reused_across_sessions_and_reset() {
         "app",
         "app-pw",
         None,
-        "SET @secret = 42; SELECT CONNECTION_ID(), @secret",
+        &format!("SET @secret = 42; SELECT {backend_id}, @secret"),
     );
     let second = mariadb_cli(
         gw.addr(),
         "app",
         "app-pw",
         None,
-        "SET @other = 1; SELECT CONNECTION_ID(), @secret",
+        &format!("SET @other = 1; SELECT {backend_id}, @secret"),
     );
     let (a, b) = (stdout(&first), stdout(&second));
     assert!(a.ends_with("\t42\n"), "{a}");
@@ -952,4 +960,266 @@ async fn mysql_async_prepared_statements_and_transactions() {
     assert_eq!(port, Some(replica.port));
     conn.disconnect().await.unwrap();
     assert_eq!(primary.root("SELECT v FROM app.t").trim(), "41");
+}
+
+/// PyMySQL decides from the status flags of the last OK it got whether
+/// `autocommit(True)` has anything to do: an OK the gateway writes itself
+/// (COM_PING here) must carry the session's real autocommit state, and the
+/// login OK the server's own.
+#[test]
+fn gateway_made_oks_carry_the_sessions_autocommit_state() {
+    let db = MariaDb::start();
+    db.root("CREATE DATABASE ac; CREATE TABLE ac.t (id INT PRIMARY KEY) ENGINE=InnoDB;");
+    let script = r#"
+import sys, pymysql
+port, direct = int(sys.argv[1]), int(sys.argv[2])
+c = pymysql.connect(host="127.0.0.1", port=port, user=sys.argv[3], password=sys.argv[4], database="ac", autocommit=False)
+c.ping(reconnect=False)
+print("after ping autocommit", c.get_autocommit())
+c.autocommit(True)
+c.cursor().execute("INSERT INTO t VALUES (%s)", (port,))
+w = pymysql.connect(host="127.0.0.1", port=direct, user="root", database="ac")
+cur = w.cursor(); cur.execute("SELECT COUNT(*) FROM t WHERE id = %s", (port,))
+print("committed", cur.fetchone()[0])
+"#;
+    let direct_port = db.port.to_string();
+    let direct = python(script, &[&direct_port, &direct_port, "root", ""]);
+    assert_eq!(
+        stdout(&direct),
+        "after ping autocommit False\ncommitted 1\n",
+        "{}",
+        stderr(&direct)
+    );
+    let gw = Gateway::start(&config(db.addr(), None, "", ""));
+    let through = python(
+        script,
+        &[&gw.addr().port().to_string(), &direct_port, "app", "app-pw"],
+    );
+    assert_eq!(stdout(&through), stdout(&direct), "{}", stderr(&through));
+
+    // A server whose sessions start with autocommit off says so at login.
+    db.root("SET GLOBAL autocommit = 0;");
+    let login = r#"
+import sys, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user=sys.argv[2], password=sys.argv[3], autocommit=None)
+print("login autocommit", c.get_autocommit())
+"#;
+    let direct = python(login, &[&direct_port, "root", ""]);
+    assert_eq!(
+        stdout(&direct),
+        "login autocommit False\n",
+        "{}",
+        stderr(&direct)
+    );
+    let gw = Gateway::start(&config(db.addr(), None, "", ""));
+    let through = python(login, &[&gw.addr().port().to_string(), "app", "app-pw"]);
+    assert_eq!(stdout(&through), stdout(&direct), "{}", stderr(&through));
+}
+
+/// A backend refusing the gateway's own login: the client gets the
+/// backend's code and SQLSTATE, not 1105, and never the backend account.
+#[test]
+fn backend_login_errors_keep_code_and_sqlstate_and_hide_the_backend_account() {
+    let db = MariaDb::start();
+    let yaml = config(db.addr(), None, "", "").replace(
+        &format!("password: {PROXY_PASSWORD}, max_connections"),
+        "password: not-the-password, max_connections",
+    );
+    let gw = Gateway::start(&yaml);
+    let out = mariadb_cli(gw.addr(), "app", "app-pw", None, "SELECT 1");
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    assert!(!err.contains(PROXY_USER), "{err}");
+}
+
+/// `SET NAMES` / `SET character_set_*` / `SET autocommit` are session state
+/// the gateway replays, not a reason to pin: PyMySQL (which always sends
+/// `SET NAMES`) still gets its reads on the replica, with its charset there.
+#[test]
+fn charset_and_autocommit_are_replayed_not_pinned() {
+    let primary = MariaDb::start();
+    let replica = MariaDb::start();
+    for db in [&primary, &replica] {
+        db.root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB;");
+    }
+    let gw = Gateway::start(&config(primary.addr(), Some(replica.addr()), "", ""));
+    let script = r#"
+import sys, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password="app-pw", database="app", charset="utf8mb4", autocommit=True)
+cur = c.cursor()
+def q(sql):
+    cur.execute(sql); return "\t".join(str(v) for v in cur.fetchone())
+print("first read", q("SELECT @@port"))
+cur.execute("SET NAMES latin1")
+print("latin1 read", q("SELECT @@port, @@character_set_client, @@character_set_results"))
+cur.execute("SET character_set_results = utf8mb4, collation_connection = latin1_bin")
+print("mixed read", q("SELECT @@port, @@character_set_client, @@character_set_results, @@collation_connection"))
+try:
+    cur.execute("SET character_set_client = ucs2")
+except pymysql.err.MySQLError as e:
+    print("refused", e.args[0])
+c.autocommit(False)
+print("autocommit off", q("SELECT @@port, @@autocommit"))
+cur.execute("INSERT INTO t VALUES (1)")
+c.rollback()
+c.autocommit(True)
+print("autocommit on", q("SELECT @@port, @@autocommit, @@character_set_client"))
+c.close()
+"#;
+    let out = python(script, &[&gw.addr().port().to_string()]);
+    let (p, r) = (primary.port, replica.port);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "first read {r}\nlatin1 read {r}\tlatin1\tlatin1\nmixed read {r}\tlatin1\tutf8mb4\tlatin1_bin\nrefused 1231\nautocommit off {p}\t0\nautocommit on {r}\t1\tlatin1\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(primary.root("SELECT COUNT(*) FROM app.t").trim(), "0");
+    // Another session never inherits that state from a pooled connection.
+    let fresh = mariadb_cli(
+        gw.addr(),
+        "app",
+        "app-pw",
+        Some("app"),
+        "SELECT @@port, @@character_set_client, @@autocommit",
+    );
+    assert_eq!(
+        stdout(&fresh),
+        format!("{r}\tutf8mb4\t1\n"),
+        "{}",
+        stderr(&fresh)
+    );
+}
+
+/// With no `server_version` configured the greeting carries the backends'
+/// own version, so clients pick SQL and collations the server has
+/// (mysql-connector-python would otherwise use MySQL 8's utf8mb4_0900_ai_ci).
+#[test]
+fn greeting_announces_the_backends_version() {
+    let db = MariaDb::start();
+    db.root("CREATE DATABASE v;");
+    let gw = Gateway::start(&config(db.addr(), None, "", ""));
+    let script = r#"
+import sys, pymysql, mysql.connector
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw)
+print("pymysql", c.get_server_info())
+m = mysql.connector.connect(host="127.0.0.1", port=port, user=user, password=pw, database="v", use_pure=True)
+cur = m.cursor()
+cur.execute("SELECT @@collation_connection")
+print("connector", cur.fetchone()[0])
+"#;
+    let direct = python(script, &[&db.port.to_string(), "root", ""]);
+    assert!(direct.status.success(), "{}", stderr(&direct));
+    assert!(stdout(&direct).contains("MariaDB"), "{}", stdout(&direct));
+    let through = python(script, &[&gw.addr().port().to_string(), "app", "app-pw"]);
+    assert_eq!(stdout(&through), stdout(&direct), "{}", stderr(&through));
+}
+
+/// MariaDB Connector/Python (on Connector/C) sends `executemany` as one
+/// COM_STMT_BULK_EXECUTE when the greeting offers
+/// MARIADB_CLIENT_STMT_BULK_OPERATIONS; a bulk INSERT ... RETURNING needs it.
+#[test]
+fn mariadb_connector_bulk_insert_returning() {
+    let db = MariaDb::start();
+    db.root("CREATE DATABASE bulk; CREATE TABLE bulk.t (id INT PRIMARY KEY, v VARCHAR(10));");
+    let gw = Gateway::start(&config(db.addr(), None, "", ""));
+    let script = r#"
+import sys, mariadb
+port, user, pw, base = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = mariadb.connect(host="127.0.0.1", port=port, user=user, password=pw, database="bulk", autocommit=True)
+cur = c.cursor()
+try:
+    cur.executemany("INSERT INTO t VALUES (?, ?) RETURNING id, v", [(base + i, "v%d" % i) for i in range(3)])
+    print("returned", [tuple(r) for r in cur.fetchall()])
+except mariadb.Error as e:
+    print("error", e)
+cur.executemany("UPDATE t SET v = ? WHERE id = ?", [("u%d" % i, base + i) for i in range(3)])
+cur.execute("SELECT id, v FROM t WHERE id >= ? ORDER BY id", (base,))
+print("rows", [tuple(r) for r in cur.fetchall()])
+"#;
+    let direct = python(script, &[&db.port.to_string(), "root", "", "10"]);
+    assert_eq!(
+        stdout(&direct),
+        "returned [(10, 'v0'), (11, 'v1'), (12, 'v2')]\nrows [(10, 'u0'), (11, 'u1'), (12, 'u2')]\n",
+        "{}",
+        stderr(&direct)
+    );
+    let through = python(
+        script,
+        &[&gw.addr().port().to_string(), "app", "app-pw", "20"],
+    );
+    assert_eq!(
+        stdout(&through),
+        stdout(&direct).replace("(1", "(2"),
+        "{}",
+        stderr(&through)
+    );
+}
+
+/// `KILL QUERY <id>` / COM_PROCESS_KILL with the id the gateway announced act
+/// on that client's backend connection; `CONNECTION_ID()` agrees with the
+/// greeting; another user's session is refused (1095), an unknown id is 1094.
+#[test]
+fn kill_and_connection_id_use_the_ids_the_gateway_announced() {
+    let db = MariaDb::start();
+    let users = "        - { username: other, password: other-pw }\n";
+    let gw = Gateway::start(&config(db.addr(), None, "", users));
+    let script = r#"
+import sys, threading, time, pymysql
+port, direct = int(sys.argv[1]), int(sys.argv[2])
+def connect(user="app", pw="app-pw"):
+    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, autocommit=True)
+a, b = connect(), connect()
+cur = a.cursor(); cur.execute("SELECT CONNECTION_ID()")
+print("connection_id matches", cur.fetchone()[0] == a.thread_id())
+result = {}
+def sleep():
+    c = a.cursor()
+    try:
+        c.execute("SELECT SLEEP(60)"); result["sleep"] = c.fetchone()[0]
+    except pymysql.err.MySQLError as e:
+        result["sleep"] = e.args[0]
+t = threading.Thread(target=sleep, daemon=True); t.start()
+root = pymysql.connect(host="127.0.0.1", port=direct, user="root")
+rc = root.cursor()
+for _ in range(600):
+    rc.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(60)%'")
+    if rc.fetchone()[0]: break
+    time.sleep(0.05)
+o = connect("other", "other-pw")
+try:
+    o.cursor().execute("KILL QUERY %d" % a.thread_id()); print("other: allowed")
+except pymysql.err.MySQLError as e:
+    print("other:", e.args[0])
+b.cursor().execute("KILL QUERY %d" % a.thread_id())
+t.join(30)
+print("sleep interrupted", result.get("sleep") in (1, 1317))
+try:
+    b.cursor().execute("KILL QUERY 999999"); print("unknown: ok")
+except pymysql.err.MySQLError as e:
+    print("unknown:", e.args[0])
+try:
+    b.cursor().execute("KILL USER sy_proxy"); print("kill user: ok")
+except pymysql.err.MySQLError as e:
+    print("kill user:", e.args[0])
+b.kill(a.thread_id())
+try:
+    a.cursor().execute("SELECT 1"); print("killed session: alive")
+except pymysql.err.MySQLError as e:
+    print("killed session: error")
+"#;
+    let out = python(
+        script,
+        &[&gw.addr().port().to_string(), &db.port.to_string()],
+    );
+    assert_eq!(
+        stdout(&out),
+        "connection_id matches True\nother: 1095\nsleep interrupted True\nunknown: 1094\nkill user: 1227\nkilled session: error\n",
+        "{}",
+        stderr(&out)
+    );
 }

@@ -810,9 +810,10 @@ impl Default for Rtsp {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mysql {
-    /// The version the greeting announces.
-    #[serde(default = "defaults::mysql_server_version")]
-    pub server_version: String,
+    /// The version the greeting announces; unset: the backends' own (the
+    /// lowest of them), as their greetings say.
+    #[serde(default)]
+    pub server_version: Option<String>,
     /// The auth plugin the greeting offers; clients using the other one are
     /// switched (AuthSwitchRequest).
     #[serde(default)]
@@ -839,7 +840,7 @@ pub struct Mysql {
 impl Default for Mysql {
     fn default() -> Self {
         Self {
-            server_version: defaults::mysql_server_version(),
+            server_version: None,
             auth_plugin: MysqlAuthPlugin::default(),
             users: Vec::new(),
             max_message_size: defaults::mysql_max_message(),
@@ -1002,9 +1003,6 @@ mod defaults {
     }
     pub fn acl_default() -> super::AclVerdict {
         super::AclVerdict::Allow
-    }
-    pub fn mysql_server_version() -> String {
-        "8.0.36-switchyard".to_owned()
     }
     pub fn mysql_max_message() -> usize {
         64 * 1024 * 1024

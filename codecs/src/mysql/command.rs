@@ -28,6 +28,8 @@ pub const STMT_RESET: u8 = 0x1A;
 pub const SET_OPTION: u8 = 0x1B;
 pub const STMT_FETCH: u8 = 0x1C;
 pub const RESET_CONNECTION: u8 = 0x1F;
+/// MariaDB's COM_STMT_BULK_EXECUTE (needs `MARIADB_CLIENT_STMT_BULK_OPERATIONS`).
+pub const STMT_BULK_EXECUTE: u8 = 0xFA;
 
 /// A client command, by its first payload byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl Command {
     pub fn expect(self) -> Option<Expect> {
         Some(match self.0 {
             QUIT | STMT_CLOSE | STMT_SEND_LONG_DATA => Expect::Nothing,
-            QUERY | STMT_EXECUTE | PROCESS_INFO => Expect::ResultSet,
+            QUERY | STMT_EXECUTE | STMT_BULK_EXECUTE | PROCESS_INFO => Expect::ResultSet,
             STMT_PREPARE => Expect::Prepare,
             STMT_FETCH => Expect::Rows,
             FIELD_LIST => Expect::FieldList,
@@ -76,6 +78,7 @@ impl Command {
             SET_OPTION => "COM_SET_OPTION",
             STMT_FETCH => "COM_STMT_FETCH",
             RESET_CONNECTION => "COM_RESET_CONNECTION",
+            STMT_BULK_EXECUTE => "COM_STMT_BULK_EXECUTE",
             _ => "COM_UNKNOWN",
         }
     }
@@ -340,6 +343,93 @@ pub fn classify(sql: &[u8]) -> Statement {
     }
 }
 
+/// A `KILL` statement: `KILL [HARD | SOFT] [CONNECTION | QUERY [ID]] <id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    /// `KILL QUERY`: only the running statement; else the whole connection.
+    pub query: bool,
+    pub id: u64,
+}
+
+/// The `KILL` statement in `sql`, if it is one that names a connection id
+/// (`KILL USER name` and expressions are `None`).
+pub fn kill(sql: &[u8]) -> Option<Kill> {
+    let mut sql = sql.trim_ascii();
+    while let Some(rest) = sql.strip_suffix(b";") {
+        sql = rest.trim_ascii_end();
+    }
+    if sql.len() > 128 {
+        return None;
+    }
+    let mut words = sql
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    if !is(words.next()?, "KILL") {
+        return None;
+    }
+    let mut word = words.next()?;
+    if is(word, "HARD") || is(word, "SOFT") {
+        word = words.next()?;
+    }
+    let mut query = false;
+    if is(word, "CONNECTION") {
+        word = words.next()?;
+    } else if is(word, "QUERY") {
+        query = true;
+        word = words.next()?;
+        if is(word, "ID") {
+            word = words.next()?;
+        }
+    }
+    if words.next().is_some() || word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let id = std::str::from_utf8(word).ok()?.parse().ok()?;
+    Some(Kill { query, id })
+}
+
+/// `sql` with every `CONNECTION_ID()` call replaced by `id` (outside
+/// strings, quoted names and comments); `None` when there is none.
+pub fn rewrite_connection_id(sql: &[u8], id: u32) -> Option<Vec<u8>> {
+    // Cheap test first: the word's underscore, then the whole word.
+    let found = memchr::memchr_iter(b'_', sql).any(|i| {
+        i >= 10
+            && sql
+                .get(i - 10..i + 3)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"connection_id"))
+    });
+    if !found {
+        return None;
+    }
+    let mut calls = Vec::new();
+    let mut t = Tokens::new(sql);
+    let mut prev: [Option<(Token, usize)>; 2] = [None, None];
+    while let Some(tok) = t.next() {
+        let end = t.i;
+        if tok == Token::Punct(b')')
+            && let [Some((Token::Word(w), w_end)), Some((Token::Punct(b'('), _))] = prev
+            && is(w, "CONNECTION_ID")
+            && sql.get(w_end - w.len()..w_end) == Some(w)
+        {
+            calls.push((w_end - w.len(), end));
+        }
+        prev = [prev[1], Some((tok, end))];
+    }
+    if calls.is_empty() {
+        return None;
+    }
+    let id = id.to_string();
+    let mut out = Vec::with_capacity(sql.len());
+    let mut at = 0;
+    for (start, end) in calls {
+        out.extend_from_slice(sql.get(at..start)?);
+        out.extend_from_slice(id.as_bytes());
+        at = end;
+    }
+    out.extend_from_slice(sql.get(at..)?);
+    Some(out)
+}
+
 /// The schema named by `USE schema` (backquotes removed).
 pub fn use_schema(sql: &[u8]) -> Option<&[u8]> {
     let mut t = Tokens::new(sql);
@@ -488,6 +578,59 @@ mod tests {
             assert!(!read(sql), "{sql}");
         }
         assert!(!pins("CREATE TABLE t (a int)"));
+    }
+
+    #[test]
+    fn kill_statements_are_recognised() {
+        let k = |sql: &str| kill(sql.as_bytes());
+        assert_eq!(
+            k("KILL 42"),
+            Some(Kill {
+                query: false,
+                id: 42
+            })
+        );
+        assert_eq!(
+            k("kill connection 7;"),
+            Some(Kill {
+                query: false,
+                id: 7
+            })
+        );
+        assert_eq!(k("KILL QUERY 9"), Some(Kill { query: true, id: 9 }));
+        assert_eq!(k("KILL HARD QUERY ID 3"), Some(Kill { query: true, id: 3 }));
+        assert_eq!(
+            k("KILL SOFT 5"),
+            Some(Kill {
+                query: false,
+                id: 5
+            })
+        );
+        for sql in [
+            "KILL USER app",
+            "KILL 1+1",
+            "KILL",
+            "SELECT 1",
+            "KILL QUERY",
+            "KILL 99999999999999999999999",
+        ] {
+            assert_eq!(k(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn connection_id_calls_are_rewritten_outside_strings() {
+        let r = |sql: &str| {
+            rewrite_connection_id(sql.as_bytes(), 77).map(|v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(r("SELECT CONNECTION_ID()").as_deref(), Some("SELECT 77"));
+        assert_eq!(
+            r("select connection_id ( ), 'CONNECTION_ID()' /* CONNECTION_ID() */, x.connection_id from t").as_deref(),
+            Some("select 77, 'CONNECTION_ID()' /* CONNECTION_ID() */, x.connection_id from t")
+        );
+        assert_eq!(r("SELECT 1"), None);
+        assert_eq!(r("SELECT 'connection_id()'"), None);
+        assert_eq!(r("_"), None);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Greeting {
     /// The auth nonce (20 bytes from MySQL and MariaDB).
     pub nonce: Vec<u8>,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities ([`mariadb_cap`](super::mariadb_cap));
+    /// 0 from MySQL (which sets `CLIENT_MYSQL`, bit 0).
+    pub ext_capabilities: u32,
     /// Default collation id.
     pub collation: u8,
     pub status: u16,
@@ -53,6 +56,7 @@ pub fn parse_greeting(payload: &[u8]) -> Result<Greeting, CodecError> {
             connection_id,
             nonce,
             capabilities,
+            ext_capabilities: 0,
             collation: 0,
             status: 0,
             plugin: Vec::new(),
@@ -62,7 +66,13 @@ pub fn parse_greeting(payload: &[u8]) -> Result<Greeting, CodecError> {
     let status = r.u16()?;
     capabilities |= u32::from(r.u16()?) << 16;
     let auth_len = usize::from(r.u8()?);
-    r.take(10)?;
+    r.take(6)?;
+    let ext = r.u32()?;
+    let ext_capabilities = if capabilities & cap::LONG_PASSWORD == 0 {
+        ext
+    } else {
+        0
+    };
     if capabilities & cap::SECURE_CONNECTION != 0 {
         let n = auth_len.saturating_sub(8).max(13);
         let part2 = r.take(n.min(r.rest().len()))?;
@@ -80,14 +90,21 @@ pub fn parse_greeting(payload: &[u8]) -> Result<Greeting, CodecError> {
         connection_id,
         nonce,
         capabilities,
+        ext_capabilities,
         collation,
         status,
         plugin,
     })
 }
 
-/// Encode a greeting payload (the nonce must be 20 bytes).
+/// Encode a greeting payload (the nonce must be 20 bytes). With extended
+/// capabilities, `CLIENT_MYSQL` (bit 0) is cleared to announce them.
 pub fn encode_greeting(g: &Greeting) -> BytesMut {
+    let caps = if g.ext_capabilities != 0 {
+        g.capabilities & !cap::LONG_PASSWORD
+    } else {
+        g.capabilities
+    };
     let mut out = BytesMut::with_capacity(96);
     out.put_u8(10);
     out.put_slice(&g.server_version);
@@ -96,12 +113,13 @@ pub fn encode_greeting(g: &Greeting) -> BytesMut {
     let (part1, part2) = g.nonce.split_at(8.min(g.nonce.len()));
     out.put_slice(part1);
     out.put_u8(0);
-    out.put_u16_le(g.capabilities as u16);
+    out.put_u16_le(caps as u16);
     out.put_u8(g.collation);
     out.put_u16_le(g.status);
-    out.put_u16_le((g.capabilities >> 16) as u16);
+    out.put_u16_le((caps >> 16) as u16);
     out.put_u8((g.nonce.len() + 1) as u8);
-    out.put_bytes(0, 10);
+    out.put_bytes(0, 6);
+    out.put_u32_le(g.ext_capabilities);
     out.put_slice(part2);
     out.put_u8(0);
     out.put_slice(&g.plugin);
@@ -113,6 +131,8 @@ pub fn encode_greeting(g: &Greeting) -> BytesMut {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HandshakeResponse {
     pub capabilities: u32,
+    /// MariaDB's extended capabilities (0 when the client set `CLIENT_MYSQL`).
+    pub ext_capabilities: u32,
     pub max_packet: u32,
     pub collation: u8,
     pub user: Vec<u8>,
@@ -141,7 +161,13 @@ pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse, Cod
     }
     let max_packet = r.u32()?;
     let collation = r.u8()?;
-    r.take(23)?;
+    r.take(19)?;
+    let ext = r.u32()?;
+    let ext_capabilities = if capabilities & cap::LONG_PASSWORD == 0 {
+        ext
+    } else {
+        0
+    };
     let user = r.nul_str()?.to_vec();
     let auth = if capabilities & cap::PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
         r.lenenc_bytes()?
@@ -169,6 +195,7 @@ pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse, Cod
     };
     Ok(HandshakeResponse {
         capabilities,
+        ext_capabilities,
         max_packet,
         collation,
         user,
@@ -197,11 +224,15 @@ pub fn encode_handshake_response(h: &HandshakeResponse) -> BytesMut {
     set(&mut caps, cap::CONNECT_WITH_DB, h.database.is_some());
     set(&mut caps, cap::PLUGIN_AUTH, h.plugin.is_some());
     set(&mut caps, cap::CONNECT_ATTRS, h.attrs.is_some());
+    if h.ext_capabilities != 0 {
+        caps &= !cap::LONG_PASSWORD;
+    }
     let mut out = BytesMut::with_capacity(128);
     out.put_u32_le(caps);
     out.put_u32_le(h.max_packet);
     out.put_u8(h.collation);
-    out.put_bytes(0, 23);
+    out.put_bytes(0, 19);
+    out.put_u32_le(h.ext_capabilities);
     out.put_slice(&h.user);
     out.put_u8(0);
     put_lenenc_str(&mut out, &h.auth);

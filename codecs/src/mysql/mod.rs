@@ -24,6 +24,7 @@ pub mod auth;
 pub mod command;
 pub mod handshake;
 pub mod response;
+pub mod session;
 mod wire;
 
 #[cfg(test)]
@@ -71,6 +72,24 @@ pub mod cap {
     pub const DEPRECATE_EOF: u32 = 1 << 24;
     pub const OPTIONAL_RESULTSET_METADATA: u32 = 1 << 25;
     pub const QUERY_ATTRIBUTES: u32 = 1 << 27;
+}
+
+/// MariaDB's extended capability flags (the upper 32 bits of its 64-bit
+/// capabilities). A MariaDB server announces them in the greeting's last four
+/// reserved bytes and clears `CLIENT_MYSQL` (bit 0, [`cap::LONG_PASSWORD`]);
+/// a client answers with its own in the HandshakeResponse's last four filler
+/// bytes.
+pub mod mariadb_cap {
+    /// `MARIADB_CLIENT_PROGRESS`: progress reports (ERR packets with code 0xFFFF).
+    pub const PROGRESS: u32 = 1;
+    /// `MARIADB_CLIENT_COM_MULTI`.
+    pub const COM_MULTI: u32 = 1 << 1;
+    /// `MARIADB_CLIENT_STMT_BULK_OPERATIONS`: COM_STMT_BULK_EXECUTE.
+    pub const STMT_BULK_OPERATIONS: u32 = 1 << 2;
+    /// `MARIADB_CLIENT_EXTENDED_METADATA`: extended type info in column definitions.
+    pub const EXTENDED_METADATA: u32 = 1 << 3;
+    /// `MARIADB_CLIENT_CACHE_METADATA`: metadata skipped in COM_STMT_EXECUTE answers.
+    pub const CACHE_METADATA: u32 = 1 << 4;
 }
 
 /// Server status flags (`SERVER_STATUS_*`), in OK and EOF packets.

@@ -225,6 +225,11 @@ impl ResponseState {
         let payload = p.payload();
         let first = p.first_byte();
         if first == Some(0xFF) && self.phase != Phase::Done && !p.continues() {
+            // MariaDB's progress report (MARIADB_CLIENT_PROGRESS) is an ERR
+            // packet with code 0xFFFF: the response goes on.
+            if payload.get(1..3) == Some(&[0xFF, 0xFF][..]) {
+                return Ok(Step::More);
+            }
             return Ok(self.done(None));
         }
         match self.phase {

@@ -84,17 +84,34 @@ fn greeting_round_trips() {
             | cap::SECURE_CONNECTION
             | cap::PLUGIN_AUTH
             | cap::DEPRECATE_EOF,
+        ext_capabilities: 0,
         collation: 45,
         status: status::AUTOCOMMIT,
         plugin: auth::NATIVE.to_vec(),
     };
     assert_eq!(parse_greeting(&encode_greeting(&g)).unwrap(), g);
+    // MariaDB's extended capabilities ride in the reserved bytes, with
+    // CLIENT_MYSQL cleared; a MySQL greeting (CLIENT_MYSQL set) has none.
+    let maria = Greeting {
+        ext_capabilities: mariadb_cap::STMT_BULK_OPERATIONS | mariadb_cap::PROGRESS,
+        ..g.clone()
+    };
+    assert_eq!(parse_greeting(&encode_greeting(&maria)).unwrap(), maria);
+    let mysql = Greeting {
+        capabilities: g.capabilities | cap::LONG_PASSWORD,
+        ..g
+    };
+    let mut wire = encode_greeting(&mysql);
+    let ext_at = wire.len() - (auth::NATIVE.len() + 1) - 13 - 4;
+    wire[ext_at] = 0xFF;
+    assert_eq!(parse_greeting(&wire).unwrap().ext_capabilities, 0);
 }
 
 #[test]
 fn handshake_response_round_trips() {
     let h = HandshakeResponse {
         capabilities: cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::LONG_PASSWORD,
+        ext_capabilities: 0,
         max_packet: 1 << 24,
         collation: 45,
         user: b"app".to_vec(),
@@ -109,6 +126,14 @@ fn handshake_response_round_trips() {
     assert_eq!(back.database, h.database);
     assert_eq!(back.plugin, h.plugin);
     assert_eq!(back.attrs, h.attrs);
+    assert_eq!(back.ext_capabilities, 0);
+    let maria = HandshakeResponse {
+        ext_capabilities: mariadb_cap::STMT_BULK_OPERATIONS,
+        ..h.clone()
+    };
+    let back = parse_handshake_response(&encode_handshake_response(&maria)).unwrap();
+    assert_eq!(back.ext_capabilities, mariadb_cap::STMT_BULK_OPERATIONS);
+    assert_eq!(back.capabilities & cap::LONG_PASSWORD, 0);
     assert!(!is_ssl_request(&encode_handshake_response(&h)));
     let mut ssl = encode_handshake_response(&HandshakeResponse {
         capabilities: cap::PROTOCOL_41 | cap::SSL,
@@ -236,6 +261,26 @@ fn err_ends_a_response_anywhere() {
     wire.extend(pkt(4, &err));
     let mut state = ResponseState::new(Expect::ResultSet, true);
     assert_eq!(run(&mut state, &wire).last(), Some(&Step::Done(None)));
+}
+
+#[test]
+fn mariadb_progress_reports_do_not_end_a_response() {
+    // 0xFF, code 0xFFFF, stage 1 of 2, max stage 2, progress 50.000%, "copy"
+    let progress = b"\xff\xff\xff\x01\x01\x02\x50\xc3\x00\x04copy";
+    let ok = encode_ok(&OkPacket {
+        affected_rows: 3,
+        last_insert_id: 0,
+        status: status::AUTOCOMMIT,
+        warnings: 0,
+    });
+    let mut wire = Vec::new();
+    wire.extend(pkt(1, progress));
+    wire.extend(pkt(2, &ok));
+    let mut state = ResponseState::new(Expect::ResultSet, true);
+    assert_eq!(
+        run(&mut state, &wire),
+        [Step::More, Step::Done(Some(status::AUTOCOMMIT))]
+    );
 }
 
 #[test]

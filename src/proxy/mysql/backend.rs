@@ -6,9 +6,14 @@
 //! [`Key`], after Pingora's `reuse_hash`): a client that negotiated
 //! CLIENT_DEPRECATE_EOF must never get a connection that sends classic EOFs.
 //! A connection that carried session state goes back only after
-//! COM_RESET_CONNECTION.
+//! COM_RESET_CONNECTION, except the tracked session variables (character
+//! sets, autocommit): a connection keeps those, the pool keys it by their
+//! fingerprint, and a session that gets one with other variables replays its
+//! own (one `SET`) before its statement.
 
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -18,6 +23,7 @@ use switchyard_codecs::mysql::handshake::{
     HandshakeResponse, encode_handshake_response, parse_auth_switch, parse_greeting,
 };
 use switchyard_codecs::mysql::response::{parse_err, parse_ok};
+use switchyard_codecs::mysql::session::SessionVars;
 use switchyard_codecs::mysql::{
     ErrPacket, Limits, OkPacket, Packet, PacketDecoder, auth, cap, command, er, packet,
 };
@@ -46,11 +52,71 @@ pub struct Key {
     pub collation: u8,
     /// The client's capabilities, masked to [`FORMAT_CAPS`].
     pub caps: u32,
+    /// The client's MariaDB extended capabilities (all change the wire format).
+    pub ext: u32,
+    /// [`SessionVars::fingerprint`] of the tracked variables set on it.
+    pub vars: u64,
+}
+
+impl Key {
+    /// Same wire format (the variables may differ: a replay fixes those).
+    fn same_format(&self, other: &Key) -> bool {
+        self.collation == other.collation && self.caps == other.caps && self.ext == other.ext
+    }
+}
+
+/// What a backend server says of itself in its greeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub version: Vec<u8>,
+    pub caps: u32,
+    pub ext: u32,
+    /// The greeting's status flags (AUTOCOMMIT: new sessions' default).
+    pub status: u16,
+}
+
+impl ServerInfo {
+    /// The numeric version (`5.5.5-10.11.6-MariaDB` → 10.11.6), for "lowest".
+    fn number(&self) -> (u32, u32, u32) {
+        let v = self
+            .version
+            .strip_prefix(b"5.5.5-")
+            .unwrap_or(&self.version);
+        let mut n = v.split(|c| !c.is_ascii_digit()).map(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0)
+        });
+        (
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+            n.next().unwrap_or(0),
+        )
+    }
+    /// What every one of `infos` supports: the lowest version, the common
+    /// capabilities.
+    pub fn common(infos: &[Arc<ServerInfo>]) -> Option<ServerInfo> {
+        let lowest = infos.iter().min_by_key(|i| i.number())?;
+        Some(ServerInfo {
+            version: lowest.version.clone(),
+            caps: infos.iter().fold(u32::MAX, |c, i| c & i.caps),
+            ext: infos.iter().fold(u32::MAX, |c, i| c & i.ext),
+            status: infos.iter().fold(u16::MAX, |c, i| c & i.status),
+        })
+    }
 }
 
 /// Why a backend could not be used, as the ERR the client gets.
 pub fn backend_err(code: u16, state: &[u8; 5], message: String) -> ErrPacket {
     ErrPacket::new(code, state, message)
+}
+
+/// Where one backend connection lives: what a KILL for it needs.
+pub struct Running {
+    pub cluster: Arc<Cluster>,
+    pub host: usize,
+    pub connection_id: u32,
 }
 
 /// One logged-in backend connection.
@@ -68,7 +134,11 @@ pub struct Backend {
     pub dirty: bool,
     /// The backend's connection id (for logs and KILL).
     pub connection_id: u32,
-    /// The server announced itself as MariaDB (`5.5.5-` prefix).
+    /// The status flags of its last OK / EOF.
+    pub status: u16,
+    /// Its host and backend connection id, shared with the session's kill
+    /// handle while it runs a statement.
+    pub running: Arc<Running>,
     _permit: OwnedSemaphorePermit,
     pool: Arc<HostPool>,
 }
@@ -113,12 +183,16 @@ impl Backend {
         let p = self.read_packet().await?;
         let body = p.payload();
         Ok(match p.first_byte() {
-            Some(0x00) | Some(0xFE) => Ok(parse_ok(&body).unwrap_or(OkPacket {
-                affected_rows: 0,
-                last_insert_id: 0,
-                status: 0,
-                warnings: 0,
-            })),
+            Some(0x00) | Some(0xFE) => {
+                let ok = parse_ok(&body).unwrap_or(OkPacket {
+                    affected_rows: 0,
+                    last_insert_id: 0,
+                    status: self.status,
+                    warnings: 0,
+                });
+                self.status = ok.status;
+                Ok(ok)
+            }
             _ => Err(parse_err(&body).unwrap_or_else(|_| {
                 ErrPacket::new(
                     er::UNKNOWN,
@@ -151,6 +225,40 @@ impl Backend {
         }
     }
 
+    /// Give this connection the session's tracked variables (one `SET`
+    /// when they differ; a reset when the session has none). `Ok(Err)`: the
+    /// backend refused them (its own ERR, for the client).
+    pub async fn sync(&mut self, vars: &SessionVars) -> std::io::Result<Result<(), ErrPacket>> {
+        let want = vars.fingerprint();
+        if self.key.vars == want {
+            return Ok(Ok(()));
+        }
+        let Some(sql) = vars.replay() else {
+            return match self.simple(&[command::RESET_CONNECTION]).await? {
+                Ok(_) => {
+                    self.key.vars = 0;
+                    self.schema = None;
+                    Ok(Ok(()))
+                }
+                Err(e) => Ok(Err(e)),
+            };
+        };
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(command::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        match self.simple(&payload).await? {
+            Ok(_) => {
+                self.key.vars = want;
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                // Some of it may have been applied: reset before reuse.
+                self.dirty = true;
+                Ok(Err(e))
+            }
+        }
+    }
+
     /// A name for errors: `address (cluster name)`.
     pub fn describe(&self) -> String {
         format!("{} (cluster {})", self.address, self.cluster.name)
@@ -169,6 +277,7 @@ impl Backend {
                 Ok(Ok(Ok(_))) => {
                     self.dirty = false;
                     self.schema = None;
+                    self.key.vars = 0;
                 }
                 _ => return,
             }
@@ -184,14 +293,21 @@ pub struct HostPool {
     limit: Arc<Semaphore>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// What the host's greeting said last (learned on every new connection).
+    info: ArcSwapOption<ServerInfo>,
 }
 
 impl HostPool {
+    /// An idle connection with `key`, else one of the same wire format
+    /// (the caller replays the session's variables on it).
     fn take(&self, key: Key) -> Option<Backend> {
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
         idle.retain(|(_, since)| now.duration_since(*since) < self.idle_timeout);
-        let i = idle.iter().rposition(|(b, _)| b.key == key)?;
+        let i = idle
+            .iter()
+            .rposition(|(b, _)| b.key == key)
+            .or_else(|| idle.iter().rposition(|(b, _)| b.key.same_format(&key)))?;
         Some(idle.swap_remove(i).0)
     }
     /// Close one idle connection (of any key), freeing its slot under `max_connections`.
@@ -224,6 +340,7 @@ fn host_pool(cluster: &Cluster, host: usize) -> Option<Arc<HostPool>> {
             limit: Arc::new(Semaphore::new(creds.max_connections.max(1))),
             max_idle: cluster.max_idle_per_host,
             idle_timeout: cluster.idle_timeout,
+            info: ArcSwapOption::empty(),
         }))
     });
     entry.downcast_ref::<Arc<HostPool>>().cloned()
@@ -233,16 +350,105 @@ fn host_pool(cluster: &Cluster, host: usize) -> Option<Arc<HostPool>> {
 pub enum CheckoutError {
     /// No host could be reached or logged in to (the ERR to send).
     Unavailable(ErrPacket),
-    /// The schema was refused (the backend's own ERR, e.g. 1049).
+    /// The schema or the session's variables were refused (the backend's
+    /// own ERR, e.g. 1049, 1231).
     Schema(ErrPacket),
 }
 
-/// A backend connection of `cluster` for a session with `key` on `schema`:
-/// an idle pooled one when there is one, else a new one, trying the hosts in
-/// the balancer's order.
+/// Send `KILL [QUERY] <backend id>` for `running` on another connection to
+/// the same host (pooled or new, opened with `key`).
+pub async fn kill(running: &Running, key: Key, query: bool) -> Result<(), ErrPacket> {
+    let cluster = &running.cluster;
+    let pool = host_pool(cluster, running.host)
+        .ok_or_else(|| backend_err(er::UNKNOWN, b"HY000", "no such MySQL host".into()))?;
+    let mut b = match pool.take(key) {
+        Some(b) => b,
+        None => open(cluster, running.host, pool, key).await?,
+    };
+    let sql = format!(
+        "{}KILL {}{}",
+        char::from(command::QUERY),
+        if query { "QUERY " } else { "" },
+        running.connection_id
+    );
+    match b.simple(sql.as_bytes()).await {
+        Ok(Ok(_)) => {
+            b.release().await;
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            b.release().await;
+            Err(e)
+        }
+        Err(e) => Err(backend_err(
+            er::UNKNOWN,
+            b"HY000",
+            format!("MySQL backend {} failed: {e}", b.describe()),
+        )),
+    }
+}
+
+/// What the backends of `clusters` support in common, from their greetings
+/// (a cluster whose hosts were never reached yet is probed now: connect and
+/// read the greeting). `None` when no backend could be reached.
+pub async fn server_info(clusters: &[Arc<Cluster>]) -> Option<ServerInfo> {
+    let mut infos = Vec::new();
+    for cluster in clusters {
+        let hosts = 0..cluster.hosts.len();
+        let known: Vec<Arc<ServerInfo>> = hosts
+            .clone()
+            .filter_map(|h| host_pool(cluster, h)?.info.load_full())
+            .collect();
+        if !known.is_empty() {
+            infos.extend(known);
+            continue;
+        }
+        for host in hosts {
+            if let Some(info) = probe(cluster, host).await {
+                infos.push(info);
+                break;
+            }
+        }
+    }
+    ServerInfo::common(&infos)
+}
+
+/// Connect to `host` and read its greeting (then hang up).
+async fn probe(cluster: &Arc<Cluster>, host: usize) -> Option<Arc<ServerInfo>> {
+    let pool = host_pool(cluster, host)?;
+    let read = async {
+        let mut stream = cluster.connect(host).await.ok()?;
+        let mut buf = BytesMut::with_capacity(256);
+        let mut dec = PacketDecoder::new(Limits::default());
+        loop {
+            if let Some(p) = dec.decode(&mut buf).ok()? {
+                return parse_greeting(&p.payload()).ok();
+            }
+            if stream.read_buf(&mut buf).await.ok()? == 0 || buf.len() > 64 * 1024 {
+                return None;
+            }
+        }
+    };
+    let g = tokio::time::timeout(cluster.connect_timeout, read)
+        .await
+        .ok()??;
+    let info = Arc::new(ServerInfo {
+        version: g.server_version,
+        caps: g.capabilities,
+        ext: g.ext_capabilities,
+        status: g.status,
+    });
+    pool.info.store(Some(info.clone()));
+    Some(info)
+}
+
+/// A backend connection of `cluster` for a session with `key` and `vars`
+/// on `schema`: an idle pooled one when there is one, else a new one, trying
+/// the hosts in the balancer's order.
 pub async fn checkout(
     cluster: &Arc<Cluster>,
     key: Key,
+    vars: &SessionVars,
     schema: Option<&[u8]>,
 ) -> Result<(Backend, bool), CheckoutError> {
     let mut last = None;
@@ -260,7 +466,11 @@ pub async fn checkout(
                 }
             },
         };
-        match backend.use_schema(schema).await {
+        let ready = match backend.sync(vars).await {
+            Ok(Ok(())) => backend.use_schema(schema).await,
+            other => other,
+        };
+        match ready {
             Ok(Ok(())) => return Ok((backend, reused)),
             Ok(Err(e)) => {
                 backend.release().await;
@@ -277,6 +487,7 @@ pub async fn checkout(
                 if reused
                     && let Some(pool) = host_pool(cluster, host)
                     && let Ok(mut b) = open(cluster, host, pool, key).await
+                    && let Ok(Ok(())) = b.sync(vars).await
                     && let Ok(Ok(())) = b.use_schema(schema).await
                 {
                     return Ok((b, false));
@@ -340,15 +551,28 @@ async fn open(
         host,
         address,
         cluster: cluster.clone(),
-        key,
+        key: Key { vars: 0, ..key },
         schema: None,
         dirty: false,
         connection_id: 0,
+        status: 0,
+        running: Arc::new(Running {
+            cluster: cluster.clone(),
+            host,
+            connection_id: 0,
+        }),
         _permit: permit,
         pool,
     };
     match tokio::time::timeout(cluster.connect_timeout, login(&mut b)).await {
-        Ok(Ok(())) => Ok(b),
+        Ok(Ok(())) => {
+            b.running = Arc::new(Running {
+                cluster: cluster.clone(),
+                host,
+                connection_id: b.connection_id,
+            });
+            Ok(b)
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(backend_err(
             er::UNKNOWN,
@@ -380,14 +604,15 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
     };
     let greeting = b.read_packet().await.map_err(lost)?;
     if greeting.first_byte() == Some(0xFF) {
+        // e.g. 1040 too many connections, 1129 host blocked: no account in it.
         let e = parse_err(&greeting.payload())
-            .map(|e| String::from_utf8_lossy(&e.message).into_owned());
+            .unwrap_or_else(|_| ErrPacket::new(er::UNKNOWN, b"HY000", ""));
         return Err(backend_err(
-            er::UNKNOWN,
-            b"HY000",
+            e.code,
+            &e.sql_state,
             format!(
                 "MySQL backend {describe} refused the connection: {}",
-                e.unwrap_or_default()
+                String::from_utf8_lossy(&e.message)
             ),
         ));
     }
@@ -399,6 +624,12 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
         )
     })?;
     b.connection_id = g.connection_id;
+    b.pool.info.store(Some(Arc::new(ServerInfo {
+        version: g.server_version.clone(),
+        caps: g.capabilities,
+        ext: g.ext_capabilities,
+        status: g.status,
+    })));
     let missing = b.key.caps & !g.capabilities & FORMAT_CAPS;
     if missing & (cap::DEPRECATE_EOF | cap::MULTI_RESULTS | cap::PS_MULTI_RESULTS) != 0 {
         return Err(backend_err(
@@ -433,6 +664,7 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
     };
     let response = HandshakeResponse {
         capabilities: caps,
+        ext_capabilities: b.key.ext & g.ext_capabilities,
         max_packet: 1 << 30,
         collation: b.key.collation,
         user: creds.user.value.as_bytes().to_vec(),
@@ -450,18 +682,28 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
         seq = p.seq().wrapping_add(1);
         let body = p.payload();
         match p.first_byte() {
-            Some(0x00) => return Ok(()),
+            Some(0x00) => {
+                b.status = parse_ok(&body).map_or(0, |ok| ok.status);
+                return Ok(());
+            }
             Some(0xFF) => {
+                // The backend's code and SQLSTATE go to the client; its text
+                // names the gateway's own account, so it goes to the log only.
                 let e =
                     parse_err(&body).unwrap_or_else(|_| ErrPacket::new(er::UNKNOWN, b"HY000", ""));
+                tracing::warn!(
+                    backend = %describe,
+                    user = %creds.user.value,
+                    code = e.code,
+                    message = %String::from_utf8_lossy(&e.message),
+                    "MySQL backend refused the gateway's login"
+                );
                 return Err(backend_err(
-                    er::UNKNOWN,
-                    b"HY000",
+                    e.code,
+                    &e.sql_state,
                     format!(
-                        "MySQL backend {describe} refused the gateway's login as `{}`: {} {}",
-                        creds.user.value,
-                        e.code,
-                        String::from_utf8_lossy(&e.message)
+                        "MySQL backend {describe} refused the gateway's login (error {}); see the gateway's log",
+                        e.code
                     ),
                 ));
             }

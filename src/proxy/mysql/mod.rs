@@ -11,11 +11,15 @@
 //! connection, lent for that one statement; everything else goes to the
 //! session's own primary connection, taken on the first write and kept
 //! (LAST_INSERT_ID, read-your-writes). Transactions (by the server's
-//! IN_TRANS status), prepared statements, user variables, temporary tables,
-//! table locks and session variables pin the session: every statement then
-//! goes to that connection, which is reset (COM_RESET_CONNECTION) before it
-//! goes back to the pool. Responses are streamed packet by packet;
-//! [`ResponseState`] says when each ends.
+//! IN_TRANS status) and autocommit off (by its AUTOCOMMIT status) send
+//! everything there too. Prepared statements, user variables, temporary
+//! tables, table locks and other session variables pin the session: every
+//! statement then goes to that connection, which is reset
+//! (COM_RESET_CONNECTION) before it goes back to the pool. The character
+//! set variables and autocommit do not pin: they are tracked
+//! ([`SessionVars`]) and replayed on whichever connection serves the next
+//! statement. Responses are streamed packet by packet; [`ResponseState`]
+//! says when each ends.
 
 pub mod backend;
 pub mod policy;
@@ -29,9 +33,10 @@ use switchyard_codecs::mysql::handshake::{
     parse_handshake_response,
 };
 use switchyard_codecs::mysql::response::{Expect, encode_ok};
+use switchyard_codecs::mysql::session::{SessionVars, tracked_set};
 use switchyard_codecs::mysql::{
     Command, ErrPacket, OkPacket, Packet, PacketDecoder, ResponseState, Step, auth, cap, classify,
-    command, er, packet, status,
+    command, er, mariadb_cap, packet, status,
 };
 use switchyard_codecs::{Decoder, Field, Metadata, Protocol};
 use tokio::io::AsyncWriteExt;
@@ -64,7 +69,53 @@ const OFFERED: u32 = cap::LONG_PASSWORD
     | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
     | cap::DEPRECATE_EOF;
 
+/// MariaDB extended capabilities the gateway can relay (offered when every
+/// backend has them): progress reports (`ResponseState` skips them), bulk
+/// execute (forwarded like COM_STMT_EXECUTE) and extended column metadata
+/// (opaque to the gateway). Not CACHE_METADATA: it changes which packets a
+/// COM_STMT_EXECUTE answer has, in a way only the client knows.
+const OFFERED_EXT: u32 =
+    mariadb_cap::PROGRESS | mariadb_cap::STMT_BULK_OPERATIONS | mariadb_cap::EXTENDED_METADATA;
+
+/// The status bits a session tracks from its backends.
+const SESSION_STATUS: u16 = status::AUTOCOMMIT | status::IN_TRANS;
+
 static CONNECTION_IDS: AtomicU32 = AtomicU32::new(1);
+
+/// What another session needs to KILL this one: its user, the backend
+/// connection running its statement now, and a way to end it.
+struct KillHandle {
+    user: Vec<u8>,
+    running: arc_swap::ArcSwapOption<backend::Running>,
+    killed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// Live sessions by the connection id their greeting announced (written at
+/// login and at the end of a session, read by KILL: never per statement).
+static SESSIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<u32, Arc<KillHandle>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A session's entry in [`SESSIONS`], removed when dropped.
+struct Registered(u32);
+
+impl Registered {
+    fn new(id: u32, handle: Arc<KillHandle>) -> Self {
+        if let Ok(mut map) = SESSIONS.lock() {
+            map.insert(id, handle);
+        }
+        Registered(id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut map) = SESSIONS.lock() {
+            map.remove(&self.0);
+        }
+    }
+}
 
 /// The client side of one connection: its stream and its packet decoder.
 struct Client {
@@ -205,6 +256,14 @@ pub async fn serve(stream: Stream, buf: BytesMut, conn: Conn) {
     session.run(&front, &mut client).await;
 }
 
+/// Whether a COM_QUERY payload is a `KILL` statement of any form.
+fn is_kill(payload: &[u8]) -> bool {
+    let sql = payload.get(1..).unwrap_or_default().trim_ascii_start();
+    sql.get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"KILL"))
+        && sql.get(4).is_none_or(|c| c.is_ascii_whitespace())
+}
+
 /// A fresh nonce: 20 bytes without NUL (it is sent NUL-terminated).
 fn nonce() -> Vec<u8> {
     (0..20).map(|_| rand::random_range(1u8..=127)).collect()
@@ -238,17 +297,36 @@ fn peer_host(client: &Client) -> String {
 async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, Client)> {
     let nonce = nonce();
     let tls = client.conn.listener.tls.clone();
+    // What the backends say of themselves (learned on every backend login;
+    // probed once when none was reached yet).
+    let backends = backend::server_info(&front.backends).await;
     let mut offered = OFFERED;
+    let mut offered_ext = 0;
+    if let Some(info) = &backends {
+        // Keep what every backend has (CLIENT_MYSQL, bit 0, is not a feature).
+        offered &= info.caps | cap::LONG_PASSWORD;
+        offered_ext = OFFERED_EXT & info.ext;
+    }
     if tls.is_some() {
         offered |= cap::SSL;
     }
+    let server_version = match (&front.server_version, &backends) {
+        (Some(v), _) => v.clone(),
+        (None, Some(info)) => info.version.clone(),
+        (None, None) => policy::FALLBACK_VERSION.to_vec(),
+    };
+    let connection_id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
     let greeting = Greeting {
-        server_version: front.server_version.clone(),
-        connection_id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+        server_version,
+        connection_id,
         nonce: nonce.clone(),
         capabilities: offered,
+        ext_capabilities: offered_ext,
         collation: 45,
-        status: status::AUTOCOMMIT,
+        // New sessions' autocommit default, as the backends greet.
+        status: backends
+            .as_ref()
+            .map_or(status::AUTOCOMMIT, |i| i.status & status::AUTOCOMMIT),
         plugin: front.plugin.to_vec(),
     };
     client.send(0, &encode_greeting(&greeting)).await.ok()?;
@@ -284,7 +362,15 @@ async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, C
         };
         first = client.read().await.ok()??;
     }
-    let session = login(front, &mut client, first, &nonce, offered).await?;
+    let session = login(
+        front,
+        &mut client,
+        first,
+        &nonce,
+        (offered, offered_ext),
+        connection_id,
+    )
+    .await?;
     Some((session, client))
 }
 
@@ -294,7 +380,8 @@ async fn login(
     client: &mut Client,
     first: Packet,
     nonce: &[u8],
-    offered: u32,
+    (offered, offered_ext): (u32, u32),
+    connection_id: u32,
 ) -> Option<Session> {
     let peer = peer_host(client);
     let mut seq = first.seq().wrapping_add(1);
@@ -332,8 +419,19 @@ async fn login(
     let key = Key {
         collation: login.collation,
         caps: login.capabilities & offered & FORMAT_CAPS,
+        ext: login.ext_capabilities & offered_ext,
+        vars: 0,
     };
+    let handle = Arc::new(KillHandle {
+        user: login.user.clone(),
+        running: arc_swap::ArcSwapOption::empty(),
+        killed: std::sync::atomic::AtomicBool::new(false),
+        wake: tokio::sync::Notify::new(),
+    });
     let mut session = Session {
+        id: connection_id,
+        _registered: Registered::new(connection_id, handle.clone()),
+        handle,
         user: login.user.clone(),
         peer,
         schema: None,
@@ -343,7 +441,9 @@ async fn login(
         replicas: None,
         bound: None,
         pinned: false,
-        in_trans: false,
+        status: status::AUTOCOMMIT,
+        login_status: status::AUTOCOMMIT,
+        vars: SessionVars::default(),
         digests: std::collections::HashMap::new(),
         queries: 0,
     };
@@ -446,6 +546,10 @@ enum Failure {
 
 /// One client session after login.
 struct Session {
+    /// The connection id the greeting announced (KILL, CONNECTION_ID()).
+    id: u32,
+    handle: Arc<KillHandle>,
+    _registered: Registered,
     user: Vec<u8>,
     peer: String,
     schema: Option<Vec<u8>>,
@@ -457,8 +561,13 @@ struct Session {
     bound: Option<Backend>,
     /// Session state lives on `bound`: every statement goes there.
     pinned: bool,
-    /// The last status from `bound` said a transaction is open.
-    in_trans: bool,
+    /// AUTOCOMMIT and IN_TRANS as the backend said last (the OKs the
+    /// gateway writes itself carry them).
+    status: u16,
+    /// The status the session's first backend connection had at login.
+    login_status: u16,
+    /// Tracked session variables, replayed on every connection it uses.
+    vars: SessionVars,
     /// Queries per digest not yet merged into the listener's table.
     digests: std::collections::HashMap<String, u64>,
     queries: u64,
@@ -504,18 +613,24 @@ impl Session {
             client.send_err(seq, &err).await?;
             return Ok(false);
         };
-        match checkout(&primary, self.key, schema).await {
-            Ok((b, _)) => b.release().await,
+        let status_now = match checkout(&primary, self.key, &self.vars, schema).await {
+            Ok((b, _)) => {
+                let status_now = b.status & SESSION_STATUS;
+                b.release().await;
+                status_now
+            }
             Err(CheckoutError::Schema(e)) | Err(CheckoutError::Unavailable(e)) => {
                 front.metrics.backend_errors.increment(1);
                 client.send_err(seq, &e).await?;
                 return Ok(false);
             }
-        }
+        };
         self.schema = schema.map(<[u8]>::to_vec);
         self.primary = Some(primary);
         self.replicas = replicas;
-        client.send_ok(seq, status::AUTOCOMMIT).await?;
+        self.status = status_now;
+        self.login_status = status_now;
+        client.send_ok(seq, self.status).await?;
         Ok(true)
     }
 
@@ -533,7 +648,17 @@ impl Session {
     }
 
     fn status_flags(&self) -> u16 {
-        status::AUTOCOMMIT | if self.in_trans { status::IN_TRANS } else { 0 }
+        self.status
+    }
+
+    fn in_trans(&self) -> bool {
+        self.status & status::IN_TRANS != 0
+    }
+
+    /// Statements must stay on the session's own connection: a transaction
+    /// is open, or autocommit is off (every statement is part of one).
+    fn transactional(&self) -> bool {
+        self.in_trans() || self.status & status::AUTOCOMMIT == 0
     }
 
     /// The command loop.
@@ -545,6 +670,7 @@ impl Session {
             let next = tokio::select! {
                 r = client.next_command(idle, head) => r,
                 _ = super::drained(&mut drain) => break,
+                _ = self.handle.wake.notified() => break,
             };
             let Ok(Ok(Some(p))) = next else { break };
             client.conn.metrics.requests.increment(1);
@@ -555,7 +681,7 @@ impl Session {
                 .metrics
                 .latency
                 .record(started.elapsed().as_secs_f64());
-            if !keep {
+            if !keep || self.handle.killed.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -615,10 +741,35 @@ impl Session {
                     b.release().await;
                 }
                 self.pinned = false;
-                self.in_trans = false;
-                client.send_ok(reply, status::AUTOCOMMIT).await.is_ok()
+                self.vars = SessionVars::default();
+                self.key.vars = 0;
+                self.status = self.login_status;
+                client.send_ok(reply, self.status).await.is_ok()
             }
             command::CHANGE_USER => self.change_user(front, client, &p).await,
+            command::PROCESS_KILL => {
+                let payload = p.payload();
+                let id = payload
+                    .get(1..5)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, u32::from_le_bytes);
+                self.kill(client, reply, u64::from(id), false).await
+            }
+            command::QUERY
+                if let Some(k) = command::kill(p.payload().get(1..).unwrap_or_default()) =>
+            {
+                self.kill(client, reply, k.id, k.query).await
+            }
+            command::QUERY if is_kill(&p.payload()) => {
+                // Any other KILL (`KILL USER`, expressions) would run as the
+                // gateway's backend account and could end other sessions.
+                let err = ErrPacket::new(
+                    1227,
+                    b"42000",
+                    "Access denied; through switchyard KILL takes a connection id it announced",
+                );
+                self.skip_rest(client, &p).await && client.send_err(reply, &err).await.is_ok()
+            }
             command::BINLOG_DUMP | 0x13..=0x15 | 0x1E => {
                 let err = ErrPacket::new(
                     er::UNKNOWN_COM,
@@ -640,6 +791,44 @@ impl Session {
         }
     }
 
+    /// KILL [QUERY] with a connection id this gateway announced: the
+    /// target's backend statement is killed on its own host; KILL
+    /// (CONNECTION) also ends the target session. Only the same user's
+    /// sessions; errors as the server's own (1094, 1095).
+    async fn kill(&mut self, client: &mut Client, reply: u8, id: u64, query: bool) -> bool {
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|id| SESSIONS.lock().ok()?.get(&id).cloned());
+        let Some(target) = target else {
+            let err = ErrPacket::new(1094, b"HY000", format!("Unknown thread id: {id}"));
+            return client.send_err(reply, &err).await.is_ok();
+        };
+        if target.user != self.user {
+            let err = ErrPacket::new(1095, b"HY000", format!("You are not owner of thread {id}"));
+            return client.send_err(reply, &err).await.is_ok();
+        }
+        if id == u64::from(self.id) {
+            if query {
+                return client.send_ok(reply, self.status_flags()).await.is_ok();
+            }
+            let err = ErrPacket::new(1927, b"70100", "Connection was killed");
+            let _ = client.send_err(reply, &err).await;
+            return false;
+        }
+        if !query {
+            target.killed.store(true, Ordering::Relaxed);
+            target.wake.notify_one();
+        }
+        if let Some(running) = target.running.load_full()
+            && let Err(e) = backend::kill(&running, self.key, query).await
+            // The statement ended meanwhile: nothing left to kill.
+            && e.code != 1094
+        {
+            return client.send_err(reply, &e).await.is_ok();
+        }
+        client.send_ok(reply, self.status_flags()).await.is_ok()
+    }
+
     /// A connection of `cluster` for one statement.
     async fn lend(
         &self,
@@ -653,19 +842,33 @@ impl Session {
                 "session has no route",
             )));
         };
-        checkout(&cluster, self.key, schema).await.map(|(b, _)| b)
+        checkout(&cluster, self.key, &self.vars, schema)
+            .await
+            .map(|(b, _)| b)
     }
 
-    /// Decide where a command runs.
-    fn target(&self, front: &Front, cmd: u8, sql: &[u8]) -> (Target, bool) {
+    /// Decide where a command runs (`tracked`: it is a SET of tracked
+    /// session variables).
+    fn target(&self, front: &Front, cmd: u8, sql: &[u8], tracked: bool) -> (Target, bool) {
         let primary = || self.primary.clone();
         if cmd != command::QUERY {
             // Prepared statements live on one connection: pin.
             let pins = cmd == command::STMT_PREPARE;
             return (Target::Bound, pins);
         }
+        if tracked {
+            // Replayed wherever the next statement runs: no pin. It runs on
+            // the session's own connection when it has one, else on a lent
+            // primary connection (which keeps the variables in the pool).
+            return match (&self.bound, primary()) {
+                (None, Some(p)) if !self.pinned && !self.transactional() => {
+                    (Target::Lent(p, Lane::Primary), false)
+                }
+                _ => (Target::Bound, false),
+            };
+        }
         let stmt = classify(sql);
-        if self.pinned || self.in_trans {
+        if self.pinned || self.transactional() {
             return (Target::Bound, stmt.pins);
         }
         if stmt.read
@@ -696,6 +899,28 @@ impl Session {
         expect: Expect,
     ) -> bool {
         let reply = p.seq().wrapping_add(1);
+        // CONNECTION_ID() is the id this gateway announced, not the backend's.
+        let p = match (cmd == command::QUERY && !p.continues())
+            .then(|| {
+                switchyard_codecs::mysql::command::rewrite_connection_id(
+                    p.payload().get(1..).unwrap_or_default(),
+                    self.id,
+                )
+            })
+            .flatten()
+        {
+            Some(sql) => {
+                let mut payload = Vec::with_capacity(1 + sql.len());
+                payload.push(command::QUERY);
+                payload.extend_from_slice(&sql);
+                let mut wire = BytesMut::from(packet(p.seq(), &payload).as_ref());
+                match PacketDecoder::new(front.limits).decode(&mut wire) {
+                    Ok(Some(rewritten)) => rewritten,
+                    _ => p,
+                }
+            }
+            None => p,
+        };
         let payload = p.payload();
         let sql = if cmd == command::QUERY {
             payload.get(1..).unwrap_or_default()
@@ -710,10 +935,16 @@ impl Session {
                 front.merge_digests(&mut self.digests);
             }
         }
-        let (target, pins) = self.target(front, cmd, sql);
+        let tracked = if cmd == command::QUERY {
+            tracked_set(sql)
+        } else {
+            None
+        };
+        let (target, pins) = self.target(front, cmd, sql, tracked.is_some());
         let statement_cmd = matches!(
             cmd,
             command::STMT_EXECUTE
+                | command::STMT_BULK_EXECUTE
                 | command::STMT_CLOSE
                 | command::STMT_RESET
                 | command::STMT_FETCH
@@ -734,8 +965,20 @@ impl Session {
                             && client.send_err(reply, &e).await.is_ok();
                     }
                 };
-                match exchange(&mut b, client, &p, expect, self.deprecate_eof).await {
-                    Ok(_) => {
+                self.handle.running.store(Some(b.running.clone()));
+                let result = exchange(&mut b, client, &p, expect, self.deprecate_eof).await;
+                self.handle.running.store(None);
+                match result {
+                    Ok(flags) => {
+                        if let Some(flags) = flags {
+                            self.status = flags & SESSION_STATUS;
+                            b.status = flags;
+                            if let Some(set) = tracked {
+                                self.vars.apply(set);
+                                self.key.vars = self.vars.fingerprint();
+                                b.key.vars = self.key.vars;
+                            }
+                        }
                         b.release().await;
                         true
                     }
@@ -781,13 +1024,40 @@ impl Session {
                 let Some(b) = self.bound.as_mut() else {
                     return false;
                 };
+                // The session's variables may have changed on a lent connection.
+                match b.sync(&self.vars).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return self.skip_rest(client, &p).await
+                            && client.send_err(reply, &e).await.is_ok();
+                    }
+                    Err(e) => {
+                        let e = format!("{}: {e}", b.describe());
+                        self.bound = None;
+                        let stateful = self.pinned || self.in_trans();
+                        let keep = self.backend_lost(front, client, reply, e).await;
+                        return keep && !stateful;
+                    }
+                }
+                let Some(b) = self.bound.as_mut() else {
+                    return false;
+                };
                 if pins {
                     self.pinned = true;
                 }
-                match exchange(b, client, &p, expect, self.deprecate_eof).await {
+                self.handle.running.store(Some(b.running.clone()));
+                let result = exchange(b, client, &p, expect, self.deprecate_eof).await;
+                self.handle.running.store(None);
+                match result {
                     Ok(flags) => {
                         if let Some(flags) = flags {
-                            self.in_trans = flags & status::IN_TRANS != 0;
+                            self.status = flags & SESSION_STATUS;
+                            b.status = flags;
+                            if let Some(set) = tracked {
+                                self.vars.apply(set);
+                                self.key.vars = self.vars.fingerprint();
+                                b.key.vars = self.key.vars;
+                            }
                         }
                         if cmd == command::QUERY
                             && flags.is_some()
@@ -804,7 +1074,7 @@ impl Session {
                     Err(Failure::Backend(e, sent)) => {
                         let e = format!("{}: {e}", b.describe());
                         self.bound = None;
-                        let stateful = self.pinned || self.in_trans;
+                        let stateful = self.pinned || self.in_trans();
                         let keep = self
                             .backend_lost(front, client, sent.wrapping_add(1), e)
                             .await;
@@ -862,7 +1132,9 @@ impl Session {
             b.release().await;
         }
         self.pinned = false;
-        self.in_trans = false;
+        self.status = self.login_status;
+        self.vars = SessionVars::default();
+        self.key.vars = 0;
         let Some(user) = front.users.get(&change.user) else {
             let err = access_denied(&change.user, &self.peer, !change.auth.is_empty());
             let _ = client.send_err(seq, &err).await;

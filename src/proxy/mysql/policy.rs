@@ -46,9 +46,17 @@ pub struct FrontMetrics {
     pub backend_errors: Counter,
 }
 
+/// The greeting's version when none is configured and no backend could be
+/// reached to learn theirs (that client then gets the backend's error).
+pub const FALLBACK_VERSION: &[u8] = b"5.5.5-10.11.0-switchyard";
+
 /// The compiled `mysql:` block of a listener.
 pub struct Front {
-    pub server_version: Vec<u8>,
+    /// The configured version; `None`: the backends' own.
+    pub server_version: Option<Vec<u8>>,
+    /// Every cluster with MySQL credentials: the greeting offers what all
+    /// of their backends support.
+    pub backends: Vec<Arc<Cluster>>,
     pub plugin: &'static [u8],
     pub users: HashMap<Vec<u8>, User>,
     pub limits: Limits,
@@ -103,7 +111,16 @@ impl Front {
         let l = listener.to_owned();
         let target = |t: &'static str| metrics::counter!("switchyard_mysql_queries_total", "listener" => l.clone(), "target" => t);
         Ok(Self {
-            server_version: m.server_version.as_bytes().to_vec(),
+            server_version: m.server_version.as_ref().map(|v| v.as_bytes().to_vec()),
+            backends: {
+                let mut b: Vec<Arc<Cluster>> = clusters
+                    .values()
+                    .filter(|c| c.mysql.is_some())
+                    .cloned()
+                    .collect();
+                b.sort_by(|x, y| x.name.cmp(&y.name));
+                b
+            },
             plugin: match m.auth_plugin {
                 MysqlAuthPlugin::MysqlNativePassword => auth::NATIVE,
                 MysqlAuthPlugin::CachingSha2Password => auth::CACHING_SHA2,
