@@ -646,6 +646,10 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         let idle = conn.listener.idle_timeout;
         // A command begun must end within request_head_timeout (slowloris).
         head.update(buf.len() < before, !buf.is_empty());
+        // Whether a reply was still due at the last idle tick: the idle time
+        // then starts at that tick, not before (a reply written just before
+        // a tick is activity, and the client's next command may be on its way).
+        let mut busy = in_flight.load(Ordering::Relaxed) != 0;
         loop {
             tokio::select! {
                 r = read_more(&mut rd, &mut buf, &conn.metrics) => match r {
@@ -664,9 +668,11 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                     break 'session;
                 }
                 () = tokio::time::sleep(idle) => {
-                    if in_flight.load(Ordering::Relaxed) == 0 {
+                    let due = in_flight.load(Ordering::Relaxed) != 0;
+                    if !due && !busy {
                         break 'session;
                     }
+                    busy = due;
                 }
                 () = drained(&mut conn.drain) => break 'session,
             }
