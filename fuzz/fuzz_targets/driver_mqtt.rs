@@ -64,7 +64,9 @@ fn logs() -> &'static Mutex<Option<mpsc::UnboundedReceiver<Log>>> {
 
 /// The broker: CONNACK (accepted) to the CONNECT, then records every packet.
 async fn broker(mut s: TcpStream, tx: mpsc::UnboundedSender<Log>) {
-    let mut dec = Decoder::new(Limits { max_packet: 1 << 20 });
+    let mut dec = Decoder::new(Limits {
+        max_packet: 1 << 20,
+    });
     let mut buf = BytesMut::with_capacity(8192);
     let mut log = Log::new();
     'conn: loop {
@@ -73,7 +75,9 @@ async fn broker(mut s: TcpStream, tx: mpsc::UnboundedSender<Log>) {
                 Ok(Some(p)) => {
                     log.push(p.wire().to_vec());
                     if let Some(c) = p.as_connect()
-                        && s.write_all(&mqtt::connack(c.version(), false, 0)).await.is_err()
+                        && s.write_all(&mqtt::connack(c.version(), false, 0))
+                            .await
+                            .is_err()
                     {
                         break 'conn;
                     }
@@ -150,7 +154,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // The session was bound: the broker's log comes when its connection closes.
     let log = h.rt.block_on(async {
-        let mut rx = logs().lock().expect("log lock").take().expect("log receiver");
+        let mut rx = logs()
+            .lock()
+            .expect("log lock")
+            .take()
+            .expect("log receiver");
         let log = tokio::time::timeout(driver::HANG, rx.recv()).await;
         *logs().lock().expect("log lock") = Some(rx);
         log.expect("the broker connection outlived the session")
