@@ -31,7 +31,7 @@ for t in "${targets[@]}"; do
   [ -d "$seeds" ] || { echo "FATAL: no seeds for fuzz target $t ($seeds)" >&2; exit 1; }
   work=fuzz/target/smoke/$t
   rm -rf "$work"; mkdir -p "$work/corpus" "$work/artifacts"
-  echo "fuzz smoke: $t for ${secs}s from $seeds ($(ls "$seeds" | wc -l) seeds)"
+  echo "fuzz smoke: $t for ${secs}s from $seeds ($(find "$seeds" -type f | wc -l) seeds)"
   if "$bin/$t" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
        -artifact_prefix="$work/artifacts/" "$work/corpus" "$seeds" >"$work/log" 2>&1; then
     grep -E '^stat::number_of_executed_units' "$work/log" | sed "s/^/  $t: /" || true
