@@ -1875,6 +1875,34 @@ async fn malformed_packets_close_only_their_connection() {
     );
 }
 
+/// Packets that arrive in the same read as a malformed one are still the
+/// client's: they reach the broker before the gateway closes at the malformed
+/// packet, as they would one read earlier (found by `fuzz/driver_mqtt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn packets_before_a_malformed_one_in_the_same_read_reach_the_broker() {
+    let broker = Mosquitto::start();
+    let gw = Config::new(&[&broker]).start();
+    let mut watcher = Mq::connect(V::V3, broker.addr(), "watcher", Opts::default()).await;
+    assert_eq!(watcher.subscribe(&[("in/#", 1)]).await, vec![1]);
+    for (v, name) in [(V::V3, "v311"), (V::V5, "v5")] {
+        let (mut c, connack) = Raw::connect(gw.addr(), v, &format!("device-{name}"), 60, None);
+        assert_eq!(connack.code(), 0);
+        // A QoS 0 and a QoS 1 PUBLISH, then a PUBLISH with QoS 3, in one write.
+        let mut burst = raw::publish(v, &format!("in/{name}/qos0"), b"data", 0, 0);
+        burst.extend(raw::publish(v, &format!("in/{name}/qos1"), b"data", 1, 7));
+        burst.extend_from_slice(b"\x36\x07\x00\x03a/b\x00\x01x");
+        c.send(&burst);
+        let _ = c.read_until_closed();
+        let got = received_before_marker(&mut watcher, &broker, &format!("in/{name}/marker")).await;
+        let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [format!("in/{name}/qos0"), format!("in/{name}/qos1")],
+            "{name}: packets before the malformed one were dropped"
+        );
+    }
+}
+
 /// A broker stand-in that answers CONNECT and PINGREQ and never closes on
 /// its own, so only the gateway can end an idle session. Reports on the
 /// channel when the gateway closed its side.

@@ -29,7 +29,9 @@ use switchyard_codecs::mysql::{
 };
 
 fn run(input: &[u8], chunk: usize) -> (Vec<Packet>, bool) {
-    let mut dec = PacketDecoder::new(Limits { max_message: 1 << 20 });
+    let mut dec = PacketDecoder::new(Limits {
+        max_message: 1 << 20,
+    });
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
@@ -60,8 +62,12 @@ fuzz_target!(|data: &[u8]| {
         let payload = first.payload();
         let _ = is_ssl_request(&payload);
         if let Ok(h) = parse_handshake_response(&payload) {
-            let back = parse_handshake_response(&encode_handshake_response(&h)).expect("re-encoded response");
-            assert_eq!((back.user, back.auth, back.database), (h.user, h.auth, h.database));
+            let back = parse_handshake_response(&encode_handshake_response(&h))
+                .expect("re-encoded response");
+            assert_eq!(
+                (back.user, back.auth, back.database),
+                (h.user, h.auth, h.database)
+            );
         }
         let _ = parse_change_user(&payload, u32::from(knob) << 12 | 0xFFFF);
     }
@@ -89,13 +95,23 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back.connection_id, g.connection_id);
         assert_eq!(back.server_version, g.server_version);
     }
-    let shapes = [Expect::ResultSet, Expect::Prepare, Expect::Rows, Expect::Single, Expect::FieldList];
+    let shapes = [
+        Expect::ResultSet,
+        Expect::Prepare,
+        Expect::Rows,
+        Expect::Single,
+        Expect::FieldList,
+    ];
     let expect = shapes[usize::from(knob >> 4) % shapes.len()];
     let deprecate_eof = knob & 8 != 0;
     let mut state = ResponseState::new(expect, deprecate_eof);
     for p in packets.iter().skip(1) {
         let payload = p.payload();
-        let _ = (parse_ok(&payload), parse_err(&payload), parse_auth_switch(&payload));
+        let _ = (
+            parse_ok(&payload),
+            parse_err(&payload),
+            parse_auth_switch(&payload),
+        );
         match state.feed(p) {
             Ok(Step::Done(_)) => state = ResponseState::new(expect, deprecate_eof),
             Ok(_) => {}

@@ -65,7 +65,12 @@ fuzz_target!(|input: &[u8]| {
     for m in &whole {
         match m {
             Message::Request(r) => {
-                for f in [Field::Method, Field::Host, Field::Path, Field::Header("cseq".into())] {
+                for f in [
+                    Field::Method,
+                    Field::Host,
+                    Field::Path,
+                    Field::Header("cseq".into()),
+                ] {
                     let _ = r.get(&f);
                 }
                 if let Some(u) = url::Url::parse(r.uri()) {
@@ -77,19 +82,44 @@ fuzz_target!(|input: &[u8]| {
                 }
                 if let Some(t) = r.header("transport").and_then(transport::parse) {
                     for spec in &t {
-                        let _ = (spec.ports("client_port"), spec.channels(), spec.is_interleaved());
+                        let _ = (
+                            spec.ports("client_port"),
+                            spec.channels(),
+                            spec.is_interleaved(),
+                        );
                     }
                     let _ = transport::format(&t);
                 }
                 let mut out = BytesMut::new();
-                rtsp::write_request(&mut out, r.method(), r.uri(), r.version, r.headers(), r.body());
-                let Message::Request(again) = one(&out) else { panic!("not a request") };
-                assert_eq!((again.method(), again.uri(), again.body()), (r.method(), r.uri(), r.body()));
+                rtsp::write_request(
+                    &mut out,
+                    r.method(),
+                    r.uri(),
+                    r.version,
+                    r.headers(),
+                    r.body(),
+                );
+                let Message::Request(again) = one(&out) else {
+                    panic!("not a request")
+                };
+                assert_eq!(
+                    (again.method(), again.uri(), again.body()),
+                    (r.method(), r.uri(), r.body())
+                );
             }
             Message::Response(r) => {
                 let mut out = BytesMut::new();
-                rtsp::write_response(&mut out, r.version, r.status, r.reason(), r.headers(), r.body());
-                let Message::Response(again) = one(&out) else { panic!("not a response") };
+                rtsp::write_response(
+                    &mut out,
+                    r.version,
+                    r.status,
+                    r.reason(),
+                    r.headers(),
+                    r.body(),
+                );
+                let Message::Response(again) = one(&out) else {
+                    panic!("not a response")
+                };
                 assert_eq!((again.status, again.body()), (r.status, r.body()));
             }
             Message::Interleaved(f) => {

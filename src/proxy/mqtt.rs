@@ -303,6 +303,11 @@ impl Session {
                     .is_err()
                 {
                     self.policy.metrics.malformed.increment(1);
+                    // The packets before the malformed one are the client's,
+                    // whether or not they came in the same read: pass them on
+                    // (and the gateway's answers to them) before closing.
+                    let _ = flush(&mut broker, &mut self.to_broker).await;
+                    let _ = flush(&mut client, &mut self.to_client).await;
                     if self.version == Version::V5 {
                         let _ = client
                             .write_all(&mqtt::disconnect(self.version, code::MALFORMED_PACKET))
