@@ -10,10 +10,14 @@
 //!   keeps its side open: a driver that kept reading would hang, so buffering
 //!   stops at `max_head_bytes`);
 //! * one final response per complete request, in order: either the
-//!   upstream's, whose fingerprint is exactly that request's (forwarded
-//!   byte-exact), or a gateway-made error (>= 400) that ends the connection;
+//!   upstream's, whose fingerprint is exactly that request's as the codec
+//!   says it goes upstream (`RequestHead::forwarded` with the normalised
+//!   path: byte-exact unless a rewrite is due), or a gateway-made error
+//!   (>= 400) that ends the connection;
 //!   a request without keep-alive ends it after its response;
-//! * a rejected head gets `400` (or `431` when over the limits) and a close.
+//! * a rejected head gets `400` (or `431` when over the limits) and a close;
+//!   so does an HTTP/1.1 head without `Host` or with a bad percent-escape in
+//!   its path.
 //!
 //! Seeds: `fuzz/seeds/http1/` (captured client streams and edge cases).
 #![no_main]
@@ -27,7 +31,9 @@ use std::sync::OnceLock;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use switchyard_codecs::http1::{Limits, RequestDecoder, ResponseDecoder};
+use std::borrow::Cow;
+
+use switchyard_codecs::http1::{self, Limits, RequestDecoder, ResponseDecoder, Version};
 use switchyard_codecs::{CodecError, Decoder, Part, WireHead};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,7 +44,7 @@ listeners:
     address: 127.0.0.1:1
     protocol: http1
     route_table: rt
-    http1: { max_head_bytes: 1024, max_headers: 16 }
+    http1: { max_head_bytes: 1024, max_headers: 16, lingering_close: 0s }
 route_tables:
   - name: rt
     virtual_hosts:
@@ -147,9 +153,25 @@ fuzz_target!(|data: &[u8]| {
     loop {
         match dec.decode(&mut buf) {
             Ok(Some(Part::Head(head))) => {
+                // The driver's checks beyond the codec: HTTP/1.1 needs a
+                // Host, and a path must normalise; else 400 and a close.
+                let path = match http1::normalize_path(head.path(), true) {
+                    Ok(Cow::Owned(p)) => Some(p),
+                    Ok(Cow::Borrowed(_)) => None,
+                    Err(_) => {
+                        rejected = Some(CodecError::malformed("http1", "bad path"));
+                        break;
+                    }
+                };
+                if head.version() == Version::Http11 && head.host().is_none() {
+                    rejected = Some(CodecError::malformed("http1", "no Host"));
+                    break;
+                }
+                // What goes upstream: the wire bytes, or the head written
+                // anew (hop-by-hop fields out, normalised path, ...).
                 let req = Req {
                     method: head.method().to_vec(),
-                    wire: head.wire().to_vec(),
+                    wire: head.forwarded(path.as_deref()).to_vec(),
                     keep_alive: head.keep_alive(),
                 };
                 // A head without a body is the whole request (no `End`).

@@ -266,6 +266,11 @@ pub struct Http1Limits {
     /// `original` (the client's bytes).
     #[serde(default)]
     pub forward_path: ForwardPath,
+    /// After an error answer, read and drop what the client still sends for
+    /// at most this long before closing, so the answer is not lost to a
+    /// reset (nginx's `lingering_time`); `0s` closes at once.
+    #[serde(default = "defaults::lingering_close")]
+    pub lingering_close: Duration,
 }
 
 /// The request path the gateway sends upstream.
@@ -287,6 +292,7 @@ impl Default for Http1Limits {
             normalize_path: true,
             merge_slashes: true,
             forward_path: ForwardPath::Normalized,
+            lingering_close: defaults::lingering_close(),
         }
     }
 }
@@ -939,6 +945,9 @@ mod defaults {
     }
     pub fn overload_check_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn lingering_close() -> Duration {
+        Duration::from_secs(2)
     }
     pub fn request_head_timeout() -> Duration {
         Duration::from_secs(10)

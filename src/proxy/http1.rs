@@ -145,13 +145,12 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
                 }
             }
         };
-        let _ = tokio::time::timeout(LINGER, drain).await;
+        let _ = tokio::time::timeout(conn.listener.http1_paths.lingering_close.get(), drain).await;
     }
 }
 
-/// How long, and how many bytes, a connection is drained before it closes
-/// after an error answer (as nginx's `lingering_close`).
-const LINGER: Duration = Duration::from_secs(2);
+/// How many bytes a connection is drained of, at most, before it closes after
+/// an error answer (for at most `http1.lingering_close`).
 const LINGER_BYTES: usize = 256 * 1024;
 
 enum ReadError {
