@@ -474,3 +474,30 @@ fn listen_backlog_defaults_to_the_system_maximum_and_is_configurable() {
         assert_eq!(send_q, want, "{text}");
     }
 }
+
+#[test]
+fn gateway_answers_to_head_carry_no_body() {
+    let up = StrictUpstream::start(OK);
+    let gw = Template {
+        http: vec![up.addr],
+        no_http_default: true,
+        routes: vec!["{match: {path_prefix: /up}, cluster: web}".into()],
+        ..Default::default()
+    }
+    .start();
+    let mut c = RawConn::connect(gw.addr());
+    c.send(b"HEAD /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.head_response();
+    assert_eq!(r.status, 404, "{}", r.head);
+    // Had the 404 carried its body, this response would start with it.
+    c.send(&get_request("/up/x"));
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    // A HEAD with a broken chunked body: 400, and still no body.
+    let mut c = RawConn::connect(gw.addr());
+    c.send(b"HEAD /up/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    let r = c.head_response();
+    assert_eq!(r.status, 400, "{}", r.head);
+    let (rest, _) = c.read_until_closed();
+    assert!(rest.is_empty(), "a body after the 400 to HEAD: {rest:?}");
+}

@@ -91,7 +91,7 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
             Ok(path) => path,
             Err(text) => {
                 conn.metrics.observe(Duration::ZERO, true);
-                let resp = http1::error_response(400, text, true);
+                let resp = answer_to(&head, &http1::error_response(400, text, true));
                 let _ = down.wr.write_all(&resp).await;
                 linger = true;
                 break;
@@ -368,14 +368,15 @@ async fn local(
             match skip_body(down, metrics).await {
                 Ok(()) => {}
                 Err(ReadError::Codec(_)) => {
-                    let _ = down.wr.write_all(&malformed_body()).await;
+                    let _ = down.wr.write_all(&malformed_body(head)).await;
                     return After::Close;
                 }
                 Err(_) => return After::Close,
             }
         }
     }
-    let written = down.wr.write_all(resp).await;
+    let resp = answer_to(head, resp);
+    let written = down.wr.write_all(&resp).await;
     if written.is_ok() {
         metrics.bytes_out.increment(resp.len() as u64);
     }
@@ -419,8 +420,24 @@ struct RelayError {
 }
 
 /// The answer to a request whose body framing is broken (a bad chunk size).
-fn malformed_body() -> Bytes {
-    http1::error_response(400, "malformed request body", true)
+fn malformed_body(head: &RequestHead) -> Bytes {
+    answer_to(
+        head,
+        &http1::error_response(400, "malformed request body", true),
+    )
+}
+
+/// A gateway-made response as it goes to the client of `head`: without its
+/// body when the request was `HEAD` (RFC 9110 §9.3.2; the client would read
+/// the body as the next response).
+pub(super) fn answer_to(head: &RequestHead, resp: &Bytes) -> Bytes {
+    if !head.method().eq_ignore_ascii_case(b"HEAD") {
+        return resp.clone();
+    }
+    match resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => resp.slice(..end + 4),
+        None => resp.clone(),
+    }
 }
 
 /// Forward one request (its head as `outgoing`) to the cluster and relay the response.
@@ -498,7 +515,7 @@ async fn forward(
             // A broken body framing (bad chunk size): the upstream connection
             // is spoilt; the client gets a 400 unless a response has started.
             if !answered.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = down.wr.write_all(&malformed_body()).await;
+                let _ = down.wr.write_all(&malformed_body(head)).await;
             }
             return (After::Close, true);
         }
@@ -539,10 +556,8 @@ async fn forward(
                 let after = if body_complete {
                     fail(head, down, status, &text, &conn.metrics).await
                 } else {
-                    let _ = down
-                        .wr
-                        .write_all(&http1::error_response(status, &text, true))
-                        .await;
+                    let resp = answer_to(head, &http1::error_response(status, &text, true));
+                    let _ = down.wr.write_all(&resp).await;
                     After::Close
                 };
                 return (after, true);

@@ -217,7 +217,7 @@ async fn fail_after_send(
     let (status, what) = f.http();
     let text = format!("{what} (cluster {})", cluster.name);
     let keep = head.keep_alive() && (body_complete || !head.has_body());
-    let resp = http1::error_response(status, &text, !keep);
+    let resp = super::answer_to(head, &http1::error_response(status, &text, !keep));
     let written = down.wr.write_all(&resp).await;
     if written.is_ok() {
         metrics.bytes_out.increment(resp.len() as u64);
