@@ -172,14 +172,8 @@ fn checked_path(
     if head.version() == http1::Version::Http11 && head.host().is_none() {
         return Err("HTTP/1.1 request without a Host header");
     }
-    if !policy.normalize_path {
-        return Ok(None);
-    }
-    match http1::normalize_path(head.path(), policy.merge_slashes) {
-        Ok(std::borrow::Cow::Borrowed(_)) => Ok(None),
-        Ok(std::borrow::Cow::Owned(path)) => Ok(Some(path)),
-        Err(_) => Err("invalid percent-encoding in the request path"),
-    }
+    super::normalized_path(head.path(), policy)
+        .map_err(|_| "invalid percent-encoding in the request path")
 }
 
 /// A request as the router sees it: the head with the normalised path.

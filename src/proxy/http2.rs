@@ -36,7 +36,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
-use switchyard_codecs::{Field, Metadata, Protocol, http1};
+use switchyard_codecs::{Field, Metadata, Protocol};
 use tokio::sync::oneshot;
 
 use self::body::{H2Body, Pump, PumpError, ReqBody};
@@ -195,13 +195,9 @@ fn normalize(
     parts: &mut Parts,
     policy: &crate::config::Http1Limits,
 ) -> Result<Option<Vec<u8>>, ()> {
-    if !policy.normalize_path {
+    let Some(path) = super::normalized_path(parts.uri.path().as_bytes(), policy).map_err(|_| ())?
+    else {
         return Ok(None);
-    }
-    let path = match http1::normalize_path(parts.uri.path().as_bytes(), policy.merge_slashes) {
-        Ok(std::borrow::Cow::Owned(p)) => p,
-        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(None),
-        Err(_) => return Err(()),
     };
     if policy.forward_path == crate::config::ForwardPath::Normalized {
         let mut pq = path.clone();

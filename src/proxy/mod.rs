@@ -58,3 +58,20 @@ pub(crate) async fn drained(drain: &mut watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
+
+/// The path HTTP routes match under the listener's path policy
+/// (`http1.normalize_path`, `merge_slashes`; the same for HTTP/1.1 and
+/// HTTP/2): `Ok(None)` when it is the path as sent, `Err` for a bad
+/// percent-escape (answered `400`).
+pub(crate) fn normalized_path(
+    path: &[u8],
+    policy: &crate::config::Http1Limits,
+) -> Result<Option<Vec<u8>>, switchyard_codecs::http1::PathError> {
+    if !policy.normalize_path {
+        return Ok(None);
+    }
+    match switchyard_codecs::http1::normalize_path(path, policy.merge_slashes)? {
+        std::borrow::Cow::Borrowed(_) => Ok(None),
+        std::borrow::Cow::Owned(p) => Ok(Some(p)),
+    }
+}
