@@ -208,3 +208,103 @@ impl ResponseHead {
         out.freeze()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::ClientConnection;
+    use crate::http1::{RequestDecoder, RequestHead, ResponseDecoder, ResponseHead};
+    use crate::{Decoder, Part};
+
+    fn request(wire: &[u8]) -> RequestHead {
+        match RequestDecoder::default().decode(&mut BytesMut::from(wire)) {
+            Ok(Some(Part::Head(h))) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn response(wire: &[u8]) -> ResponseHead {
+        match ResponseDecoder::default().decode(&mut BytesMut::from(wire)) {
+            Ok(Some(Part::Head(h))) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn text(b: bytes::Bytes) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_ordinary_head_goes_out_as_its_wire_bytes() {
+        let wire =
+            b"GET /a?b HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nTE: trailers\r\n\r\n";
+        let h = request(wire);
+        assert!(!h.needs_rewrite());
+        let out = h.forwarded(None);
+        assert_eq!(out.as_ptr(), crate::WireHead::wire(&h).as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn rewritten_heads_are_what_the_parser_saw_with_crlf() {
+        let h = request(b"POST /x HTTP/1.1\r\nHost: t\nContent-Length: 5, 5\r\nX: 1\r\n\r\n");
+        assert!(h.needs_rewrite());
+        assert_eq!(
+            text(h.forwarded(None)),
+            "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nX: 1\r\n\r\n"
+        );
+        let h = request(b"GET http://a.example:8080?q HTTP/1.1\r\nHost: b\r\n\r\n");
+        assert_eq!(h.effective_host(), Some(&b"a.example:8080"[..]));
+        assert_eq!(
+            text(h.forwarded(None)),
+            "GET /?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n"
+        );
+        let userinfo = RequestDecoder::default().decode(&mut BytesMut::from(
+            &b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        ));
+        assert!(userinfo.is_err(), "userinfo in the target is refused");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_and_the_gateways_options_come() {
+        let h = request(
+            b"GET /p HTTP/1.0\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n\
+              TE: trailers, gzip\r\nUpgrade: h2c\r\nX-End: 2\r\n\r\n",
+        );
+        assert_eq!(
+            text(h.forwarded(Some(b"/q"))),
+            "GET /q HTTP/1.0\r\nX-End: 2\r\nTE: trailers\r\nConnection: keep-alive, te\r\n\r\n"
+        );
+        let up = request(
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(!up.needs_rewrite(), "an upgrade keeps its fields");
+    }
+
+    #[test]
+    fn responses_say_what_the_gateway_does_with_the_connection() {
+        let plain = response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            text(plain.forwarded(ClientConnection::Persistent)),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            text(plain.forwarded(ClientConnection::KeepAlive)),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        let hop = response(
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-Up\r\nX-Up: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            text(hop.forwarded(ClientConnection::Close)),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let switching = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+        );
+        assert_eq!(
+            switching.forwarded(ClientConnection::Close).as_ptr(),
+            crate::WireHead::wire(&switching).as_ptr()
+        );
+    }
+}
