@@ -366,3 +366,70 @@ fn a_config_with_a_bad_filter_names_the_field_and_the_fix() {
     assert!(err.contains("filters[0].fault.abort.percent"), "{err}");
     assert!(err.contains("use 0 to 100"), "{err}");
 }
+
+#[test]
+fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
+    let redis = RedisServer::start();
+    let web = HttpUpstream::start();
+    let yaml = config(redis.addr(), web.addr(), "", "[]", "[]")
+        .replace(
+            &format!("{{name: web, hosts: [\"{}\"]}}", web.addr()),
+            &format!("{{name: web, hosts: [\"{}\"], circuit_breakers: {{max_requests: 2}}}}", web.addr()),
+        )
+        .replace(
+            &format!("{{name: redis, hosts: [\"{}\"]}}", redis.addr()),
+            &format!("{{name: redis, hosts: [\"{}\"], circuit_breakers: {{max_requests: 1}}}}", redis.addr()),
+        )
+        .replace(
+            "          - {cluster: web, filters: []}\n",
+            "          - {match: {path_prefix: /slow}, cluster: web}\n          - {cluster: web, filters: []}\n",
+        );
+    assert_eq!(yaml.matches("circuit_breakers").count(), 2, "{yaml}");
+    let gw = Gateway::start(&yaml);
+    // Two slow requests on one route fill the cluster ...
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = gw.url("/slow/3000");
+            std::thread::spawn(move || statuses(&[], &[url]))
+        })
+        .collect();
+    wait_for("two requests sleeping at the upstream", WAIT, || {
+        let (_, body) = http_get(web.addr(), "/inflight").ok()?;
+        (body.trim() == "2").then_some(())
+    });
+    // ... so the other route's requests overflow: 503 at once.
+    let out = run_ok(curl().args(["-s", "-i"]).arg(gw.url("/hello")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.ends_with("cluster web is at its max_requests circuit breaker\n"), "{text}");
+    for t in slow {
+        assert_eq!(t.join().unwrap(), [200]);
+    }
+    assert_eq!(statuses(&[], &[gw.url("/hello")]), [200]);
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_overflow_total",
+            &[("cluster", "web"), ("breaker", "max_requests")]
+        ),
+        1.0
+    );
+
+    // Redis: a blocked BLPOP is the one request in flight.
+    let mut blocked = RawConn::connect(gw.addr());
+    blocked.send(&resp(&["BLPOP", "queue", "0"]));
+    let mut direct = RawConn::connect(redis.addr());
+    wait_for("the BLPOP to block at the server", WAIT, || {
+        let info = direct.command(&["INFO", "clients"]);
+        String::from_utf8_lossy(&info)
+            .contains("blocked_clients:1")
+            .then_some(())
+    });
+    let mut other = RawConn::connect(gw.addr());
+    assert_eq!(
+        other.command(&["GET", "x"]),
+        b"-ERR cluster redis is at its max_requests circuit breaker\r\n"
+    );
+    assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
+    assert_eq!(blocked.reply().unwrap(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+    assert_eq!(other.command(&["GET", "x"]), b"$-1\r\n");
+}

@@ -528,6 +528,26 @@ fn a_concurrency_limit_refuses_calls_past_the_ones_in_flight(kind: RpcKind) {
     assert_eq!(values(&after.steps[1]), ["2"]);
 }
 
+fn a_cluster_circuit_breaker_answers_overflow_busy(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let name = kind.name();
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!("{{match: {{protocol: {name}}}, cluster: servers}}")],
+        &[cluster("servers", &[server.addr()], "circuit_breakers: {max_requests: 1}")],
+    ));
+    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
+    wait_for("the slow call at the server", WAIT, || {
+        server.log().contains("slow 3000").then_some(())
+    });
+    let refused = calls(gw.addr(), kind, &["4", "plus", "$i", "1"]);
+    assert_eq!(refused.steps[0].errors, 4);
+    assert_gateway_errors(kind, &refused.steps[0], "max_requests circuit breaker");
+    assert_eq!(values(&slow.wait().steps[0]).len(), 1);
+    let after = calls(gw.addr(), kind, &["1", "plus", "1", "1"]);
+    assert_eq!(values(&after.steps[0]), ["2"]);
+}
+
 fn a_fault_aborts_about_its_share_of_calls(kind: RpcKind) {
     let server = RpcServer::start(kind);
     let gw = filtered_gateway(
@@ -589,6 +609,7 @@ for_both_protocols!(
     a_rate_limit_passes_its_burst_and_refuses_the_rest_busy,
     a_concurrency_limit_refuses_calls_past_the_ones_in_flight,
     a_fault_aborts_about_its_share_of_calls,
+    a_cluster_circuit_breaker_answers_overflow_busy,
 );
 
 // ---------------------------------------------------------------------------

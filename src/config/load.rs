@@ -173,6 +173,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     c.unique("route_tables", config.route_tables.iter().map(|t| &t.name));
     c.unique("clusters", config.clusters.iter().map(|c| &c.name));
 
+    for cl in &config.clusters {
+        if cl.circuit_breakers.as_ref().is_some_and(|b| b.max_requests == 0) {
+            c.at(
+                cl.name.referenced,
+                format!("clusters[{}].circuit_breakers.max_requests", cl.name.value),
+                "a limit of 0 refuses every request".into(),
+                Some("give the most requests in flight to the cluster, at least 1"),
+            );
+        }
+    }
+
     let mut addresses = HashSet::new();
     for l in &config.listeners {
         let field = |f: &str| format!("listeners[{}].{f}", l.name.value);

@@ -712,6 +712,20 @@ pub struct Cluster {
     /// MySQL backend credentials and limits (clusters MySQL routes send to).
     #[serde(default)]
     pub mysql: Option<MysqlBackend>,
+    /// Limits that protect the hosts: past them, requests are answered
+    /// locally with the protocol's "unavailable" answer.
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+}
+
+/// A cluster's circuit breakers (`circuit_breakers:`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// Most requests in flight to the cluster's hosts at once (HTTP
+    /// requests, gRPC calls, Redis commands, Dubbo/Bolt calls, RTSP
+    /// requests); one more is answered "unavailable" at once.
+    pub max_requests: usize,
 }
 
 /// The HTTP version a cluster's hosts speak.

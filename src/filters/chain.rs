@@ -151,6 +151,41 @@ struct InFlight {
     count: AtomicUsize,
 }
 
+/// At most `max` requests in flight at once, counted by the permits that
+/// entered it: a concurrency filter's count, or a cluster's circuit breaker.
+pub struct Limit {
+    max: usize,
+    now: Arc<InFlight>,
+}
+
+impl Limit {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            now: Arc::new(InFlight {
+                count: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Take a place for `permit`'s request (released when the permit is
+    /// dropped); `false` when all `max` are taken.
+    pub fn enter(&self, permit: &mut Permit) -> bool {
+        let before = self.now.count.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max {
+            self.now.count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        permit.held.push(self.now.clone());
+        true
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.now.count.load(Ordering::Relaxed)
+    }
+}
+
 /// One compiled filter and its verdict counters.
 struct Filter {
     kind: Kind,
@@ -169,10 +204,7 @@ enum Kind {
         over: RateOverLimit,
         max_delay: Duration,
     },
-    Concurrency {
-        max: usize,
-        now: Arc<InFlight>,
-    },
+    Concurrency(Limit),
     Fault {
         delay: Option<(f64, Duration)>,
         abort: Option<(f64, Refusal)>,
@@ -259,15 +291,25 @@ pub async fn admit(
     chains: [Option<&FilterChain>; 2],
     req: &Request<'_>,
 ) -> Result<Permit, Refusal> {
+    let (permit, delay) = check(chains, req)?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(permit)
+}
+
+/// The verdict of `chains` on `req` without waiting: the permit and how
+/// long to hold the request first, or the refusal.
+pub fn check(
+    chains: [Option<&FilterChain>; 2],
+    req: &Request<'_>,
+) -> Result<(Permit, Duration), Refusal> {
     let mut permit = Permit::default();
     let mut delay = Duration::ZERO;
     for chain in chains.into_iter().flatten() {
         chain.run(req, &mut delay, &mut permit)?;
     }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    Ok(permit)
+    Ok((permit, delay))
 }
 
 fn chance(percent: f64) -> bool {
@@ -293,12 +335,7 @@ impl Kind {
                     max_delay: r.max_delay.get(),
                 }
             }
-            cfg::Filter::ConcurrencyLimit(c) => Kind::Concurrency {
-                max: c.max,
-                now: Arc::new(InFlight {
-                    count: AtomicUsize::new(0),
-                }),
-            },
+            cfg::Filter::ConcurrencyLimit(c) => Kind::Concurrency(Limit::new(c.max)),
             cfg::Filter::Fault(f) => Kind::Fault {
                 delay: f.delay.as_ref().map(|d| (d.percent, d.duration.get())),
                 abort: f.abort.as_ref().map(|a| {
@@ -359,14 +396,11 @@ impl Kind {
                     None => Step::Refuse(Refusal::new(429, "rate limited")),
                 }
             }
-            Kind::Concurrency { max, now } => {
-                let before = now.count.fetch_add(1, Ordering::Relaxed);
-                if before >= *max {
-                    now.count.fetch_sub(1, Ordering::Relaxed);
-                    Step::Refuse(Refusal::new(503, "too many requests in flight"))
-                } else {
-                    permit.held.push(now.clone());
+            Kind::Concurrency(limit) => {
+                if limit.enter(permit) {
                     Step::Pass
+                } else {
+                    Step::Refuse(Refusal::new(503, "too many requests in flight"))
                 }
             }
             Kind::Fault { delay, abort, only } => {

@@ -248,7 +248,7 @@ async fn exchange(
         _ => None,
     };
     // Held until the response is relayed: the request is in flight till then.
-    let _permit = match conn.admit(Protocol::Http1, meta, route, size).await {
+    let mut permit = match conn.admit(Protocol::Http1, meta, route, size).await {
         Ok(permit) => permit,
         Err(refusal) => return (refuse(head, down, &refusal, &conn.metrics).await, true),
     };
@@ -293,6 +293,9 @@ async fn exchange(
             }
         },
     };
+    if let Err(refusal) = cluster.enter(&mut permit) {
+        return (refuse(head, down, &refusal, &conn.metrics).await, true);
+    }
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);

@@ -301,7 +301,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
     // Held until the response is relayed: the request is in flight till then.
-    let _permit = match sh.conn.admit(Protocol::Http2, &head, route, size).await {
+    let mut permit = match sh.conn.admit(Protocol::Http2, &head, route, size).await {
         Ok(permit) => permit,
         Err(refusal) => {
             refuse(&mut respond, grpc, &refusal);
@@ -329,6 +329,10 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             }
         },
     };
+    if let Err(refusal) = cluster.enter(&mut permit) {
+        refuse(&mut respond, grpc, &refusal);
+        return true;
+    }
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
     if let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);

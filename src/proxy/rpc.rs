@@ -83,7 +83,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
             };
             let route = conn.listener.routes.route(P::PROTOCOL, &frame);
             let size = Some(P::payload_len(&frame) as u64);
-            let permit = match conn.admit(P::PROTOCOL, &frame, route, size).await {
+            let mut permit = match conn.admit(P::PROTOCOL, &frame, route, size).await {
                 Ok(permit) => permit,
                 Err(refusal) => {
                     conn.metrics.errors.increment(1);
@@ -128,6 +128,13 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     }
                 },
             };
+            if let Err(refusal) = cluster.enter(&mut permit) {
+                conn.metrics.errors.increment(1);
+                if kind == MuxKind::Request {
+                    let _ = reply_tx.send(refuse(MuxError::Busy, &refusal.message)).await;
+                }
+                continue;
+            }
             let timeout = P::timeout(&frame)
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));

@@ -404,7 +404,7 @@ impl Proxy {
         }
         let route = self.listener.routes.route(Protocol::Rtsp, &req);
         let size = Some(req.body().len() as u64);
-        let permit = match self.conn.admit(Protocol::Rtsp, &req, route, size).await {
+        let mut permit = match self.conn.admit(Protocol::Rtsp, &req, route, size).await {
             Ok(permit) => permit,
             Err(refusal) => {
                 let retry = matches!(
@@ -435,6 +435,10 @@ impl Proxy {
             self.reply_local(502, cseq, &[]);
             return;
         };
+        if up.cluster.enter(&mut permit).is_err() {
+            self.reply_local(503, cseq, &[("Retry-After", "1")]);
+            return;
+        }
         let (client_base, up_base, local_ip) =
             (up.client_base.clone(), up.up_base.clone(), up.local_ip);
         let timeout = up.cluster.request_timeout;

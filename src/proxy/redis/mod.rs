@@ -576,7 +576,15 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             }
             let route = conn.listener.routes.route(Protocol::Redis, &cmd);
             let size = Some(cmd.wire().len() as u64);
-            match conn.admit(Protocol::Redis, &cmd, route, size).await {
+            let target = target(route, &cmd);
+            let admitted = match conn.admit(Protocol::Redis, &cmd, route, size).await {
+                Ok(mut permit) => match &target {
+                    Target::Cluster(cluster, _) => cluster.enter(&mut permit).map(|()| permit),
+                    Target::Reply(_) => Ok(permit),
+                },
+                Err(refusal) => Err(refusal),
+            };
+            match admitted {
                 Ok(permit) if permit.is_empty() => {}
                 Ok(permit) => session.permits.push(permit),
                 Err(refusal) => {
@@ -587,7 +595,6 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                     continue;
                 }
             }
-            let target = target(route, &cmd);
             if enters_push_mode(&cmd) && !session.in_multi {
                 if let Target::Cluster(cluster, _) = &target
                     && cluster.shards().is_some_and(|s| s.map().hosts().len() > 1)
