@@ -5,6 +5,7 @@
 //! and swaps snapshots atomically on reload.
 
 mod duration;
+pub mod health;
 mod load;
 pub mod redis;
 
@@ -694,6 +695,12 @@ pub struct Cluster {
     /// MySQL backend credentials and limits (clusters MySQL routes send to).
     #[serde(default)]
     pub mysql: Option<MysqlBackend>,
+    /// Active health checks of the hosts (see docs/config.md).
+    #[serde(default)]
+    pub health_check: Option<health::HealthCheck>,
+    /// Passive health: eject hosts whose requests fail in a row.
+    #[serde(default)]
+    pub outlier_detection: Option<health::OutlierDetection>,
 }
 
 /// The HTTP version a cluster's hosts speak.
