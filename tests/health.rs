@@ -360,3 +360,54 @@ fn bolt_health_checks_take_a_dead_server_out_and_bring_it_back() {
         (step.errors == 0 && step.values.contains(&Some(pa.clone()))).then_some(())
     });
 }
+
+#[test]
+fn outlier_detection_ejects_a_bolt_server_answering_server_exceptions() {
+    let bad = RpcServer::start_failing(RpcKind::Bolt);
+    let good = RpcServer::start(RpcKind::Bolt);
+    let gw = gateway(
+        "bolt",
+        &[bad.addr(), good.addr()],
+        "outlier_detection: {consecutive_server_errors: 3, base_ejection_time: 2s, max_ejection_percent: 50}",
+    );
+    // One call after the other (steps), on one connection: round robin
+    // alternates, so the failing server gets calls 1, 3, 5, then is ejected.
+    let mut args = vec!["1", "com.example.Other.whoami"];
+    for _ in 1..30 {
+        args.extend(["--then", "1", "com.example.Other.whoami"]);
+    }
+    let run = rpc_client(gw.addr(), RpcKind::Bolt, Duration::from_secs(20), &args);
+    let errors: Vec<usize> = run.steps.iter().map(|s| s.errors).collect();
+    assert_eq!(errors.iter().sum::<usize>(), 3, "{errors:?}");
+    assert_eq!(&errors[..6], [1, 0, 1, 0, 1, 0]);
+    let good_port = good.port.to_string();
+    assert!(
+        run.steps[6..]
+            .iter()
+            .all(|s| s.values == [Some(good_port.clone())]),
+        "every call after the ejection reaches the good server"
+    );
+    assert!(
+        run.steps[0]
+            .messages
+            .keys()
+            .any(|m| m.contains("failing on purpose")),
+        "the server's own error reached the client: {:?}",
+        run.steps[0].messages
+    );
+    // After the ejection time the failing server gets calls again.
+    wait_for("the ejected server to come back", CHANGE, || {
+        let run = rpc_client(
+            gw.addr(),
+            RpcKind::Bolt,
+            Duration::from_secs(20),
+            &["2", "com.example.Other.whoami"],
+        );
+        (run.steps[0].errors > 0).then_some(())
+    });
+    assert!(
+        gw.log().contains("ejected after server errors in a row"),
+        "{}",
+        gw.log()
+    );
+}

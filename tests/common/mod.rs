@@ -1281,6 +1281,12 @@ impl RpcServer {
         Self::start_mode(kind, Some("close-after-response"))
     }
 
+    /// A server whose `whoami()` throws (`peer.js server PORT KIND failing`):
+    /// Bolt answers it with SERVER_EXCEPTION.
+    pub fn start_failing(kind: RpcKind) -> Self {
+        Self::start_mode(kind, Some("failing"))
+    }
+
     fn start_mode(kind: RpcKind, mode: Option<&'static str>) -> Self {
         let mut s = RpcServer {
             child: None,
