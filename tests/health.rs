@@ -317,18 +317,28 @@ fn mqtt_health_checks_take_a_dead_broker_out_and_bring_it_back() {
 
 #[test]
 fn bolt_health_checks_take_a_dead_server_out_and_bring_it_back() {
-    let mut a = RpcServer::start(RpcKind::Bolt);
-    let b = RpcServer::start(RpcKind::Bolt);
+    rpc_health_checks_take_a_dead_server_out_and_bring_it_back(RpcKind::Bolt);
+}
+
+#[test]
+fn dubbo_health_checks_take_a_dead_server_out_and_bring_it_back() {
+    rpc_health_checks_take_a_dead_server_out_and_bring_it_back(RpcKind::Dubbo);
+}
+
+/// The `bolt` / `dubbo` check is the protocol's heartbeat.
+fn rpc_health_checks_take_a_dead_server_out_and_bring_it_back(kind: RpcKind) {
+    let mut a = RpcServer::start(kind);
+    let b = RpcServer::start(kind);
     let gw = gateway(
-        "bolt",
+        kind.name(),
         &[a.addr(), b.addr()],
-        &format!("health_check: {{kind: bolt, {CHECK}}}"),
+        &format!("health_check: {{kind: {}, {CHECK}}}", kind.name()),
     );
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
     let whoami = |n: &str| {
         let run = rpc_client(
             gw.addr(),
-            RpcKind::Bolt,
+            kind,
             Duration::from_secs(20),
             &[n, "com.example.Other.whoami"],
         );
