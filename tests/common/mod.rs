@@ -405,6 +405,11 @@ http {{
     pub fn addr(&self) -> SocketAddr {
         local(self.port)
     }
+
+    /// The document root (files may be added or removed while it runs).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
 }
 
 impl Drop for Nginx {
