@@ -5,6 +5,7 @@
 //! and swaps snapshots atomically on reload.
 
 mod duration;
+pub mod filters;
 pub mod health;
 mod load;
 pub mod redis;
@@ -61,6 +62,13 @@ pub struct Overload {
     /// What happens while overloaded.
     #[serde(default)]
     pub action: OverloadAction,
+    /// The second stage: resident memory past which every new request on
+    /// an open connection is answered with its protocol's "busy" answer
+    /// too (HTTP 503, gRPC UNAVAILABLE, Redis `-ERR`, Dubbo 100, Bolt
+    /// SERVER_THREADPOOL_BUSY, MQTT reason 0x89, MySQL ERR 1040, RTSP 503),
+    /// until it drops back under; set it at or above `max_rss_bytes`. 0: off.
+    #[serde(default)]
+    pub shed_requests_rss_bytes: u64,
 }
 
 impl Default for Overload {
@@ -70,6 +78,7 @@ impl Default for Overload {
             max_connections: 0,
             check_interval: defaults::overload_check_interval(),
             action: OverloadAction::default(),
+            shed_requests_rss_bytes: 0,
         }
     }
 }
@@ -179,6 +188,11 @@ pub struct Listener {
     /// MySQL front end on this listener: users, auth plugin, schema policy, query rules.
     #[serde(default)]
     pub mysql: Mysql,
+    /// Stream filters every request on this listener goes through, in order,
+    /// before it is routed (`ip_access`, `rate_limit`, `concurrency_limit`,
+    /// `fault`, `payload_limit`).
+    #[serde(default)]
+    pub filters: Vec<Spanned<filters::Filter>>,
 }
 
 /// TLS termination settings.
@@ -383,6 +397,10 @@ pub struct Route {
     /// sessions go to this cluster (the replicas); `cluster` is the primary.
     #[serde(default)]
     pub read_cluster: Option<Spanned<String>>,
+    /// Stream filters the requests this route took go through, in order,
+    /// after the listener's.
+    #[serde(default)]
+    pub filters: Vec<Spanned<filters::Filter>>,
 }
 
 /// A request matcher. All the given conditions must hold.

@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use crate::filters::chain::Permit;
+
 /// What kind of frame a multiplexed protocol frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MuxKind {
@@ -58,8 +60,11 @@ pub enum MuxError {
     Timeout,
     /// The upstream connection closed with the request in flight.
     UpstreamClosed,
-    /// The route answers directly (with its configured text).
+    /// The route answers directly (with its configured text), or a filter
+    /// refused the request (access, size).
     Refused,
+    /// Over a rate or concurrency limit, or the gateway is overloaded.
+    Busy,
 }
 
 /// What the multiplexed driver needs of a protocol's codec.
@@ -92,6 +97,9 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn heartbeat_request(id: u64) -> Bytes;
     /// A timeout the request carries itself (Bolt does).
     fn timeout(frame: &Self::Frame) -> Option<Duration>;
+    /// The size of the request's payload (the body after the headers), for
+    /// the `payload_limit` filter.
+    fn payload_len(frame: &Self::Frame) -> usize;
     /// The response's status says the server failed (not the call itself).
     fn server_error(_frame: &Self::Frame) -> bool {
         false
@@ -137,6 +145,9 @@ pub struct Outgoing<F> {
     /// Where the response (with the client's id restored) goes.
     pub reply: mpsc::Sender<Bytes>,
     pub timeout: Duration,
+    /// The request's place under the filters' concurrency limits, released
+    /// when its response (or its failure) is delivered.
+    pub permit: Permit,
 }
 
 struct Pending {
@@ -144,6 +155,7 @@ struct Pending {
     context: u32,
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
+    _permit: Permit,
 }
 
 /// A request whose bytes are in the write buffer but not all on the socket
@@ -268,6 +280,7 @@ impl<P: MuxProtocol> Task<P> {
                 context: P::reply_context(&msg.frame),
                 reply: msg.reply,
                 deadline: Some(key),
+                _permit: msg.permit,
             };
             if let Some(old) = self.inflight.insert(id, pending) {
                 // The id space wrapped onto a request still waiting: fail that one.
