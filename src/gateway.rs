@@ -321,6 +321,7 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(listener = %l.name.value, address = %l.address.value, protocols = ?l.enabled_protocols(), "listening");
         bound.push((l.name.value.clone(), l.max_connections, socket));
     }
+    crate::upstream::health::register_mysql_check(crate::proxy::mysql::backend::health_check);
     for c in snapshot.clusters.values() {
         c.start_health_checks();
         let c = c.clone();

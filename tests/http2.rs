@@ -1357,3 +1357,134 @@ async fn encoded_and_dotted_paths_cannot_bypass_a_prefix_route() {
     .await;
     assert_eq!(body, b"hello over h2\n");
 }
+
+/// `health_check: {kind: grpc}` asks each host `grpc.health.v1.Health/Check`
+/// over h2c: a grpcio server that says NOT_SERVING (while it still answers
+/// calls) leaves the cluster, and comes back when it says SERVING again.
+/// Which server answered is its `Whoami` (its port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_take_a_not_serving_host_out_and_bring_it_back() {
+    let a = GrpcServer::start();
+    let b = GrpcServer::start();
+    let gw = gateway(
+        &["{match: {path_prefix: /test.Echo/}, cluster: grpc}".into()],
+        &[format!(
+            "{{name: grpc, protocol: http2, failover: false, hosts: [\"{}\", \"{}\"], health_check: {{kind: grpc, interval: 200ms, timeout: 2s, unhealthy_threshold: 2, healthy_threshold: 2}}}}",
+            a.addr(),
+            b.addr()
+        )],
+        &[],
+    );
+    let (pa, pb) = (a.port.to_string(), b.port.to_string());
+    let whoami = |n: usize| {
+        let addr = gw.addr();
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let r = grpc_call(addr, "Whoami", "", None).await;
+                seen.push(r);
+            }
+            seen
+        }
+    };
+    let answered_by = |seen: &[String], port: &str| {
+        seen.iter()
+            .filter(|r| r.contains(&format!("\"responses\": [\"{port}\"]")))
+            .count()
+    };
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = whoami(6).await;
+        if answered_by(&seen, &pa) > 0 && answered_by(&seen, &pb) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "calls never reached both servers: {seen:?}"
+        );
+    }
+    let off = grpc_call(a.addr(), "SetServing", "0", None).await;
+    assert!(off.contains("not serving"), "{off}");
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = whoami(6).await;
+        if answered_by(&seen, &pb) == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "the NOT_SERVING host stayed in: {seen:?}"
+        );
+    }
+    let seen = whoami(10).await;
+    assert_eq!(answered_by(&seen, &pb), 10, "{seen:?}");
+    grpc_call(a.addr(), "SetServing", "1", None).await;
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = whoami(6).await;
+        if answered_by(&seen, &pa) > 0 {
+            break;
+        }
+        assert!(Instant::now() < limit, "the host never came back: {seen:?}");
+    }
+}
+
+/// An `http` health check over h2c (the cluster's `protocol: http2`; `kind`
+/// inferred): an nginx whose health file is gone (it answers 404 but is up)
+/// leaves the cluster, and comes back when the file is back. Which nginx
+/// answered is its `who.txt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_http_health_checks_take_a_failing_host_out_and_bring_it_back() {
+    let a = nginx_h2c(1_000_000);
+    let b = nginx_h2c(1_000_000);
+    std::fs::write(a.root().join("who.txt"), "a").unwrap();
+    std::fs::write(b.root().join("who.txt"), "b").unwrap();
+    let gw = gateway(
+        &["{cluster: web}".into()],
+        &[format!(
+            "{{name: web, protocol: http2, failover: false, hosts: [\"{}\", \"{}\"], health_check: {{path: /hello.txt, interval: 200ms, timeout: 2s, unhealthy_threshold: 2, healthy_threshold: 2}}}}",
+            a.addr(),
+            b.addr()
+        )],
+        &[],
+    );
+    let who = |n: usize| {
+        let url = gw.url("/who.txt");
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let body = curl_body(&["--http2-prior-knowledge", "-s"], &url).await;
+                seen.push(String::from_utf8_lossy(&body).into_owned());
+            }
+            seen
+        }
+    };
+    let until = async |n: usize, want: &dyn Fn(&[String]) -> bool, what: &str| {
+        let limit = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = who(n).await;
+            if want(&seen) {
+                return seen;
+            }
+            assert!(Instant::now() < limit, "{what}: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until(
+        6,
+        &|s| s.contains(&"a".into()) && s.contains(&"b".into()),
+        "both hosts",
+    )
+    .await;
+    std::fs::remove_file(a.root().join("hello.txt")).unwrap();
+    until(
+        10,
+        &|s| s.iter().all(|w| w == "b"),
+        "the failing host to leave",
+    )
+    .await;
+    let seen = who(20).await;
+    assert!(seen.iter().all(|w| w == "b"), "{seen:?}");
+    std::fs::write(a.root().join("hello.txt"), "hello over h2\n").unwrap();
+    until(6, &|s| s.contains(&"a".into()), "the host to come back").await;
+}

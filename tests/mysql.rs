@@ -1224,6 +1224,56 @@ except pymysql.err.MySQLError as e:
     );
 }
 
+/// `health_check: {kind: mysql}` logs in with the cluster's credentials and
+/// sends COM_PING: a dead backend leaves the cluster (with `failover: false`
+/// every session then lands on the live one) and comes back once it answers.
+/// Which backend a session reached is its `@@port` (`lb: random`: a MySQL
+/// session picks more than once, so round robin over two hosts may always
+/// land on the same one).
+#[test]
+fn mysql_health_checks_take_a_dead_backend_out_and_bring_it_back() {
+    let mut a = MariaDb::start();
+    let b = MariaDb::start();
+    let yaml = config(a.addr(), None, "", "").replace(
+        &format!("    hosts: [\"{}\"]\n", a.addr()),
+        &format!(
+            "    hosts: [\"{}\", \"{}\"]\n    failover: false\n    lb: random\n    health_check: {{ interval: 200ms, timeout: 2s, unhealthy_threshold: 2, healthy_threshold: 2 }}\n",
+            a.addr(),
+            b.addr()
+        ),
+    );
+    assert!(yaml.contains("health_check"), "{yaml}");
+    let gw = Gateway::start(&yaml);
+    let port_of_session = || {
+        let o = mariadb_cli(gw.addr(), "app", "app-pw", None, "SELECT @@port");
+        o.status.success().then(|| stdout(&o).trim().to_owned())
+    };
+    let ports = |n: usize| -> Option<Vec<String>> { (0..n).map(|_| port_of_session()).collect() };
+    let (pa, pb) = (a.port.to_string(), b.port.to_string());
+    wait_for("sessions on both backends", Duration::from_secs(30), || {
+        ports(6).filter(|p| p.contains(&pa) && p.contains(&pb))
+    });
+
+    a.kill();
+    wait_for(
+        "the dead backend to leave the cluster",
+        Duration::from_secs(30),
+        || ports(10).filter(|p| p.iter().all(|x| *x == pb)),
+    );
+    let more = ports(20).expect("every session logs in");
+    assert!(more.iter().all(|x| *x == pb), "{more:?}");
+
+    a.spawn();
+    wait_for("the backend to come back", Duration::from_secs(30), || {
+        ports(6).filter(|p| p.contains(&pa))
+    });
+    assert!(
+        gw.log().contains("upstream host is unhealthy"),
+        "{}",
+        gw.log()
+    );
+}
+
 /// The shared filters speak MariaDB's errors: a refused client cannot log
 /// in (1130), a user over its rate gets 1226 for the statement that went
 /// over, with the statements before it served.

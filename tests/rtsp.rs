@@ -26,6 +26,11 @@ struct RtspServer {
 
 impl RtspServer {
     fn start(mounts: &[&str]) -> Self {
+        Self::start_on(free_port(), mounts)
+    }
+
+    /// A server on `port` (e.g. again on a killed server's port).
+    fn start_on(port: u16, mounts: &[&str]) -> Self {
         let gi_ok = Command::new(SYSTEM_PYTHON)
             .args([
                 "-c",
@@ -38,7 +43,6 @@ impl RtspServer {
             "{SYSTEM_PYTHON} cannot import GstRtspServer: install python3-gi gir1.2-gst-rtsp-server-1.0 (.ci/run does)"
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtsp_server.py");
         let log = dir.path().join("rtsp_server.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -688,5 +692,63 @@ fn an_idle_udp_session_times_out_and_frees_its_relay_ports() {
     );
     wait_for("the relay's ports to be freed", WAIT, || {
         std::net::UdpSocket::bind(("127.0.0.1", rtp)).ok()
+    });
+}
+
+/// `health_check: {kind: rtsp}` sends OPTIONS to each server: a dead one
+/// leaves the cluster (with `failover: false` every session then reaches the
+/// live one) and comes back once it answers. Only server `a` has the mount
+/// `/only-a`, so a DESCRIBE of it tells which server a session reached.
+#[test]
+fn rtsp_health_checks_take_a_dead_server_out_and_bring_it_back() {
+    let mut a = RtspServer::start(&["/cam", "/only-a"]);
+    let b = RtspServer::start(&["/cam"]);
+    let port_a = a.port;
+    let ports = Ports::new();
+    let gw = Gateway::start(&config(
+        &ports,
+        "rtsp",
+        &["{match: {protocol: rtsp}, cluster: cams}"],
+        &[format!(
+            "{{name: cams, failover: false, hosts: [\"{}\", \"{}\"], health_check: {{kind: rtsp, interval: 200ms, timeout: 2s, unhealthy_threshold: 2, healthy_threshold: 2}}}}",
+            a.addr(),
+            b.addr()
+        )],
+        "",
+    ));
+    // Six sessions, one request each: their statuses. (DESCRIBE of a mount
+    // makes GStreamer prepare its media, which may answer 503 under load:
+    // OPTIONS shows reachability, DESCRIBE of `/only-a` which server it was.)
+    let sessions = |method: &str, path: &str| -> Vec<u16> {
+        (0..6)
+            .map(|_| {
+                let mut c = RawRtsp::connect(gw.addr());
+                let r = c.request(&format!(
+                    "{method} {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n",
+                    gw_url(&gw, path)
+                ));
+                u16::from(r.status())
+            })
+            .collect()
+    };
+    let describe = |path: &str| sessions("DESCRIBE", path);
+    let limit = Duration::from_secs(30);
+    wait_for("sessions on both servers", limit, || {
+        let s = describe("/only-a");
+        (s.contains(&200) && s.contains(&404)).then_some(())
+    });
+    a.kill();
+    wait_for("the dead server to leave the cluster", limit, || {
+        sessions("OPTIONS", "/cam")
+            .iter()
+            .all(|s| *s == 200)
+            .then_some(())
+    });
+    assert_eq!(sessions("OPTIONS", "/cam"), [200; 6]);
+    assert_eq!(describe("/only-a"), [404; 6], "every session reaches b");
+    drop(a);
+    let _a = RtspServer::start_on(port_a, &["/cam", "/only-a"]);
+    wait_for("the server to come back", limit, || {
+        describe("/only-a").contains(&200).then_some(())
     });
 }

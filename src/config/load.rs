@@ -446,6 +446,21 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
         }
     }
+    for cl in &config.clusters {
+        for (at, f, problem, fix) in super::health::problems(cl) {
+            let at = if at == Location::UNKNOWN {
+                cl.name.referenced
+            } else {
+                at
+            };
+            c.at(
+                at,
+                format!("clusters[{}].{f}", cl.name.value),
+                problem,
+                Some(&fix),
+            );
+        }
+    }
     for l in &config.listeners {
         for (i, u) in l.redis.users.iter().enumerate() {
             if l.redis.users.iter().take(i).any(|v| v.name == u.name) {
@@ -886,6 +901,47 @@ clusters:
             err.contains("replicas are read by Redis clusters only"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reports_health_check_and_outlier_mistakes_with_field_and_fix() {
+        let good = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    health_check: { kind: redis, interval: 2s, unhealthy_threshold: 2 }\n    outlier_detection: { consecutive_server_errors: 3, base_ejection_time: 10s }\n",
+        );
+        let c = load_str(&good, "good.yaml").unwrap();
+        let h = c.clusters[0].health_check.as_ref().unwrap();
+        assert_eq!(
+            h.kind_for(&c.clusters[0]),
+            crate::config::health::CheckKind::Redis
+        );
+        assert_eq!(h.healthy_threshold.value, 2);
+        let o = c.clusters[0].outlier_detection.as_ref().unwrap();
+        assert_eq!(o.consecutive_gateway_errors, 5);
+        assert_eq!(o.max_ejection_percent.value, 10);
+        let bad = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    health_check: { kind: mysql, path: healthz, expected_statuses: [700], healthy_threshold: 0 }\n    outlier_detection: { base_ejection_time: 1m, max_ejection_time: 10s, max_ejection_percent: 150 }\n",
+        );
+        let err = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "bad.yaml:",
+            "clusters[cache].health_check.kind: a mysql check logs in with the cluster's credentials",
+            "add a `mysql: {user: ..., password: ...}` block",
+            "clusters[cache].health_check.path: `healthz` is not an absolute path",
+            "clusters[cache].health_check.expected_statuses: [700]",
+            "clusters[cache].health_check.healthy_threshold: 0 checks",
+            "clusters[cache].outlier_detection.max_ejection_time: 10s is shorter than base_ejection_time 60s",
+            "clusters[cache].outlier_detection.max_ejection_percent: 150%",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        let bad = GOOD.replace(
+            "  - name: cache\n",
+            "  - name: cache\n    health_check: { kind: smtp }\n",
+        );
+        let err = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        assert!(err.contains("smtp"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod duration;
 pub mod filters;
+pub mod health;
 mod load;
 pub mod redis;
 
@@ -712,6 +713,12 @@ pub struct Cluster {
     /// MySQL backend credentials and limits (clusters MySQL routes send to).
     #[serde(default)]
     pub mysql: Option<MysqlBackend>,
+    /// Active health checks of the hosts (see docs/config.md).
+    #[serde(default)]
+    pub health_check: Option<health::HealthCheck>,
+    /// Passive health: eject hosts whose requests fail in a row.
+    #[serde(default)]
+    pub outlier_detection: Option<health::OutlierDetection>,
     /// Limits that protect the hosts: past them, requests are answered
     /// locally with the protocol's "unavailable" answer.
     #[serde(default)]

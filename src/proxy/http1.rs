@@ -23,7 +23,7 @@ use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::session::splice;
 use crate::stream::websocket::WebSocket;
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, Outcome};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
@@ -508,6 +508,7 @@ async fn forward(
         up_dec.expect_response_to(head.method());
 
         let answered = std::sync::atomic::AtomicBool::new(false);
+        let status = std::sync::atomic::AtomicU16::new(0);
         let (sent, relayed) = {
             let (up_rd, mut up_wr) = up.split();
             let Downstream {
@@ -528,6 +529,7 @@ async fn forward(
                     keep_alive: head.keep_alive(),
                     tunnel_request: connect,
                     answered: &answered,
+                    status: &status,
                 },
                 timeout,
                 &conn.metrics,
@@ -558,6 +560,12 @@ async fn forward(
             return (After::Close, true);
         }
         let body_complete = matches!(sent, Some(Ok(())));
+        match &relayed {
+            Ok(_) => cluster.record(host, Outcome::of_status(status.into_inner())),
+            // A pooled connection the server had closed says nothing of the host.
+            Err(e) if reused && e.error.kind() == ErrorKind::UpstreamClosed => {}
+            Err(e) => Outcome::of_error(&e.error).map_or((), |o| cluster.record(host, o)),
+        }
         match relayed {
             Ok(r) => {
                 if r.upgraded {
@@ -684,6 +692,8 @@ struct Client<'a> {
     tunnel_request: bool,
     /// Set once any response byte went to the client.
     answered: &'a std::sync::atomic::AtomicBool,
+    /// The final response's status, once its head came (outlier detection).
+    status: &'a std::sync::atomic::AtomicU16,
 }
 
 /// Read the response (interim ones too) and pass it to the client as it comes.
@@ -722,6 +732,9 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             match part {
                 Part::Head(h) if h.is_interim() => out.extend_from_slice(h.wire()),
                 Part::Head(h) => {
+                    client
+                        .status
+                        .store(h.status(), std::sync::atomic::Ordering::Relaxed);
                     let keep = h.keep_alive() && client.keep_alive;
                     out.extend_from_slice(&h.forwarded(match (keep, client.version) {
                         (false, _) => ClientConnection::Close,

@@ -47,7 +47,7 @@ use crate::error::{Error, ErrorKind};
 use crate::filters::chain::{Refusal, RefusalClass};
 use crate::net::stream::Stream;
 use crate::router::Action;
-use crate::upstream::{Cluster, H2Conn, HostOrder};
+use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome};
 
 /// Per-stream receive window offered to clients.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -537,6 +537,7 @@ async fn forward_h2(
         let req_body = if empty { None } else { body.take() };
         match relay_h2(
             &up,
+            host,
             req_body,
             up_send,
             resp,
@@ -636,6 +637,7 @@ fn h2_request(parts: &Parts) -> Request<()> {
 /// resets both ways.
 async fn relay_h2(
     up: &Upstream<'_>,
+    host: usize,
     mut req_body: Option<H2Body>,
     mut up_send: SendStream<Bytes>,
     mut resp: h2::client::ResponseFuture,
@@ -689,17 +691,24 @@ async fn relay_h2(
                 return Attempt::Done(true);
             }
             Step::Timeout => {
+                up.cluster.record(host, Outcome::GatewayError);
                 up_send.send_reset(Reason::CANCEL);
                 up.fail(respond, Failure::Timeout);
                 return Attempt::Done(true);
             }
-            Step::Head(Ok(r)) => break r,
+            Step::Head(Ok(r)) => {
+                let grpc_status = r.headers().get("grpc-status").map(|v| v.as_bytes());
+                let outcome = Outcome::of_head(r.status().as_u16(), grpc_status);
+                up.cluster.record(host, outcome);
+                break r;
+            }
             Step::Head(Err(e)) => {
                 let refused =
                     e.reason() == Some(Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
                 if refused && may_retry {
                     return Attempt::Retry;
                 }
+                up.cluster.record(host, Outcome::GatewayError);
                 tracing::debug!(cluster = %up.cluster.name, error = %e, "upstream stream failed before its response");
                 match e.reason() {
                     Some(reason) if e.is_reset() && e.is_remote() => respond.send_reset(reason),
@@ -826,10 +835,15 @@ async fn forward_h1(
             }
             Ok(Err(e)) => {
                 tracing::debug!(cluster = %cluster.name, error = %e, "upstream HTTP/1 request failed");
+                cluster.record(host, Outcome::GatewayError);
                 return up.fail(&mut respond, Failure::UpstreamError);
             }
-            Err(_) => return up.fail(&mut respond, Failure::Timeout),
+            Err(_) => {
+                cluster.record(host, Outcome::GatewayError);
+                return up.fail(&mut respond, Failure::Timeout);
+            }
         };
+        cluster.record(host, Outcome::of_status(resp.status().as_u16()));
         let keep_alive = resp.version() == Version::HTTP_11
             && !resp.headers().get_all(header::CONNECTION).iter().any(|v| {
                 v.as_bytes()

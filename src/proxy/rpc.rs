@@ -26,9 +26,9 @@ use crate::filters::chain::RefusalClass;
 use crate::net::stream::Stream;
 use crate::router::Action;
 use crate::stream::multiplex::{
-    HostHabits, MuxConn, MuxError, MuxKind, MuxProtocol, Outgoing, Reconnect,
+    Answered, HostHabits, MuxConn, MuxError, MuxKind, MuxProtocol, Observe, Outgoing, Reconnect,
 };
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, Outcome};
 
 /// A session's cache of shared connections: (cluster, host) → connections.
 type ConnCache<P> = Vec<(Arc<Cluster>, usize, Vec<MuxConn<P>>)>;
@@ -326,6 +326,27 @@ async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<TcpSt
     result.ok()
 }
 
+/// How a shared connection to `host` reports each request's end to the
+/// cluster's outlier detection (holding the cluster weakly).
+fn observe(cluster: &Arc<Cluster>, host: usize) -> Observe {
+    if cluster.health.outlier.is_none() {
+        return Arc::new(|_| {});
+    }
+    let cluster = Arc::downgrade(cluster);
+    Arc::new(move |answered| {
+        if let Some(c) = cluster.upgrade() {
+            c.record(
+                host,
+                match answered {
+                    Answered::Ok => Outcome::Success,
+                    Answered::ServerError => Outcome::ServerError,
+                    Answered::TimedOut => Outcome::GatewayError,
+                },
+            );
+        }
+    })
+}
+
 /// How a shared connection to `host` opens the fresh connection its
 /// never-written requests go on (holding the cluster weakly: the cluster
 /// holds the connection).
@@ -366,7 +387,14 @@ async fn shared<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Vec<MuxC
                 .map_or_else(String::new, |h| h.address.to_string())
         );
         let reconnect = reconnect::<P>(cluster, host);
-        conns.push(MuxConn::spawn(stream, name, reconnect, habits.clone()));
+        let observe = observe(cluster, host);
+        conns.push(MuxConn::spawn(
+            stream,
+            name,
+            reconnect,
+            habits.clone(),
+            observe,
+        ));
     }
     if conns.len() > opened {
         let keep = conns.clone();
@@ -471,6 +499,13 @@ impl MuxProtocol for Dubbo {
     fn payload_len(f: &dubbo::Frame) -> usize {
         f.body_len()
     }
+    fn server_error(f: &dubbo::Frame) -> bool {
+        use dubbo::status::{SERVER_ERROR, SERVER_THREADPOOL_EXHAUSTED_ERROR};
+        matches!(
+            f.status(),
+            Some(SERVER_ERROR | SERVER_THREADPOOL_EXHAUSTED_ERROR)
+        )
+    }
 }
 
 /// SOFA Bolt v1 and v2.
@@ -547,5 +582,9 @@ impl MuxProtocol for Bolt {
         f.timeout_ms()
             .and_then(|ms| u64::try_from(ms).ok())
             .map(Duration::from_millis)
+    }
+    fn server_error(f: &bolt::Frame) -> bool {
+        use bolt::status::{SERVER_EXCEPTION, SERVER_THREADPOOL_BUSY};
+        matches!(f.status(), Some(SERVER_EXCEPTION | SERVER_THREADPOOL_BUSY))
     }
 }

@@ -100,7 +100,25 @@ pub trait MuxProtocol: Send + Sync + 'static {
     /// The size of the request's payload (the body after the headers), for
     /// the `payload_limit` filter.
     fn payload_len(frame: &Self::Frame) -> usize;
+    /// The response's status says the server failed (not the call itself).
+    fn server_error(_frame: &Self::Frame) -> bool {
+        false
+    }
 }
+
+/// How a request a connection carried ended, for the host's outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// A response that is not a server error.
+    Ok,
+    /// A response with a server-error status ([`MuxProtocol::server_error`]).
+    ServerError,
+    /// No response within the request's timeout.
+    TimedOut,
+}
+
+/// Told how each request ends (called on the connection's task: keep it cheap).
+pub type Observe = Arc<dyn Fn(Answered) + Send + Sync>;
 
 /// Opens a fresh connection to the host a [`MuxConn`] talks to (`None`: it
 /// could not), for the requests a closed connection never wrote.
@@ -180,6 +198,7 @@ impl<P: MuxProtocol> MuxConn<P> {
         name: String,
         reconnect: Reconnect,
         habits: Arc<HostHabits>,
+        observe: Observe,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let alive = Arc::new(AtomicBool::new(true));
@@ -191,6 +210,7 @@ impl<P: MuxProtocol> MuxConn<P> {
             decoder: P::decoder(),
             habits,
             idle_since: None,
+            observe,
         };
         tokio::spawn(run::<P>(task, stream, alive.clone(), name, reconnect));
         Self { tx, alive }
@@ -218,6 +238,7 @@ struct Task<P: MuxProtocol> {
     habits: Arc<HostHabits>,
     /// When a response last left nothing in flight.
     idle_since: Option<Instant>,
+    observe: Observe,
 }
 
 /// How a connection's [`Task::serve`] ended.
@@ -330,6 +351,7 @@ impl<P: MuxProtocol> Task<P> {
                             MuxKind::Response => {
                                 if let Some(p) = self.inflight.remove(&P::request_id(&frame)) {
                                     if let Some(k) = p.deadline { self.deadlines.remove(&k); }
+                                    (self.observe)(if P::server_error(&frame) { Answered::ServerError } else { Answered::Ok });
                                     deliver(&p.reply, P::with_id(&frame, p.client_id));
                                     if self.inflight.is_empty() {
                                         self.idle_since = Some(Instant::now());
@@ -383,6 +405,7 @@ impl<P: MuxProtocol> Task<P> {
                 Some(expired) = std::future::poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
                     let id = expired.into_inner();
                     if let Some(p) = self.inflight.remove(&id) {
+                        (self.observe)(Answered::TimedOut);
                         deliver(&p.reply, P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout"));
                     }
                 }

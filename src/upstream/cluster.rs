@@ -21,6 +21,16 @@ pub struct Host {
     pub weight: u32,
     /// Last connect attempt failed; used to log only changes of reachability.
     down: AtomicBool,
+    /// Active check and outlier state.
+    pub health: super::health::HostHealth,
+}
+
+impl Host {
+    /// Whether requests may go to this host: its health checks pass and
+    /// outlier detection has not ejected it.
+    pub fn available(&self) -> bool {
+        self.health.available()
+    }
 }
 
 /// A cluster's Redis settings, compiled.
@@ -111,6 +121,8 @@ pub struct Cluster {
     breaker: Option<crate::filters::chain::Limit>,
     /// Requests refused by the breaker.
     overflows: Counter,
+    /// Health checks and outlier detection.
+    pub health: super::health::ClusterHealth,
     /// Most idle connections kept per host, and how long they may idle.
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
@@ -132,10 +144,12 @@ impl Cluster {
             .hosts
             .iter()
             .filter_map(|h| {
+                let address: SocketAddr = h.value.address().parse().ok()?;
                 Some(Host {
-                    address: h.value.address().parse().ok()?,
+                    address,
                     weight: h.value.weight(),
                     down: AtomicBool::new(false),
+                    health: super::health::HostHealth::new(&c.name.value, &address.to_string()),
                 })
             })
             .collect();
@@ -173,6 +187,7 @@ impl Cluster {
                 .as_ref()
                 .map(|b| crate::filters::chain::Limit::new(b.max_requests)),
             overflows: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => name.clone(), "breaker" => "max_requests"),
+            health: super::health::ClusterHealth::new(c),
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
             name,
@@ -204,12 +219,21 @@ impl Cluster {
         let n = self.hosts.len();
         let first = self.balancer.pick().unwrap_or(0);
         let take = if self.failover { n } else { n.min(1) };
-        HostOrder::Turns {
-            first,
-            n,
-            k: 0,
-            take,
+        HostOrder {
+            walk: Walk::Turns {
+                first,
+                n,
+                k: 0,
+                take,
+            },
+            skip_unavailable: self.skip_unavailable(),
         }
+    }
+
+    /// Picks skip unavailable hosts: `Some(self)` while some host is
+    /// marked and another is available (none available: use them all).
+    fn skip_unavailable(&self) -> Option<&Self> {
+        (self.health.any_marked() && self.any_available()).then_some(self)
     }
 
     /// The host order for `req`: by the ring when the cluster hashes and the
@@ -218,9 +242,12 @@ impl Cluster {
     pub fn hosts_for(&self, req: &dyn Metadata) -> HostOrder<'_> {
         match &self.ring {
             Some((ring, field)) => match req.get(field) {
-                Some(key) => HostOrder::Ring {
-                    walk: ring.lookup(key),
-                    left: if self.failover { usize::MAX } else { 1 },
+                Some(key) => HostOrder {
+                    walk: Walk::Ring {
+                        walk: ring.lookup(key),
+                        left: if self.failover { usize::MAX } else { 1 },
+                    },
+                    skip_unavailable: self.skip_unavailable(),
                 },
                 None => self.pick(),
             },
@@ -242,6 +269,7 @@ impl Cluster {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 self.connects.increment(1);
+                host.health.connected();
                 if host.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(cluster = %self.name, host = %host.address, "upstream host is reachable again");
                 }
@@ -261,6 +289,7 @@ impl Cluster {
             ),
         };
         self.connect_failures.increment(1);
+        self.record(i, super::Outcome::GatewayError);
         if !host.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(cluster = %self.name, host = %host.address, error = %err, "upstream host is not reachable");
         }
@@ -365,77 +394,6 @@ impl Cluster {
         self.redis.as_ref().and_then(|r| r.shards.as_ref())
     }
 
-    /// Start `PING`ing a sharded Redis cluster's hosts in the background (for
-    /// as long as this cluster is part of a running snapshot).
-    pub fn start_health_checks(self: &std::sync::Arc<Self>) {
-        let Some(shards) = self.shards() else { return };
-        let interval = shards.interval;
-        let weak = std::sync::Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(cluster) = weak.upgrade() else {
-                    return;
-                };
-                let n = cluster.hosts.len();
-                for host in 0..n {
-                    let healthy = cluster.ping(host).await;
-                    if let Some(s) = cluster.shards()
-                        && s.record(host, healthy)
-                    {
-                        let address = cluster.hosts.get(host).map(|h| h.address.to_string());
-                        metrics::gauge!(
-                            "switchyard_redis_shard_ejected",
-                            "cluster" => cluster.name.clone(),
-                            "host" => address.unwrap_or_default()
-                        )
-                        .set(if healthy { 0.0 } else { 1.0 });
-                    }
-                }
-            }
-        });
-    }
-
-    /// One Redis health check: connect, log in, `PING`; healthy when a
-    /// well-formed reply comes back within `connect_timeout`.
-    async fn ping(&self, host: usize) -> bool {
-        use switchyard_codecs::Decoder;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = self.connect(host).await else {
-            return false;
-        };
-        let mut out = bytes::BytesMut::new();
-        let login = self.redis.as_ref().map_or(&[][..], |r| &r.login[..]);
-        for cmd in login {
-            out.extend_from_slice(cmd);
-        }
-        out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-        let check = async {
-            stream.write_all(&out).await.ok()?;
-            let mut decoder = switchyard_codecs::redis::ReplyDecoder::new(Default::default());
-            let mut buf = bytes::BytesMut::with_capacity(256);
-            let mut left = login.len() + 1;
-            while left > 0 {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(_)) => left -= 1,
-                    Ok(None) => {
-                        if stream.read_buf(&mut buf).await.ok()? == 0 {
-                            return None;
-                        }
-                    }
-                    Err(_) => return None,
-                }
-            }
-            Some(())
-        };
-        matches!(
-            tokio::time::timeout(self.connect_timeout, check).await,
-            Ok(Some(()))
-        )
-    }
-
     /// Probe every host once and log the unreachable ones (at startup, so a
     /// newcomer sees at once which upstream is missing).
     pub async fn probe(&self) {
@@ -445,9 +403,16 @@ impl Cluster {
     }
 }
 
-/// The hosts to try for one request, best first.
-pub enum HostOrder<'a> {
-    /// The balancer's pick, then the others in turn.
+/// The hosts to try for one request, best first (unavailable hosts left
+/// out, unless no host is available).
+pub struct HostOrder<'a> {
+    walk: Walk<'a>,
+    /// The cluster whose unavailable hosts are skipped (`None`: skip none).
+    skip_unavailable: Option<&'a Cluster>,
+}
+
+enum Walk<'a> {
+    /// The balancer's pick, then the others in turn; `take` hosts at most.
     Turns {
         first: usize,
         n: usize,
@@ -461,21 +426,29 @@ pub enum HostOrder<'a> {
 impl Iterator for HostOrder<'_> {
     type Item = usize;
     fn next(&mut self) -> Option<usize> {
-        match self {
-            HostOrder::Turns { first, n, k, take } => {
-                if *k >= *take {
-                    return None;
+        let usable = |i: usize| self.skip_unavailable.is_none_or(|c| c.host_available(i));
+        match &mut self.walk {
+            Walk::Turns { first, n, k, take } => {
+                // `k` counts positions visited; `take` counts hosts yielded.
+                while *take > 0 && *k < *n {
+                    let i = (*first + *k) % *n;
+                    *k += 1;
+                    if usable(i) {
+                        *take -= 1;
+                        return Some(i);
+                    }
                 }
-                let i = (*first + *k) % *n;
-                *k += 1;
-                Some(i)
+                None
             }
-            HostOrder::Ring { walk, left } => {
-                if *left == 0 {
-                    return None;
+            Walk::Ring { walk, left } => {
+                while *left > 0 {
+                    let i = walk.next()?;
+                    if usable(i) {
+                        *left -= 1;
+                        return Some(i);
+                    }
                 }
-                *left -= 1;
-                walk.next()
+                None
             }
         }
     }

@@ -2,6 +2,7 @@
 //! Knows nothing of downstream connections.
 
 mod cluster;
+pub mod health;
 mod lb;
 mod mux;
 mod pool;
@@ -9,6 +10,7 @@ mod ring;
 mod shard;
 
 pub use cluster::{Cluster, Host, HostOrder};
+pub use health::Outcome;
 pub use lb::Balancer;
 pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;

@@ -265,6 +265,11 @@ impl HttpUpstream {
         self.child = Self::spawn(self.port, self.dir.path());
     }
 
+    /// Kill the server (`restart` brings it back on the same port).
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+
     fn spawn(port: u16, dir: &Path) -> Child {
         let python = require("python3");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/http_upstream.py");
@@ -310,7 +315,18 @@ pub struct Nginx {
 impl Nginx {
     /// Serve `files` (relative path, content) from a fresh document root.
     pub fn start(files: &[(&str, &[u8])]) -> Self {
-        Self::start_with(files, "", "keepalive_requests 10000;")
+        Self::start_with(files, "", "keepalive_requests 10000;", "")
+    }
+
+    /// Answer every request with `status` (nginx's `return`), e.g. a host
+    /// that fails everything with 503.
+    pub fn start_answering(status: u16) -> Self {
+        Self::start_with(
+            &[],
+            "",
+            "keepalive_requests 10000;",
+            &format!("return {status};"),
+        )
     }
 
     /// Serve `files` over HTTP/2 with prior knowledge (h2c, `listen ... http2`).
@@ -320,11 +336,13 @@ impl Nginx {
             files,
             " http2",
             &format!("keepalive_requests {keepalive_requests};"),
+            "",
         )
     }
 
-    /// `listen` gets `listen_opts` after the address; `extra` goes into `http {}`.
-    fn start_with(files: &[(&str, &[u8])], listen_opts: &str, extra: &str) -> Self {
+    /// `listen` gets `listen_opts` after the address; `extra` goes into
+    /// `http {}`, `location` into `location / {}`.
+    fn start_with(files: &[(&str, &[u8])], listen_opts: &str, extra: &str, location: &str) -> Self {
         let bin = require("nginx");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -355,7 +373,7 @@ http {{
     server {{
         listen 127.0.0.1:{port}{listen_opts};
         root {root};
-        location / {{ }}
+        location / {{ {location} }}
     }}
 }}
 "#,
@@ -386,6 +404,11 @@ http {{
 
     pub fn addr(&self) -> SocketAddr {
         local(self.port)
+    }
+
+    /// The document root (files may be added or removed while it runs).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
     }
 }
 
@@ -1261,6 +1284,12 @@ impl RpcServer {
     /// request it read on it (`peer.js server PORT KIND close-after-response`).
     pub fn start_closing_after_response(kind: RpcKind) -> Self {
         Self::start_mode(kind, Some("close-after-response"))
+    }
+
+    /// A server whose `whoami()` throws (`peer.js server PORT KIND failing`):
+    /// Bolt answers it with SERVER_EXCEPTION.
+    pub fn start_failing(kind: RpcKind) -> Self {
+        Self::start_mode(kind, Some("failing"))
     }
 
     fn start_mode(kind: RpcKind, mode: Option<&'static str>) -> Self {

@@ -9,6 +9,10 @@ without generated code: methods take and return raw bytes.
           Collect(stream) -> one response: the requests joined with b","
           Chat(stream)    -> one response per request, b"re:" + request,
                              each sent as soon as its request arrives
+          Whoami(_)       -> the server's port
+          SetServing(b"0" or b"1") -> what grpc.health.v1.Health/Check
+                             answers from now on: NOT_SERVING or SERVING
+        and grpc.health.v1.Health/Check (SERVING until SetServing says not)
     grpc_peer.py call TARGET METHOD ARG [TIMEOUT_SECONDS]
         calls /test.Echo/METHOD (or METHOD, when it is a /path) on TARGET
         (h2c) and prints one JSON line:
@@ -46,17 +50,36 @@ def chat(requests, context):
         yield b"re:" + r
 
 
+SERVING = [True]
+
+
+def set_serving(request, context):
+    SERVING[0] = request == b"1"
+    return b"serving" if SERVING[0] else b"not serving"
+
+
+def health_check(request, context):
+    # HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }
+    return b"\x08\x01" if SERVING[0] else b"\x08\x02"
+
+
 def serve(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handlers = {
+        "Whoami": grpc.unary_unary_rpc_method_handler(lambda r, c: str(port).encode()),
+        "SetServing": grpc.unary_unary_rpc_method_handler(set_serving),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Collect": grpc.stream_unary_rpc_method_handler(collect),
         "Chat": grpc.stream_stream_rpc_method_handler(chat),
     }
+    health = {"Check": grpc.unary_unary_rpc_method_handler(health_check)}
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", handlers),)
+        (
+            grpc.method_handlers_generic_handler("test.Echo", handlers),
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", health),
+        )
     )
     server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()

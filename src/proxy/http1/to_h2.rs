@@ -152,6 +152,9 @@ pub(super) async fn forward(
             // The response ended (or failed) before the request body did.
             up_send.send_reset(Reason::CANCEL);
         }
+        if matches!(relayed, Err(RelayError::Upstream | RelayError::Timeout)) {
+            cluster.record(host, crate::upstream::Outcome::GatewayError);
+        }
         return match relayed {
             Ok(keep_alive) => {
                 let keep = keep_alive && head.keep_alive() && body_complete;

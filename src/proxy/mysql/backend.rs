@@ -504,6 +504,33 @@ pub async fn checkout(
     })))
 }
 
+/// The active health check of a MySQL host (`health_check.kind: mysql`): a
+/// new connection logged in with the cluster's credentials, then `COM_PING`
+/// and `COM_QUIT`. Registered with the upstream layer by the gateway.
+pub fn health_check(
+    cluster: Arc<Cluster>,
+    host: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+    Box::pin(async move {
+        let Some(pool) = host_pool(&cluster, host) else {
+            return false;
+        };
+        // utf8mb4_general_ci, no format capabilities: only an OK comes back.
+        let key = Key {
+            collation: 45,
+            caps: 0,
+            ext: 0,
+            vars: 0,
+        };
+        let Ok(mut b) = open(&cluster, host, pool, key).await else {
+            return false;
+        };
+        let pinged = matches!(b.simple(&[command::PING]).await, Ok(Ok(_)));
+        let _ = b.send(&packet(0, &[command::QUIT])).await;
+        pinged
+    })
+}
+
 /// Open and log in a new connection to host `host`.
 async fn open(
     cluster: &Arc<Cluster>,

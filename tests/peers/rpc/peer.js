@@ -3,7 +3,7 @@
 // built on Node's sofa-rpc-node (Bolt) and dubbo-remoting (Dubbo).
 // Install the pinned packages with `npm ci --prefix tests/peers/rpc`.
 //
-//   node peer.js server PORT [bolt|dubbo] [close-after-response]
+//   node peer.js server PORT [bolt|dubbo] [close-after-response|failing]
 //       Serve com.example.Calc { plus(a, b), echo(s), slow(ms) } and
 //       com.example.Other { whoami() -> PORT } until killed. Prints "ready"
 //       once listening, and "slow MS" when a slow() call starts. With
@@ -12,6 +12,7 @@
 //       after every response); it prints "closed N" with the number of
 //       connections it closed so far, and "late request" for each request it
 //       read on a connection it had closed (one it can no longer answer).
+//       With failing, whoami() throws: Bolt answers SERVER_EXCEPTION.
 //
 //   node peer.js client HOST:PORT bolt|dubbo [--timeout MS] STEP [--then STEP]...
 //       STEP is `CALLS METHOD ARGS...`: CALLS concurrent calls of METHOD
@@ -54,7 +55,7 @@ function protocolOf(kind) {
 }
 
 function usage() {
-  console.error('usage: peer.js server PORT [bolt|dubbo] [close-after-response]\n' +
+  console.error('usage: peer.js server PORT [bolt|dubbo] [close-after-response|failing]\n' +
     '       peer.js client HOST:PORT bolt|dubbo [--timeout MS] CALLS METHOD ARGS... [--then CALLS METHOD ARGS...]\n' +
     '       peer.js heartbeat HOST:PORT bolt|dubbo [ID]');
   process.exit(2);
@@ -91,12 +92,13 @@ function closingConnectionClass() {
 
 async function server(port, kind, mode) {
   if (!Number(port)) usage();
-  if (mode !== undefined && mode !== 'close-after-response') usage();
+  if (mode !== undefined && mode !== 'close-after-response' && mode !== 'failing') usage();
+  const failing = mode === 'failing';
   const server = new RpcServer({
     logger,
     port: Number(port),
     protocol: protocolOf(kind),
-    ...(mode ? { connectionClass: closingConnectionClass() } : {}),
+    ...(mode === 'close-after-response' ? { connectionClass: closingConnectionClass() } : {}),
   });
   server.addService({ interfaceName: CALC }, {
     async plus(a, b) { return a + b; },
@@ -108,7 +110,10 @@ async function server(port, kind, mode) {
     },
   });
   server.addService({ interfaceName: OTHER }, {
-    async whoami() { return Number(port); },
+    async whoami() {
+      if (failing) throw new Error(`failing on purpose (${port})`);
+      return Number(port);
+    },
   });
   await server.start();
   await server.publish();
