@@ -197,7 +197,7 @@ fn a_concurrency_limit_refuses_past_its_requests_in_flight() {
     // HTTP: two slow requests hold both places (seen at the upstream) ...
     let slow: Vec<_> = (0..2)
         .map(|_| {
-            let url = gw.url("/slow/3000");
+            let url = gw.url("/slow/6000");
             std::thread::spawn(move || statuses(&[], &[url]))
         })
         .collect();
@@ -262,7 +262,11 @@ fn a_fault_aborts_and_delays_about_its_share_and_only_where_it_matches() {
     let delayed = gw.metric(
         "switchyard_filter_verdicts_total",
         // The HTTP route's fault (the Redis route has one too, which never delays).
-        &[("filter", "fault"), ("scope", "route:route2"), ("verdict", "delay")],
+        &[
+            ("filter", "fault"),
+            ("scope", "route:route2"),
+            ("verdict", "delay"),
+        ],
     );
     let mean = 0.4 * (400 - aborted) as f64;
     assert!(
@@ -390,7 +394,7 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
     // Two slow requests on one route fill the cluster ...
     let slow: Vec<_> = (0..2)
         .map(|_| {
-            let url = gw.url("/slow/3000");
+            let url = gw.url("/slow/6000");
             std::thread::spawn(move || statuses(&[], &[url]))
         })
         .collect();
@@ -402,7 +406,10 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
     let out = run_ok(curl().args(["-s", "-i"]).arg(gw.url("/hello")));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.ends_with("cluster web is at its max_requests circuit breaker\n"), "{text}");
+    assert!(
+        text.ends_with("cluster web is at its max_requests circuit breaker\n"),
+        "{text}"
+    );
     for t in slow {
         assert_eq!(t.join().unwrap(), [200]);
     }
@@ -431,6 +438,9 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
         b"-ERR cluster redis is at its max_requests circuit breaker\r\n"
     );
     assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
-    assert_eq!(blocked.reply().unwrap(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+    assert_eq!(
+        blocked.reply().unwrap(),
+        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+    );
     assert_eq!(other.command(&["GET", "x"]), b"$-1\r\n");
 }

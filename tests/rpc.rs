@@ -502,8 +502,9 @@ fn a_rate_limit_passes_its_burst_and_refuses_the_rest_busy(kind: RpcKind) {
 fn a_concurrency_limit_refuses_calls_past_the_ones_in_flight(kind: RpcKind) {
     let server = RpcServer::start(kind);
     let gw = filtered_gateway(&server, "[{concurrency_limit: {max: 1}}]");
-    // One slow call holds the only place...
-    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
+    // One slow call holds the only place (8 s: starting the next client
+    // process on a loaded machine takes seconds) ...
+    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "8000"]);
     wait_for("the slow call to pass the limit", WAIT, || {
         let passed = gw.metric(
             "switchyard_filter_verdicts_total",
@@ -534,11 +535,15 @@ fn a_cluster_circuit_breaker_answers_overflow_busy(kind: RpcKind) {
     let gw = Gateway::start(&config(
         "dubbo, bolt",
         &[format!("{{match: {{protocol: {name}}}, cluster: servers}}")],
-        &[cluster("servers", &[server.addr()], "circuit_breakers: {max_requests: 1}")],
+        &[cluster(
+            "servers",
+            &[server.addr()],
+            "circuit_breakers: {max_requests: 1}",
+        )],
     ));
-    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
+    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "8000"]);
     wait_for("the slow call at the server", WAIT, || {
-        server.log().contains("slow 3000").then_some(())
+        server.log().contains("slow 8000").then_some(())
     });
     let refused = calls(gw.addr(), kind, &["4", "plus", "$i", "1"]);
     assert_eq!(refused.steps[0].errors, 4);
