@@ -125,23 +125,33 @@ pub fn http_reason(status: u16) -> &'static str {
 }
 
 /// Held while a request is in flight (until its answer is back, or it is
-/// dropped): releases its place under every concurrency limit it passed.
+/// dropped): releases its place under every limit it entered (concurrency
+/// filters, a cluster's circuit breaker). The first two places are kept
+/// inline, so the common case allocates nothing.
 #[derive(Default)]
 #[must_use = "the request counts as in flight only while its permit is held"]
 pub struct Permit {
-    held: Vec<Arc<InFlight>>,
+    inline: [Option<Arc<InFlight>>; 2],
+    more: Vec<Arc<InFlight>>,
 }
 
 impl Permit {
-    /// Whether it holds no place (no concurrency limit on the way).
+    /// Whether it holds no place (no limit on the way).
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.inline[0].is_none()
+    }
+
+    fn hold(&mut self, place: Arc<InFlight>) {
+        match self.inline.iter_mut().find(|p| p.is_none()) {
+            Some(slot) => *slot = Some(place),
+            None => self.more.push(place),
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        for f in &self.held {
+        for f in self.inline.iter().flatten().chain(&self.more) {
             f.count.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -176,7 +186,7 @@ impl Limit {
             self.now.count.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        permit.held.push(self.now.clone());
+        permit.hold(self.now.clone());
         true
     }
 
