@@ -270,7 +270,7 @@ async fn exchange(
             );
             return (local(head, down, &resp, &conn.metrics).await, false);
         }
-        Some(action) => match action.cluster() {
+        Some(action) => match action.cluster_for(head) {
             Some(c) => c.clone(),
             None => {
                 return (
@@ -459,6 +459,7 @@ async fn forward(
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
+        let _in_flight = cluster.begin(host);
         let mut up_buf = BytesMut::with_capacity(4096);
         let mut up_dec = ResponseDecoder::new(limits);
         up_dec.expect_response_to(head.method());

@@ -119,6 +119,8 @@ pub struct Outgoing<F> {
     /// Where the response (with the client's id restored) goes.
     pub reply: mpsc::Sender<Bytes>,
     pub timeout: Duration,
+    /// Counts the request in flight to its host until it is answered or fails.
+    pub in_flight: Option<crate::upstream::InFlight>,
 }
 
 struct Pending {
@@ -126,6 +128,7 @@ struct Pending {
     context: u32,
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
+    _in_flight: Option<crate::upstream::InFlight>,
 }
 
 /// A request whose bytes are in the write buffer but not all on the socket
@@ -247,6 +250,7 @@ impl<P: MuxProtocol> Task<P> {
                 context: P::reply_context(&msg.frame),
                 reply: msg.reply,
                 deadline: Some(key),
+                _in_flight: msg.in_flight,
             };
             if let Some(old) = self.inflight.insert(id, pending) {
                 // The id space wrapped onto a request still waiting: fail that one.

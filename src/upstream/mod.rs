@@ -3,13 +3,15 @@
 
 mod cluster;
 mod lb;
+mod maglev;
 mod mux;
 mod pool;
 mod ring;
 mod shard;
 
-pub use cluster::{Cluster, Host, HostOrder};
+pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
 pub use lb::Balancer;
+pub use maglev::Maglev;
 pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;
 pub use ring::Ring;
