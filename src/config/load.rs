@@ -513,7 +513,11 @@ fn validate_subset(
         return;
     };
     // An unknown cluster is reported with the route's other references.
-    let Some(cluster) = config.clusters.iter().find(|cl| cl.name.value == name.value) else {
+    let Some(cluster) = config
+        .clusters
+        .iter()
+        .find(|cl| cl.name.value == name.value)
+    else {
         return;
     };
     let labels = || {
@@ -526,7 +530,10 @@ fn validate_subset(
         all.sort_unstable();
         all.dedup();
         if all.is_empty() {
-            format!("no host of cluster `{}` has labels: write hosts as `{{address: \"127.0.0.1:8080\", labels: {{version: v2}}}}`", name.value)
+            format!(
+                "no host of cluster `{}` has labels: write hosts as `{{address: \"127.0.0.1:8080\", labels: {{version: v2}}}}`",
+                name.value
+            )
         } else {
             format!("labels of cluster `{}`: {}", name.value, all.join(", "))
         }
@@ -562,10 +569,11 @@ fn validate_subset(
                 Some("write e.g. `subset_from_header: {header: x-version, label: version}`"),
             );
         }
-        let labelled = cluster
-            .hosts
-            .iter()
-            .any(|h| h.value.labels().is_some_and(|l| l.contains_key(&f.value.label)));
+        let labelled = cluster.hosts.iter().any(|h| {
+            h.value
+                .labels()
+                .is_some_and(|l| l.contains_key(&f.value.label))
+        });
         if !labelled {
             c.at(
                 f.referenced,
@@ -758,7 +766,11 @@ clusters:
             )
             .replace("    hosts: [", "    lb: least_request\n    slow_start: {window: 30s}\n    hosts: [");
         let c = load_str(&good, "good.yaml").unwrap();
-        assert!(c.route_tables[0].virtual_hosts[0].routes[0].subset.is_some());
+        assert!(
+            c.route_tables[0].virtual_hosts[0].routes[0]
+                .subset
+                .is_some()
+        );
         let bad = good
             .replace("subset: {version: v2}", "subset: {version: v3}")
             .replace("label: version}", "label: zone}")

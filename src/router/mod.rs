@@ -401,7 +401,11 @@ fn subset_action(r: &config::Route, c: Arc<Cluster>) -> Action {
     let Some(from) = &r.subset_from_header else {
         return Action::Cluster(base);
     };
-    let fixed = r.subset.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+    let fixed = r
+        .subset
+        .as_ref()
+        .map(|s| s.value.clone())
+        .unwrap_or_default();
     let choices = c
         .label_values(&from.value.label)
         .into_iter()
@@ -589,7 +593,11 @@ route_tables:
             p
         };
         assert_eq!(ports("/b", None), [4]);
-        assert_eq!(ports("/b", Some("v1")), [4], "a static subset ignores headers");
+        assert_eq!(
+            ports("/b", Some("v1")),
+            [4],
+            "a static subset ignores headers"
+        );
         assert_eq!(ports("/strict", Some("v2")), [3, 4]);
         assert_eq!(ports("/strict", Some("v1")), [2]);
         assert_eq!(ports("/strict", Some("v9")), [0u16; 0], "none: no host");

@@ -253,7 +253,10 @@ impl Cluster {
     }
 
     /// Indices of the hosts whose config carries every label of `selector`.
-    pub fn hosts_labelled(&self, selector: &std::collections::BTreeMap<String, String>) -> Vec<usize> {
+    pub fn hosts_labelled(
+        &self,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<usize> {
         (0..self.hosts.len())
             .filter(|i| {
                 self.source
@@ -392,7 +395,8 @@ impl Cluster {
                 Some(p) => {
                     let at = p.recovered_at.load(Ordering::Relaxed);
                     h.recovered_at.store(at, Ordering::Relaxed);
-                    h.down.store(p.down.load(Ordering::Relaxed), Ordering::Relaxed);
+                    h.down
+                        .store(p.down.load(Ordering::Relaxed), Ordering::Relaxed);
                 }
                 None if self.slow_start.is_some() => h.mark_recovered(),
                 None => {}
@@ -712,7 +716,8 @@ mod tests {
                 let mut order: Vec<usize> = if k % 2 == 0 {
                     c.pick().collect()
                 } else {
-                    c.hosts_for(&Key(["a", "b", "c", "d", "e"][k % 5])).collect()
+                    c.hosts_for(&Key(["a", "b", "c", "d", "e"][k % 5]))
+                        .collect()
                 };
                 order.sort_unstable();
                 assert_eq!(order, [0, 1, 2, 3, 4], "{lb}");
@@ -779,7 +784,9 @@ mod tests {
     fn subsets_select_hosts_by_label() {
         let c = cluster("", 4);
         let want: std::collections::BTreeMap<String, String> =
-            HashMap::from([("version".to_owned(), "v1".to_owned())]).into_iter().collect();
+            HashMap::from([("version".to_owned(), "v1".to_owned())])
+                .into_iter()
+                .collect();
         assert_eq!(c.hosts_labelled(&want), [1, 3]);
         assert_eq!(c.label_values("version"), ["v0", "v1"]);
         let v1 = c.subset(&[1, 3]);

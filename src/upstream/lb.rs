@@ -232,7 +232,11 @@ mod tests {
                 );
             }
         }
-        let c = counts(&Balancer::new(LbPolicy::RoundRobin, &[1, 1, 1, 1]), 10_000, 4);
+        let c = counts(
+            &Balancer::new(LbPolicy::RoundRobin, &[1, 1, 1, 1]),
+            10_000,
+            4,
+        );
         assert_eq!(c, [2500; 4]);
     }
 

@@ -43,7 +43,11 @@ impl Maglev {
                 (word(0) % m, word(8) % (m - 1).max(1) + 1)
             })
             .collect();
-        let weights: Vec<u64> = weights.iter().take(n).map(|w| u64::from((*w).max(1))).collect();
+        let weights: Vec<u64> = weights
+            .iter()
+            .take(n)
+            .map(|w| u64::from((*w).max(1)))
+            .collect();
         let max_weight = weights.iter().copied().max().unwrap_or(1);
         let mut next = vec![0u64; n];
         let mut count = vec![0u64; n];
