@@ -161,9 +161,15 @@ mod tests {
         for n in [3, 10, 50] {
             let m = Maglev::new(&names(n), &vec![1; n]);
             let ideal = DEFAULT_TABLE_SIZE as f64 / n as f64;
-            for (i, c) in m.slots(n).into_iter().enumerate() {
+            let slots = m.slots(n);
+            let worst = slots
+                .iter()
+                .map(|c| (*c as f64 - ideal).abs() / ideal)
+                .fold(0.0, f64::max);
+            eprintln!("maglev {n} hosts: worst slot share off by {:.2} %", worst * 100.0);
+            for (i, c) in slots.into_iter().enumerate() {
                 let off = (c as f64 - ideal).abs() / ideal;
-                assert!(off < 0.03, "n={n} host {i}: {c} slots, ideal {ideal:.0}");
+                assert!(off < 0.01, "n={n} host {i}: {c} slots, ideal {ideal:.0}");
             }
         }
     }
@@ -200,11 +206,15 @@ mod tests {
             }
         }
         let share = moved as f64 / keys as f64;
+        eprintln!(
+            "maglev 10 -> 9 hosts: {share:.4} of keys moved, {:.4} from surviving hosts",
+            moved_from_survivors as f64 / keys as f64
+        );
         // The removed host's 1/10 must move; Maglev moves a little more
         // (the paper reports a few percent of extra churn).
-        assert!((0.09..0.16).contains(&share), "moved {share}");
+        assert!((0.09..0.13).contains(&share), "moved {share}");
         assert!(
-            (moved_from_survivors as f64) / (keys as f64) < 0.06,
+            (moved_from_survivors as f64) / (keys as f64) < 0.02,
             "{moved_from_survivors} keys of surviving hosts moved"
         );
     }
