@@ -331,3 +331,33 @@ async fn least_request_avoids_the_host_holding_requests() {
         h.abort();
     }
 }
+
+/// `maglev` on the path over HTTP/1.1: each path always reaches the same
+/// upstream, and the paths spread over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maglev_keeps_each_path_on_one_upstream() {
+    let (a, b) = (HttpUpstream::start(), HttpUpstream::start());
+    let gw = Template {
+        routes: vec!["{cluster: hashed}".into()],
+        clusters: vec![format!(
+            "{{name: hashed, lb: maglev, hash_on: path, hosts: [\"{}\", \"{}\"]}}",
+            a.addr(),
+            b.addr()
+        )],
+        ..Default::default()
+    }
+    .start();
+    let client = reqwest::Client::new();
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    for k in 0..20 {
+        let path = format!("/hello/{k}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let r = client.get(gw.url(&path)).send().await.expect("GET");
+            seen.insert(r.headers()["x-upstream-port"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{path} reached {seen:?}");
+        *owners.entry(seen.into_iter().next().unwrap()).or_default() += 1;
+    }
+    assert_eq!(owners.len(), 2, "20 paths all on one host: {owners:?}");
+}

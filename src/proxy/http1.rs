@@ -447,7 +447,7 @@ async fn forward(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (host, mut up, reused) = match cluster.checkout(cluster.pick()).await {
+        let (host, mut up, reused) = match cluster.checkout(cluster.hosts_for(head)).await {
             Ok(x) => x,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::ConnectTimeout {

@@ -166,7 +166,10 @@ mod tests {
                 .iter()
                 .map(|c| (*c as f64 - ideal).abs() / ideal)
                 .fold(0.0, f64::max);
-            eprintln!("maglev {n} hosts: worst slot share off by {:.2} %", worst * 100.0);
+            eprintln!(
+                "maglev {n} hosts: worst slot share off by {:.2} %",
+                worst * 100.0
+            );
             for (i, c) in slots.into_iter().enumerate() {
                 let off = (c as f64 - ideal).abs() / ideal;
                 assert!(off < 0.01, "n={n} host {i}: {c} slots, ideal {ideal:.0}");
