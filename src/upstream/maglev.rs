@@ -103,6 +103,7 @@ impl Maglev {
             table: &self.table,
             start: self.slot(key),
             step: 0,
+            first: None,
             seen: Vec::new(),
         }
     }
@@ -129,6 +130,8 @@ pub struct MaglevWalk<'a> {
     table: &'a [u32],
     start: usize,
     step: usize,
+    /// The owner, kept apart so the common case (no failover) allocates nothing.
+    first: Option<u32>,
     seen: Vec<u32>,
 }
 
@@ -139,9 +142,16 @@ impl Iterator for MaglevWalk<'_> {
         while self.step < n {
             let host = *self.table.get((self.start + self.step) % n)?;
             self.step += 1;
-            if !self.seen.contains(&host) {
-                self.seen.push(host);
-                return Some(host as usize);
+            match self.first {
+                None => {
+                    self.first = Some(host);
+                    return Some(host as usize);
+                }
+                Some(f) if f != host && !self.seen.contains(&host) => {
+                    self.seen.push(host);
+                    return Some(host as usize);
+                }
+                Some(_) => {}
             }
         }
         None
