@@ -59,6 +59,8 @@ pub struct ListenerRuntime {
     pub mysql: Option<Arc<crate::proxy::mysql::policy::Front>>,
     /// Metric handles per protocol (and `None` for passthrough), resolved once.
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
+    /// Stream filters every request on this listener goes through first.
+    pub filters: crate::filters::chain::FilterChain,
 }
 
 impl ListenerRuntime {
@@ -169,6 +171,10 @@ impl Snapshot {
                     .map(Arc::new),
                 mqtt,
                 rtsp: l.rtsp.clone(),
+                filters: crate::filters::chain::FilterChain::new(
+                    &l.filters,
+                    &format!("listener:{}", l.name.value),
+                ),
                 metrics: protocols
                     .iter()
                     .copied()

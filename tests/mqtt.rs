@@ -1447,6 +1447,88 @@ async fn received_before_marker(watcher: &mut Mq, broker: &Mosquitto, topic: &st
     }
 }
 
+/// A gateway whose MQTT route carries `filters` (a YAML flow sequence).
+fn filtered(broker: &Mosquitto, filters: &str) -> Gateway {
+    let yaml = Config::new(&[broker]).render(&Ports::new()).replace(
+        "{match: {protocol: mqtt}, cluster: brokers}",
+        &format!("{{match: {{protocol: mqtt}}, cluster: brokers, filters: {filters}}}"),
+    );
+    assert!(yaml.contains("filters:"), "the route line changed: {yaml}");
+    Gateway::start(&yaml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shared_rate_limit_by_client_id_gives_each_client_its_burst() {
+    let broker = Mosquitto::start();
+    // One token per 1000 s: each client id gets exactly its burst of 4.
+    let gw = filtered(
+        &broker,
+        "[{rate_limit: {rate: 0.001, burst: 4, key: client_id}}]",
+    );
+    let mut watcher = Mq::connect(V::V3, broker.addr(), "watcher", Opts::default()).await;
+    assert_eq!(watcher.subscribe(&[("shared/#", 1)]).await, vec![1]);
+    for id in ["dev-a", "dev-b"] {
+        let mut c = Mq::connect(V::V5, gw.addr(), id, Opts::default()).await;
+        let mut reasons = Vec::new();
+        for i in 0..10 {
+            reasons.push(
+                c.publish_acked(&format!("shared/{id}"), format!("{id}-{i}"), 1)
+                    .await,
+            );
+        }
+        // The CONNECT took a token too (it is a request to the filters).
+        assert_eq!(reasons[..3], [0, 0, 0], "{id}: {reasons:?}");
+        assert!(
+            reasons[3..].iter().all(|r| *r == 0x97),
+            "{id}: quota exceeded: {reasons:?}"
+        );
+    }
+    let got = received_before_marker(&mut watcher, &broker, "shared/marker").await;
+    let texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+    assert_eq!(
+        texts,
+        [
+            "dev-a-0", "dev-a-1", "dev-a-2", "dev-b-0", "dev-b-1", "dev-b-2"
+        ]
+    );
+}
+
+async fn ip_access_refuses_the_connect(v: V) {
+    let broker = Mosquitto::start();
+    let gw = filtered(&broker, "[{ip_access: {deny: [127.0.0.0/8]}}]");
+    let (_, code) = Mq::try_connect(v, gw.addr(), "denied", Opts::default()).await;
+    let want = if v == V::V5 { 0x87 } else { 5 };
+    assert_eq!(code, want, "not authorized");
+    assert!(
+        !broker_saw(&broker, "denied"),
+        "the broker never heard of it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v311_ip_access_refuses_the_connect() {
+    ip_access_refuses_the_connect(V::V3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v5_ip_access_refuses_the_connect() {
+    ip_access_refuses_the_connect(V::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payload_limit_refuses_big_publishes_only() {
+    let broker = Mosquitto::start();
+    let gw = filtered(&broker, "[{payload_limit: {max_bytes: 1000}}]");
+    let mut watcher = Mq::connect(V::V3, broker.addr(), "watcher", Opts::default()).await;
+    assert_eq!(watcher.subscribe(&[("size/#", 1)]).await, vec![1]);
+    let mut c = Mq::connect(V::V5, gw.addr(), "sizer", Opts::default()).await;
+    assert_eq!(c.publish_acked("size/small", vec![b's'; 1000], 1).await, 0);
+    assert_eq!(c.publish_acked("size/big", vec![b'b'; 1001], 1).await, 0x80);
+    let got = received_before_marker(&mut watcher, &broker, "size/marker").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic, "size/small");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_the_rate_limit_publishes_are_dropped() {
     let broker = Mosquitto::start();

@@ -1223,3 +1223,43 @@ except pymysql.err.MySQLError as e:
         stderr(&out)
     );
 }
+
+/// The shared filters speak MariaDB's errors: a refused client cannot log
+/// in (1130), a user over its rate gets 1226 for the statement that went
+/// over, with the statements before it served.
+#[test]
+fn filters_refuse_logins_and_statements_with_mariadb_errors() {
+    let db = MariaDb::start();
+    let denied = config(
+        db.addr(),
+        None,
+        "    filters: [{ip_access: {deny: [127.0.0.0/8]}}]\n",
+        "",
+    );
+    let gw = Gateway::start(&denied);
+    let out = mariadb_cli(gw.addr(), "app", "app-pw", None, "SELECT 1");
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("ERROR 1130 (HY000)"), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    drop(gw);
+
+    // One token per 1000 s per user: the login and three statements.
+    let limited = config(db.addr(), None, "", "").replace(
+        "          - cluster: primary\n",
+        "          - cluster: primary\n            filters: [{rate_limit: {rate: 0.001, burst: 4, key: user}}]\n",
+    );
+    assert!(limited.contains("rate_limit"));
+    let gw = Gateway::start(&limited);
+    let out = mariadb_cli(
+        gw.addr(),
+        "app",
+        "app-pw",
+        None,
+        "SELECT 1; SELECT 2; SELECT 3; SELECT 4; SELECT 5",
+    );
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    let err = stderr(&out);
+    assert!(err.contains("ERROR 1226 (42000)"), "{err}");
+    assert!(err.contains("rate limited"), "{err}");
+}

@@ -644,3 +644,70 @@ fn mysql_trickled_command_is_cut_and_overload_answers_err_1040() {
         "{err}"
     );
 }
+
+/// The second stage: past `shed_requests_rss_bytes`, requests on connections
+/// already open get their protocol's busy answer (the connections stay open
+/// and are served again once the pressure drops).
+#[test]
+fn past_the_request_threshold_open_connections_get_busy_answers_until_it_is_raised() {
+    let redis = RedisServer::start();
+    let mqtt = Mosquitto::start();
+    let calm = "overload:\n  check_interval: 100ms\n";
+    let yaml = config(&Ports::new(), redis.addr(), mqtt.addr(), &[], calm);
+    let gw = Gateway::start(&yaml);
+    let mut r = RawConn::connect(gw.addr());
+    assert_eq!(r.command(&["PING"]), b"+PONG\r\n");
+    let mut h = RawConn::connect(gw.addr());
+    h.send(&get_request("/"));
+    assert_eq!(h.response().status, 200);
+
+    // 1 MiB: far below what the gateway itself takes.
+    let pressed = calm.replace(
+        "check_interval",
+        "shed_requests_rss_bytes: 1048576\n  check_interval",
+    );
+    std::fs::write(&gw.config_path, yaml.replace(calm, &pressed)).unwrap();
+    gw.signal("HUP");
+    wait_for(
+        "the open Redis connection to get busy answers",
+        WAIT,
+        || (r.command(&["PING"]) == b"-ERR gateway overloaded, try again later\r\n").then_some(()),
+    );
+    h.send(&get_request("/"));
+    let resp = h.response();
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    // New connections are accepted (no connection threshold) and answered busy.
+    let mut m = RawConn::connect(gw.addr());
+    m.send(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02id");
+    let (got, _) = m.read_until_closed();
+    assert_eq!(got, b"\x20\x02\x00\x03", "CONNACK 3, server unavailable");
+    let out = run_ok(
+        curl()
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--http2-prior-knowledge",
+            ])
+            .arg(gw.url("/")),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
+    assert!(
+        gw.metric(
+            "switchyard_overload_shed_requests_total",
+            &[("protocol", "redis")]
+        ) >= 1.0
+    );
+
+    // Pressure drops: the same connections are served again.
+    std::fs::write(&gw.config_path, &yaml).unwrap();
+    gw.signal("HUP");
+    wait_for("the open Redis connection to be served again", WAIT, || {
+        (r.command(&["PING"]) == b"+PONG\r\n").then_some(())
+    });
+    h.send(&get_request("/"));
+    assert_eq!(h.response().status, 200);
+}

@@ -441,6 +441,145 @@ fn a_down_upstream_is_not_connected_to_for_every_call(kind: RpcKind) {
     assert_one_connection(&run);
 }
 
+// ---------------------------------------------------------------------------
+// Stream filters (the shared request step) on multiplexed RPC
+
+/// A gateway with `filters` on its one route to `server`.
+fn filtered_gateway(server: &RpcServer, filters: &str) -> Gateway {
+    let kind = server.kind.name();
+    Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!(
+            "{{match: {{protocol: {kind}}}, cluster: servers, filters: {filters}}}"
+        )],
+        &[cluster("servers", &[server.addr()], "")],
+    ))
+}
+
+fn ip_access_refuses_calls_with_an_error_response(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = filtered_gateway(&server, "[{ip_access: {deny: [127.0.0.0/8]}}]");
+    let run = calls(gw.addr(), kind, &["20", "plus", "$i", "1"]);
+    assert_eq!(run.steps[0].errors, 20);
+    assert_gateway_errors(kind, &run.steps[0], "access denied");
+    assert_one_connection(&run);
+    assert_eq!(
+        gw.metric(
+            "switchyard_filter_verdicts_total",
+            &[("filter", "ip_access"), ("verdict", "refuse")]
+        ),
+        20.0
+    );
+}
+
+fn a_rate_limit_passes_its_burst_and_refuses_the_rest_busy(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    // One token per 1000 s: the burst is all a run of calls can get.
+    let gw = filtered_gateway(&server, "[{rate_limit: {rate: 0.001, burst: 7}}]");
+    let run = calls(
+        gw.addr(),
+        kind,
+        &["1", "plus", "1", "1", "--then", "30", "plus", "$i", "1"],
+    );
+    let total_ok: usize = run.steps.iter().map(|s| s.ok).sum();
+    let total_err: usize = run.steps.iter().map(|s| s.errors).sum();
+    assert_eq!(
+        (total_ok, total_err),
+        (7, 24),
+        "{}",
+        run.steps[1].error_text()
+    );
+    for message in run.steps[1].messages.keys() {
+        assert!(
+            message.contains("rate limited"),
+            "{}",
+            run.steps[1].error_text()
+        );
+    }
+    assert_one_connection(&run);
+}
+
+fn a_concurrency_limit_refuses_calls_past_the_ones_in_flight(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = filtered_gateway(&server, "[{concurrency_limit: {max: 1}}]");
+    // One slow call holds the only place...
+    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
+    wait_for("the slow call to pass the limit", WAIT, || {
+        let passed = gw.metric(
+            "switchyard_filter_verdicts_total",
+            &[("filter", "concurrency_limit"), ("verdict", "pass")],
+        );
+        (passed >= 1.0).then_some(())
+    });
+    // ... so calls meanwhile are refused at once, and none reaches the server.
+    let refused = calls(gw.addr(), kind, &["5", "plus", "$i", "1"]);
+    assert_eq!(refused.steps[0].errors, 5);
+    assert_gateway_errors(kind, &refused.steps[0], "too many requests in flight");
+    let slow = slow.wait();
+    assert_eq!(values(&slow.steps[0]).len(), 1);
+    // Its answer released the place (the client's calls of a step go out
+    // at once, so one per step).
+    let after = calls(
+        gw.addr(),
+        kind,
+        &["1", "plus", "41", "1", "--then", "1", "plus", "1", "1"],
+    );
+    assert_eq!(values(&after.steps[0]), ["42"]);
+    assert_eq!(values(&after.steps[1]), ["2"]);
+}
+
+fn a_cluster_circuit_breaker_answers_overflow_busy(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let name = kind.name();
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!("{{match: {{protocol: {name}}}, cluster: servers}}")],
+        &[cluster("servers", &[server.addr()], "circuit_breakers: {max_requests: 1}")],
+    ));
+    let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
+    wait_for("the slow call at the server", WAIT, || {
+        server.log().contains("slow 3000").then_some(())
+    });
+    let refused = calls(gw.addr(), kind, &["4", "plus", "$i", "1"]);
+    assert_eq!(refused.steps[0].errors, 4);
+    assert_gateway_errors(kind, &refused.steps[0], "max_requests circuit breaker");
+    assert_eq!(values(&slow.wait().steps[0]).len(), 1);
+    let after = calls(gw.addr(), kind, &["1", "plus", "1", "1"]);
+    assert_eq!(values(&after.steps[0]), ["2"]);
+}
+
+fn a_fault_aborts_about_its_share_of_calls(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let gw = filtered_gateway(
+        &server,
+        "[{fault: {abort: {percent: 30, status: 503, message: chaos drill}}}]",
+    );
+    let run = calls(gw.addr(), kind, &["400", "plus", "$i", "1"]);
+    let step = &run.steps[0];
+    assert_eq!(step.ok + step.errors, 400);
+    // Binomial(400, 0.3): mean 120, sd 9.2; ±45 is beyond 4.8 sd.
+    assert!(
+        (75..=165).contains(&step.errors),
+        "{} of 400 aborted",
+        step.errors
+    );
+    for message in step.messages.keys() {
+        assert!(message.contains("chaos drill"), "{}", step.error_text());
+    }
+    // The calls that went through got their own answers.
+    let answered: Vec<usize> = step
+        .values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))
+        .map(|(i, v)| {
+            assert_eq!(v, &(i + 1).to_string());
+            i
+        })
+        .collect();
+    assert_eq!(answered.len(), step.ok);
+}
+
 macro_rules! for_both_protocols {
     ($($name:ident),* $(,)?) => {
         mod bolt_rpc {
@@ -466,6 +605,11 @@ for_both_protocols!(
     a_heartbeat_from_the_client_library_is_answered_by_the_gateway,
     a_server_that_closes_after_every_response_costs_no_call,
     a_down_upstream_is_not_connected_to_for_every_call,
+    ip_access_refuses_calls_with_an_error_response,
+    a_rate_limit_passes_its_burst_and_refuses_the_rest_busy,
+    a_concurrency_limit_refuses_calls_past_the_ones_in_flight,
+    a_fault_aborts_about_its_share_of_calls,
+    a_cluster_circuit_breaker_answers_overflow_busy,
 );
 
 // ---------------------------------------------------------------------------

@@ -173,9 +173,21 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     c.unique("route_tables", config.route_tables.iter().map(|t| &t.name));
     c.unique("clusters", config.clusters.iter().map(|c| &c.name));
 
+    for cl in &config.clusters {
+        if cl.circuit_breakers.as_ref().is_some_and(|b| b.max_requests == 0) {
+            c.at(
+                cl.name.referenced,
+                format!("clusters[{}].circuit_breakers.max_requests", cl.name.value),
+                "a limit of 0 refuses every request".into(),
+                Some("give the most requests in flight to the cluster, at least 1"),
+            );
+        }
+    }
+
     let mut addresses = HashSet::new();
     for l in &config.listeners {
         let field = |f: &str| format!("listeners[{}].{f}", l.name.value);
+        validate_filters(&mut c, &l.filters, &field("filters"));
         if !addresses.insert(l.address.value) {
             c.at(
                 l.address.referenced,
@@ -274,6 +286,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
             for (i, r) in v.routes.iter().enumerate() {
                 let rfield = format!("{vfield}.routes[{i}]");
+                validate_filters(&mut c, &r.filters, &format!("{rfield}.filters"));
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some())
@@ -589,6 +602,93 @@ fn validate_subset(
 }
 
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
+/// Values of stream filters that parse but cannot work.
+fn validate_filters(c: &mut Checker, filters: &[Spanned<super::filters::Filter>], field: &str) {
+    use super::filters::Filter;
+    for (i, f) in filters.iter().enumerate() {
+        let at = f.referenced;
+        let name = format!("{field}[{i}].{}", f.value.kind());
+        let mut bad = |what: &str, message: String, hint: &str| {
+            c.at(at, format!("{name}.{what}"), message, Some(hint));
+        };
+        match &f.value {
+            Filter::IpAccess(a) if a.allow.is_empty() && a.deny.is_empty() => bad(
+                "allow",
+                "neither `allow` nor `deny` lists an address block".into(),
+                "add e.g. `deny: [\"10.0.0.0/8\"]`, or remove the filter",
+            ),
+            Filter::RateLimit(r) if !(r.rate > 0.0 && r.rate.is_finite()) => bad(
+                "rate",
+                format!("{} is not a rate", r.rate),
+                "give requests per second, more than 0 (e.g. `rate: 100`)",
+            ),
+            Filter::RateLimit(r) if r.burst.is_some_and(|b| !(b >= 1.0 && b.is_finite())) => bad(
+                "burst",
+                "the burst must be at least 1".into(),
+                "leave it out to use `rate`, or give the most requests allowed at once",
+            ),
+            Filter::RateLimit(r) if r.max_keys == 0 => bad(
+                "max_keys",
+                "0 identities can be tracked".into(),
+                "leave it out (100000) or give the most clients tracked at once",
+            ),
+            Filter::ConcurrencyLimit(l) if l.max == 0 => bad(
+                "max",
+                "a limit of 0 refuses every request".into(),
+                "give the most requests in flight at once, at least 1",
+            ),
+            Filter::Fault(fault) => {
+                let percent = |p: f64| (0.0..=100.0).contains(&p);
+                if fault.delay.is_none() && fault.abort.is_none() {
+                    bad(
+                        "delay",
+                        "neither `delay` nor `abort` is set".into(),
+                        "add `abort: {percent: 10, status: 503}` or `delay: {percent: 10, duration: 100ms}`",
+                    );
+                }
+                if let Some(d) = &fault.delay
+                    && !percent(d.percent)
+                {
+                    bad(
+                        "delay.percent",
+                        format!("{} is not a percentage", d.percent),
+                        "use 0 to 100",
+                    );
+                }
+                if let Some(a) = &fault.abort {
+                    if !percent(a.percent) {
+                        bad(
+                            "abort.percent",
+                            format!("{} is not a percentage", a.percent),
+                            "use 0 to 100",
+                        );
+                    }
+                    if !(200..=599).contains(&a.status) {
+                        bad(
+                            "abort.status",
+                            format!("{} is not an HTTP status", a.status),
+                            "use a status from 200 to 599, e.g. 503",
+                        );
+                    }
+                    if a.grpc_status.is_some_and(|s| s > 16) {
+                        bad(
+                            "abort.grpc_status",
+                            "gRPC status codes are 0 to 16".into(),
+                            "e.g. 14 (UNAVAILABLE)",
+                        );
+                    }
+                }
+            }
+            Filter::PayloadLimit(p) if p.max_bytes == 0 => bad(
+                "max_bytes",
+                "a limit of 0 bytes refuses every request with a body".into(),
+                "give the largest payload allowed, in bytes",
+            ),
+            _ => {}
+        }
+    }
+}
+
 fn validate_mysql(config: &Config, c: &mut Checker, clusters: &HashSet<&str>, cluster_hint: &str) {
     use switchyard_codecs::Protocol;
     use switchyard_codecs::mysql::auth::parse_native_hash;

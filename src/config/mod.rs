@@ -5,6 +5,7 @@
 //! and swaps snapshots atomically on reload.
 
 mod duration;
+pub mod filters;
 mod load;
 pub mod redis;
 
@@ -61,6 +62,13 @@ pub struct Overload {
     /// What happens while overloaded.
     #[serde(default)]
     pub action: OverloadAction,
+    /// The second stage: resident memory past which every new request on
+    /// an open connection is answered with its protocol's "busy" answer
+    /// too (HTTP 503, gRPC UNAVAILABLE, Redis `-ERR`, Dubbo 100, Bolt
+    /// SERVER_THREADPOOL_BUSY, MQTT reason 0x89, MySQL ERR 1040, RTSP 503),
+    /// until it drops back under; set it at or above `max_rss_bytes`. 0: off.
+    #[serde(default)]
+    pub shed_requests_rss_bytes: u64,
 }
 
 impl Default for Overload {
@@ -70,6 +78,7 @@ impl Default for Overload {
             max_connections: 0,
             check_interval: defaults::overload_check_interval(),
             action: OverloadAction::default(),
+            shed_requests_rss_bytes: 0,
         }
     }
 }
@@ -179,6 +188,11 @@ pub struct Listener {
     /// MySQL front end on this listener: users, auth plugin, schema policy, query rules.
     #[serde(default)]
     pub mysql: Mysql,
+    /// Stream filters every request on this listener goes through, in order,
+    /// before it is routed (`ip_access`, `rate_limit`, `concurrency_limit`,
+    /// `fault`, `payload_limit`).
+    #[serde(default)]
+    pub filters: Vec<Spanned<filters::Filter>>,
 }
 
 /// TLS termination settings.
@@ -395,6 +409,10 @@ pub struct Route {
     /// (static) subset, or `none` (answered as an empty cluster is).
     #[serde(default)]
     pub subset_fallback: SubsetFallback,
+    /// Stream filters the requests this route took go through, in order,
+    /// after the listener's.
+    #[serde(default)]
+    pub filters: Vec<Spanned<filters::Filter>>,
 }
 
 /// `subset_from_header: {header: x-version, label: version}`.
@@ -733,6 +751,20 @@ pub struct Cluster {
     /// MySQL backend credentials and limits (clusters MySQL routes send to).
     #[serde(default)]
     pub mysql: Option<MysqlBackend>,
+    /// Limits that protect the hosts: past them, requests are answered
+    /// locally with the protocol's "unavailable" answer.
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+}
+
+/// A cluster's circuit breakers (`circuit_breakers:`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// Most requests in flight to the cluster's hosts at once (HTTP
+    /// requests, gRPC calls, Redis commands, Dubbo/Bolt calls, RTSP
+    /// requests); one more is answered "unavailable" at once.
+    pub max_requests: usize,
 }
 
 /// `slow_start: {window: 30s}`.

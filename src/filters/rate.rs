@@ -104,6 +104,93 @@ impl SharedBucket {
     }
 }
 
+impl SharedBucket {
+    /// Take one token now, or reserve the next one due within `max`:
+    /// `Some(wait)` (zero when a token was there), `None` when the next
+    /// token is further away than `max` (nothing is taken then).
+    pub fn take_within(&self, max: Duration) -> Option<Duration> {
+        let now = Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_nanos() as u64;
+        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now);
+            let wait = (start + self.interval).saturating_sub(now + self.tolerance);
+            if wait > max {
+                return None;
+            }
+            match self.tat.compare_exchange_weak(
+                tat,
+                start + self.interval,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Duration::from_nanos(wait)),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+/// One token bucket per identity (a client address, a client id, a user
+/// ...), in a table split into shards so concurrent requests of different
+/// identities rarely meet on a lock. Each shard holds at most
+/// `max_keys / SHARDS` identities: when one is full, identities whose bucket
+/// has refilled (idle ones) are forgotten first.
+pub struct KeyedBuckets {
+    rate: f64,
+    burst: f64,
+    per_shard: usize,
+    shards: Box<[std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Bucket>>]>,
+}
+
+const SHARDS: usize = 16;
+
+impl KeyedBuckets {
+    pub fn new(rate: f64, burst: f64, max_keys: usize) -> Self {
+        Self {
+            rate,
+            burst: burst.max(1.0),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// As [`SharedBucket::take_within`], for `key`'s own bucket.
+    pub fn take_within(&self, key: &[u8], max: Duration) -> Option<Duration> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        let shard = self.shards.get(hash as usize % SHARDS)?;
+        let mut table = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !table.contains_key(key) && table.len() >= self.per_shard {
+            let now = Instant::now();
+            table.retain(|_, b| {
+                b.refill(now);
+                b.tokens < b.burst
+            });
+            if table.len() >= self.per_shard {
+                table.clear();
+            }
+        }
+        let bucket = match table.get_mut(key) {
+            Some(b) => b,
+            None => table
+                .entry(key.into())
+                .or_insert_with(|| Bucket::new(self.rate, self.burst)),
+        };
+        let wait = bucket.take_or_wait(1.0);
+        if wait > max {
+            bucket.tokens += 1.0;
+            return None;
+        }
+        Some(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +211,37 @@ mod tests {
         assert_eq!(b.take_or_wait(1.0), Duration::ZERO);
         let wait = b.take_or_wait(1.0);
         assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyed_buckets_forget_idle_identities_when_full() {
+        let k = KeyedBuckets::new(1.0, 1.0, SHARDS);
+        // One identity per shard at most: a second identity in a full shard
+        // evicts the first only once its bucket has refilled.
+        assert_eq!(k.take_within(b"a", Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(k.take_within(b"a", Duration::ZERO), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for i in 0..100u32 {
+            assert!(k.take_within(&i.to_be_bytes(), Duration::ZERO).is_some());
+        }
+        let held: usize = k.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(held <= SHARDS, "{held} identities kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_bucket_reserves_within_max() {
+        let b = SharedBucket::new(10.0, 1.0);
+        assert_eq!(b.take_within(Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(b.take_within(Duration::ZERO), None);
+        assert_eq!(
+            b.take_within(Duration::from_millis(150)),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            b.take_within(Duration::from_millis(150)),
+            None,
+            "200 ms away"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,7 +73,7 @@ pub async fn accept_loop(
         let admission = gateway.overload.admit();
         gateway.connections.spawn(async move {
             tracing::trace!(%peer, "accepted");
-            handle(stream, listener, drain, admission.shed).await;
+            handle(stream, peer, listener, drain, &admission).await;
             drop(admission);
             drop(permit);
         });
@@ -84,9 +84,10 @@ pub async fn accept_loop(
 /// terminates it) and run its driver.
 async fn handle(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     listener: Arc<ListenerRuntime>,
     drain: tokio::sync::watch::Receiver<bool>,
-    shed: bool,
+    admission: &overload::Admission,
 ) {
     let mut buf = BytesMut::new();
     let mut stream = Stream::Tcp(stream);
@@ -136,7 +137,7 @@ async fn handle(
             Err(_) => return,
         }
     };
-    if shed {
+    if admission.shed {
         Box::pin(overload::shed(
             stream,
             buf,
@@ -153,6 +154,8 @@ async fn handle(
         listener: listener.clone(),
         metrics,
         drain,
+        client: peer.ip(),
+        overload: admission.overload().clone(),
     };
     // Each driver's future is boxed, allocated once detection chose it: the
     // connection's task then stays as small as detection needs (a silent

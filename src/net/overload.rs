@@ -6,8 +6,12 @@
 //! recovers by itself when the pressure drops: RSS is read every
 //! `check_interval`, connections are counted as they come and go.
 //!
-//! The per-request path pays nothing: the drivers never look at it; the accept
-//! path pays one atomic add and two atomic loads per connection.
+//! A second, higher threshold (`shed_requests_rss_bytes`) sheds requests on
+//! connections already open: every driver asks [`Overload::shedding_requests`]
+//! before forwarding a request (`proxy::Conn::admit`) and answers "busy".
+//!
+//! The per-request path pays one atomic load; the accept path one atomic add
+//! and two atomic loads per connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +29,9 @@ use crate::config::{self, OverloadAction};
 /// change them under running listeners.
 pub struct Overload {
     max_rss: AtomicU64,
+    shed_requests_rss: AtomicU64,
+    /// Past `shed_requests_rss`: new requests are answered "busy".
+    shedding_requests: AtomicBool,
     max_connections: AtomicUsize,
     stop_accepting: AtomicBool,
     interval_ms: AtomicU64,
@@ -42,6 +49,8 @@ impl Overload {
     pub fn new(cfg: &config::Overload) -> Arc<Self> {
         let o = Arc::new(Self {
             max_rss: AtomicU64::new(0),
+            shed_requests_rss: AtomicU64::new(0),
+            shedding_requests: AtomicBool::new(false),
             max_connections: AtomicUsize::new(0),
             stop_accepting: AtomicBool::new(false),
             interval_ms: AtomicU64::new(1000),
@@ -60,6 +69,8 @@ impl Overload {
     /// Take new thresholds (at start and on reload).
     pub fn configure(&self, cfg: &config::Overload) {
         self.max_rss.store(cfg.max_rss_bytes, Ordering::Relaxed);
+        self.shed_requests_rss
+            .store(cfg.shed_requests_rss_bytes, Ordering::Relaxed);
         self.max_connections
             .store(cfg.max_connections, Ordering::Relaxed);
         self.stop_accepting.store(
@@ -140,6 +151,19 @@ impl Overload {
             self.rss.set(rss as f64);
         }
         let over = max > 0 && rss.is_some_and(|r| r > max);
+        let shed_max = self.shed_requests_rss.load(Ordering::Relaxed);
+        let shed = shed_max > 0 && rss.is_some_and(|r| r > shed_max);
+        if self.shedding_requests.swap(shed, Ordering::Relaxed) != shed {
+            if shed {
+                tracing::warn!(
+                    rss,
+                    max = shed_max,
+                    "overloaded: answering new requests busy (overload.shed_requests_rss_bytes)"
+                );
+            } else {
+                tracing::info!(rss, max = shed_max, "serving requests again");
+            }
+        }
         let was = self.rss_over.swap(over, Ordering::Relaxed);
         if was != over {
             if over {
@@ -160,6 +184,17 @@ impl Overload {
         self.refresh_active();
     }
 
+    /// Whether new requests on open connections are to be answered "busy".
+    pub fn shedding_requests(&self) -> bool {
+        self.shedding_requests.load(Ordering::Relaxed)
+    }
+
+    /// Count one request answered "busy" by the second stage.
+    pub fn count_shed_request(&self, protocol: Protocol) {
+        metrics::counter!("switchyard_overload_shed_requests_total", "protocol" => protocol.name())
+            .increment(1);
+    }
+
     /// Read RSS every `check_interval`, forever.
     pub async fn monitor(self: Arc<Self>) {
         loop {
@@ -174,6 +209,13 @@ pub struct Admission {
     overload: Arc<Overload>,
     /// Answer this connection "busy" instead of serving it.
     pub shed: bool,
+}
+
+impl Admission {
+    /// The overload state this connection was counted in.
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
+    }
 }
 
 impl Drop for Admission {

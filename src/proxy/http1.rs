@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::net::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::http1::{
-    self, ClientConnection, RequestDecoder, RequestHead, ResponseDecoder,
+    self, BodyLength, ClientConnection, RequestDecoder, RequestHead, ResponseDecoder,
 };
 use switchyard_codecs::{CodecError, Decoder, Field, Metadata, Part, Protocol, WireHead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
+use crate::filters::chain::{Refusal, RefusalClass};
 use crate::net::deadline::HeadDeadline;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
@@ -118,13 +119,8 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
                     .as_ref()
                     .map_or(1 << 20, |m| m.max_packet + 16);
                 let ws = Stream::Ws(Box::new(WebSocket::new(stream, buf, max_frame)));
-                let metrics = conn.listener.metrics_for(Some(protocol));
-                let _active = metrics.connection();
-                let inner = Conn {
-                    listener: conn.listener.clone(),
-                    metrics,
-                    drain: conn.drain.clone(),
-                };
+                let inner = conn.inner(protocol);
+                let _active = inner.metrics.connection();
                 if protocol == Protocol::Mqtt {
                     super::mqtt::serve(ws, BytesMut::new(), inner).await;
                 }
@@ -238,12 +234,23 @@ async fn exchange(
     down: &mut Downstream,
     conn: &Conn,
 ) -> (After, bool) {
-    let route = match path {
-        Some(path) => conn
-            .listener
-            .routes
-            .route(Protocol::Http1, &Normalized { head, path }),
-        None => conn.listener.routes.route(Protocol::Http1, head),
+    let normalized;
+    let meta: &(dyn Metadata + Sync) = match path {
+        Some(path) => {
+            normalized = Normalized { head, path };
+            &normalized
+        }
+        None => head,
+    };
+    let route = conn.listener.routes.route(Protocol::Http1, meta);
+    let size = match head.body() {
+        BodyLength::Length(n) => Some(n),
+        _ => None,
+    };
+    // Held until the response is relayed: the request is in flight till then.
+    let mut permit = match conn.admit(Protocol::Http1, meta, route, size).await {
+        Ok(permit) => permit,
+        Err(refusal) => return (refuse(head, down, &refusal, &conn.metrics).await, true),
     };
     let cluster = match route.map(|r| &r.action) {
         None => {
@@ -286,6 +293,9 @@ async fn exchange(
             }
         },
     };
+    if let Err(refusal) = cluster.enter(&mut permit) {
+        return (refuse(head, down, &refusal, &conn.metrics).await, true);
+    }
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
@@ -344,6 +354,40 @@ async fn accept_websocket(head: &RequestHead, down: &mut Downstream, protocol: P
         Ok(()) => After::WebSocket(protocol),
         Err(_) => After::Close,
     }
+}
+
+/// Answer a request the filters refused: `refusal`'s status with its
+/// message as a plain-text body. A request refused for its size is not read
+/// further: the answer goes out at once and the connection closes.
+async fn refuse(
+    head: &RequestHead,
+    down: &mut Downstream,
+    refusal: &Refusal,
+    metrics: &ConnMetrics,
+) -> After {
+    let too_large = refusal.class() == RefusalClass::TooLarge && head.has_body();
+    let resp = refusal_response(refusal, !head.keep_alive() || too_large);
+    if too_large {
+        let resp = answer_to(head, &resp);
+        if down.wr.write_all(&resp).await.is_ok() {
+            metrics.bytes_out.increment(resp.len() as u64);
+        }
+        return After::Close;
+    }
+    local(head, down, &resp, metrics).await
+}
+
+/// An HTTP/1.1 response for a refusal (also used for HTTP/1 over HTTP/2 answers).
+pub(super) fn refusal_response(refusal: &Refusal, close: bool) -> Bytes {
+    let body = format!("{}\n", refusal.message);
+    let mut headers = vec![("Content-Type", "text/plain; charset=utf-8")];
+    if matches!(
+        refusal.class(),
+        RefusalClass::TooMany | RefusalClass::Unavailable
+    ) {
+        headers.push(("Retry-After", "1"));
+    }
+    http1::response(refusal.status, &headers, body.as_bytes(), close)
 }
 
 /// Answer from the gateway: skip the request body, then write `resp`.

@@ -44,9 +44,8 @@ use self::io::CountedIo;
 use super::{Conn, drained};
 use crate::config::UpstreamProtocol;
 use crate::error::{Error, ErrorKind};
-use crate::gateway::ListenerRuntime;
+use crate::filters::chain::{Refusal, RefusalClass};
 use crate::net::stream::Stream;
-use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::upstream::{Cluster, H2Conn, HostOrder};
 
@@ -59,8 +58,8 @@ const MAX_STREAMS: u32 = 256;
 
 /// What every stream task of one downstream connection shares.
 struct Shared {
-    listener: Arc<ListenerRuntime>,
-    metrics: ConnMetrics,
+    /// The connection's listener, metrics, client and overload state.
+    conn: Conn,
     /// Streams in progress.
     active: AtomicUsize,
     /// When the connection started, and when its last stream ended (ms after that).
@@ -114,8 +113,7 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
         Err(_) => return,
     };
     let shared = Arc::new(Shared {
-        listener: listener.clone(),
-        metrics: conn.metrics.clone(),
+        conn: conn.inner(Protocol::Http2),
         active: AtomicUsize::new(0),
         started: tokio::time::Instant::now(),
         last_end_ms: AtomicU64::new(0),
@@ -133,7 +131,7 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let failed = exchange(req, respond, &active.0).await;
-                        active.0.metrics.observe(started.elapsed(), failed);
+                        active.0.conn.metrics.observe(started.elapsed(), failed);
                         drop(active);
                     });
                 }
@@ -290,14 +288,27 @@ impl Failure {
 async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh: &Shared) -> bool {
     let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
-    let Ok(path) = normalize(&mut parts, &sh.listener.http1_paths) else {
+    let Ok(path) = normalize(&mut parts, &sh.conn.listener.http1_paths) else {
         let text = Bytes::from_static(b"invalid percent-encoding in the request path\n");
         direct(&mut respond, 400, "text/plain; charset=utf-8", text);
         return true;
     };
     let mut head = Head::new(&parts, grpc);
     head.path = path.as_deref();
-    let Some(route) = sh.listener.routes.route(Protocol::Http2, &head) else {
+    let route = sh.conn.listener.routes.route(Protocol::Http2, &head);
+    let size = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    // Held until the response is relayed: the request is in flight till then.
+    let mut permit = match sh.conn.admit(Protocol::Http2, &head, route, size).await {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            refuse(&mut respond, grpc, &refusal);
+            return true;
+        }
+    };
+    let Some(route) = route else {
         answer(&mut respond, grpc, Failure::NoRoute, None);
         return true;
     };
@@ -318,6 +329,10 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             }
         },
     };
+    if let Err(refusal) = cluster.enter(&mut permit) {
+        refuse(&mut respond, grpc, &refusal);
+        return true;
+    }
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
     if let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);
@@ -398,6 +413,44 @@ fn answer(respond: &mut SendResponse<Bytes>, grpc: bool, failure: Failure, clust
             "text/plain; charset=utf-8",
             Bytes::from(text),
         );
+    }
+}
+
+/// Answer a request the filters refused: for gRPC a trailers-only response
+/// with the refusal's gRPC status, else its HTTP status and message.
+fn refuse(respond: &mut SendResponse<Bytes>, grpc: bool, refusal: &Refusal) {
+    if grpc {
+        let mut resp = Response::new(());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(refusal.grpc_status()));
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&refusal.message)) {
+            h.insert("grpc-message", v);
+        }
+        let _ = respond.send_response(resp, true);
+        return;
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() =
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if matches!(
+        refusal.class(),
+        RefusalClass::TooMany | RefusalClass::Unavailable
+    ) {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    let body = Bytes::from(format!("{}\n", refusal.message));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Ok(mut send) = respond.send_response(resp, false) {
+        let _ = send.send_data(body, true);
     }
 }
 

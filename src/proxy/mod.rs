@@ -15,14 +15,20 @@ pub mod rpc;
 pub mod rtsp;
 pub mod tcp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use switchyard_codecs::{Metadata, Protocol};
+
+use crate::filters::chain::{Permit, Refusal, Request, admit};
 use crate::gateway::ListenerRuntime;
+use crate::net::overload::Overload;
 use crate::observe::ConnMetrics;
+use crate::router::Route;
 
 /// What a protocol driver gets for one downstream connection.
 pub struct Conn {
@@ -30,11 +36,57 @@ pub struct Conn {
     pub metrics: ConnMetrics,
     /// Becomes `true` when the gateway starts draining.
     pub drain: watch::Receiver<bool>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The gateway's overload state: past its request threshold, every new
+    /// request is answered "busy".
+    pub overload: Arc<Overload>,
 }
 
 impl Conn {
     pub fn draining(&self) -> bool {
         *self.drain.borrow()
+    }
+
+    /// The same connection seen by a driver serving another protocol inside
+    /// it (MQTT inside a WebSocket upgrade).
+    pub fn inner(&self, protocol: Protocol) -> Conn {
+        Conn {
+            listener: self.listener.clone(),
+            metrics: self.listener.metrics_for(Some(protocol)),
+            drain: self.drain.clone(),
+            client: self.client,
+            overload: self.overload.clone(),
+        }
+    }
+
+    /// The pipeline's one step between routing and forwarding, for every
+    /// protocol: the overload manager's request shedding, then the
+    /// listener's filters, then the route's. `size`: the body or payload
+    /// size the request declares. `Ok`: forward it, holding the permit
+    /// until its answer is back; `Err`: answer it locally with the refusal.
+    pub async fn admit(
+        &self,
+        protocol: Protocol,
+        meta: &(dyn Metadata + Sync),
+        route: Option<&Route>,
+        size: Option<u64>,
+    ) -> Result<Permit, Refusal> {
+        if self.overload.shedding_requests() {
+            self.overload.count_shed_request(protocol);
+            return Err(Refusal::busy());
+        }
+        let route_filters = route.map(|r| &r.filters).filter(|f| !f.is_empty());
+        if self.listener.filters.is_empty() && route_filters.is_none() {
+            return Ok(Permit::default());
+        }
+        let req = Request {
+            protocol,
+            meta,
+            client: self.client,
+            size,
+        };
+        admit([Some(&self.listener.filters), route_filters], &req).await
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::{Conn, drained};
 use crate::config::{DeniedPublish, OverLimit};
 use crate::filters::acl::Action;
+use crate::filters::chain::{Refusal, RefusalClass};
 use crate::filters::mqtt::MqttPolicy;
 use crate::filters::rate::Bucket;
 use crate::filters::users::Denied;
@@ -133,6 +134,19 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
 
     // Route once, then bind to the first broker that answers CONNECT.
     let route = conn.listener.routes.route(Protocol::Mqtt, &first);
+    if let Err(refusal) = conn.admit(Protocol::Mqtt, &first, route, None).await {
+        m.not_authorized
+            .increment(u64::from(refusal.class() == RefusalClass::Forbidden));
+        let reason = refusal_reason(&refusal, PacketType::Connect);
+        let _ = client
+            .write_all(&mqtt::connack(
+                version,
+                false,
+                code::connack_code(version, reason),
+            ))
+            .await;
+        return;
+    }
     let Some(cluster) = route.and_then(|r| r.action.cluster()).cloned() else {
         m.unavailable.increment(1);
         let _ = client
@@ -255,6 +269,39 @@ enum Close {
     Both,
 }
 
+/// A PUBLISH or SUBSCRIBE with the session's identity, as the filters and
+/// the router see it.
+struct SessionView<'a> {
+    packet: &'a Packet,
+    client_id: &'a [u8],
+    user: Option<&'a [u8]>,
+}
+
+impl switchyard_codecs::Metadata for SessionView<'_> {
+    fn get(&self, field: &switchyard_codecs::Field) -> Option<&[u8]> {
+        use switchyard_codecs::Field;
+        match field {
+            Field::ClientId => Some(self.client_id),
+            Field::User => self.user,
+            other => self.packet.get(other),
+        }
+    }
+}
+
+/// The MQTT 5 reason code for a refusal of a CONNECT, PUBLISH or SUBSCRIBE
+/// (each packet allows its own set; MQTT 3 answers are derived from it).
+fn refusal_reason(refusal: &Refusal, packet: PacketType) -> u8 {
+    match (refusal.class(), packet) {
+        (RefusalClass::Forbidden, _) => code::NOT_AUTHORIZED,
+        (RefusalClass::TooMany, PacketType::Connect) => 0x9F, // connection rate exceeded
+        (RefusalClass::TooMany, _) => code::QUOTA_EXCEEDED,
+        (RefusalClass::TooLarge, PacketType::Connect) => code::PACKET_TOO_LARGE,
+        (RefusalClass::Unavailable, PacketType::Connect) => code::SERVER_BUSY,
+        (RefusalClass::Unavailable, _) => code::QUOTA_EXCEEDED,
+        _ => code::UNSPECIFIED_ERROR,
+    }
+}
+
 struct Session {
     policy: Arc<MqttPolicy>,
     version: Version,
@@ -298,7 +345,7 @@ impl Session {
                 client_ready = false;
                 let before = client_buf.len();
                 if self
-                    .client_bytes(&mut client_buf, &mut client_decoder)
+                    .client_bytes(&mut client_buf, &mut client_decoder, conn)
                     .await
                     .is_err()
                 {
@@ -389,9 +436,10 @@ impl Session {
         &mut self,
         buf: &mut BytesMut,
         decoder: &mut mqtt::Decoder,
+        conn: &Conn,
     ) -> Result<(), ()> {
         while let Some(packet) = decoder.decode(buf).map_err(|_| ())? {
-            self.client_packet(packet).await?;
+            self.client_packet(packet, conn).await?;
             if self.close.is_some() {
                 break;
             }
@@ -399,8 +447,50 @@ impl Session {
         Ok(())
     }
 
-    async fn client_packet(&mut self, packet: Packet) -> Result<(), ()> {
+    async fn client_packet(&mut self, packet: Packet, conn: &Conn) -> Result<(), ()> {
         let m = &self.policy.metrics;
+        // PUBLISH and SUBSCRIBE are the requests the shared filters see,
+        // with the session's client id and user beside their topic.
+        if let Body::Publish(_) | Body::Subscribe(_) = packet.body() {
+            let view = SessionView {
+                packet: &packet,
+                client_id: &self.client_id,
+                user: self.user.as_deref(),
+            };
+            let routes = &conn.listener.routes;
+            let route = routes
+                .has_filters()
+                .then(|| routes.route(Protocol::Mqtt, &view))
+                .flatten();
+            let size = match packet.body() {
+                Body::Publish(p) => Some(p.payload().len() as u64),
+                _ => None,
+            };
+            // A publish is done once it is written on: nothing to hold.
+            if let Err(refusal) = conn.admit(Protocol::Mqtt, &view, route, size).await {
+                match packet.body() {
+                    Body::Publish(p) => {
+                        let reason = refusal_reason(&refusal, PacketType::Publish);
+                        self.refuse_publish(p.qos(), p.packet_id().unwrap_or(0), reason);
+                    }
+                    Body::Subscribe(s) => {
+                        let reason = if self.version == Version::V5 {
+                            refusal_reason(&refusal, PacketType::Subscribe)
+                        } else {
+                            code::V3_SUBACK_FAILURE
+                        };
+                        let codes = vec![reason; s.filters().len()];
+                        self.to_client.extend_from_slice(&mqtt::suback(
+                            self.version,
+                            s.packet_id(),
+                            &codes,
+                        ));
+                    }
+                    _ => {}
+                }
+                return Ok(());
+            }
+        }
         match packet.body() {
             Body::Publish(p) => {
                 let topic_name = self.aliases.resolve(p).map_err(|_| ())?;

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
+use crate::filters::chain::RefusalClass;
 use crate::net::stream::Stream;
 use crate::router::Action;
 use crate::stream::multiplex::{
@@ -81,6 +82,22 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 )
             };
             let route = conn.listener.routes.route(P::PROTOCOL, &frame);
+            let size = Some(P::payload_len(&frame) as u64);
+            let mut permit = match conn.admit(P::PROTOCOL, &frame, route, size).await {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    conn.metrics.errors.increment(1);
+                    if kind == MuxKind::Request {
+                        let error = match refusal.class() {
+                            RefusalClass::TooMany | RefusalClass::Unavailable => MuxError::Busy,
+                            RefusalClass::Timeout => MuxError::Timeout,
+                            _ => MuxError::Refused,
+                        };
+                        let _ = reply_tx.send(refuse(error, &refusal.message)).await;
+                    }
+                    continue;
+                }
+            };
             let (cluster, timeout) = match route.map(|r| (&r.action, r.timeout)) {
                 None => {
                     conn.metrics.errors.increment(1);
@@ -111,6 +128,13 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     }
                 },
             };
+            if let Err(refusal) = cluster.enter(&mut permit) {
+                conn.metrics.errors.increment(1);
+                if kind == MuxKind::Request {
+                    let _ = reply_tx.send(refuse(MuxError::Busy, &refusal.message)).await;
+                }
+                continue;
+            }
             let timeout = P::timeout(&frame)
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));
@@ -129,6 +153,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 reply: reply_tx.clone(),
                 timeout,
                 in_flight: Some(cluster.begin(host)),
+                permit,
             };
             let mut retried = false;
             let failed = loop {
@@ -426,6 +451,7 @@ impl MuxProtocol for Dubbo {
             MuxError::Timeout => dubbo::status::SERVER_TIMEOUT,
             MuxError::Unavailable | MuxError::UpstreamClosed => dubbo::status::SERVER_ERROR,
             MuxError::Refused => dubbo::status::SERVICE_ERROR,
+            MuxError::Busy => dubbo::status::SERVER_THREADPOOL_EXHAUSTED_ERROR,
         };
         // The body is a Hessian 2 string whatever the request's serialization,
         // so the header says Hessian 2.
@@ -445,6 +471,9 @@ impl MuxProtocol for Dubbo {
     }
     fn timeout(_: &dubbo::Frame) -> Option<Duration> {
         None
+    }
+    fn payload_len(f: &dubbo::Frame) -> usize {
+        f.body_len()
     }
 }
 
@@ -497,6 +526,7 @@ impl MuxProtocol for Bolt {
             MuxError::Unavailable => bolt::status::CLIENT_SEND_ERROR,
             MuxError::UpstreamClosed => bolt::status::CONNECTION_CLOSED,
             MuxError::Refused => bolt::status::SERVER_EXCEPTION,
+            MuxError::Busy => bolt::status::SERVER_THREADPOOL_BUSY,
         };
         // The status carries the meaning; the reason goes in an
         // RpcServerException, as SOFA servers send their own errors.
@@ -513,6 +543,9 @@ impl MuxProtocol for Bolt {
     }
     fn heartbeat_request(id: u64) -> Bytes {
         bolt::heartbeat_request(bolt::Version::V1, id as u32)
+    }
+    fn payload_len(f: &bolt::Frame) -> usize {
+        f.content_len()
     }
     fn timeout(f: &bolt::Frame) -> Option<Duration> {
         f.timeout_ms()

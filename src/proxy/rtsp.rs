@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 
 use super::{Conn, drained, read_more};
 use crate::config::RtspAuth;
+use crate::filters::chain::{Permit, RefusalClass};
 use crate::gateway::ListenerRuntime;
 use crate::net::stream::{Stream, WriteHalf};
 use crate::observe::ConnMetrics;
@@ -111,6 +112,8 @@ struct Pending {
     setup: Option<RelayPorts>,
     started: Instant,
     deadline: tokio::time::Instant,
+    /// Its place under the filters' concurrency limits, until answered.
+    _permit: Permit,
 }
 
 /// The two port pairs of a UDP relay, before the server has answered.
@@ -137,6 +140,8 @@ impl Drop for Relay {
 
 /// The state of one client connection.
 struct Proxy {
+    /// The connection as the shared filter step sees it.
+    conn: Conn,
     listener: Arc<ListenerRuntime>,
     metrics: ConnMetrics,
     rtsp: RtspMetrics,
@@ -174,6 +179,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     let (events, mut rx) = mpsc::channel(EVENT_QUEUE);
     let mut p = Proxy {
         rtsp: RtspMetrics::new(&conn.listener.name),
+        conn: conn.inner(Protocol::Rtsp),
         listener: conn.listener.clone(),
         metrics: conn.metrics.clone(),
         limits,
@@ -396,6 +402,20 @@ impl Proxy {
             self.reply_local(401, cseq, &[("WWW-Authenticate", &challenge)]);
             return;
         }
+        let route = self.listener.routes.route(Protocol::Rtsp, &req);
+        let size = Some(req.body().len() as u64);
+        let mut permit = match self.conn.admit(Protocol::Rtsp, &req, route, size).await {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let retry = matches!(
+                    refusal.class(),
+                    RefusalClass::TooMany | RefusalClass::Unavailable
+                );
+                let extra: &[(&str, &str)] = if retry { &[("Retry-After", "1")] } else { &[] };
+                self.reply_local(refusal.status, cseq, extra);
+                return;
+            }
+        };
         let bound = req.session_id().and_then(|sid| {
             let s = self.sessions.get(sid)?;
             s.last_seen.store(self.now_ms(), Ordering::Relaxed);
@@ -415,6 +435,10 @@ impl Proxy {
             self.reply_local(502, cseq, &[]);
             return;
         };
+        if up.cluster.enter(&mut permit).is_err() {
+            self.reply_local(503, cseq, &[("Retry-After", "1")]);
+            return;
+        }
         let (client_base, up_base, local_ip) =
             (up.client_base.clone(), up.up_base.clone(), up.local_ip);
         let timeout = up.cluster.request_timeout;
@@ -470,6 +494,7 @@ impl Proxy {
             setup,
             started: Instant::now(),
             deadline: tokio::time::Instant::now() + timeout,
+            _permit: permit,
         });
     }
 
@@ -825,20 +850,11 @@ impl Proxy {
         for sid in &sids {
             self.release(sid, "upstream_closed");
         }
-        let failed: Vec<Pending> = self
-            .pending
-            .iter()
-            .filter(|p| p.upstream == id)
-            .map(|p| Pending {
-                upstream: p.upstream,
-                cseq: p.cseq.clone(),
-                teardown: false,
-                setup: None,
-                started: p.started,
-                deadline: p.deadline,
-            })
-            .collect();
-        self.pending.retain(|p| p.upstream != id);
+        let (failed, kept): (VecDeque<Pending>, VecDeque<Pending>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| p.upstream == id);
+        self.pending = kept;
         for p in failed {
             self.reply_local(502, p.cseq.as_deref(), &[]);
         }

@@ -24,6 +24,9 @@ pub struct RouteTable {
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
     hosts: Vec<VirtualHost>,
+    /// Whether any route has stream filters (else drivers that route only
+    /// once per session need not route again per request for them).
+    has_filters: bool,
 }
 
 struct VirtualHost {
@@ -40,6 +43,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// MySQL read/write split: where plain reads go (`None`: the action's cluster).
     pub read_cluster: Option<Arc<Cluster>>,
+    /// Stream filters of this route (after the listener's).
+    pub filters: crate::filters::chain::FilterChain,
 }
 
 /// What to do with a matched request.
@@ -172,6 +177,7 @@ impl RouteTable {
             prefixes: Vec::new(),
             any: None,
             hosts: Vec::new(),
+            has_filters: false,
         };
         for (i, v) in t.virtual_hosts.iter().enumerate() {
             for d in &v.domains {
@@ -198,10 +204,19 @@ impl RouteTable {
                 .iter()
                 .enumerate()
                 .map(|(k, r)| compile_route(r, k, clusters))
-                .collect();
+                .collect::<Vec<_>>();
             table.hosts.push(VirtualHost { routes });
         }
+        table.has_filters = table
+            .hosts
+            .iter()
+            .any(|v| v.routes.iter().any(|r| !r.filters.is_empty()));
         table
+    }
+
+    /// Whether some route of the table has stream filters.
+    pub fn has_filters(&self) -> bool {
+        self.has_filters
     }
 
     /// The route for a request of `protocol`, or `None` (answer "no route").
@@ -381,8 +396,10 @@ fn compile_route(
             cumulative,
         }
     };
+    let name = r.name.clone().unwrap_or_else(|| format!("route{index}"));
     Route {
-        name: r.name.clone().unwrap_or_else(|| format!("route{index}")),
+        filters: crate::filters::chain::FilterChain::new(&r.filters, &format!("route:{name}")),
+        name,
         protocol: m.protocol.map(|p| p.0),
         conditions,
         action,

@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use crate::filters::chain::Permit;
+
 /// What kind of frame a multiplexed protocol frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MuxKind {
@@ -58,8 +60,11 @@ pub enum MuxError {
     Timeout,
     /// The upstream connection closed with the request in flight.
     UpstreamClosed,
-    /// The route answers directly (with its configured text).
+    /// The route answers directly (with its configured text), or a filter
+    /// refused the request (access, size).
     Refused,
+    /// Over a rate or concurrency limit, or the gateway is overloaded.
+    Busy,
 }
 
 /// What the multiplexed driver needs of a protocol's codec.
@@ -92,6 +97,9 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn heartbeat_request(id: u64) -> Bytes;
     /// A timeout the request carries itself (Bolt does).
     fn timeout(frame: &Self::Frame) -> Option<Duration>;
+    /// The size of the request's payload (the body after the headers), for
+    /// the `payload_limit` filter.
+    fn payload_len(frame: &Self::Frame) -> usize;
 }
 
 /// Opens a fresh connection to the host a [`MuxConn`] talks to (`None`: it
@@ -121,6 +129,9 @@ pub struct Outgoing<F> {
     pub timeout: Duration,
     /// Counts the request in flight to its host until it is answered or fails.
     pub in_flight: Option<crate::upstream::InFlight>,
+    /// The request's place under the filters' concurrency limits, released
+    /// when its response (or its failure) is delivered.
+    pub permit: Permit,
 }
 
 struct Pending {
@@ -129,6 +140,7 @@ struct Pending {
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
     _in_flight: Option<crate::upstream::InFlight>,
+    _permit: Permit,
 }
 
 /// A request whose bytes are in the write buffer but not all on the socket
@@ -251,6 +263,7 @@ impl<P: MuxProtocol> Task<P> {
                 reply: msg.reply,
                 deadline: Some(key),
                 _in_flight: msg.in_flight,
+                _permit: msg.permit,
             };
             if let Some(old) = self.inflight.insert(id, pending) {
                 // The id space wrapped onto a request still waiting: fail that one.

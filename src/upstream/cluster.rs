@@ -206,6 +206,10 @@ pub struct Cluster {
     connects: Counter,
     /// MySQL backend credentials and limits (clusters MySQL sessions use).
     pub mysql: Option<config::MysqlBackend>,
+    /// The `max_requests` circuit breaker (`None`: no limit).
+    breaker: Option<crate::filters::chain::Limit>,
+    /// Requests refused by the breaker.
+    overflows: Counter,
     /// Most idle connections kept per host, and how long they may idle.
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
@@ -316,9 +320,33 @@ impl Cluster {
             shared: std::sync::Mutex::new(std::collections::HashMap::new()),
             connects: metrics::counter!("switchyard_upstream_connections_total", "cluster" => name.clone()),
             mysql: c.mysql.clone(),
+            breaker: c
+                .circuit_breakers
+                .as_ref()
+                .map(|b| crate::filters::chain::Limit::new(b.max_requests)),
+            overflows: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => name.clone(), "breaker" => "max_requests"),
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
             name,
+        }
+    }
+
+    /// Count one request in flight to this cluster under `permit` (released
+    /// with it): the refusal to answer instead when the `max_requests`
+    /// circuit breaker is full.
+    pub fn enter(
+        &self,
+        permit: &mut crate::filters::chain::Permit,
+    ) -> Result<(), crate::filters::chain::Refusal> {
+        match &self.breaker {
+            Some(b) if !b.enter(permit) => {
+                self.overflows.increment(1);
+                Err(crate::filters::chain::Refusal::new(
+                    503,
+                    &format!("cluster {} is at its max_requests circuit breaker", self.name),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -205,6 +205,11 @@ impl Frame {
         &self.wire
     }
 
+    /// The length of the content (the payload after class name and header map).
+    pub fn content_len(&self) -> usize {
+        self.content_len
+    }
+
     /// The protocol version.
     pub fn version(&self) -> Version {
         self.version

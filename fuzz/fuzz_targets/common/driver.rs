@@ -108,6 +108,8 @@ impl Harness {
                 listener: self.listener.clone(),
                 metrics: self.listener.metrics_for(self.listener.protocols.first().copied()),
                 drain: self.drain.clone(),
+                client: std::net::Ipv4Addr::LOCALHOST.into(),
+                overload: switchyard::net::overload::Overload::new(&Default::default()),
             };
             let driver = tokio::spawn(serve(Stream::Tcp(server), BytesMut::new(), conn));
             let (mut rd, mut wr) = client.split();

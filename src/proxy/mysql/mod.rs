@@ -42,6 +42,7 @@ use switchyard_codecs::{Decoder, Field, Metadata, Protocol};
 use tokio::io::AsyncWriteExt;
 
 use super::Conn;
+use crate::filters::chain::{Refusal, RefusalClass};
 use crate::net::stream::Stream;
 use crate::upstream::Cluster;
 use backend::{Backend, CheckoutError, FORMAT_CAPS, Key, checkout};
@@ -254,6 +255,23 @@ pub async fn serve(stream: Stream, buf: BytesMut, conn: Conn) {
         return;
     };
     session.run(&front, &mut client).await;
+}
+
+/// The ERR packet for a request the filters refused, as MariaDB words its
+/// own refusals: access (1130 at login, 1227 for a statement), rate (1226),
+/// size (1153), busy (1040); anything else 1105 with the refusal's text.
+fn refusal_err(refusal: &Refusal, login: bool) -> ErrPacket {
+    let text = format!("switchyard: {}", refusal.message);
+    match refusal.class() {
+        RefusalClass::Forbidden if login => ErrPacket::new(1130, b"HY000", text),
+        RefusalClass::Forbidden => ErrPacket::new(1227, b"42000", text),
+        RefusalClass::TooMany => ErrPacket::new(1226, b"42000", text),
+        RefusalClass::TooLarge => ErrPacket::new(1153, b"08S01", text),
+        RefusalClass::Unavailable if refusal.status == 503 => {
+            ErrPacket::new(er::CON_COUNT, b"08004", text)
+        }
+        _ => ErrPacket::new(er::UNKNOWN, b"HY000", text),
+    }
 }
 
 /// Whether a COM_QUERY payload is a `KILL` statement of any form.
@@ -591,13 +609,21 @@ impl Session {
             client.send_err(seq, &err).await?;
             return Ok(false);
         }
-        let route = client.conn.listener.routes.route(
-            Protocol::Mysql,
-            &Login {
-                user: &self.user,
-                schema,
-            },
-        );
+        let login = Login {
+            user: &self.user,
+            schema,
+        };
+        let route = client.conn.listener.routes.route(Protocol::Mysql, &login);
+        // A login is a request to the filters too (access, rate), refused
+        // before any backend is touched; it holds no place once answered.
+        if let Err(refusal) = client
+            .conn
+            .admit(Protocol::Mysql, &login, route, None)
+            .await
+        {
+            client.send_err(seq, &refusal_err(&refusal, true)).await?;
+            return Ok(false);
+        }
         let Some((primary, replicas)) =
             route.and_then(|r| Some((r.action.cluster()?.clone(), r.read_cluster.clone())))
         else {
@@ -698,6 +724,34 @@ impl Session {
             let err = ErrPacket::new(er::HANDSHAKE, b"08S01", "empty command packet");
             let _ = client.send_err(reply, &err).await;
             return false;
+        };
+        // Statements are the requests the filters see (with the session's
+        // user and schema); held until their results are relayed.
+        let _permit = if cmd == command::QUERY || cmd == command::STMT_EXECUTE {
+            let login = Login {
+                user: &self.user,
+                schema: self.schema.as_deref(),
+            };
+            let routes = &client.conn.listener.routes;
+            let route = routes
+                .has_filters()
+                .then(|| routes.route(Protocol::Mysql, &login))
+                .flatten();
+            let size = Some(p.payload().len() as u64);
+            match client
+                .conn
+                .admit(Protocol::Mysql, &login, route, size)
+                .await
+            {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    let err = refusal_err(&refusal, false);
+                    return self.skip_rest(client, &p).await
+                        && client.send_err(reply, &err).await.is_ok();
+                }
+            }
+        } else {
+            None
         };
         match cmd {
             command::QUIT => false,

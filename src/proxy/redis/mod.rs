@@ -31,6 +31,7 @@ use tokio::time::Instant as Deadline;
 
 use super::{Conn, drained, read_more};
 use crate::error::Error;
+use crate::filters::chain::Permit;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::pipeline::{self, Pipeline, ReplyReader};
@@ -61,6 +62,9 @@ enum Slot {
     Mute(bool),
     /// Flush and close the connection.
     Close,
+    /// The commands before this slot are answered: release their places
+    /// under the filters' concurrency limits.
+    Release(Vec<Permit>),
 }
 
 /// A sent [`shard::Fanout`].
@@ -230,6 +234,9 @@ struct Session {
     muted: bool,
     /// Inside `MULTI` (commands answer `+QUEUED`).
     in_multi: bool,
+    /// Filter permits of the commands gathered since the last flush: they
+    /// are released once their replies are written.
+    permits: Vec<Permit>,
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`, answered by the gateway itself: it keeps the
@@ -397,6 +404,10 @@ impl Session {
         self.upstreams.state.extend(pending_state);
         self.upstreams.in_flight.fetch_add(1, Ordering::Relaxed);
         let _ = self.slots.send(slot).await;
+        if !self.permits.is_empty() {
+            let permits = std::mem::take(&mut self.permits);
+            let _ = self.slots.send(Slot::Release(permits)).await;
+        }
     }
 
     /// Queue a gateway-made reply (after what is gathered, to keep the order).
@@ -493,6 +504,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         mode: ReplyMode::default(),
         muted: false,
         in_multi: false,
+        permits: Vec::new(),
     };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut authed = l.redis_auth.is_none();
@@ -562,7 +574,27 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                     }
                 }
             }
-            let target = target(&conn, &cmd);
+            let route = conn.listener.routes.route(Protocol::Redis, &cmd);
+            let size = Some(cmd.wire().len() as u64);
+            let target = target(route, &cmd);
+            let admitted = match conn.admit(Protocol::Redis, &cmd, route, size).await {
+                Ok(mut permit) => match &target {
+                    Target::Cluster(cluster, _) => cluster.enter(&mut permit).map(|()| permit),
+                    Target::Reply(_) => Ok(permit),
+                },
+                Err(refusal) => Err(refusal),
+            };
+            match admitted {
+                Ok(permit) if permit.is_empty() => {}
+                Ok(permit) => session.permits.push(permit),
+                Err(refusal) => {
+                    conn.metrics.observe(std::time::Duration::ZERO, true);
+                    if !session.reply(redis::error_reply(&refusal.message)).await {
+                        break 'session;
+                    }
+                    continue;
+                }
+            }
             if enters_push_mode(&cmd) && !session.in_multi {
                 if let Target::Cluster(cluster, _) = &target
                     && cluster.shards().is_some_and(|s| s.map().hosts().len() > 1)
@@ -684,8 +716,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     }
 }
 
-fn target(conn: &Conn, cmd: &Command) -> Target {
-    let route = conn.listener.routes.route(Protocol::Redis, cmd);
+fn target(route: Option<&crate::router::Route>, cmd: &Command) -> Target {
     match route.map(|r| (&r.action, r.timeout)) {
         None => {
             let name = String::from_utf8_lossy(cmd.name());
@@ -823,6 +854,7 @@ async fn write_replies(
                 }
             }
             Slot::Mute(m) => muted = m,
+            Slot::Release(permits) => drop(permits),
             Slot::Close => break,
             Slot::Conn { id, reader } => {
                 readers.retain(|(_, r)| !r.is_failed());
