@@ -401,7 +401,10 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
     let out = run_ok(curl().args(["-s", "-i"]).arg(gw.url("/hello")));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.ends_with("cluster web is at its max_requests circuit breaker\n"), "{text}");
+    assert!(
+        text.ends_with("cluster web is at its max_requests circuit breaker\n"),
+        "{text}"
+    );
     for t in slow {
         assert_eq!(t.join().unwrap(), [200]);
     }
@@ -430,6 +433,9 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
         b"-ERR cluster redis is at its max_requests circuit breaker\r\n"
     );
     assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
-    assert_eq!(blocked.reply().unwrap(), b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n");
+    assert_eq!(
+        blocked.reply().unwrap(),
+        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+    );
     assert_eq!(other.command(&["GET", "x"]), b"$-1\r\n");
 }

@@ -534,7 +534,11 @@ fn a_cluster_circuit_breaker_answers_overflow_busy(kind: RpcKind) {
     let gw = Gateway::start(&config(
         "dubbo, bolt",
         &[format!("{{match: {{protocol: {name}}}, cluster: servers}}")],
-        &[cluster("servers", &[server.addr()], "circuit_breakers: {max_requests: 1}")],
+        &[cluster(
+            "servers",
+            &[server.addr()],
+            "circuit_breakers: {max_requests: 1}",
+        )],
     ));
     let slow = spawn_rpc_client(gw.addr(), kind, CLIENT_TIMEOUT, &["1", "slow", "3000"]);
     wait_for("the slow call at the server", WAIT, || {

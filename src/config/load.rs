@@ -174,7 +174,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     c.unique("clusters", config.clusters.iter().map(|c| &c.name));
 
     for cl in &config.clusters {
-        if cl.circuit_breakers.as_ref().is_some_and(|b| b.max_requests == 0) {
+        if cl
+            .circuit_breakers
+            .as_ref()
+            .is_some_and(|b| b.max_requests == 0)
+        {
             c.at(
                 cl.name.referenced,
                 format!("clusters[{}].circuit_breakers.max_requests", cl.name.value),

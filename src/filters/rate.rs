@@ -142,8 +142,11 @@ pub struct KeyedBuckets {
     rate: f64,
     burst: f64,
     per_shard: usize,
-    shards: Box<[std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Bucket>>]>,
+    shards: Box<[Shard]>,
 }
+
+/// One lock's share of the keyed buckets.
+type Shard = std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Bucket>>;
 
 const SHARDS: usize = 16;
 

@@ -131,7 +131,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
             if let Err(refusal) = cluster.enter(&mut permit) {
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
-                    let _ = reply_tx.send(refuse(MuxError::Busy, &refusal.message)).await;
+                    let _ = reply_tx
+                        .send(refuse(MuxError::Busy, &refusal.message))
+                        .await;
                 }
                 continue;
             }

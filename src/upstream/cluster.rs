@@ -343,7 +343,10 @@ impl Cluster {
                 self.overflows.increment(1);
                 Err(crate::filters::chain::Refusal::new(
                     503,
-                    &format!("cluster {} is at its max_requests circuit breaker", self.name),
+                    &format!(
+                        "cluster {} is at its max_requests circuit breaker",
+                        self.name
+                    ),
                 ))
             }
             _ => Ok(()),
