@@ -285,6 +285,9 @@ impl Gateway {
         for c in snapshot.clusters.values() {
             c.start_health_checks();
         }
+        for (name, c) in &snapshot.clusters {
+            c.inherit(old.clusters.get(name).map(|c| &**c));
+        }
         self.overload.configure(&config.overload);
         self.snapshot.store(Arc::new(snapshot));
         Ok(())

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::{Config, Fallback, Host};
+use super::{Config, Fallback, Host, LbPolicy};
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +332,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         );
                     }
                 }
+                validate_subset(config, &mut c, r, &rfield, v.name.referenced);
                 if let Some(d) = &r.direct_response
                     && !(100..=599).contains(&d.status)
                 {
@@ -413,6 +414,32 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(s) = &cl.slow_start {
+            if s.window.get().is_zero() {
+                c.at(
+                    cl.name.referenced,
+                    field("slow_start.window"),
+                    "a window of 0 ramps nothing".into(),
+                    Some("write e.g. `slow_start: {window: 30s}`, or drop `slow_start`"),
+                );
+            }
+            if !(1..=100).contains(&s.min_weight_percent) {
+                c.at(
+                    cl.name.referenced,
+                    field("slow_start.min_weight_percent"),
+                    format!("{} is not a percentage of the weight", s.min_weight_percent),
+                    Some("use 1..=100 (default 10)"),
+                );
+            }
+            if matches!(cl.lb, LbPolicy::RingHash | LbPolicy::Maglev) {
+                c.at(
+                    cl.name.referenced,
+                    field("slow_start"),
+                    "hashing policies send a key to its owner whatever its weight: slow start cannot ramp it".into(),
+                    Some("use `lb: round_robin`, `weighted_round_robin`, `random` or `least_request`, or drop `slow_start`"),
+                );
+            }
+        }
         if let Some(r) = &cl.redis {
             let tag = r.hash_tag.value.as_bytes();
             if tag.len() != 2 || tag.first() == tag.get(1) {
@@ -479,6 +506,118 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     validate_mysql(config, &mut c, &clusters, &cluster_hint);
     c.problems
+}
+
+/// A route's `subset`, `subset_from_header` and `subset_fallback`: they need a
+/// single `cluster`, and some host of it must carry the labels named.
+fn validate_subset(
+    config: &Config,
+    c: &mut Checker,
+    r: &crate::config::Route,
+    rfield: &str,
+    fallback_loc: Location,
+) {
+    let from = r.subset_from_header.as_ref();
+    if r.subset.is_none() && from.is_none() {
+        if r.subset_fallback != crate::config::SubsetFallback::Any {
+            c.at(
+                fallback_loc,
+                format!("{rfield}.subset_fallback"),
+                "`subset_fallback` without `subset` or `subset_from_header`".into(),
+                Some("add `subset_from_header: {header: x-version, label: version}`, or drop `subset_fallback`"),
+            );
+        }
+        return;
+    }
+    let loc = r
+        .subset
+        .as_ref()
+        .map(|s| s.referenced)
+        .or(from.map(|f| f.referenced))
+        .unwrap_or(fallback_loc);
+    let Some(name) = &r.cluster else {
+        c.at(
+            loc,
+            format!("{rfield}.subset"),
+            "subsets narrow a route's `cluster`; this route has none".into(),
+            Some("send the route to one `cluster:` (not `weighted_clusters`)"),
+        );
+        return;
+    };
+    // An unknown cluster is reported with the route's other references.
+    let Some(cluster) = config
+        .clusters
+        .iter()
+        .find(|cl| cl.name.value == name.value)
+    else {
+        return;
+    };
+    let labels = || {
+        let mut all: Vec<String> = cluster
+            .hosts
+            .iter()
+            .filter_map(|h| h.value.labels())
+            .flat_map(|l| l.iter().map(|(k, v)| format!("{k}: {v}")))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        if all.is_empty() {
+            format!(
+                "no host of cluster `{}` has labels: write hosts as `{{address: \"127.0.0.1:8080\", labels: {{version: v2}}}}`",
+                name.value
+            )
+        } else {
+            format!("labels of cluster `{}`: {}", name.value, all.join(", "))
+        }
+    };
+    if let Some(s) = &r.subset {
+        if s.value.is_empty() {
+            c.at(
+                s.referenced,
+                format!("{rfield}.subset"),
+                "an empty subset selects every host".into(),
+                Some("name labels, e.g. `subset: {version: v2}`, or drop `subset`"),
+            );
+        } else if !cluster.hosts.iter().any(|h| h.value.has_labels(&s.value)) {
+            let want: Vec<String> = s.value.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            c.at(
+                s.referenced,
+                format!("{rfield}.subset"),
+                format!(
+                    "no host of cluster `{}` has the labels {{{}}}",
+                    name.value,
+                    want.join(", ")
+                ),
+                Some(&labels()),
+            );
+        }
+    }
+    if let Some(f) = from {
+        if f.value.header.is_empty() {
+            c.at(
+                f.referenced,
+                format!("{rfield}.subset_from_header.header"),
+                "no header is named".into(),
+                Some("write e.g. `subset_from_header: {header: x-version, label: version}`"),
+            );
+        }
+        let labelled = cluster.hosts.iter().any(|h| {
+            h.value
+                .labels()
+                .is_some_and(|l| l.contains_key(&f.value.label))
+        });
+        if !labelled {
+            c.at(
+                f.referenced,
+                format!("{rfield}.subset_from_header.label"),
+                format!(
+                    "no host of cluster `{}` carries the label `{}`",
+                    name.value, f.value.label
+                ),
+                Some(&labels()),
+            );
+        }
+    }
 }
 
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
@@ -732,6 +871,46 @@ clusters:
   - name: cache
     hosts: ["127.0.0.1:6379", { address: "127.0.0.1:6380", weight: 3 }]
 "#;
+
+    #[test]
+    fn reports_subset_and_slow_start_mistakes_with_field_and_fix() {
+        let good = GOOD
+            .replace(
+                "{ address: \"127.0.0.1:6380\", weight: 3 }",
+                "{ address: \"127.0.0.1:6380\", weight: 3, labels: {version: v2} }",
+            )
+            .replace(
+                "            cluster: cache\n",
+                "            cluster: cache\n            subset: {version: v2}\n            subset_from_header: {header: x-version, label: version}\n            subset_fallback: none\n",
+            )
+            .replace("    hosts: [", "    lb: least_request\n    slow_start: {window: 30s}\n    hosts: [");
+        let c = load_str(&good, "good.yaml").unwrap();
+        assert!(
+            c.route_tables[0].virtual_hosts[0].routes[0]
+                .subset
+                .is_some()
+        );
+        let bad = good
+            .replace("subset: {version: v2}", "subset: {version: v3}")
+            .replace("label: version}", "label: zone}")
+            .replace("window: 30s", "window: 0s")
+            .replace("least_request", "maglev")
+            .replace(
+                "          - direct_response",
+                "          - {direct_response: {status: 200}, subset_fallback: none}\n          - direct_response",
+            );
+        let text = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "routes[0].subset: no host of cluster `cache` has the labels {version: v3} (labels of cluster `cache`: version: v2)",
+            "routes[0].subset_from_header.label: no host of cluster `cache` carries the label `zone`",
+            "routes[1].subset_fallback: `subset_fallback` without `subset` or `subset_from_header`",
+            "clusters[cache].slow_start.window: a window of 0 ramps nothing",
+            "clusters[cache].slow_start: hashing policies",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(text.starts_with("bad.yaml:"), "{text}");
+    }
 
     #[test]
     fn accepts_a_good_config_with_defaults() {

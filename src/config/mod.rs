@@ -13,6 +13,7 @@ pub mod redis;
 pub use duration::Duration;
 pub use load::{ConfigError, Problem, load_file, load_str};
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -397,10 +398,43 @@ pub struct Route {
     /// sessions go to this cluster (the replicas); `cluster` is the primary.
     #[serde(default)]
     pub read_cluster: Option<Spanned<String>>,
+    /// Send only to the cluster's hosts whose labels include all of these
+    /// (`subset: {version: v2}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<Spanned<BTreeMap<String, String>>>,
+    /// Choose the subset from a request header (or RPC attachment): hosts
+    /// whose `label` equals the header's value (canary by header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset_from_header: Option<Spanned<SubsetFromHeader>>,
+    /// When no host matches the request's subset: `any` host of the route's
+    /// (static) subset, or `none` (answered as an empty cluster is).
+    #[serde(default)]
+    pub subset_fallback: SubsetFallback,
     /// Stream filters the requests this route took go through, in order,
     /// after the listener's.
     #[serde(default)]
     pub filters: Vec<Spanned<filters::Filter>>,
+}
+
+/// `subset_from_header: {header: x-version, label: version}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetFromHeader {
+    /// The header (HTTP, case-insensitive) or RPC attachment/header whose value is looked up.
+    pub header: String,
+    /// The host label the value must equal.
+    pub label: String,
+}
+
+/// What a subset route does when no host matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubsetFallback {
+    /// Any host of the route's static subset (the whole cluster without one).
+    #[default]
+    Any,
+    /// No host: the request is answered as for an empty cluster.
+    None,
 }
 
 /// A request matcher. All the given conditions must hold.
@@ -691,6 +725,11 @@ pub struct Cluster {
     #[serde(default = "defaults::yes")]
     pub failover: bool,
     pub hosts: Vec<Spanned<Host>>,
+    /// Ramp a host's share up linearly over `window` after it becomes
+    /// reachable again or is newly added (round robin, weighted, random,
+    /// least request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
     /// Give up connecting to a host after this long (answered 502 / `-ERR`).
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -735,6 +774,17 @@ pub struct CircuitBreakers {
     pub max_requests: usize,
 }
 
+/// `slow_start: {window: 30s}`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowStart {
+    /// How long a recovered or new host takes to reach its full weight.
+    pub window: Duration,
+    /// The share a host starts at, in percent of its weight (default 10, as Envoy).
+    #[serde(default = "defaults::slow_start_min_percent")]
+    pub min_weight_percent: u32,
+}
+
 /// The HTTP version a cluster's hosts speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -759,9 +809,15 @@ pub enum LbPolicy {
     /// Consistent hashing (ketama) on the request's `hash_on` metadata field:
     /// the same client id (or key, user, ...) always reaches the same host.
     RingHash,
+    /// Power of two choices: two hosts drawn at random (weighted), the one
+    /// with fewer requests in flight wins (`weight / (active + 1)`), as Envoy.
+    LeastRequest,
+    /// Consistent hashing with a Maglev lookup table (65537 entries) on
+    /// `hash_on`: faster lookups and better balance than `ring_hash`.
+    Maglev,
 }
 
-/// The metadata field a `ring_hash` cluster hashes on.
+/// The metadata field a `ring_hash` or `maglev` cluster hashes on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashOn {
@@ -790,6 +846,9 @@ pub enum Host {
         /// Redis: replicas of this host, for `redis.read_from: replica`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         replicas: Vec<String>,
+        /// Labels routes select subsets by (`{version: v2, zone: a}`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
     },
 }
 
@@ -805,6 +864,19 @@ impl Host {
             Host::Address(_) => &[],
             Host::Weighted { replicas, .. } => replicas,
         }
+    }
+    /// Labels of this host (none for the plain `"IP:port"` form).
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            Host::Address(_) => None,
+            Host::Weighted { labels, .. } => Some(labels),
+        }
+    }
+    /// Whether this host carries every label of `selector`.
+    pub fn has_labels(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.labels().and_then(|l| l.get(k)) == Some(v))
     }
     pub fn weight(&self) -> u32 {
         match self {
@@ -1039,6 +1111,9 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn slow_start_min_percent() -> u32 {
+        10
     }
     pub fn yes() -> bool {
         true

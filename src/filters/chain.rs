@@ -163,6 +163,7 @@ struct InFlight {
 
 /// At most `max` requests in flight at once, counted by the permits that
 /// entered it: a concurrency filter's count, or a cluster's circuit breaker.
+#[derive(Clone)]
 pub struct Limit {
     max: usize,
     now: Arc<InFlight>,

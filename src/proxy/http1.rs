@@ -277,7 +277,7 @@ async fn exchange(
             );
             return (local(head, down, &resp, &conn.metrics).await, false);
         }
-        Some(action) => match action.cluster() {
+        Some(action) => match action.cluster_for(head) {
             Some(c) => c.clone(),
             None => {
                 return (
@@ -491,7 +491,7 @@ async fn forward(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (host, mut up, reused) = match cluster.checkout(cluster.pick()).await {
+        let (host, mut up, reused) = match cluster.checkout(cluster.hosts_for(head)).await {
             Ok(x) => x,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::ConnectTimeout {
@@ -503,6 +503,7 @@ async fn forward(
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
+        let _in_flight = cluster.begin(host);
         let mut up_buf = BytesMut::with_capacity(4096);
         let mut up_dec = ResponseDecoder::new(limits);
         up_dec.expect_response_to(head.method());

@@ -321,7 +321,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             answer(&mut respond, grpc, Failure::Unsupported, None);
             return true;
         }
-        action => match action.cluster() {
+        action => match action.cluster_for(&head) {
             Some(c) => c.clone(),
             None => {
                 answer(&mut respond, grpc, Failure::NoCluster, None);
@@ -535,6 +535,7 @@ async fn forward_h2(
             }
         };
         let req_body = if empty { None } else { body.take() };
+        let _in_flight = cluster.begin(host);
         match relay_h2(
             &up,
             host,
@@ -808,6 +809,7 @@ async fn forward_h1(
                 return up.fail(&mut respond, Failure::of(&e));
             }
         };
+        let _in_flight = cluster.begin(host);
         let handshake = hyper::client::conn::http1::Builder::new()
             .handshake::<_, ReqBody>(TokioIo::new(tcp))
             .await;

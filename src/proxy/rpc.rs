@@ -118,7 +118,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     }
                     continue;
                 }
-                Some((action, timeout)) => match action.cluster() {
+                Some((action, timeout)) => match action.cluster_for(&frame) {
                     Some(c) => (c.clone(), timeout.unwrap_or(c.request_timeout)),
                     None => {
                         let _ = reply_tx
@@ -141,7 +141,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));
             turn = turn.wrapping_add(1);
-            let Some(up) = upstream::<P>(&mut cache, &cluster, &frame, turn).await else {
+            let Some((up, host)) = upstream::<P>(&mut cache, &cluster, &frame, turn).await else {
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
                     let message = format!("upstream unavailable (cluster {})", cluster.name);
@@ -154,6 +154,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 frame,
                 reply: reply_tx.clone(),
                 timeout,
+                in_flight: Some(cluster.begin(host)),
                 permit,
             };
             let mut retried = false;
@@ -165,7 +166,10 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     Err(back) if !retried => {
                         retried = true;
                         match upstream::<P>(&mut cache, &cluster, &back.frame, turn).await {
-                            Some(next) => (up, outgoing) = (next, back),
+                            Some((next, host)) => {
+                                (up, outgoing) = (next, back);
+                                outgoing.in_flight = Some(cluster.begin(host));
+                            }
                             None => {
                                 break Some((back, MuxError::Unavailable, "upstream unavailable"));
                             }
@@ -213,7 +217,7 @@ async fn upstream<P: MuxProtocol>(
     cluster: &Arc<Cluster>,
     frame: &P::Frame,
     turn: usize,
-) -> Option<MuxConn<P>> {
+) -> Option<(MuxConn<P>, usize)> {
     for host in cluster.hosts_for(frame) {
         let cached = cache
             .iter()
@@ -222,7 +226,7 @@ async fn upstream<P: MuxProtocol>(
             let conns = &cache.get(i)?.2;
             let open: Vec<&MuxConn<P>> = conns.iter().filter(|c| c.is_open()).collect();
             if open.len() == conns.len() && !open.is_empty() {
-                return open.get(turn % open.len()).map(|c| (*c).clone());
+                return open.get(turn % open.len()).map(|c| ((*c).clone(), host));
             }
             cache.remove(i);
         }
@@ -232,7 +236,7 @@ async fn upstream<P: MuxProtocol>(
         }
         let pick = conns.get(turn % conns.len()).cloned();
         cache.push((cluster.clone(), host, conns));
-        return pick;
+        return pick.map(|c| (c, host));
     }
     None
 }

@@ -60,6 +60,18 @@ pub enum Action {
     Direct(DirectResponse),
     /// Accept a WebSocket upgrade and serve this protocol inside it.
     WebSocket(Protocol),
+    /// Send to the subset of a cluster's hosts whose label equals a request
+    /// header's value (canary by header); each subset is precompiled.
+    Subset {
+        /// The header (or RPC attachment) read.
+        header: Field,
+        /// Label value → that subset's view of the cluster.
+        choices: Vec<(Bytes, Arc<Cluster>)>,
+        /// Without the header or a subset for its value: the route's static
+        /// subset or whole cluster (`subset_fallback: any`), or an empty view
+        /// (`none`, answered as an empty cluster is).
+        fallback: Arc<Cluster>,
+    },
 }
 
 /// A response the gateway makes itself.
@@ -82,7 +94,31 @@ impl Action {
                 let r = rand::random_range(0..total);
                 clusters.get(cumulative.partition_point(|c| *c <= r))
             }
+            Action::Subset { fallback, .. } => Some(fallback),
             Action::Direct(_) | Action::WebSocket(_) => None,
+        }
+    }
+
+    /// The cluster (or subset view) for `req`: as [`Action::cluster`], and
+    /// for subset-by-header routes the subset the request's header selects.
+    /// No allocation: a scan of the route's few label values.
+    pub fn cluster_for(&self, req: &dyn Metadata) -> Option<&Arc<Cluster>> {
+        match self {
+            Action::Subset {
+                header,
+                choices,
+                fallback,
+            } => {
+                let value = req.get(header);
+                let chosen = value.and_then(|v| {
+                    choices
+                        .iter()
+                        .find(|(label, _)| label.as_ref() == v)
+                        .map(|(_, c)| c)
+                });
+                Some(chosen.unwrap_or(fallback))
+            }
+            other => other.cluster(),
         }
     }
 }
@@ -343,7 +379,7 @@ fn compile_route(
             body: Bytes::from(d.body.clone()),
         })
     } else if let Some(c) = r.cluster.as_ref().and_then(|c| lookup(&c.value)) {
-        Action::Cluster(c)
+        subset_action(r, c)
     } else {
         let mut total = 0u64;
         let mut cumulative = Vec::new();
@@ -369,6 +405,47 @@ fn compile_route(
         action,
         timeout: r.timeout.map(|t| t.get()),
         read_cluster: r.read_cluster.as_ref().and_then(|c| lookup(&c.value)),
+    }
+}
+
+/// A route to cluster `c`, narrowed to its `subset` and `subset_from_header`
+/// (views precompiled here, so choosing one costs a compare per label value).
+fn subset_action(r: &config::Route, c: Arc<Cluster>) -> Action {
+    let base = match &r.subset {
+        Some(selector) => Arc::new(c.subset(&c.hosts_labelled(&selector.value))),
+        None => c.clone(),
+    };
+    let Some(from) = &r.subset_from_header else {
+        return Action::Cluster(base);
+    };
+    let fixed = r
+        .subset
+        .as_ref()
+        .map(|s| s.value.clone())
+        .unwrap_or_default();
+    let choices = c
+        .label_values(&from.value.label)
+        .into_iter()
+        .filter_map(|value| {
+            let mut selector = fixed.clone();
+            if selector
+                .insert(from.value.label.clone(), value.clone())
+                .is_some_and(|v| v != value)
+            {
+                return None;
+            }
+            let hosts = c.hosts_labelled(&selector);
+            (!hosts.is_empty()).then(|| (Bytes::from(value), Arc::new(c.subset(&hosts))))
+        })
+        .collect();
+    let fallback = match r.subset_fallback {
+        config::SubsetFallback::Any => base,
+        config::SubsetFallback::None => Arc::new(c.subset(&[])),
+    };
+    Action::Subset {
+        header: Field::Header(from.value.header.clone()),
+        choices,
+        fallback,
     }
 }
 
@@ -485,6 +562,68 @@ route_tables:
             name(&t, r, &req(&[(Field::Command, "PING")])).as_deref(),
             Some("redis-rest")
         );
+    }
+
+    #[test]
+    fn subsets_by_label_and_by_header_with_fallbacks() {
+        let yaml = r#"
+listeners: [{name: l, address: "127.0.0.1:1", protocols: [http1], route_table: t}]
+clusters:
+  - name: web
+    hosts:
+      - {address: "127.0.0.1:2", labels: {version: v1, zone: a}}
+      - {address: "127.0.0.1:3", labels: {version: v2, zone: a}}
+      - {address: "127.0.0.1:4", labels: {version: v2, zone: b}}
+      - "127.0.0.1:5"
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - {name: zone-b, match: {path_prefix: /b}, cluster: web, subset: {zone: b}}
+          - name: strict
+            match: {path_prefix: /strict}
+            cluster: web
+            subset_from_header: {header: x-version, label: version}
+            subset_fallback: none
+          - name: canary
+            cluster: web
+            subset: {zone: a}
+            subset_from_header: {header: x-version, label: version}
+"#;
+        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
+        let clusters: HashMap<String, Arc<Cluster>> = cfg
+            .clusters
+            .iter()
+            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
+            .collect();
+        let t = RouteTable::new(&cfg.route_tables[0], &clusters);
+        let ports = |path: &'static str, version: Option<&'static str>| {
+            let mut fields = vec![(Field::Path, path)];
+            fields.extend(version.map(|v| (Field::Header("x-version".into()), v)));
+            let r = req(&fields);
+            let route = t.route(Protocol::Http1, &r).unwrap();
+            let c = route.action.cluster_for(&r).unwrap();
+            let mut p: Vec<u16> = c.hosts.iter().map(|h| h.address.port()).collect();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(ports("/b", None), [4]);
+        assert_eq!(
+            ports("/b", Some("v1")),
+            [4],
+            "a static subset ignores headers"
+        );
+        assert_eq!(ports("/strict", Some("v2")), [3, 4]);
+        assert_eq!(ports("/strict", Some("v1")), [2]);
+        assert_eq!(ports("/strict", Some("v9")), [0u16; 0], "none: no host");
+        assert_eq!(ports("/strict", None), [0u16; 0]);
+        // Header within the static subset (zone a), else the zone-a hosts.
+        assert_eq!(ports("/", Some("v2")), [3]);
+        assert_eq!(ports("/", Some("v1")), [2]);
+        assert_eq!(ports("/", Some("v9")), [2, 3]);
+        assert_eq!(ports("/", None), [2, 3]);
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct Outgoing<F> {
     /// Where the response (with the client's id restored) goes.
     pub reply: mpsc::Sender<Bytes>,
     pub timeout: Duration,
+    /// Counts the request in flight to its host until it is answered or fails.
+    pub in_flight: Option<crate::upstream::InFlight>,
     /// The request's place under the filters' concurrency limits, released
     /// when its response (or its failure) is delivered.
     pub permit: Permit,
@@ -155,6 +157,7 @@ struct Pending {
     context: u32,
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
+    _in_flight: Option<crate::upstream::InFlight>,
     _permit: Permit,
 }
 
@@ -280,6 +283,7 @@ impl<P: MuxProtocol> Task<P> {
                 context: P::reply_context(&msg.frame),
                 reply: msg.reply,
                 deadline: Some(key),
+                _in_flight: msg.in_flight,
                 _permit: msg.permit,
             };
             if let Some(old) = self.inflight.insert(id, pending) {

@@ -1,20 +1,23 @@
 //! A cluster: hosts, a balancer, a pool and the timeouts of connecting to them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use tokio::net::TcpStream;
 
 use switchyard_codecs::{Field, Metadata};
 
+use super::maglev::{Maglev, MaglevWalk};
 use super::ring::RingWalk;
 use super::{Balancer, Pool, Ring};
 use crate::config::{self, HashOn, LbPolicy};
 use crate::error::{Error, ErrorKind};
 
-/// One upstream host.
+/// One upstream host. Shared (`Arc`) by its cluster and the cluster's subset
+/// views, so requests in flight and slow start count once per host.
 #[derive(Debug)]
 pub struct Host {
     pub address: SocketAddr,
@@ -23,14 +26,104 @@ pub struct Host {
     down: AtomicBool,
     /// Active check and outlier state.
     pub health: super::health::HostHealth,
+    /// Requests in flight to this host (see [`Cluster::begin`]).
+    active: AtomicU32,
+    /// When the host last became reachable again or was added, in ms since
+    /// [`epoch`] (+1, so 0 means "not warming up").
+    recovered_at: AtomicU64,
+}
+
+/// The process's clock origin for slow start.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Host {
+    fn new(address: SocketAddr, weight: u32, cluster: &str) -> Self {
+        Self {
+            health: super::health::HostHealth::new(cluster, &address.to_string()),
+            address,
+            weight,
+            down: AtomicBool::new(false),
+            active: AtomicU32::new(0),
+            recovered_at: AtomicU64::new(0),
+        }
+    }
+
     /// Whether requests may go to this host: its health checks pass and
     /// outlier detection has not ejected it.
     pub fn available(&self) -> bool {
         self.health.available()
     }
+
+    /// Requests in flight to this host.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The host has become reachable again (or is new): a cluster with
+    /// `slow_start` ramps its share up from now. Health checks call this too.
+    pub fn mark_recovered(&self) {
+        self.recovered_at.store(now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// The share of its weight the host gets now under slow start, in
+    /// `min..=1.0` (1.0 when not warming up).
+    pub fn warmth(&self, slow_start: &SlowStart) -> f64 {
+        let since = self.recovered_at.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms().saturating_sub(since - 1);
+        if elapsed >= slow_start.window_ms {
+            self.recovered_at.store(0, Ordering::Relaxed);
+            return 1.0;
+        }
+        (elapsed as f64 / slow_start.window_ms as f64).max(slow_start.min)
+    }
+}
+
+/// A cluster's compiled `slow_start`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowStart {
+    window_ms: u64,
+    /// The least share a warming host gets (0.0..=1.0).
+    min: f64,
+}
+
+impl SlowStart {
+    pub fn new(window: Duration, min_weight_percent: u32) -> Self {
+        Self {
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
+            min: f64::from(min_weight_percent.min(100)) / 100.0,
+        }
+    }
+}
+
+/// A request in flight to a host: counted while this lives (see
+/// [`Cluster::begin`]); `least_request` sends new requests elsewhere.
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InFlight {
+    host: Option<Arc<Host>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(h) = &self.host {
+            h.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a hashing cluster maps a key to its hosts.
+enum Hashing {
+    Ring(Ring),
+    Maglev(Maglev),
 }
 
 /// A cluster's Redis settings, compiled.
@@ -48,7 +141,7 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    fn new(r: &config::redis::ClusterRedis, c: &config::Cluster, hosts: &[Host]) -> Self {
+    fn new(r: &config::redis::ClusterRedis, c: &config::Cluster, hosts: &[Arc<Host>]) -> Self {
         use switchyard_codecs::WireHead;
         use switchyard_codecs::redis::Command;
         let mut login = Vec::new();
@@ -98,10 +191,15 @@ impl RedisBackend {
 /// A compiled cluster, shared by every connection of a config snapshot.
 pub struct Cluster {
     pub name: String,
-    pub hosts: Vec<Host>,
+    pub hosts: Vec<Arc<Host>>,
     pub balancer: Balancer,
-    /// With `lb: ring_hash`: the ring and the field hashed.
-    ring: Option<(Ring, Field)>,
+    /// With `lb: ring_hash` or `maglev`: the table and the field hashed.
+    hashing: Option<(Hashing, Field)>,
+    /// Ramp recovered and new hosts up over a window.
+    slow_start: Option<SlowStart>,
+    /// The config this cluster was compiled from (subset views are compiled
+    /// from it with fewer hosts).
+    source: config::Cluster,
     /// Try the next host when the chosen one cannot be reached.
     failover: bool,
     pub pool: Pool,
@@ -117,12 +215,13 @@ pub struct Cluster {
     connects: Counter,
     /// MySQL backend credentials and limits (clusters MySQL sessions use).
     pub mysql: Option<config::MysqlBackend>,
-    /// The `max_requests` circuit breaker (`None`: no limit).
+    /// Health checks and outlier detection (shared with subset views).
+    pub health: Arc<super::health::ClusterHealth>,
+    /// The `max_requests` circuit breaker (`None`: no limit; shared with
+    /// subset views).
     breaker: Option<crate::filters::chain::Limit>,
     /// Requests refused by the breaker.
     overflows: Counter,
-    /// Health checks and outlier detection.
-    pub health: super::health::ClusterHealth,
     /// Most idle connections kept per host, and how long they may idle.
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
@@ -140,37 +239,93 @@ pub struct Cluster {
 impl Cluster {
     /// Compile a validated cluster config.
     pub fn new(c: &config::Cluster) -> Self {
-        let hosts: Vec<Host> = c
+        let hosts: Vec<Arc<Host>> = c
             .hosts
             .iter()
             .filter_map(|h| {
-                let address: SocketAddr = h.value.address().parse().ok()?;
-                Some(Host {
-                    address,
-                    weight: h.value.weight(),
-                    down: AtomicBool::new(false),
-                    health: super::health::HostHealth::new(&c.name.value, &address.to_string()),
-                })
+                Some(Arc::new(Host::new(
+                    h.value.address().parse().ok()?,
+                    h.value.weight(),
+                    &c.name.value,
+                )))
             })
             .collect();
+        Self::with_hosts(c, hosts)
+    }
+
+    /// A view of this cluster over the hosts `indices` (a subset of a
+    /// route): its own balancer and pools, the same [`Host`]s (so requests
+    /// in flight, reachability and slow start are shared).
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let mut c = self.source.clone();
+        c.hosts = indices
+            .iter()
+            .filter_map(|i| self.source.hosts.get(*i).cloned())
+            .collect();
+        let hosts = indices
+            .iter()
+            .filter_map(|i| self.hosts.get(*i).cloned())
+            .collect();
+        let mut view = Self::with_hosts(&c, hosts);
+        // One health state and one breaker for the cluster and its views.
+        view.health = self.health.clone();
+        view.breaker = self.breaker.clone();
+        view
+    }
+
+    /// Indices of the hosts whose config carries every label of `selector`.
+    pub fn hosts_labelled(
+        &self,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<usize> {
+        (0..self.hosts.len())
+            .filter(|i| {
+                self.source
+                    .hosts
+                    .get(*i)
+                    .is_some_and(|h| h.value.has_labels(selector))
+            })
+            .collect()
+    }
+
+    /// The distinct values of host label `label` (sorted).
+    pub fn label_values(&self, label: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .source
+            .hosts
+            .iter()
+            .filter_map(|h| h.value.labels()?.get(label).cloned())
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    }
+
+    fn with_hosts(c: &config::Cluster, hosts: Vec<Arc<Host>>) -> Self {
         let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
         let name = c.name.value.clone();
-        let ring = (c.lb == LbPolicy::RingHash).then(|| {
-            let names: Vec<String> = hosts.iter().map(|h| h.address.to_string()).collect();
-            let field = match c.hash_on {
-                HashOn::ClientId => Field::ClientId,
-                HashOn::User => Field::User,
-                HashOn::Key => Field::Key,
-                HashOn::Host => Field::Host,
-                HashOn::Path => Field::Path,
-            };
-            (Ring::new(&names, &weights), field)
-        });
+        let field = match c.hash_on {
+            HashOn::ClientId => Field::ClientId,
+            HashOn::User => Field::User,
+            HashOn::Key => Field::Key,
+            HashOn::Host => Field::Host,
+            HashOn::Path => Field::Path,
+        };
+        let names = || -> Vec<String> { hosts.iter().map(|h| h.address.to_string()).collect() };
+        let hashing = match c.lb {
+            LbPolicy::RingHash => Some((Hashing::Ring(Ring::new(&names(), &weights)), field)),
+            LbPolicy::Maglev => Some((Hashing::Maglev(Maglev::new(&names(), &weights)), field)),
+            _ => None,
+        };
         let redis = c.redis.as_ref().map(|r| RedisBackend::new(r, c, &hosts));
         Self {
             redis,
             balancer: Balancer::new(c.lb, &weights),
-            ring,
+            hashing,
+            slow_start: c
+                .slow_start
+                .map(|s| SlowStart::new(s.window.get(), s.min_weight_percent)),
+            source: c.clone(),
             failover: c.failover,
             pool: Pool::new(hosts.len(), c.max_idle_per_host, c.idle_timeout.get()),
             mux: super::MuxPool::new(hosts.len()),
@@ -182,12 +337,12 @@ impl Cluster {
             shared: std::sync::Mutex::new(std::collections::HashMap::new()),
             connects: metrics::counter!("switchyard_upstream_connections_total", "cluster" => name.clone()),
             mysql: c.mysql.clone(),
+            health: Arc::new(super::health::ClusterHealth::new(c)),
             breaker: c
                 .circuit_breakers
                 .as_ref()
                 .map(|b| crate::filters::chain::Limit::new(b.max_requests)),
             overflows: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => name.clone(), "breaker" => "max_requests"),
-            health: super::health::ClusterHealth::new(c),
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
             name,
@@ -217,10 +372,11 @@ impl Cluster {
     }
 
     /// The host order to try for one request: the balancer's pick first, then
-    /// the others in turn (so a failed connect can fall back for free).
+    /// the others in turn (so a failed connect can fall back for free). Every
+    /// host appears at most once.
     pub fn pick(&self) -> HostOrder<'_> {
         let n = self.hosts.len();
-        let first = self.balancer.pick().unwrap_or(0);
+        let first = self.first().unwrap_or(0);
         let take = if self.failover { n } else { n.min(1) };
         HostOrder {
             walk: Walk::Turns {
@@ -239,22 +395,76 @@ impl Cluster {
         (self.health.any_marked() && self.any_available()).then_some(self)
     }
 
-    /// The host order for `req`: by the ring when the cluster hashes and the
-    /// request has the field (its owner first, then the ring's next hosts),
-    /// else as [`Cluster::pick`]. Without `failover`, only the first host.
+    /// The balancer's pick, with slow start: a warming host's pick stands
+    /// with probability `warmth` (else the balancer picks again, a few times).
+    fn first(&self) -> Option<usize> {
+        let active = |i: usize| self.hosts.get(i).map_or(0, |h| h.active());
+        let mut pick = self.balancer.pick_with(active)?;
+        if let Some(slow) = &self.slow_start {
+            for _ in 0..8 {
+                let warmth = self.hosts.get(pick).map_or(1.0, |h| h.warmth(slow));
+                if warmth >= 1.0 || rand::random::<f64>() < warmth {
+                    break;
+                }
+                pick = self.balancer.pick_with(active)?;
+            }
+        }
+        Some(pick)
+    }
+
+    /// The host order for `req`: by the ring or Maglev table when the cluster
+    /// hashes and the request has the field (its owner first, then the next
+    /// distinct hosts), else as [`Cluster::pick`]. Without `failover`, only
+    /// the first host.
     pub fn hosts_for(&self, req: &dyn Metadata) -> HostOrder<'_> {
-        match &self.ring {
-            Some((ring, field)) => match req.get(field) {
-                Some(key) => HostOrder {
+        let left = if self.failover { usize::MAX } else { 1 };
+        match &self.hashing {
+            Some((hashing, field)) => match (hashing, req.get(field)) {
+                (Hashing::Ring(ring), Some(key)) => HostOrder {
                     walk: Walk::Ring {
                         walk: ring.lookup(key),
-                        left: if self.failover { usize::MAX } else { 1 },
+                        left,
                     },
                     skip_unavailable: self.skip_unavailable(),
                 },
-                None => self.pick(),
+                (Hashing::Maglev(m), Some(key)) => HostOrder {
+                    walk: Walk::Maglev {
+                        walk: m.lookup(key),
+                        left,
+                    },
+                    skip_unavailable: self.skip_unavailable(),
+                },
+                (_, None) => self.pick(),
             },
             None => self.pick(),
+        }
+    }
+
+    /// Count a request in flight to host `i` until the guard drops (what
+    /// `least_request` balances on). Drivers call it where a request is sent.
+    pub fn begin(&self, i: usize) -> InFlight {
+        let host = self.hosts.get(i).cloned();
+        if let Some(h) = &host {
+            h.active.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight { host }
+    }
+
+    /// Carry host state over a config reload: hosts kept keep their slow
+    /// start; with `slow_start`, hosts new to the cluster start warming up.
+    pub fn inherit(&self, previous: Option<&Cluster>) {
+        let Some(previous) = previous else { return };
+        for h in &self.hosts {
+            match previous.hosts.iter().find(|p| p.address == h.address) {
+                Some(p) => {
+                    let at = p.recovered_at.load(Ordering::Relaxed);
+                    h.recovered_at.store(at, Ordering::Relaxed);
+                    h.down
+                        .store(p.down.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                None if self.slow_start.is_some() => h.mark_recovered(),
+                None => {}
+            }
         }
     }
 
@@ -275,6 +485,7 @@ impl Cluster {
                 host.health.connected();
                 if host.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(cluster = %self.name, host = %host.address, "upstream host is reachable again");
+                    host.mark_recovered();
                 }
                 return Ok(stream);
             }
@@ -406,8 +617,8 @@ impl Cluster {
     }
 }
 
-/// The hosts to try for one request, best first (unavailable hosts left
-/// out, unless no host is available).
+/// The hosts to try for one request, best first, each at most once
+/// (unavailable hosts left out, unless no host is available).
 pub struct HostOrder<'a> {
     walk: Walk<'a>,
     /// The cluster whose unavailable hosts are skipped (`None`: skip none).
@@ -424,6 +635,8 @@ enum Walk<'a> {
     },
     /// A key's owner on the ring, then the next hosts clockwise.
     Ring { walk: RingWalk<'a>, left: usize },
+    /// A key's owner in the Maglev table, then the next hosts in the table.
+    Maglev { walk: MaglevWalk<'a>, left: usize },
 }
 
 impl Iterator for HostOrder<'_> {
@@ -453,6 +666,149 @@ impl Iterator for HostOrder<'_> {
                 }
                 None
             }
+            Walk::Maglev { walk, left } => {
+                while *left > 0 {
+                    let i = walk.next()?;
+                    if usable(i) {
+                        *left -= 1;
+                        return Some(i);
+                    }
+                }
+                None
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cluster(extra: &str, hosts: usize) -> Cluster {
+        let list: Vec<String> = (0..hosts)
+            .map(|i| {
+                format!(
+                    "{{address: \"127.0.0.1:{}\", weight: {}, labels: {{version: v{}}}}}",
+                    7000 + i,
+                    i + 1,
+                    i % 2
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "listeners: [{{name: l, address: \"127.0.0.1:1\", protocols: [http1], route_table: t}}]\n\
+             route_tables: [{{name: t, virtual_hosts: [{{name: a, domains: [\"*\"], routes: [{{cluster: c}}]}}]}}]\n\
+             clusters:\n  - name: c\n    hosts: [{}]\n{extra}",
+            list.join(", ")
+        );
+        let config = crate::config::load_str(&yaml, "t.yaml").unwrap();
+        Cluster::new(&config.clusters[0])
+    }
+
+    struct Key(&'static str);
+    impl Metadata for Key {
+        fn get(&self, field: &Field) -> Option<&[u8]> {
+            (*field == Field::Key).then_some(self.0.as_bytes())
+        }
+    }
+
+    /// Every policy's order is the pick first, then each other host once.
+    #[test]
+    fn every_policy_yields_each_host_once() {
+        for lb in [
+            "round_robin",
+            "weighted_round_robin",
+            "random",
+            "least_request",
+            "ring_hash",
+            "maglev",
+        ] {
+            let c = cluster(&format!("    lb: {lb}\n    hash_on: key\n"), 5);
+            for k in 0..50 {
+                let mut order: Vec<usize> = if k % 2 == 0 {
+                    c.pick().collect()
+                } else {
+                    c.hosts_for(&Key(["a", "b", "c", "d", "e"][k % 5]))
+                        .collect()
+                };
+                order.sort_unstable();
+                assert_eq!(order, [0, 1, 2, 3, 4], "{lb}");
+            }
+        }
+        let c = cluster("    lb: maglev\n    hash_on: key\n    failover: false\n", 5);
+        assert_eq!(c.hosts_for(&Key("a")).count(), 1);
+    }
+
+    #[test]
+    fn in_flight_guards_count_and_least_request_avoids_the_busy_host() {
+        let c = cluster("    lb: least_request\n", 2);
+        let held: Vec<InFlight> = (0..3).map(|_| c.begin(1)).collect();
+        assert_eq!(c.hosts[1].active(), 3);
+        // Host 1 (weight 2) with 3 in flight: 2/4 < 1/1, so host 0 always wins.
+        for _ in 0..500 {
+            assert_eq!(c.pick().next(), Some(0));
+        }
+        drop(held);
+        assert_eq!(c.hosts[1].active(), 0);
+        let mut counts = [0usize; 2];
+        for _ in 0..3000 {
+            counts[c.pick().next().unwrap()] += 1;
+        }
+        assert!(counts[1] > 1800, "{counts:?}");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_recovered_host_up() {
+        let c = cluster("    slow_start: {window: 1h, min_weight_percent: 10}\n", 2);
+        let share = |c: &Cluster| {
+            let mut n = 0;
+            for _ in 0..10_000 {
+                n += usize::from(c.pick().next() == Some(1));
+            }
+            n
+        };
+        // Round robin, both warm: half each.
+        assert_eq!(share(&c), 5_000);
+        c.hosts[1].mark_recovered();
+        // Just recovered: 10 % of its weight; skipped picks go to host 0.
+        let warming = share(&c);
+        assert!((300..1_300).contains(&warming), "{warming}");
+        // The subset views share the host, so its warmth.
+        let view = c.subset(&[0, 1]);
+        assert!(share(&view) < 1_300);
+        // Without slow start a recovery changes nothing.
+        let plain = cluster("", 2);
+        plain.hosts[1].mark_recovered();
+        assert_eq!(share(&plain), 5_000);
+    }
+
+    #[test]
+    fn reload_keeps_warmth_and_warms_new_hosts() {
+        let old = cluster("    slow_start: {window: 1h}\n", 2);
+        let new = cluster("    slow_start: {window: 1h}\n", 3);
+        new.inherit(Some(&old));
+        let slow = SlowStart::new(Duration::from_secs(3600), 10);
+        assert_eq!(new.hosts[0].warmth(&slow), 1.0);
+        assert!(new.hosts[2].warmth(&slow) < 0.2);
+    }
+
+    #[test]
+    fn subsets_select_hosts_by_label() {
+        let c = cluster("", 4);
+        let want: std::collections::BTreeMap<String, String> =
+            HashMap::from([("version".to_owned(), "v1".to_owned())])
+                .into_iter()
+                .collect();
+        assert_eq!(c.hosts_labelled(&want), [1, 3]);
+        assert_eq!(c.label_values("version"), ["v0", "v1"]);
+        let v1 = c.subset(&[1, 3]);
+        let picked: Vec<_> = (0..4)
+            .map(|_| v1.hosts[v1.pick().next().unwrap()].address.port())
+            .collect();
+        assert_eq!(picked, [7001, 7003, 7001, 7003]);
+        let _g = v1.begin(0);
+        assert_eq!(c.hosts[1].active(), 1, "views share the cluster's hosts");
+        assert_eq!(c.subset(&[]).pick().next(), None);
     }
 }

@@ -17,6 +17,13 @@ pub enum Balancer {
     },
     /// Weighted random: cumulative weights.
     Random { cumulative: Vec<u64> },
+    /// Power of two choices over weighted random draws: of two draws the
+    /// host with fewer requests in flight wins; with unequal weights the one
+    /// with the larger `weight / (active + 1)` (Envoy's formula, bias 1).
+    LeastRequest {
+        cumulative: Vec<u64>,
+        weights: Vec<u32>,
+    },
 }
 
 /// Longest precomputed weighted schedule; larger weight sums are scaled down.
@@ -27,7 +34,7 @@ impl Balancer {
     pub fn new(policy: LbPolicy, weights: &[u32]) -> Self {
         match policy {
             // Ring hashing picks by key in the cluster; without a key, hosts take turns.
-            LbPolicy::RoundRobin | LbPolicy::RingHash => Balancer::RoundRobin {
+            LbPolicy::RoundRobin | LbPolicy::RingHash | LbPolicy::Maglev => Balancer::RoundRobin {
                 next: AtomicUsize::new(0),
                 hosts: weights.len(),
             },
@@ -35,22 +42,25 @@ impl Balancer {
                 next: AtomicUsize::new(0),
                 order: smooth_schedule(weights),
             },
-            LbPolicy::Random => {
-                let mut total = 0u64;
-                let cumulative = weights
-                    .iter()
-                    .map(|w| {
-                        total += u64::from((*w).max(1));
-                        total
-                    })
-                    .collect();
-                Balancer::Random { cumulative }
-            }
+            LbPolicy::Random => Balancer::Random {
+                cumulative: cumulative(weights),
+            },
+            LbPolicy::LeastRequest => Balancer::LeastRequest {
+                cumulative: cumulative(weights),
+                weights: weights.iter().map(|w| (*w).max(1)).collect(),
+            },
         }
     }
 
-    /// The index of the host to try first, or `None` for an empty cluster.
+    /// The index of the host to try first, or `None` for an empty cluster
+    /// (least request: as if no request were in flight).
     pub fn pick(&self) -> Option<usize> {
+        self.pick_with(|_| 0)
+    }
+
+    /// The index of the host to try first, given each host's requests in
+    /// flight (read only by `least_request`).
+    pub fn pick_with(&self, active: impl Fn(usize) -> u32) -> Option<usize> {
         match self {
             Balancer::RoundRobin { next, hosts } => {
                 (*hosts > 0).then(|| next.fetch_add(1, Ordering::Relaxed) % hosts)
@@ -59,13 +69,60 @@ impl Balancer {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 order.get(i % order.len().max(1)).copied()
             }
-            Balancer::Random { cumulative } => {
-                let total = *cumulative.last()?;
-                let r = rand::random_range(0..total);
-                Some(cumulative.partition_point(|c| *c <= r))
+            Balancer::Random { cumulative } => draw(cumulative),
+            Balancer::LeastRequest {
+                cumulative,
+                weights,
+            } => {
+                let a = draw(cumulative)?;
+                if weights.len() < 2 {
+                    return Some(a);
+                }
+                let mut b = draw(cumulative)?;
+                if b == a {
+                    // A second, distinct candidate (one retry keeps the
+                    // weighted draw; then the next host).
+                    b = draw(cumulative)?;
+                    if b == a {
+                        b = (a + 1) % weights.len();
+                    }
+                }
+                let (load_a, load_b) = (u64::from(active(a)), u64::from(active(b)));
+                if load_a == load_b {
+                    return Some(a);
+                }
+                let (wa, wb) = (
+                    u64::from(weights.get(a).copied().unwrap_or(1)),
+                    u64::from(weights.get(b).copied().unwrap_or(1)),
+                );
+                // wa / (load_a + 1) >= wb / (load_b + 1), without division.
+                Some(if wa * (load_b + 1) >= wb * (load_a + 1) {
+                    a
+                } else {
+                    b
+                })
             }
         }
     }
+}
+
+/// Running sums of the weights (a weight of 0 counts as 1).
+fn cumulative(weights: &[u32]) -> Vec<u64> {
+    let mut total = 0u64;
+    weights
+        .iter()
+        .map(|w| {
+            total += u64::from((*w).max(1));
+            total
+        })
+        .collect()
+}
+
+/// A weighted random index over `cumulative` weights.
+fn draw(cumulative: &[u64]) -> Option<usize> {
+    let total = *cumulative.last()?;
+    let r = rand::random_range(0..total);
+    Some(cumulative.partition_point(|c| *c <= r))
 }
 
 /// nginx's smooth weighted round-robin, unrolled into one period: hosts are
@@ -140,7 +197,83 @@ mod tests {
 
     #[test]
     fn empty_cluster_picks_nothing() {
-        assert_eq!(Balancer::new(LbPolicy::RoundRobin, &[]).pick(), None);
-        assert_eq!(Balancer::new(LbPolicy::Random, &[]).pick(), None);
+        for p in [
+            LbPolicy::RoundRobin,
+            LbPolicy::WeightedRoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest,
+        ] {
+            assert_eq!(Balancer::new(p, &[]).pick(), None, "{p:?}");
+        }
+    }
+
+    /// Every weighted policy splits 10k picks as the weights do, within ±5 %
+    /// (random draws: within 4 standard deviations for the smallest share).
+    #[test]
+    fn weighted_split_within_five_percent_over_10k_picks() {
+        let weights = [1, 3, 6];
+        for p in [
+            LbPolicy::WeightedRoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest,
+        ] {
+            let b = Balancer::new(p, &weights);
+            let c = counts(&b, 10_000, 3);
+            for (i, w) in weights.iter().enumerate() {
+                let share = f64::from(*w) / 10.0;
+                let want = 10_000.0 * share;
+                let got = c[i] as f64;
+                // ±5 %, or 4 standard deviations of a fair weighted draw
+                // where 5 % of a small share is within chance.
+                let sd = (10_000.0 * share * (1.0 - share)).sqrt();
+                assert!(
+                    (got - want).abs() <= (want * 0.05).max(4.0 * sd),
+                    "{p:?}: {c:?}"
+                );
+            }
+        }
+        let c = counts(
+            &Balancer::new(LbPolicy::RoundRobin, &[1, 1, 1, 1]),
+            10_000,
+            4,
+        );
+        assert_eq!(c, [2500; 4]);
+    }
+
+    #[test]
+    fn least_request_prefers_the_less_loaded_host() {
+        let b = Balancer::new(LbPolicy::LeastRequest, &[1, 1]);
+        // Host 0 holds 10 requests, host 1 none: two distinct candidates are
+        // always drawn, so host 1 always wins.
+        let c = {
+            let mut c = [0usize; 2];
+            for _ in 0..1000 {
+                c[b.pick_with(|i| if i == 0 { 10 } else { 0 }).unwrap()] += 1;
+            }
+            c
+        };
+        assert_eq!(c, [0, 1000]);
+        // Of ten hosts, the one loaded host is chosen only when both draws
+        // hit it, i.e. never (draws are distinct): it gets nothing.
+        let b = Balancer::new(LbPolicy::LeastRequest, &[1; 10]);
+        let mut c = [0usize; 10];
+        for _ in 0..10_000 {
+            c[b.pick_with(|i| u32::from(i == 3) * 5).unwrap()] += 1;
+        }
+        assert_eq!(c[3], 0, "{c:?}");
+        assert!(c.iter().filter(|x| **x > 900).count() == 9, "{c:?}");
+    }
+
+    #[test]
+    fn least_request_weighs_load_by_weight() {
+        // Weight 4 with 3 in flight (4/4 = 1) beats weight 1 with 1 in flight (1/2).
+        let b = Balancer::new(LbPolicy::LeastRequest, &[4, 1]);
+        for _ in 0..200 {
+            assert_eq!(b.pick_with(|i| if i == 0 { 3 } else { 1 }), Some(0));
+        }
+        // Weight 4 with 9 in flight (0.4) loses to weight 1 with 1 (0.5).
+        for _ in 0..200 {
+            assert_eq!(b.pick_with(|i| if i == 0 { 9 } else { 1 }), Some(1));
+        }
     }
 }

@@ -4,14 +4,16 @@
 mod cluster;
 pub mod health;
 mod lb;
+mod maglev;
 mod mux;
 mod pool;
 mod ring;
 mod shard;
 
-pub use cluster::{Cluster, Host, HostOrder};
+pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
 pub use health::Outcome;
 pub use lb::Balancer;
+pub use maglev::Maglev;
 pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;
 pub use ring::Ring;
