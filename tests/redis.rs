@@ -791,17 +791,42 @@ fn unsubscribe_with_several_channels_keeps_replies_in_step() {
     ] {
         assert_same_stream(&server, &gw, cmds);
     }
-    // With several channels, Redis's EXEC reply would carry more replies than
-    // its length says: refused at once, and replies stay in step.
-    assert_eq!(c.command(&["MULTI"]), b"+OK\r\n");
-    let refused = text(&c.command(&["UNSUBSCRIBE", "a", "b"]));
-    assert!(
-        refused.starts_with("-ERR") && refused.contains("MULTI"),
-        "{refused}"
-    );
-    assert_eq!(c.command(&["ECHO", "q"]), b"+QUEUED\r\n");
-    assert_eq!(c.command(&["EXEC"]), b"*1\r\n$1\r\nq\r\n");
-    assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+}
+
+/// Inside MULTI, Redis queues `CLIENT REPLY` and multi-channel (un)subscribes
+/// like any command (`+QUEUED`) and runs them at `EXEC`: the reply mode then
+/// changes in the middle of `EXEC`'s array, and each channel's
+/// acknowledgement lands in the array, more elements than its length says.
+/// The gateway's replies are the same bytes.
+#[test]
+fn client_reply_and_several_channels_inside_multi_behave_as_redis() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    for cmds in [
+        &b"MULTI\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n"[..],
+        b"MULTI\r\nPUNSUBSCRIBE a* b* c*\r\nSUNSUBSCRIBE\r\nSUNSUBSCRIBE x y\r\nEXEC\r\nECHO after\r\nQUIT\r\n",
+        b"HELLO 3\r\nMULTI\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // SUBSCRIBE queued: one acknowledgement per channel inside the array.
+        b"MULTI\r\nSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"HELLO 3\r\nMULTI\r\nSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // CLIENT REPLY runs at EXEC: the rest of the array is dropped ...
+        b"MULTI\r\nCLIENT REPLY OFF\r\nECHO q\r\nEXEC\r\nPING\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n",
+        // ... but not the acknowledgements; SKIP skips the command after EXEC.
+        b"MULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nRESET\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY SKIP\r\nECHO q\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nPING\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nECHO x\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // Replies already off: EXEC's header is dropped, ON inside brings the rest back.
+        b"CLIENT REPLY OFF\r\nMULTI\r\nCLIENT REPLY ON\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nEXEC\r\nCLIENT REPLY ON\r\nMULTI\r\nCLIENT REPLY SKIP\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
+        // A transaction that does not run changes nothing.
+        b"MULTI\r\nCLIENT REPLY OFF\r\nNOSUCHCMD\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY SKIP\r\nDISCARD\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nEXEC x\r\nUNSUBSCRIBE c d\r\nPING\r\nQUIT\r\n",
+        // WATCH: a key changed before EXEC, which answers a null array.
+        b"WATCH w\r\nSET w 1\r\nMULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+    ] {
+        assert_same_stream(&server, &gw, cmds);
+    }
 }
 
 #[test]
