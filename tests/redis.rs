@@ -849,8 +849,23 @@ fn client_reply_off_skip_on_behave_as_redis() {
         // Into a subscriber session with replies off or skipped.
         b"CLIENT REPLY OFF\r\nSUBSCRIBE a\r\nPING\r\nRESET\r\nQUIT\r\n",
         b"CLIENT REPLY SKIP\r\nSUBSCRIBE a\r\nPING\r\nQUIT\r\n",
+        // An empty command (`*0`, `*-1`, a blank line) uses up a SKIP.
+        b"CLIENT REPLY SKIP\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n\r\nPING\r\nQUIT\r\n",
+        b"CLIENT REPLY SKIP\r\n*-1\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n   \r\nECHO x\r\nQUIT\r\n",
+        // A protocol error is answered in the mode of the command it stands
+        // for: after a skipped command, it is not skipped ...
+        b"CLIENT REPLY SKIP\r\nPING\r\n*1\r\nfoo\r\n",
+        b"CLIENT REPLY SKIP\r\n*0\r\n*1\r\nfoo\r\n",
     ] {
         assert_same_stream(&server, &gw, cmds);
+    }
+    // ... right after SKIP or with replies off, it is silenced. (redis-server
+    // then keeps the connection open, ignoring what comes; the gateway closes.)
+    for cmds in [
+        &b"CLIENT REPLY SKIP\r\n*1\r\nfoo\r\n"[..],
+        b"CLIENT REPLY OFF\r\nPING\r\n*1\r\nfoo\r\n",
+    ] {
+        assert_eq!(text(&exchange(gw.addr(), cmds)), "", "input {:?}", text(cmds));
     }
 }
 

@@ -367,6 +367,12 @@ fn client_reply(cmd: &Command) -> Option<ClientReply> {
 }
 
 impl ReplyMode {
+    /// After an empty command (`*0`, a blank line), which Redis skips
+    /// without a reply but resets the client for: a pending SKIP is used up.
+    fn empty_command(&mut self) {
+        self.skip = std::mem::take(&mut self.skip_next);
+    }
+
     /// Whether the replies to `cmd` are dropped, updating the mode as
     /// redis-server does around one command (`setting`: `cmd` is a
     /// `CLIENT REPLY` the gateway answers).
@@ -642,10 +648,21 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         let before = buf.len();
         // Decode every command the buffer holds, batching runs that go to the same cluster.
         loop {
-            let mut cmd = match decoder.decode(&mut buf) {
+            let len = buf.len();
+            let decoded = decoder.decode(&mut buf);
+            // Bytes consumed that are no command's were empty commands (`*0`,
+            // a blank line): Redis resets the client after them as after any.
+            let wire = decoded.as_ref().map_or(0, |c| c.as_ref().map_or(0, |c| c.wire().len()));
+            if len - buf.len() > wire {
+                session.mode.empty_command();
+            }
+            let mut cmd = match decoded {
                 Ok(Some(cmd)) => cmd,
                 Ok(None) => break,
                 Err(e) => {
+                    // Sent in the mode of the command it stands for.
+                    let muted = session.mode.off || session.mode.skip;
+                    session.mute(muted).await;
                     session.reply(decoder.error_reply(&e)).await;
                     session.flush().await;
                     let _ = session.slots.send(Slot::Close).await;
