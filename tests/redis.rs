@@ -849,6 +849,8 @@ fn client_reply_off_skip_on_behave_as_redis() {
         // Into a subscriber session with replies off or skipped.
         b"CLIENT REPLY OFF\r\nSUBSCRIBE a\r\nPING\r\nRESET\r\nQUIT\r\n",
         b"CLIENT REPLY SKIP\r\nSUBSCRIBE a\r\nPING\r\nQUIT\r\n",
+        // RESET with arguments is refused and resets nothing.
+        b"CLIENT REPLY OFF\r\nRESET x\r\nPING\r\nCLIENT REPLY ON\r\nMULTI\r\nRESET x\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
         // An empty command (`*0`, `*-1`, a blank line) uses up a SKIP.
         b"CLIENT REPLY SKIP\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n\r\nPING\r\nQUIT\r\n",
         b"CLIENT REPLY SKIP\r\n*-1\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n   \r\nECHO x\r\nQUIT\r\n",

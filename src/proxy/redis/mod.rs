@@ -393,7 +393,8 @@ impl ReplyMode {
                 }
                 true
             }
-            None if cmd.is("RESET") => {
+            // (`RESET` with arguments is refused: wrong number of arguments.)
+            None if cmd.argc() == 1 && cmd.is("RESET") => {
                 self.off = false;
                 self.skip_next = false;
                 self.skip
@@ -819,7 +820,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             // As Redis: EXEC ends a transaction even when refused (wrong
             // arity: -EXECABORT), DISCARD only when it runs.
             if session.in_multi
-                && (cmd.is("EXEC") || cmd.is("RESET") || (cmd.argc() == 1 && cmd.is("DISCARD")))
+                && (cmd.is("EXEC") || (cmd.argc() == 1 && (cmd.is("RESET") || cmd.is("DISCARD"))))
             {
                 session.in_multi = false;
                 session.txn.clear();
@@ -910,7 +911,7 @@ fn is_session_state(cmd: &Command) -> bool {
     cmd.is("AUTH")
         || cmd.is("HELLO")
         || cmd.is("SELECT")
-        || cmd.is("RESET")
+        || (cmd.argc() == 1 && cmd.is("RESET"))
         || cmd.is("REPLCONF")
         || (cmd.is("CLIENT")
             && cmd
