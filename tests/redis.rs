@@ -867,7 +867,12 @@ fn client_reply_off_skip_on_behave_as_redis() {
         &b"CLIENT REPLY SKIP\r\n*1\r\nfoo\r\n"[..],
         b"CLIENT REPLY OFF\r\nPING\r\n*1\r\nfoo\r\n",
     ] {
-        assert_eq!(text(&exchange(gw.addr(), cmds)), "", "input {:?}", text(cmds));
+        assert_eq!(
+            text(&exchange(gw.addr(), cmds)),
+            "",
+            "input {:?}",
+            text(cmds)
+        );
     }
 }
 

@@ -653,7 +653,9 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             let decoded = decoder.decode(&mut buf);
             // Bytes consumed that are no command's were empty commands (`*0`,
             // a blank line): Redis resets the client after them as after any.
-            let wire = decoded.as_ref().map_or(0, |c| c.as_ref().map_or(0, |c| c.wire().len()));
+            let wire = decoded
+                .as_ref()
+                .map_or(0, |c| c.as_ref().map_or(0, |c| c.wire().len()));
             if len - buf.len() > wire {
                 session.mode.empty_command();
             }
@@ -1032,7 +1034,8 @@ async fn write_replies(
                 let mut result = await_replies(&mut readers, conn, count, deadline, client).await;
                 if let (Some(plan), Ok(replies)) = (exec, &mut result) {
                     let client = (&mut wr, &mut out, &metrics);
-                    let after = write_exec(&mut readers, conn, deadline, &plan, replies, client).await;
+                    let after =
+                        write_exec(&mut readers, conn, deadline, &plan, replies, client).await;
                     if let Some(done) = plan.done {
                         let _ = done.send(after);
                     }
@@ -1154,7 +1157,11 @@ async fn write_exec(
     };
     let mut elements = VecDeque::from(elements);
     elements.extend(more);
-    put(out, format!("*{}\r\n", plan.upstream + plan.settings).as_bytes(), mode);
+    put(
+        out,
+        format!("*{}\r\n", plan.upstream + plan.settings).as_bytes(),
+        mode,
+    );
     let mut skip_next = false;
     for step in &plan.steps {
         match *step {
