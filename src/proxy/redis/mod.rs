@@ -259,6 +259,9 @@ struct Transaction {
     upstream: usize,
     /// `CLIENT REPLY`s queued by the gateway.
     settings: usize,
+    /// Session-state commands queued (`SELECT`, `HELLO` ...): they join the
+    /// session's state at `EXEC`, not when a `DISCARD` drops them.
+    state: Vec<Bytes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +310,7 @@ impl Transaction {
     }
 
     fn clear(&mut self) {
+        self.state.clear();
         self.steps.clear();
         self.extra = 0;
         self.upstream = 0;
@@ -582,7 +586,8 @@ impl Session {
         mode: ReplyMode,
     ) -> Option<tokio::sync::oneshot::Receiver<Option<ReplyMode>>> {
         self.flush().await;
-        let txn = std::mem::take(&mut self.txn);
+        let mut txn = std::mem::take(&mut self.txn);
+        self.upstreams.pending_state.append(&mut txn.state);
         let (done, after) = if txn.settings > 0 {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
@@ -792,7 +797,11 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 return;
             }
             if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
-                session.upstreams.pending_state.push(cmd.wire().clone());
+                if session.in_multi && !cmd.is("RESET") {
+                    session.txn.state.push(cmd.wire().clone());
+                } else {
+                    session.upstreams.pending_state.push(cmd.wire().clone());
+                }
             }
             let sharded = matches!(&target, Target::Cluster(c, _) if c.shards().is_some());
             match target {
@@ -824,6 +833,11 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
             if session.in_multi
                 && (cmd.is("EXEC") || (cmd.argc() == 1 && (cmd.is("RESET") || cmd.is("DISCARD"))))
             {
+                if cmd.argc() == 1 && cmd.is("EXEC") {
+                    // (Replayed even if the transaction did not run: rare.)
+                    let state = &mut session.txn.state;
+                    session.upstreams.pending_state.append(state);
+                }
                 session.in_multi = false;
                 session.txn.clear();
             } else if !session.in_multi && cmd.argc() == 1 && cmd.is("MULTI") {
