@@ -816,6 +816,7 @@ fn client_reply_and_several_channels_inside_multi_behave_as_redis() {
         b"MULTI\r\nCLIENT REPLY SKIP\r\nECHO q\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
         b"MULTI\r\nCLIENT REPLY OFF\r\nPING\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nECHO x\r\nEXEC\r\nPING\r\nQUIT\r\n",
         // Replies already off: EXEC's header is dropped, ON inside brings the rest back.
+        b"CLIENT REPLY OFF\r\nMULTI\r\nPUNSUBSCRIBE\r\nECHO x\r\nEXEC\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n",
         b"CLIENT REPLY OFF\r\nMULTI\r\nCLIENT REPLY ON\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
         b"MULTI\r\nCLIENT REPLY OFF\r\nEXEC\r\nCLIENT REPLY ON\r\nMULTI\r\nCLIENT REPLY SKIP\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
         // A transaction that does not run changes nothing.

@@ -304,9 +304,10 @@ impl Transaction {
         self.steps.push(TxStep::Setting(setting));
     }
 
-    /// Whether `EXEC`'s reply needs rebuilding (else it passes as it is).
+    /// Whether `EXEC`'s reply needs rebuilding (else it passes as it is):
+    /// with acknowledgements, which go out even when the rest is silenced.
     fn special(&self) -> bool {
-        self.settings > 0 || self.extra > 0
+        self.settings > 0 || self.steps.iter().any(|s| matches!(s, TxStep::Acks(_)))
     }
 
     fn clear(&mut self) {
