@@ -791,17 +791,47 @@ fn unsubscribe_with_several_channels_keeps_replies_in_step() {
     ] {
         assert_same_stream(&server, &gw, cmds);
     }
-    // With several channels, Redis's EXEC reply would carry more replies than
-    // its length says: refused at once, and replies stay in step.
-    assert_eq!(c.command(&["MULTI"]), b"+OK\r\n");
-    let refused = text(&c.command(&["UNSUBSCRIBE", "a", "b"]));
-    assert!(
-        refused.starts_with("-ERR") && refused.contains("MULTI"),
-        "{refused}"
-    );
-    assert_eq!(c.command(&["ECHO", "q"]), b"+QUEUED\r\n");
-    assert_eq!(c.command(&["EXEC"]), b"*1\r\n$1\r\nq\r\n");
-    assert_eq!(c.command(&["PING"]), b"+PONG\r\n");
+}
+
+/// Inside MULTI, Redis queues `CLIENT REPLY` and multi-channel (un)subscribes
+/// like any command (`+QUEUED`) and runs them at `EXEC`: the reply mode then
+/// changes in the middle of `EXEC`'s array, and each channel's
+/// acknowledgement lands in the array, more elements than its length says.
+/// The gateway's replies are the same bytes.
+#[test]
+fn client_reply_and_several_channels_inside_multi_behave_as_redis() {
+    let server = RedisServer::start();
+    let gw = gateway_for(&server);
+    for cmds in [
+        &b"MULTI\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n"[..],
+        b"MULTI\r\nPUNSUBSCRIBE a* b* c*\r\nSUNSUBSCRIBE\r\nSUNSUBSCRIBE x y\r\nEXEC\r\nECHO after\r\nQUIT\r\n",
+        b"HELLO 3\r\nMULTI\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // SUBSCRIBE queued: one acknowledgement per channel inside the array.
+        b"MULTI\r\nSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"HELLO 3\r\nMULTI\r\nSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // CLIENT REPLY runs at EXEC: the rest of the array is dropped ...
+        b"MULTI\r\nCLIENT REPLY OFF\r\nECHO q\r\nEXEC\r\nPING\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n",
+        // ... but not the acknowledgements; SKIP skips the command after EXEC.
+        b"MULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nECHO q\r\nEXEC\r\nPING\r\nRESET\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY SKIP\r\nECHO q\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nPING\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nECHO x\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // Replies already off: EXEC's header is dropped, ON inside brings the rest back.
+        b"CLIENT REPLY OFF\r\nMULTI\r\nPUNSUBSCRIBE\r\nECHO x\r\nEXEC\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n",
+        b"CLIENT REPLY OFF\r\nMULTI\r\nCLIENT REPLY ON\r\nECHO q\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nEXEC\r\nCLIENT REPLY ON\r\nMULTI\r\nCLIENT REPLY SKIP\r\nEXEC\r\nPING\r\nPING\r\nQUIT\r\n",
+        // A transaction that does not run changes nothing.
+        b"MULTI\r\nCLIENT REPLY OFF\r\nNOSUCHCMD\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY SKIP\r\nDISCARD\r\nPING\r\nQUIT\r\n",
+        b"MULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nEXEC x\r\nUNSUBSCRIBE c d\r\nPING\r\nQUIT\r\n",
+        // Session state queued in a discarded transaction is not replayed
+        // on the tunnel's connection; in one that ran, it is.
+        b"MULTI\r\nHELLO 3\r\nDISCARD\r\nSUBSCRIBE a b\r\nPING\r\nRESET\r\nQUIT\r\n",
+        b"MULTI\r\nHELLO 3\r\nEXEC\r\nSUBSCRIBE a b\r\nPING\r\nRESET\r\nQUIT\r\n",
+        // WATCH: a key changed before EXEC, which answers a null array.
+        b"WATCH w\r\nSET w 1\r\nMULTI\r\nCLIENT REPLY OFF\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+    ] {
+        assert_same_stream(&server, &gw, cmds);
+    }
 }
 
 #[test]
@@ -824,8 +854,30 @@ fn client_reply_off_skip_on_behave_as_redis() {
         // Into a subscriber session with replies off or skipped.
         b"CLIENT REPLY OFF\r\nSUBSCRIBE a\r\nPING\r\nRESET\r\nQUIT\r\n",
         b"CLIENT REPLY SKIP\r\nSUBSCRIBE a\r\nPING\r\nQUIT\r\n",
+        // RESET with arguments is refused and resets nothing.
+        b"CLIENT REPLY OFF\r\nRESET x\r\nPING\r\nCLIENT REPLY ON\r\nMULTI\r\nRESET x\r\nUNSUBSCRIBE a b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        // An empty command (`*0`, `*-1`, a blank line) uses up a SKIP.
+        b"CLIENT REPLY SKIP\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n\r\nPING\r\nQUIT\r\n",
+        b"CLIENT REPLY SKIP\r\n*-1\r\n*0\r\nPING\r\nCLIENT REPLY SKIP\r\n   \r\nECHO x\r\nQUIT\r\n",
+        // A protocol error is answered in the mode of the command it stands
+        // for: after a skipped command, it is not skipped ...
+        b"CLIENT REPLY SKIP\r\nPING\r\n*1\r\nfoo\r\n",
+        b"CLIENT REPLY SKIP\r\n*0\r\n*1\r\nfoo\r\n",
     ] {
         assert_same_stream(&server, &gw, cmds);
+    }
+    // ... right after SKIP or with replies off, it is silenced. (redis-server
+    // then keeps the connection open, ignoring what comes; the gateway closes.)
+    for cmds in [
+        &b"CLIENT REPLY SKIP\r\n*1\r\nfoo\r\n"[..],
+        b"CLIENT REPLY OFF\r\nPING\r\n*1\r\nfoo\r\n",
+    ] {
+        assert_eq!(
+            text(&exchange(gw.addr(), cmds)),
+            "",
+            "input {:?}",
+            text(cmds)
+        );
     }
 }
 
@@ -968,6 +1020,21 @@ mod sequences {
         ]
     }
 
+    /// Commands inside MULTI: simple ones, and the ones that change EXEC's
+    /// reply (a reply mode, several acknowledgements).
+    fn queued() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => simple(),
+            1 => prop_oneof![
+                Just("CLIENT REPLY OFF".to_owned()),
+                Just("CLIENT REPLY SKIP".to_owned()),
+                Just("CLIENT REPLY ON".to_owned())
+            ],
+            1 => prop_oneof![names("UNSUBSCRIBE"), names("PUNSUBSCRIBE")],
+        ]
+        .boxed()
+    }
+
     fn names(prefix: &'static str) -> impl Strategy<Value = String> {
         proptest::collection::vec(0u8..3, 0..4).prop_map(move |v| {
             v.iter()
@@ -993,7 +1060,7 @@ mod sequences {
             ]
             .prop_map(|c| vec![c]),
             1 => prop_oneof![names("SUBSCRIBE"), names("PSUBSCRIBE")].prop_map(|c| vec![c]),
-            1 => (proptest::collection::vec(simple(), 0..4), any::<bool>()).prop_map(|(body, exec)| {
+            1 => (proptest::collection::vec(queued(), 0..4), any::<bool>()).prop_map(|(body, exec)| {
                 let mut v = vec!["MULTI".to_owned()];
                 v.extend(body);
                 v.push(if exec { "EXEC" } else { "DISCARD" }.to_owned());

@@ -20,8 +20,12 @@
 mod driver;
 #[path = "common/echo.rs"]
 mod echo;
+#[path = "common/rpc_answers.rs"]
+mod rpc_answers;
 
 use std::sync::OnceLock;
+
+use rpc_answers::{Answer, Expect};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -108,26 +112,27 @@ fn harness() -> &'static driver::Harness {
     H.get_or_init(|| driver::Harness::new(CONFIG, |l| driver::accept_each(l, upstream)))
 }
 
-/// What a client frame must get back.
-#[derive(Debug)]
-enum Expect {
-    Heartbeat(u32),
-    /// The id, and the content of the upstream's answer.
-    Response(u32, Vec<u8>),
-}
-
-/// `f` is the exact answer `e` asks for (the upstream's, or a heartbeat's).
-fn exact(e: &Expect, f: &Frame) -> bool {
-    f.kind() == Kind::Response
-        && match e {
-            Expect::Heartbeat(id) => f.request_id() == *id && f.is_heartbeat(),
-            Expect::Response(id, content) => {
-                f.request_id() == *id
-                    && !f.is_heartbeat()
-                    && f.status() == Some(status::SUCCESS)
-                    && f.content()[..] == content[..]
+impl rpc_answers::AnswerFrame for Frame {
+    type Id = u32;
+    fn id(&self) -> u32 {
+        self.request_id()
+    }
+    fn answer(&self) -> Answer {
+        if self.kind() != Kind::Response {
+            Answer::Other
+        } else if self.is_heartbeat() {
+            Answer::Heartbeat
+        } else {
+            match self.status() {
+                Some(status::SUCCESS) => Answer::Ok(self.content()),
+                Some(_) => Answer::Error,
+                None => Answer::Other,
             }
         }
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", (self.request_id(), self.status(), self.content()))
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -172,53 +177,5 @@ fuzz_target!(|data: &[u8]| {
     if !seen.reset {
         assert!(out.is_empty(), "the client got a cut frame");
     }
-    let show = |got: &[Frame]| {
-        got.iter()
-            .map(|f| (f.request_id(), f.status(), f.content()))
-            .collect::<Vec<_>>()
-    };
-    // Two passes: first every exact answer, then gateway errors by id (one
-    // greedy pass could hand a request's error to another with the same id).
-    let mut left = Vec::new();
-    for e in expect {
-        let exact = got.iter().position(|f| exact(&e, f));
-        match exact {
-            Some(i) => {
-                got.swap_remove(i);
-            }
-            None => left.push(e),
-        }
-    }
-    for e in &left {
-        let at = got.iter().position(|f| {
-            f.kind() == Kind::Response
-                && match e {
-                    Expect::Heartbeat(id) => f.request_id() == *id && f.is_heartbeat(),
-                    Expect::Response(id, content) => {
-                        f.request_id() == *id
-                            && !f.is_heartbeat()
-                            && match f.status() {
-                                Some(status::SUCCESS) => f.content()[..] == content[..],
-                                Some(_) => true,
-                                None => false,
-                            }
-                    }
-                }
-        });
-        match at {
-            Some(i) => {
-                got.swap_remove(i);
-            }
-            None => assert!(
-                seen.reset,
-                "{e:?} got no answer of its own; the client got {:?}",
-                show(&got)
-            ),
-        }
-    }
-    assert!(
-        got.is_empty(),
-        "the client got answers to nothing it asked: {:?}",
-        show(&got)
-    );
+    rpc_answers::check(expect, got, seen.reset);
 });

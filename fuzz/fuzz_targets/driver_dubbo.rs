@@ -21,8 +21,12 @@
 mod driver;
 #[path = "common/echo.rs"]
 mod echo;
+#[path = "common/rpc_answers.rs"]
+mod rpc_answers;
 
 use std::sync::OnceLock;
+
+use rpc_answers::{Answer, Expect};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -107,24 +111,26 @@ fn harness() -> &'static driver::Harness {
     H.get_or_init(|| driver::Harness::new(CONFIG, |l| driver::accept_each(l, upstream)))
 }
 
-/// What a client frame must get back.
-#[derive(Debug)]
-enum Expect {
-    Heartbeat(u64),
-    Response(u64, String),
-}
-
-/// `f` is the exact answer `e` asks for (the upstream's, or a heartbeat's).
-fn exact(e: &Expect, f: &Frame) -> bool {
-    match e {
-        Expect::Heartbeat(id) => f.request_id() == *id && f.is_heartbeat() && !f.is_request(),
-        Expect::Response(id, fp) => {
-            f.request_id() == *id
-                && !f.is_request()
-                && !f.is_heartbeat()
-                && f.status() == Some(status::OK)
-                && f.body()[..] == *fp.as_bytes()
+impl rpc_answers::AnswerFrame for Frame {
+    type Id = u64;
+    fn id(&self) -> u64 {
+        self.request_id()
+    }
+    fn answer(&self) -> Answer {
+        if self.is_request() {
+            Answer::Other
+        } else if self.is_heartbeat() {
+            Answer::Heartbeat
+        } else {
+            match self.status() {
+                Some(status::OK) => Answer::Ok(self.body()),
+                Some(_) => Answer::Error,
+                None => Answer::Other,
+            }
         }
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", (self.request_id(), self.status(), self.body()))
     }
 }
 
@@ -139,9 +145,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(f)) if f.is_request() && f.is_heartbeat() => {
                 expect.push(Expect::Heartbeat(f.request_id()))
             }
-            Ok(Some(f)) if f.is_request() && f.is_two_way() => {
-                expect.push(Expect::Response(f.request_id(), fingerprint(&f)))
-            }
+            Ok(Some(f)) if f.is_request() && f.is_two_way() => expect.push(Expect::Response(
+                f.request_id(),
+                fingerprint(&f).into_bytes(),
+            )),
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(_) => {
@@ -166,50 +173,5 @@ fuzz_target!(|data: &[u8]| {
     if !seen.reset {
         assert!(out.is_empty(), "the client got a cut frame");
     }
-    // Two passes: first every exact answer, then gateway errors by id (one
-    // greedy pass could hand a request's error to another with the same id).
-    let mut left = Vec::new();
-    for e in expect {
-        let exact = got.iter().position(|f| exact(&e, f));
-        match exact {
-            Some(i) => {
-                got.swap_remove(i);
-            }
-            None => left.push(e),
-        }
-    }
-    for e in &left {
-        let at = got.iter().position(|f| match e {
-            Expect::Heartbeat(id) => f.request_id() == *id && f.is_heartbeat() && !f.is_request(),
-            Expect::Response(id, fp) => {
-                f.request_id() == *id
-                    && !f.is_request()
-                    && !f.is_heartbeat()
-                    && match f.status() {
-                        Some(status::OK) => f.body()[..] == *fp.as_bytes(),
-                        Some(_) => true,
-                        None => false,
-                    }
-            }
-        });
-        match at {
-            Some(i) => {
-                got.swap_remove(i);
-            }
-            None => assert!(
-                seen.reset,
-                "{e:?} got no answer of its own; the client got {:?}",
-                got.iter()
-                    .map(|f| (f.request_id(), f.status(), f.body()))
-                    .collect::<Vec<_>>()
-            ),
-        }
-    }
-    assert!(
-        got.is_empty(),
-        "the client got answers to nothing it asked: {:?}",
-        got.iter()
-            .map(|f| (f.request_id(), f.status(), f.body()))
-            .collect::<Vec<_>>()
-    );
+    rpc_answers::check(expect, got, seen.reset);
 });

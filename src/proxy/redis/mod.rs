@@ -48,11 +48,13 @@ enum Slot {
         reader: Box<ReplyReader<ReplyDecoder>>,
     },
     /// The replies to `count` commands sent on connection `conn` as one batch.
+    /// With `exec`, the batch is one `EXEC` whose reply the writer rebuilds.
     Upstream {
         conn: u64,
         count: usize,
         deadline: Deadline,
         started: Instant,
+        exec: Option<Box<ExecPlan>>,
     },
     /// The replies of a sharded run of commands: one batch per shard, put
     /// back in the client's order by the plan.
@@ -208,6 +210,8 @@ enum Batch {
         requests: Vec<Bytes>,
         /// Replies expected (a command may have several, see [`redis::reply_count`]).
         replies: usize,
+        /// The batch is one `EXEC` whose reply the writer rebuilds.
+        exec: Option<Box<ExecPlan>>,
     },
     /// Commands for a sharded cluster: one batch per shard and a reply plan,
     /// placed with the shard map as it was when the run began.
@@ -237,6 +241,104 @@ struct Session {
     /// Filter permits of the commands gathered since the last flush: they
     /// are released once their replies are written.
     permits: Vec<Permit>,
+    /// What `EXEC` will have to answer for (inside `MULTI`).
+    txn: Transaction,
+    /// The `MULTI` went to a sharded cluster (its `EXEC` is the shard plan's).
+    txn_sharded: bool,
+}
+
+/// A transaction being queued, as far as `EXEC`'s reply depends on it.
+///
+/// Redis answers `EXEC` with an array of one reply per queued command, but
+/// two kinds of command make that reply differ from "one frame per command":
+/// a queued `CLIENT REPLY` runs inside `EXEC` (and silences, or turns back
+/// on, the rest of the array and the commands after it), and a queued
+/// `(P|S)(UN)SUBSCRIBE` writes one acknowledgement per channel into the
+/// array, more elements than its length says. The gateway keeps the reply
+/// mode itself, so it queues `CLIENT REPLY` on its own (`+QUEUED`) and, at
+/// `EXEC`, rebuilds the array from the upstream's one (see [`write_exec`]).
+#[derive(Debug, Default)]
+struct Transaction {
+    steps: Vec<TxStep>,
+    /// Frames the upstream sends beyond its array's length (acknowledgements).
+    extra: usize,
+    /// Commands queued upstream (the upstream array's length).
+    upstream: usize,
+    /// `CLIENT REPLY`s queued by the gateway.
+    settings: usize,
+    /// Session-state commands queued (`SELECT`, `HELLO` ...): they join the
+    /// session's state at `EXEC`, not when a `DISCARD` drops them.
+    state: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxStep {
+    /// Commands queued upstream with one reply each.
+    Commands(usize),
+    /// One (un)subscribe queued upstream: its acknowledgements, which Redis
+    /// sends whatever the reply mode.
+    Acks(usize),
+    /// A `CLIENT REPLY` the gateway queued.
+    Setting(ClientReply),
+}
+
+impl Transaction {
+    /// `cmd` was queued upstream (not the commands Redis runs at once inside
+    /// `MULTI`: `EXEC`, `DISCARD`, `MULTI`, `WATCH`, `QUIT`, `RESET`).
+    fn queue(&mut self, cmd: &Command) {
+        if ["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "RESET"]
+            .iter()
+            .any(|n| cmd.is(n))
+        {
+            return;
+        }
+        self.upstream += 1;
+        let subscribe = cmd.is("SUBSCRIBE") || cmd.is("PSUBSCRIBE") || cmd.is("SSUBSCRIBE");
+        if subscribe || redis::is_unsubscribe(cmd) {
+            // One acknowledgement per channel (an unsubscribe from all: one).
+            let frames = cmd.argc().saturating_sub(1).max(1);
+            self.extra += frames - 1;
+            self.steps.push(TxStep::Acks(frames));
+        } else if let Some(TxStep::Commands(n)) = self.steps.last_mut() {
+            *n += 1;
+        } else {
+            self.steps.push(TxStep::Commands(1));
+        }
+    }
+
+    fn queue_setting(&mut self, setting: ClientReply) {
+        self.settings += 1;
+        self.steps.push(TxStep::Setting(setting));
+    }
+
+    /// Whether `EXEC`'s reply needs rebuilding (else it passes as it is):
+    /// with acknowledgements, which go out even when the rest is silenced.
+    fn special(&self) -> bool {
+        self.settings > 0 || self.steps.iter().any(|s| matches!(s, TxStep::Acks(_)))
+    }
+
+    fn clear(&mut self) {
+        self.state.clear();
+        self.steps.clear();
+        self.extra = 0;
+        self.upstream = 0;
+        self.settings = 0;
+    }
+}
+
+/// How the writer rebuilds one `EXEC` reply.
+struct ExecPlan {
+    steps: Vec<TxStep>,
+    /// See [`Transaction`].
+    extra: usize,
+    upstream: usize,
+    settings: usize,
+    /// The reply mode when `EXEC` ran.
+    mode: ReplyMode,
+    limits: redis::Limits,
+    /// Gets the reply mode after `EXEC` when a queued `CLIENT REPLY` ran
+    /// (`None`: the transaction did not run).
+    done: Option<tokio::sync::oneshot::Sender<Option<ReplyMode>>>,
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`, answered by the gateway itself: it keeps the
@@ -277,6 +379,12 @@ fn client_reply(cmd: &Command) -> Option<ClientReply> {
 }
 
 impl ReplyMode {
+    /// After an empty command (`*0`, a blank line), which Redis skips
+    /// without a reply but resets the client for: a pending SKIP is used up.
+    fn empty_command(&mut self) {
+        self.skip = std::mem::take(&mut self.skip_next);
+    }
+
     /// Whether the replies to `cmd` are dropped, updating the mode as
     /// redis-server does around one command (`setting`: `cmd` is a
     /// `CLIENT REPLY` the gateway answers).
@@ -297,7 +405,8 @@ impl ReplyMode {
                 }
                 true
             }
-            None if cmd.is("RESET") => {
+            // (`RESET` with arguments is refused: wrong number of arguments.)
+            None if cmd.argc() == 1 && cmd.is("RESET") => {
                 self.off = false;
                 self.skip_next = false;
                 self.skip
@@ -329,6 +438,7 @@ impl Session {
                 timeout,
                 requests,
                 replies: count,
+                exec,
             } => {
                 let started = Instant::now();
                 match self.upstreams.pipeline(&cluster, None, &self.slots).await {
@@ -339,6 +449,7 @@ impl Session {
                             count,
                             deadline: Deadline::now() + timeout,
                             started,
+                            exec,
                         }
                     }
                     Err(e) => {
@@ -450,6 +561,7 @@ impl Session {
                     timeout,
                     requests: Vec::new(),
                     replies: 0,
+                    exec: None,
                 }
             };
         }
@@ -459,6 +571,7 @@ impl Session {
             } => {
                 requests.push(cmd.wire().clone());
                 *replies += if self.in_multi {
+                    self.txn.queue(cmd);
                     1
                 } else {
                     redis::reply_count(cmd)
@@ -472,6 +585,44 @@ impl Session {
             } => shard::plan(cmd, map, *replica_reads, &mut self.sharding, fanout),
             Batch::None => {}
         }
+    }
+
+    /// Send `EXEC` of a transaction whose reply the writer must rebuild (see
+    /// [`Transaction`]) on its own; `mode` is the reply mode it runs in. When
+    /// a `CLIENT REPLY` is queued, returns where the mode after `EXEC` comes.
+    async fn exec(
+        &mut self,
+        cmd: &Command,
+        cluster: Arc<Cluster>,
+        timeout: std::time::Duration,
+        mode: ReplyMode,
+    ) -> Option<tokio::sync::oneshot::Receiver<Option<ReplyMode>>> {
+        self.flush().await;
+        let mut txn = std::mem::take(&mut self.txn);
+        self.upstreams.pending_state.append(&mut txn.state);
+        let (done, after) = if txn.settings > 0 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.batch = Batch::Plain {
+            cluster,
+            timeout,
+            requests: vec![cmd.wire().clone()],
+            replies: 1,
+            exec: Some(Box::new(ExecPlan {
+                steps: txn.steps,
+                extra: txn.extra,
+                upstream: txn.upstream,
+                settings: txn.settings,
+                mode,
+                limits: self.limits,
+                done,
+            })),
+        };
+        self.flush().await;
+        after
     }
 }
 
@@ -505,6 +656,8 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         muted: false,
         in_multi: false,
         permits: Vec::new(),
+        txn: Transaction::default(),
+        txn_sharded: false,
     };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut authed = l.redis_auth.is_none();
@@ -514,10 +667,23 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         let before = buf.len();
         // Decode every command the buffer holds, batching runs that go to the same cluster.
         loop {
-            let mut cmd = match decoder.decode(&mut buf) {
+            let len = buf.len();
+            let decoded = decoder.decode(&mut buf);
+            // Bytes consumed that are no command's were empty commands (`*0`,
+            // a blank line): Redis resets the client after them as after any.
+            let wire = decoded
+                .as_ref()
+                .map_or(0, |c| c.as_ref().map_or(0, |c| c.wire().len()));
+            if len - buf.len() > wire {
+                session.mode.empty_command();
+            }
+            let mut cmd = match decoded {
                 Ok(Some(cmd)) => cmd,
                 Ok(None) => break,
                 Err(e) => {
+                    // Sent in the mode of the command it stands for.
+                    let muted = session.mode.off || session.mode.skip;
+                    session.mute(muted).await;
                     session.reply(decoder.error_reply(&e)).await;
                     session.flush().await;
                     let _ = session.slots.send(Slot::Close).await;
@@ -526,12 +692,24 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 }
             };
             let setting = client_reply(&cmd);
-            let muted = session.mode.step(&cmd, setting, session.in_multi);
+            // Inside MULTI, Redis queues CLIENT REPLY and runs it at EXEC.
+            let queued = session.in_multi && setting.is_some();
+            let mode = session.mode;
+            let muted = session
+                .mode
+                .step(&cmd, setting.filter(|_| !queued), session.in_multi);
             session.mute(muted).await;
             if let Some(setting) = setting {
                 // Answered here: every upstream connection keeps answering.
-                let reply = if session.in_multi {
-                    redis::error_reply("CLIENT REPLY inside MULTI is not supported by the gateway")
+                let reply = if queued && session.txn_sharded {
+                    redis::error_reply(
+                        "CLIENT REPLY inside MULTI is not supported on a sharded cluster",
+                    )
+                } else if queued {
+                    // Queued by the gateway, which keeps the reply mode: EXEC's
+                    // reply is rebuilt as Redis would give it.
+                    session.txn.queue_setting(setting);
+                    Bytes::from_static(b"+QUEUED\r\n")
                 } else if setting == ClientReply::On {
                     Bytes::from_static(b"+OK\r\n")
                 } else {
@@ -542,10 +720,10 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 }
                 continue;
             }
-            if session.in_multi && redis::reply_count(&cmd) > 1 {
+            if session.in_multi && session.txn_sharded && redis::reply_count(&cmd) > 1 {
                 // EXEC's reply would carry one reply per channel but count one.
                 let refused = redis::error_reply(&format!(
-                    "'{}' with several channels inside MULTI is not supported by the gateway",
+                    "'{}' with several channels inside MULTI is not supported on a sharded cluster",
                     String::from_utf8_lossy(cmd.name()).to_lowercase()
                 ));
                 if !session.reply(refused).await {
@@ -652,8 +830,13 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 return;
             }
             if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
-                session.upstreams.pending_state.push(cmd.wire().clone());
+                if session.in_multi && !cmd.is("RESET") {
+                    session.txn.state.push(cmd.wire().clone());
+                } else {
+                    session.upstreams.pending_state.push(cmd.wire().clone());
+                }
             }
+            let sharded = matches!(&target, Target::Cluster(c, _) if c.shards().is_some());
             match target {
                 Target::Reply(reply) => {
                     conn.metrics.observe(std::time::Duration::ZERO, true);
@@ -661,12 +844,39 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                         break 'session;
                     }
                 }
+                Target::Cluster(cluster, timeout)
+                    if session.in_multi
+                        && !sharded
+                        && cmd.argc() == 1
+                        && cmd.is("EXEC")
+                        && session.txn.special() =>
+                {
+                    if let Some(after) = session.exec(&cmd, cluster, timeout, mode).await {
+                        // The next commands run in the mode EXEC leaves (a
+                        // transaction that did not run leaves it as it was).
+                        if let Ok(Some(after)) = after.await {
+                            session.mode = after;
+                        }
+                    }
+                }
                 Target::Cluster(cluster, timeout) => session.command(&cmd, cluster, timeout).await,
             }
-            if cmd.argc() == 1 && (cmd.is("MULTI") || cmd.is("EXEC") || cmd.is("DISCARD")) {
-                session.in_multi = cmd.is("MULTI");
-            } else if cmd.is("RESET") {
+            // As Redis: EXEC ends a transaction even when refused (wrong
+            // arity: -EXECABORT), DISCARD only when it runs.
+            if session.in_multi
+                && (cmd.is("EXEC") || (cmd.argc() == 1 && (cmd.is("RESET") || cmd.is("DISCARD"))))
+            {
+                if cmd.argc() == 1 && cmd.is("EXEC") {
+                    // (Replayed even if the transaction did not run: rare.)
+                    let state = &mut session.txn.state;
+                    session.upstreams.pending_state.append(state);
+                }
                 session.in_multi = false;
+                session.txn.clear();
+            } else if !session.in_multi && cmd.argc() == 1 && cmd.is("MULTI") {
+                session.in_multi = true;
+                session.txn.clear();
+                session.txn_sharded = sharded;
             }
         }
         session.flush().await;
@@ -749,7 +959,7 @@ fn is_session_state(cmd: &Command) -> bool {
     cmd.is("AUTH")
         || cmd.is("HELLO")
         || cmd.is("SELECT")
-        || cmd.is("RESET")
+        || (cmd.argc() == 1 && cmd.is("RESET"))
         || cmd.is("REPLCONF")
         || (cmd.is("CLIENT")
             && cmd
@@ -865,9 +1075,18 @@ async fn write_replies(
                 count,
                 deadline,
                 started,
+                exec,
             } => {
                 let client = (&mut wr, &mut out, &metrics);
-                let result = await_replies(&mut readers, conn, count, deadline, client).await;
+                let mut result = await_replies(&mut readers, conn, count, deadline, client).await;
+                if let (Some(plan), Ok(replies)) = (exec, &mut result) {
+                    let client = (&mut wr, &mut out, &metrics);
+                    let after =
+                        write_exec(&mut readers, conn, deadline, &plan, replies, client).await;
+                    if let Some(done) = plan.done {
+                        let _ = done.send(after);
+                    }
+                }
                 let took = started.elapsed();
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
@@ -921,6 +1140,106 @@ async fn write_replies(
     }
     let _ = flush(&mut wr, &mut out, &metrics).await;
     wr
+}
+
+/// `EXEC`'s reply as Redis would send it to this client (see [`Transaction`]),
+/// written to `out` in place of `replies` (which it empties); the reply mode
+/// after it when it ran.
+///
+/// The upstream ran the transaction without the gateway's `CLIENT REPLY`s:
+/// its array has one element per command it queued, followed by the
+/// acknowledgements beyond the first of each (un)subscribe. The client's array
+/// counts every queued command; from the header on, each reply is written
+/// or dropped in the reply mode of its moment in the transaction, as Redis
+/// does (acknowledgements and pushes always go out).
+async fn write_exec(
+    readers: &mut Readers,
+    conn: u64,
+    deadline: Deadline,
+    plan: &ExecPlan,
+    replies: &mut Vec<Bytes>,
+    client: (&mut WriteHalf, &mut BytesMut, &ConnMetrics),
+) -> Option<ReplyMode> {
+    use std::collections::VecDeque;
+    let (wr, out, metrics) = client;
+    let mut frames = std::mem::take(replies);
+    let reply = frames.pop()?;
+    let mut mode = plan.mode;
+    // Pushes that came ahead of the reply.
+    for f in &frames {
+        out.extend_from_slice(f);
+    }
+    let put = |out: &mut BytesMut, frame: &[u8], mode: ReplyMode| {
+        if !(mode.off || mode.skip) {
+            out.extend_from_slice(frame);
+        }
+    };
+    if reply.first() != Some(&b'*') || reply.starts_with(b"*-") {
+        // -EXECABORT, or a null array (WATCH): nothing ran.
+        put(out, &reply, mode);
+        return None;
+    }
+    let elements = redis::array_elements(&reply, plan.limits).filter(|e| e.len() == plan.upstream);
+    let mut more = Vec::new();
+    if plan.extra > 0 {
+        let client = (&mut *wr, &mut *out, metrics);
+        match await_replies(readers, conn, plan.extra, deadline, client).await {
+            Ok(m) => more = m,
+            Err(e) => {
+                put(out, &reply, mode);
+                out.extend_from_slice(&redis::error_reply(&e));
+                return None;
+            }
+        }
+    }
+    let (oob, more): (Vec<Bytes>, Vec<Bytes>) =
+        more.into_iter().partition(|f| redis::is_out_of_band(f));
+    let Some(elements) = elements else {
+        // Not the array the gateway expected: passed on as it came.
+        put(out, &reply, mode);
+        for f in more.iter().chain(&oob) {
+            out.extend_from_slice(f);
+        }
+        return None;
+    };
+    let mut elements = VecDeque::from(elements);
+    elements.extend(more);
+    put(
+        out,
+        format!("*{}\r\n", plan.upstream + plan.settings).as_bytes(),
+        mode,
+    );
+    let mut skip_next = false;
+    for step in &plan.steps {
+        match *step {
+            TxStep::Commands(n) => {
+                for f in elements.drain(..n.min(elements.len())) {
+                    put(out, &f, mode);
+                }
+            }
+            TxStep::Acks(n) => {
+                for f in elements.drain(..n.min(elements.len())) {
+                    out.extend_from_slice(&f);
+                }
+            }
+            TxStep::Setting(ClientReply::On) => {
+                mode.off = false;
+                mode.skip = false;
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            TxStep::Setting(ClientReply::Off) => mode.off = true,
+            TxStep::Setting(ClientReply::Skip) => skip_next |= !mode.off,
+        }
+    }
+    for f in &oob {
+        out.extend_from_slice(f);
+    }
+    // After EXEC, as after any command: a SKIP run inside applies to the next.
+    Some(ReplyMode {
+        off: mode.off,
+        skip: skip_next,
+        skip_next: false,
+    })
 }
 
 /// The part replies of a fanout, each a queue (or why the part failed).
