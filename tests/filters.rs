@@ -91,6 +91,47 @@ fn rtsp_head(c: &mut RawConn) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Two `GET /slow/6000` through the gateway, each on its own thread, once
+/// both are sleeping at the upstream (so they hold their places); join
+/// them for their statuses.
+fn two_slow_requests(gw: &Gateway, web: &HttpUpstream) -> Vec<std::thread::JoinHandle<Vec<u16>>> {
+    let slow = (0..2)
+        .map(|_| {
+            let url = gw.url("/slow/6000");
+            std::thread::spawn(move || statuses(&[], &[url]))
+        })
+        .collect();
+    wait_for("two requests sleeping at the upstream", WAIT, || {
+        let (_, body) = http_get(web.addr(), "/inflight").ok()?;
+        (body.trim() == "2").then_some(())
+    });
+    slow
+}
+
+/// A `BLPOP queue 0` through the gateway, once it blocks at the server:
+/// (its connection, a direct connection to the server).
+fn blocked_blpop(gw: &Gateway, redis: &RedisServer) -> (RawConn, RawConn) {
+    let mut blocked = RawConn::connect(gw.addr());
+    blocked.send(&resp(&["BLPOP", "queue", "0"]));
+    let mut direct = RawConn::connect(redis.addr());
+    wait_for("the BLPOP to block at the server", WAIT, || {
+        let info = direct.command(&["INFO", "clients"]);
+        String::from_utf8_lossy(&info)
+            .contains("blocked_clients:1")
+            .then_some(())
+    });
+    (blocked, direct)
+}
+
+/// Unblock the `BLPOP` of [`blocked_blpop`]: it gets its job.
+fn release_blpop(blocked: &mut RawConn, direct: &mut RawConn) {
+    assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
+    assert_eq!(
+        blocked.reply().unwrap(),
+        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
+    );
+}
+
 #[test]
 fn ip_access_refuses_every_protocol_in_its_own_words() {
     let redis = RedisServer::start();
@@ -195,16 +236,7 @@ fn a_concurrency_limit_refuses_past_its_requests_in_flight() {
         "[{concurrency_limit: {max: 2}}]",
     ));
     // HTTP: two slow requests hold both places (seen at the upstream) ...
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let url = gw.url("/slow/6000");
-            std::thread::spawn(move || statuses(&[], &[url]))
-        })
-        .collect();
-    wait_for("two requests sleeping at the upstream", WAIT, || {
-        let (_, body) = http_get(web.addr(), "/inflight").ok()?;
-        (body.trim() == "2").then_some(())
-    });
+    let slow = two_slow_requests(&gw, &web);
     // ... so three more are refused at once with 503.
     let urls: Vec<String> = (0..3).map(|_| gw.url("/hello")).collect();
     assert_eq!(statuses(&[], &urls), [503, 503, 503]);
@@ -214,25 +246,13 @@ fn a_concurrency_limit_refuses_past_its_requests_in_flight() {
     assert_eq!(statuses(&[], &[gw.url("/hello")]), [200], "places released");
 
     // Redis: a blocked BLPOP holds the only place.
-    let mut blocked = RawConn::connect(gw.addr());
-    blocked.send(&resp(&["BLPOP", "queue", "0"]));
-    let mut direct = RawConn::connect(redis.addr());
-    wait_for("the BLPOP to block at the server", WAIT, || {
-        let info = direct.command(&["INFO", "clients"]);
-        String::from_utf8_lossy(&info)
-            .contains("blocked_clients:1")
-            .then_some(())
-    });
+    let (mut blocked, mut direct) = blocked_blpop(&gw, &redis);
     let mut other = RawConn::connect(gw.addr());
     assert_eq!(
         other.command(&["GET", "x"]),
         b"-ERR too many requests in flight\r\n"
     );
-    assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
-    assert_eq!(
-        blocked.reply().unwrap(),
-        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-    );
+    release_blpop(&mut blocked, &mut direct);
     assert_eq!(
         other.command(&["GET", "x"]),
         b"$-1\r\n",
@@ -392,16 +412,7 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
     assert_eq!(yaml.matches("circuit_breakers").count(), 2, "{yaml}");
     let gw = Gateway::start(&yaml);
     // Two slow requests on one route fill the cluster ...
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let url = gw.url("/slow/6000");
-            std::thread::spawn(move || statuses(&[], &[url]))
-        })
-        .collect();
-    wait_for("two requests sleeping at the upstream", WAIT, || {
-        let (_, body) = http_get(web.addr(), "/inflight").ok()?;
-        (body.trim() == "2").then_some(())
-    });
+    let slow = two_slow_requests(&gw, &web);
     // ... so the other route's requests overflow: 503 at once.
     let out = run_ok(curl().args(["-s", "-i"]).arg(gw.url("/hello")));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -423,24 +434,12 @@ fn a_cluster_circuit_breaker_counts_requests_from_every_route() {
     );
 
     // Redis: a blocked BLPOP is the one request in flight.
-    let mut blocked = RawConn::connect(gw.addr());
-    blocked.send(&resp(&["BLPOP", "queue", "0"]));
-    let mut direct = RawConn::connect(redis.addr());
-    wait_for("the BLPOP to block at the server", WAIT, || {
-        let info = direct.command(&["INFO", "clients"]);
-        String::from_utf8_lossy(&info)
-            .contains("blocked_clients:1")
-            .then_some(())
-    });
+    let (mut blocked, mut direct) = blocked_blpop(&gw, &redis);
     let mut other = RawConn::connect(gw.addr());
     assert_eq!(
         other.command(&["GET", "x"]),
         b"-ERR cluster redis is at its max_requests circuit breaker\r\n"
     );
-    assert_eq!(direct.command(&["LPUSH", "queue", "job"]), b":1\r\n");
-    assert_eq!(
-        blocked.reply().unwrap(),
-        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n"
-    );
+    release_blpop(&mut blocked, &mut direct);
     assert_eq!(other.command(&["GET", "x"]), b"$-1\r\n");
 }

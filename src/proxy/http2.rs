@@ -395,17 +395,7 @@ fn answer(respond: &mut SendResponse<Bytes>, grpc: bool, failure: Failure, clust
         _ => text.to_owned(),
     };
     if grpc {
-        let mut resp = Response::new(());
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from(failure.grpc()));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(&text)) {
-            h.insert("grpc-message", v);
-        }
-        let _ = respond.send_response(resp, true);
+        grpc_status_only(respond, failure.grpc(), &text);
     } else {
         direct(
             respond,
@@ -416,21 +406,27 @@ fn answer(respond: &mut SendResponse<Bytes>, grpc: bool, failure: Failure, clust
     }
 }
 
+/// A gRPC trailers-only response: `grpc-status` and `grpc-message` in the
+/// one HEADERS frame that ends the stream.
+fn grpc_status_only(respond: &mut SendResponse<Bytes>, status: u32, message: &str) {
+    let mut resp = Response::new(());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(status));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    let _ = respond.send_response(resp, true);
+}
+
 /// Answer a request the filters refused: for gRPC a trailers-only response
 /// with the refusal's gRPC status, else its HTTP status and message.
 fn refuse(respond: &mut SendResponse<Bytes>, grpc: bool, refusal: &Refusal) {
     if grpc {
-        let mut resp = Response::new(());
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from(refusal.grpc_status()));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(&refusal.message)) {
-            h.insert("grpc-message", v);
-        }
-        let _ = respond.send_response(resp, true);
+        grpc_status_only(respond, refusal.grpc_status(), &refusal.message);
         return;
     }
     let mut resp = Response::new(());
