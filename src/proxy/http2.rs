@@ -305,16 +305,19 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         Ok(permit) => permit,
         Err(refusal) => {
             refuse(&mut respond, grpc, &refusal);
+            drain_unread(body).await;
             return true;
         }
     };
     let Some(route) = route else {
         answer(&mut respond, grpc, Failure::NoRoute, None);
+        drain_unread(body).await;
         return true;
     };
     let cluster = match &route.action {
         Action::Direct(d) => {
             direct(&mut respond, d.status, &d.content_type, d.body.clone());
+            drain_unread(body).await;
             return false;
         }
         Action::WebSocket(_) => {
@@ -331,6 +334,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
     };
     if let Err(refusal) = cluster.enter(&mut permit) {
         refuse(&mut respond, grpc, &refusal);
+        drain_unread(body).await;
         return true;
     }
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
@@ -404,6 +408,28 @@ fn answer(respond: &mut SendResponse<Bytes>, grpc: bool, failure: Failure, clust
             Bytes::from(text),
         );
     }
+}
+
+/// After answering a request whose body was not read: read and drop what
+/// the client still sends (at most 256 KiB, for at most 1 s), so that the
+/// stream ends with the client's END_STREAM, not with a reset the client may
+/// read before the answer (curl then reports a framing error instead of the
+/// status). A larger or slower body is cut by the reset as before.
+async fn drain_unread(mut body: RecvStream) {
+    if body.is_end_stream() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut left: usize = 256 * 1024;
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+            match left.checked_sub(chunk.len()) {
+                Some(l) => left = l,
+                None => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// A gRPC trailers-only response: `grpc-status` and `grpc-message` in the
