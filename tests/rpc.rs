@@ -472,7 +472,7 @@ fn ip_access_refuses_calls_with_an_error_response(kind: RpcKind) {
     );
 }
 
-fn a_rate_limit_passes_its_burst_and_refuses_the_rest_busy(kind: RpcKind) {
+fn a_rate_limit_passes_its_burst_and_refuses_the_rest(kind: RpcKind) {
     let server = RpcServer::start(kind);
     // One token per 1000 s: the burst is all a run of calls can get.
     let gw = filtered_gateway(&server, "[{rate_limit: {rate: 0.001, burst: 7}}]");
@@ -611,7 +611,7 @@ for_both_protocols!(
     a_server_that_closes_after_every_response_costs_no_call,
     a_down_upstream_is_not_connected_to_for_every_call,
     ip_access_refuses_calls_with_an_error_response,
-    a_rate_limit_passes_its_burst_and_refuses_the_rest_busy,
+    a_rate_limit_passes_its_burst_and_refuses_the_rest,
     a_concurrency_limit_refuses_calls_past_the_ones_in_flight,
     a_fault_aborts_about_its_share_of_calls,
     a_cluster_circuit_breaker_answers_overflow_busy,

@@ -498,6 +498,11 @@ route_tables:
           - {name: reads, match: {protocol: redis, commands: [get, mget]}, cluster: cache}
           - {name: redis-rest, match: {protocol: redis}, cluster: cache}
 "#;
+        compile(yaml)
+    }
+
+    /// The first route table of a config, compiled with its clusters.
+    fn compile(yaml: &str) -> RouteTable {
         let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
         let clusters: HashMap<String, Arc<Cluster>> = cfg
             .clusters
@@ -592,13 +597,7 @@ route_tables:
             subset: {zone: a}
             subset_from_header: {header: x-version, label: version}
 "#;
-        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
-        let clusters: HashMap<String, Arc<Cluster>> = cfg
-            .clusters
-            .iter()
-            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
-            .collect();
-        let t = RouteTable::new(&cfg.route_tables[0], &clusters);
+        let t = compile(yaml);
         let ports = |path: &'static str, version: Option<&'static str>| {
             let mut fields = vec![(Field::Path, path)];
             fields.extend(version.map(|v| (Field::Header("x-version".into()), v)));
@@ -643,13 +642,7 @@ route_tables:
           - {name: calc, match: {protocol: dubbo, services: [com.example.Calc, "com.example.Calc:1.0"]}, cluster: a}
           - {name: echo, match: {rpc_methods: [echo]}, cluster: b}
 "#;
-        let cfg = crate::config::load_str(yaml, "t.yaml").unwrap();
-        let clusters: HashMap<String, Arc<Cluster>> = cfg
-            .clusters
-            .iter()
-            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
-            .collect();
-        let t = RouteTable::new(&cfg.route_tables[0], &clusters);
+        let t = compile(yaml);
         let d = Protocol::Dubbo;
         let call = |s, m| req(&[(Field::Service, s), (Field::RpcMethod, m)]);
         let calc = "com.example.Calc";
