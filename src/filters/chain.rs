@@ -191,6 +191,11 @@ impl Limit {
         true
     }
 
+    /// The most requests it lets in at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.now.count.load(Ordering::Relaxed)
