@@ -1,0 +1,268 @@
+//! The `mirror` filter's sender: copies of requests go to a shadow cluster,
+//! fire and forget. The filter chain decides which requests are copied and
+//! where (the permit names the cluster); a driver hands the copy's bytes to
+//! the cluster's [`Mirror`], which sends it from a task of its own on an
+//! exclusive connection of the shadow cluster's idle pool, reads the answer
+//! to its end (so the connection can go back to the pool) and drops it.
+//!
+//! A copy never delays or fails the original: the driver only clones a
+//! `Bytes` and spawns; over [`MAX_IN_FLIGHT`] copies in flight to one
+//! cluster, more are dropped; connect, write, read and timeout errors are
+//! only counted (`switchyard_mirror_requests_total{cluster, result}`:
+//! `sent` when the shadow answered, `failed`, `dropped`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use metrics::Counter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use switchyard_codecs::http1::{self, BodyLength};
+use switchyard_codecs::redis::ReplyDecoder;
+use switchyard_codecs::{Decoder, Part, WireHead};
+
+use crate::config::Config;
+use crate::config::filters::Filter;
+use crate::filters::chain::{Limit, Permit};
+use crate::upstream::Cluster;
+
+/// Most copies in flight to one shadow cluster at once; more are dropped.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Largest HTTP request body copied: a request is mirrored only when its
+/// whole body (`Content-Length`, at most this) came in with its head.
+pub const MAX_HTTP_BODY: u64 = 64 * 1024;
+
+/// What `Host` (HTTP/1) and `:authority` get appended on a copy, as Envoy does.
+pub const SHADOW_SUFFIX: &[u8] = b"-shadow";
+
+/// The mirrors of one config snapshot, by cluster name: one per cluster any
+/// `mirror` filter names.
+#[derive(Default)]
+pub struct Mirrors {
+    by_cluster: HashMap<String, Arc<Mirror>>,
+}
+
+impl Mirrors {
+    /// One [`Mirror`] for each cluster a listener's or a route's `mirror`
+    /// filter names (validation made sure they exist).
+    pub fn new(config: &Config, clusters: &HashMap<String, Arc<Cluster>>) -> Self {
+        let listener_filters = config.listeners.iter().flat_map(|l| &l.filters);
+        let route_filters = config
+            .route_tables
+            .iter()
+            .flat_map(|t| &t.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| &r.filters);
+        let mut by_cluster = HashMap::new();
+        for f in listener_filters.chain(route_filters) {
+            if let Filter::Mirror(m) = &f.value
+                && let Some(cluster) = clusters.get(&m.cluster)
+            {
+                by_cluster
+                    .entry(m.cluster.clone())
+                    .or_insert_with(|| Arc::new(Mirror::new(cluster.clone())));
+            }
+        }
+        Self { by_cluster }
+    }
+
+    /// The mirror of cluster `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Mirror>> {
+        self.by_cluster.get(name)
+    }
+}
+
+/// Copies to one shadow cluster.
+pub struct Mirror {
+    cluster: Arc<Cluster>,
+    in_flight: Limit,
+    sent: Counter,
+    failed: Counter,
+    dropped: Counter,
+}
+
+/// How a copy's answer is framed.
+enum Answer {
+    /// One HTTP/1 response to a request with this method's framing
+    /// (`HEAD` answers carry no body).
+    Http1 { head_request: bool },
+    /// This many Redis replies (the cluster's login commands', then the copy's).
+    Redis { replies: usize },
+}
+
+impl Mirror {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        let counter = |result: &'static str| {
+            metrics::counter!(
+                "switchyard_mirror_requests_total",
+                "cluster" => cluster.name.clone(),
+                "result" => result
+            )
+        };
+        Self {
+            sent: counter("sent"),
+            failed: counter("failed"),
+            dropped: counter("dropped"),
+            in_flight: Limit::new(MAX_IN_FLIGHT),
+            cluster,
+        }
+    }
+
+    /// Count a request that was to be copied but could not be (its body was
+    /// not all in, or too large).
+    pub fn skip(&self) {
+        self.dropped.increment(1);
+    }
+
+    /// Copies of this mirror in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.in_flight()
+    }
+
+    /// A place for one more copy, or `None` (counted as dropped) when
+    /// [`MAX_IN_FLIGHT`] are out already.
+    fn place(&self) -> Option<Permit> {
+        let mut permit = Permit::default();
+        if self.in_flight.enter(&mut permit) {
+            Some(permit)
+        } else {
+            self.dropped.increment(1);
+            None
+        }
+    }
+
+    /// Send a copy of an HTTP/1 request: `head` as [`http1::RequestHead::shadowed`]
+    /// writes it, then its whole `body`.
+    pub fn http1(self: &Arc<Self>, head: Bytes, body: Bytes, head_request: bool) {
+        let Some(place) = self.place() else { return };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let host = this.cluster.pick().next();
+            let ok = this
+                .send(host, &[head, body], Answer::Http1 { head_request })
+                .await;
+            this.finish(ok);
+            drop(place);
+        });
+    }
+
+    /// Send a copy of a read-only Redis command (its wire bytes). New
+    /// connections log in first as the cluster's `redis` block says; a
+    /// sharded cluster gets it on the shard of its first key.
+    pub fn redis(self: &Arc<Self>, command: Bytes, first_key: Option<&[u8]>) {
+        let Some(place) = self.place() else { return };
+        let this = self.clone();
+        let host = match (self.cluster.shards(), first_key) {
+            (Some(shards), Some(key)) => Some(shards.map().host_for(key)),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            let host = host.or_else(|| this.cluster.pick().next());
+            let ok = this
+                .send(host, &[command], Answer::Redis { replies: 1 })
+                .await;
+            this.finish(ok);
+            drop(place);
+        });
+    }
+
+    fn finish(&self, ok: bool) {
+        if ok {
+            self.sent.increment(1);
+        } else {
+            self.failed.increment(1);
+        }
+    }
+
+    /// Write `parts` on a pooled or new connection to `host` and read its
+    /// answer, within the cluster's request timeout; the connection goes
+    /// back to the pool when the answer ended cleanly and it may be reused.
+    async fn send(&self, host: Option<usize>, parts: &[Bytes], answer: Answer) -> bool {
+        let Some(host) = host else { return false };
+        let cluster = &self.cluster;
+        let exchange = async {
+            let (host, mut stream, reused) = cluster.checkout(std::iter::once(host)).await.ok()?;
+            let _active = cluster.begin(host);
+            let answer = match answer {
+                Answer::Redis { replies } if !reused => {
+                    let login = cluster.redis.as_ref().map_or(&[][..], |r| &r.login[..]);
+                    for cmd in login {
+                        stream.write_all(cmd).await.ok()?;
+                    }
+                    Answer::Redis {
+                        replies: replies + login.len(),
+                    }
+                }
+                other => other,
+            };
+            for part in parts.iter().filter(|p| !p.is_empty()) {
+                stream.write_all(part).await.ok()?;
+            }
+            let keep = read_answer(&mut stream, answer).await?;
+            Some((host, stream, keep))
+        };
+        match tokio::time::timeout(cluster.request_timeout, exchange).await {
+            Ok(Some((host, stream, keep))) => {
+                if keep {
+                    cluster.pool.put(host, stream);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Read one answer framed as `answer` and drop it: `Some(reusable)` when it
+/// ended cleanly, `None` on a broken or cut answer.
+async fn read_answer(stream: &mut TcpStream, answer: Answer) -> Option<bool> {
+    let mut buf = BytesMut::with_capacity(4096);
+    match answer {
+        Answer::Http1 { head_request } => {
+            let mut decoder = http1::ResponseDecoder::new(http1::Limits::default());
+            decoder.expect_response_to(if head_request { b"HEAD" } else { b"GET" });
+            let mut keep = false;
+            loop {
+                let part = decoder.decode(&mut buf).ok()?;
+                match part {
+                    Some(Part::Head(h)) if h.is_interim() => {}
+                    Some(Part::Head(h)) => {
+                        keep = h.keep_alive() && h.body() != BodyLength::UntilClose;
+                        if !h.has_body() {
+                            return Some(keep && buf.is_empty());
+                        }
+                    }
+                    Some(Part::Body(_)) => {}
+                    Some(Part::End) => return Some(keep && buf.is_empty()),
+                    None => {
+                        if stream.read_buf(&mut buf).await.ok()? == 0 {
+                            // Close-delimited body: its end is the close.
+                            return match decoder.decode_eof(&mut buf).ok()? {
+                                Some(Part::End) => Some(false),
+                                _ => None,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        Answer::Redis { replies } => {
+            let mut decoder = ReplyDecoder::default();
+            let mut left = replies;
+            while left > 0 {
+                match decoder.decode(&mut buf).ok()? {
+                    Some(_) => left -= 1,
+                    None => {
+                        if stream.read_buf(&mut buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                }
+            }
+            Some(buf.is_empty())
+        }
+    }
+}
