@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// One listener sniffing HTTP/1 and Redis: Redis to `redis` with
-/// `redis_filters`, HTTP/1 to `web` with `http_filters`; `shadow` and
+/// One listener sniffing HTTP/1, HTTP/2 and Redis: Redis to `redis` with
+/// `redis_filters`, HTTP to `web` (over HTTP/1.1) with `http_filters`; `shadow` and
 /// `redis_shadow` are the clusters the filters may mirror to.
 fn config(
     web: SocketAddr,
@@ -27,7 +27,7 @@ fn config(
 listeners:
   - name: edge
     address: "127.0.0.1:{listen}"
-    protocols: [http1, redis]
+    protocols: [http1, http2, redis]
     route_table: main
 route_tables:
   - name: main
@@ -38,7 +38,7 @@ route_tables:
           - {{match: {{protocol: redis}}, cluster: redis, filters: {redis_filters}}}
           - {{cluster: web, filters: {http_filters}}}
 clusters:
-  - {{name: web, hosts: ["{web}"]}}
+  - {{name: web, hosts: ["{web}"], protocol: http1}}
   - {{name: shadow, hosts: ["{shadow}"], request_timeout: 30s}}
   - {{name: redis, hosts: ["{redis}"]}}
   - {{name: redis_shadow, hosts: ["{redis_shadow}"]}}
@@ -131,6 +131,42 @@ fn http1_every_request_is_copied_to_the_shadow_with_a_shadow_host() {
     });
     assert_eq!(mirrored(&gw, "shadow", "failed"), 0.0);
     assert_eq!(mirrored(&gw, "shadow", "dropped"), 0.0);
+}
+
+#[test]
+fn http2_requests_without_a_body_are_copied_as_http11() {
+    let web = Nginx::start(&[("x.txt", b"primary")]);
+    let shadow = Nginx::start_logging(&[("x.txt", b"shadow")]);
+    let gw = Gateway::start(&config(
+        web.addr(),
+        shadow.addr(),
+        dead(),
+        dead(),
+        "[{mirror: {cluster: shadow}}]",
+        "[]",
+    ));
+    // One curl per request: curl 8 with several prior-knowledge URLs in one
+    // run fails after the first (exit 16) with or without a mirror.
+    for _ in 0..10 {
+        let out = run_ok(curl().args(["--http2-prior-knowledge", &gw.url("/x.txt")]));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "primary");
+    }
+    // A request with a body is answered but not copied (counted as dropped).
+    run_ok(curl().args([
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "--data-binary",
+        "hello",
+        &gw.url("/x.txt"),
+    ]));
+    let log = shadow_log(&shadow, 10);
+    let host = format!("127.0.0.1-shadow:{}", gw.addr().port());
+    assert_eq!(log, vec![format!("GET {host} /x.txt"); 10]);
+    wait_for("10 copies counted as sent", Duration::from_secs(10), || {
+        (mirrored(&gw, "shadow", "sent") == 10.0).then_some(())
+    });
+    assert_eq!(mirrored(&gw, "shadow", "dropped"), 1.0);
 }
 
 #[test]

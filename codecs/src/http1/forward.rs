@@ -201,6 +201,37 @@ impl RequestHead {
     }
 }
 
+/// An HTTP/1.1 request head for a mirrored copy of a request that came in
+/// another version (HTTP/2): `METHOD target HTTP/1.1`, `Host` set to `host`
+/// with `suffix` appended before any port, then `headers` without
+/// hop-by-hop fields, pseudo-headers or another `Host`.
+pub fn shadow_request_head<'a>(
+    method: &[u8],
+    target: &[u8],
+    host: &[u8],
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    suffix: &[u8],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_slice(method);
+    out.put_u8(b' ');
+    out.put_slice(target);
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    let (name, port) = split_port(host);
+    out.put_slice(name);
+    out.put_slice(suffix);
+    out.put_slice(port);
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name.starts_with(b":") || name.eq_ignore_ascii_case(b"host") || is_hop_by_hop(name) {
+            continue;
+        }
+        put_field(&mut out, name, value);
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
 /// `host[:port]` as (host, `:port` or empty); an IPv6 literal keeps its brackets.
 fn split_port(authority: &[u8]) -> (&[u8], &[u8]) {
     let after_bracket = authority
@@ -306,6 +337,26 @@ mod tests {
         assert_eq!(
             text(h.shadowed(None, b"")),
             "GET /a HTTP/1.1\r\nhost: h\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn shadow_heads_from_other_versions_are_http11() {
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"accept", b"*/*"),
+            (b"te", b"trailers"),
+            (b"host", b"other"),
+        ];
+        let head = super::shadow_request_head(
+            b"GET",
+            b"/p?q",
+            b"a.example:8443",
+            headers.into_iter(),
+            b"-shadow",
+        );
+        assert_eq!(
+            text(head),
+            "GET /p?q HTTP/1.1\r\nHost: a.example-shadow:8443\r\naccept: */*\r\n\r\n"
         );
     }
 
