@@ -26,6 +26,7 @@ use switchyard_codecs::{Decoder, Part, WireHead};
 use crate::config::Config;
 use crate::config::filters::Filter;
 use crate::filters::chain::{Limit, Permit};
+use crate::stream::multiplex::{MuxKind, MuxProtocol};
 use crate::upstream::Cluster;
 
 /// Most copies in flight to one shadow cluster at once; more are dropped.
@@ -82,6 +83,8 @@ pub struct Mirror {
     sent: Counter,
     failed: Counter,
     dropped: Counter,
+    /// The request ids of RPC copies (the copies' own, not the clients').
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// How a copy's answer is framed.
@@ -107,6 +110,7 @@ impl Mirror {
             failed: counter("failed"),
             dropped: counter("dropped"),
             in_flight: Limit::new(MAX_IN_FLIGHT),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             cluster,
         }
     }
@@ -167,6 +171,76 @@ impl Mirror {
             this.finish(ok);
             drop(place);
         });
+    }
+
+    /// Send a copy of a Dubbo or Bolt request under a request id of the
+    /// mirror's own, on an exclusive connection (one copy at a time on it),
+    /// and read frames until its response (none for a one-way request).
+    pub fn rpc<P: MuxProtocol>(self: &Arc<Self>, frame: &P::Frame) {
+        let Some(place) = self.place() else { return };
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % P::MAX_ID.max(1);
+        let bytes = P::with_id(frame, id);
+        let one_way = P::kind(frame) == MuxKind::OneWay;
+        let host = self.cluster.hosts_for(frame).next();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ok = match host {
+                Some(host) => this.send_rpc::<P>(host, &bytes, id, one_way).await,
+                None => false,
+            };
+            this.finish(ok);
+            drop(place);
+        });
+    }
+
+    async fn send_rpc<P: MuxProtocol>(
+        &self,
+        host: usize,
+        bytes: &Bytes,
+        id: u64,
+        one_way: bool,
+    ) -> bool {
+        let cluster = &self.cluster;
+        let exchange = async {
+            let (host, mut stream, _) = cluster.checkout(std::iter::once(host)).await.ok()?;
+            let _active = cluster.begin(host);
+            stream.write_all(bytes).await.ok()?;
+            if one_way {
+                return Some((host, stream, true));
+            }
+            let mut decoder = P::decoder();
+            let mut buf = BytesMut::with_capacity(4096);
+            loop {
+                match decoder.decode(&mut buf).ok()? {
+                    Some(f) => match P::kind(&f) {
+                        MuxKind::Response if P::request_id(&f) == id => {
+                            return Some((host, stream, buf.is_empty()));
+                        }
+                        MuxKind::HeartbeatRequest => {
+                            stream.write_all(&P::heartbeat_reply(&f)).await.ok()?;
+                        }
+                        _ => {}
+                    },
+                    None => {
+                        if stream.read_buf(&mut buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(cluster.request_timeout, exchange).await {
+            Ok(Some((host, stream, keep))) => {
+                if keep {
+                    cluster.pool.put(host, stream);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     fn finish(&self, ok: bool) {
