@@ -88,6 +88,7 @@ pub struct Mirror {
 }
 
 /// How a copy's answer is framed.
+#[derive(Clone, Copy)]
 enum Answer {
     /// One HTTP/1 response to a request with this method's framing
     /// (`HEAD` answers carry no body).
@@ -203,44 +204,10 @@ impl Mirror {
         id: u64,
         one_way: bool,
     ) -> bool {
-        let cluster = &self.cluster;
-        let exchange = async {
-            let (host, mut stream, _) = cluster.checkout(std::iter::once(host)).await.ok()?;
-            let _active = cluster.begin(host);
-            stream.write_all(bytes).await.ok()?;
-            if one_way {
-                return Some((host, stream, true));
-            }
-            let mut decoder = P::decoder();
-            let mut buf = BytesMut::with_capacity(4096);
-            loop {
-                match decoder.decode(&mut buf).ok()? {
-                    Some(f) => match P::kind(&f) {
-                        MuxKind::Response if P::request_id(&f) == id => {
-                            return Some((host, stream, buf.is_empty()));
-                        }
-                        MuxKind::HeartbeatRequest => {
-                            stream.write_all(&P::heartbeat_reply(&f)).await.ok()?;
-                        }
-                        _ => {}
-                    },
-                    None => {
-                        if stream.read_buf(&mut buf).await.ok()? == 0 {
-                            return None;
-                        }
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(cluster.request_timeout, exchange).await {
-            Ok(Some((host, stream, keep))) => {
-                if keep {
-                    cluster.pool.put(host, stream);
-                }
-                true
-            }
-            _ => false,
-        }
+        self.exchange(host, |stream, _| {
+            rpc_exchange::<P>(stream, bytes, id, one_way)
+        })
+        .await
     }
 
     fn finish(&self, ok: bool) {
@@ -256,36 +223,109 @@ impl Mirror {
     /// back to the pool when the answer ended cleanly and it may be reused.
     async fn send(&self, host: Option<usize>, parts: &[Bytes], answer: Answer) -> bool {
         let Some(host) = host else { return false };
-        let cluster = &self.cluster;
-        let exchange = async {
-            let (host, mut stream, reused) = cluster.checkout(std::iter::once(host)).await.ok()?;
-            let _active = cluster.begin(host);
-            let answer = match answer {
-                Answer::Redis { replies } if !reused => {
-                    let login = cluster.redis.as_ref().map_or(&[][..], |r| &r.login[..]);
-                    for cmd in login {
-                        stream.write_all(cmd).await.ok()?;
-                    }
+        let login = match answer {
+            Answer::Redis { .. } => self
+                .cluster
+                .redis
+                .as_ref()
+                .map_or(&[][..], |r| &r.login[..]),
+            Answer::Http1 { .. } => &[][..],
+        };
+        self.exchange(host, |stream, reused| {
+            // A new Redis connection logs in first (those replies dropped too).
+            let (login, answer) = match answer {
+                Answer::Redis { replies } if !reused => (
+                    login,
                     Answer::Redis {
                         replies: replies + login.len(),
-                    }
-                }
-                other => other,
+                    },
+                ),
+                other => (&[][..], other),
             };
-            for part in parts.iter().filter(|p| !p.is_empty()) {
-                stream.write_all(part).await.ok()?;
+            ordered_exchange(stream, login, parts, answer)
+        })
+        .await
+    }
+
+    /// Run `talk` on an idle pooled connection to `host`, or on a new one
+    /// (once more on a new one when a pooled connection fails: the server
+    /// may have closed it while idle), all within the cluster's request
+    /// timeout. `talk` gives back the connection and whether it may be
+    /// pooled again; `true` when the shadow answered.
+    async fn exchange<F, Fut>(&self, host: usize, mut talk: F) -> bool
+    where
+        F: FnMut(TcpStream, bool) -> Fut,
+        Fut: std::future::Future<Output = Option<(TcpStream, bool)>>,
+    {
+        let cluster = &self.cluster;
+        let attempts = async {
+            let _active = cluster.begin(host);
+            if let Some(stream) = cluster.pool.take(host)
+                && let Some(done) = talk(stream, true).await
+            {
+                return Some(done);
             }
-            let keep = read_answer(&mut stream, answer).await?;
-            Some((host, stream, keep))
+            let stream = cluster.connect(host).await.ok()?;
+            talk(stream, false).await
         };
-        match tokio::time::timeout(cluster.request_timeout, exchange).await {
-            Ok(Some((host, stream, keep))) => {
+        match tokio::time::timeout(cluster.request_timeout, attempts).await {
+            Ok(Some((stream, keep))) => {
                 if keep {
                     cluster.pool.put(host, stream);
                 }
                 true
             }
             _ => false,
+        }
+    }
+}
+
+/// Write `login` then `parts` and read the answer: the connection back and
+/// whether it may be reused.
+async fn ordered_exchange(
+    mut stream: TcpStream,
+    login: &[Bytes],
+    parts: &[Bytes],
+    answer: Answer,
+) -> Option<(TcpStream, bool)> {
+    for part in login.iter().chain(parts).filter(|p| !p.is_empty()) {
+        stream.write_all(part).await.ok()?;
+    }
+    let keep = read_answer(&mut stream, answer).await?;
+    Some((stream, keep))
+}
+
+/// Write an RPC copy (`bytes`, with request id `id`) and read frames until
+/// its response, answering the server's heartbeats meanwhile.
+async fn rpc_exchange<P: MuxProtocol>(
+    mut stream: TcpStream,
+    bytes: &Bytes,
+    id: u64,
+    one_way: bool,
+) -> Option<(TcpStream, bool)> {
+    stream.write_all(bytes).await.ok()?;
+    if one_way {
+        return Some((stream, true));
+    }
+    let mut decoder = P::decoder();
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        match decoder.decode(&mut buf).ok()? {
+            Some(f) => match P::kind(&f) {
+                MuxKind::Response if P::request_id(&f) == id => {
+                    let keep = buf.is_empty();
+                    return Some((stream, keep));
+                }
+                MuxKind::HeartbeatRequest => {
+                    stream.write_all(&P::heartbeat_reply(&f)).await.ok()?;
+                }
+                _ => {}
+            },
+            None => {
+                if stream.read_buf(&mut buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
         }
     }
 }
