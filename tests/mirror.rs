@@ -145,21 +145,20 @@ fn http2_requests_without_a_body_are_copied_as_http11() {
         "[{mirror: {cluster: shadow}}]",
         "[]",
     ));
-    // One curl per request: curl 8 with several prior-knowledge URLs in one
-    // run fails after the first (exit 16) with or without a mirror.
+    // One curl per request: curl 7.88 fails on the second URL of a
+    // prior-knowledge run (exit 16), against nginx's h2c as well.
     for _ in 0..10 {
         let out = run_ok(curl().args(["--http2-prior-knowledge", &gw.url("/x.txt")]));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "primary");
     }
-    // A request with a body is answered but not copied (counted as dropped).
-    run_ok(curl().args([
-        "--http2-prior-knowledge",
-        "-o",
-        "/dev/null",
-        "--data-binary",
-        "hello",
-        &gw.url("/x.txt"),
-    ]));
+    // A request with a body is not copied (counted as dropped). nginx
+    // answers a POST to a file 405 without reading the body, so how the
+    // stream ends for curl is not this test's business: only the count.
+    let _ = curl()
+        .args(["--http2-prior-knowledge", "-o", "/dev/null"])
+        .args(["--data-binary", "hello", &gw.url("/x.txt")])
+        .output()
+        .expect("run curl");
     let log = shadow_log(&shadow, 10);
     let host = format!("127.0.0.1-shadow:{}", gw.addr().port());
     assert_eq!(log, vec![format!("GET {host} /x.txt"); 10]);
@@ -220,34 +219,23 @@ fn http1_copies_over_the_bound_are_dropped() {
     // in flight (the shadow's request timeout is 30 s).
     let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = stuck.local_addr().unwrap();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        for c in stuck.incoming() {
-            match c {
-                Ok(c) => conns.push(c),
-                Err(_) => break,
-            }
-            if conns.len() == 64 {
-                std::thread::sleep(Duration::from_secs(40));
-                break;
-            }
-        }
+    std::thread::spawn(move || {
+        let held: Vec<_> = stuck.incoming().map_while(Result::ok).collect();
+        drop(held);
     });
     let gw = Gateway::start(&config(
         web.addr(),
         addr,
         dead(),
         dead(),
-        "[{mirror: {cluster: shadow}}]",
+        "[{mirror: {cluster: shadow, max_in_flight: 8}}]",
         "[]",
     ));
     let bodies = get_many(&gw, "/x.txt", 100);
     assert_eq!(bodies, vec!["primary".to_string(); 100]);
-    // 64 copies in flight at most: the 36 after them were dropped.
-    assert_eq!(mirrored(&gw, "shadow", "dropped"), 36.0);
+    // 8 copies in flight at most: the 92 after them were dropped.
+    assert_eq!(mirrored(&gw, "shadow", "dropped"), 92.0);
     assert_eq!(mirrored(&gw, "shadow", "sent"), 0.0);
-    drop(gw);
-    drop(held);
 }
 
 /// `INFO commandstats` of a server: calls of `command` (0 when never called).

@@ -375,10 +375,19 @@ pub struct Mirror {
     /// Share of requests copied, 0–100.
     #[serde(default = "default_mirror_percent")]
     pub percent: f64,
+    /// Most copies in flight to `cluster` at once; more are dropped. Shared
+    /// by every `mirror` filter naming the cluster (the smallest one given
+    /// holds).
+    #[serde(default = "default_mirror_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_mirror_percent() -> f64 {
     100.0
+}
+
+fn default_mirror_max_in_flight() -> usize {
+    64
 }
 
 #[cfg(test)]

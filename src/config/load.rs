@@ -721,6 +721,13 @@ fn validate_filters(
                         "use 0 to 100 (default 100: every request)",
                     );
                 }
+                if m.max_in_flight == 0 {
+                    bad(
+                        "max_in_flight",
+                        "a bound of 0 drops every copy".into(),
+                        "leave it out (64) or give the most copies in flight at once, at least 1",
+                    );
+                }
             }
             Filter::PayloadLimit(p) if p.max_bytes == 0 => bad(
                 "max_bytes",

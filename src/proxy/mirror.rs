@@ -6,8 +6,8 @@
 //! to its end (so the connection can go back to the pool) and drops it.
 //!
 //! A copy never delays or fails the original: the driver only clones a
-//! `Bytes` and spawns; over [`MAX_IN_FLIGHT`] copies in flight to one
-//! cluster, more are dropped; connect, write, read and timeout errors are
+//! `Bytes` and spawns; over `max_in_flight` copies (default 64) in flight
+//! to one cluster, more are dropped; connect, write, read and timeout errors are
 //! only counted (`switchyard_mirror_requests_total{cluster, result}`:
 //! `sent` when the shadow answered, `failed`, `dropped`).
 
@@ -28,9 +28,6 @@ use crate::config::filters::Filter;
 use crate::filters::chain::{Limit, Permit};
 use crate::stream::multiplex::{MuxKind, MuxProtocol};
 use crate::upstream::Cluster;
-
-/// Most copies in flight to one shadow cluster at once; more are dropped.
-pub const MAX_IN_FLIGHT: usize = 64;
 
 /// Largest HTTP request body copied: a request is mirrored only when its
 /// whole body (`Content-Length`, at most this) came in with its head.
@@ -57,16 +54,20 @@ impl Mirrors {
             .flat_map(|t| &t.virtual_hosts)
             .flat_map(|v| &v.routes)
             .flat_map(|r| &r.filters);
-        let mut by_cluster = HashMap::new();
+        let mut bounds: HashMap<&str, usize> = HashMap::new();
         for f in listener_filters.chain(route_filters) {
-            if let Filter::Mirror(m) = &f.value
-                && let Some(cluster) = clusters.get(&m.cluster)
-            {
-                by_cluster
-                    .entry(m.cluster.clone())
-                    .or_insert_with(|| Arc::new(Mirror::new(cluster.clone())));
+            if let Filter::Mirror(m) = &f.value {
+                let bound = bounds.entry(m.cluster.as_str()).or_insert(m.max_in_flight);
+                *bound = (*bound).min(m.max_in_flight);
             }
         }
+        let by_cluster = bounds
+            .into_iter()
+            .filter_map(|(name, bound)| {
+                let cluster = clusters.get(name)?.clone();
+                Some((name.to_owned(), Arc::new(Mirror::new(cluster, bound))))
+            })
+            .collect();
         Self { by_cluster }
     }
 
@@ -98,7 +99,8 @@ enum Answer {
 }
 
 impl Mirror {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    /// Copies to `cluster`, at most `max_in_flight` at once.
+    pub fn new(cluster: Arc<Cluster>, max_in_flight: usize) -> Self {
         let counter = |result: &'static str| {
             metrics::counter!(
                 "switchyard_mirror_requests_total",
@@ -110,7 +112,7 @@ impl Mirror {
             sent: counter("sent"),
             failed: counter("failed"),
             dropped: counter("dropped"),
-            in_flight: Limit::new(MAX_IN_FLIGHT),
+            in_flight: Limit::new(max_in_flight),
             next_id: std::sync::atomic::AtomicU64::new(1),
             cluster,
         }
@@ -122,13 +124,8 @@ impl Mirror {
         self.dropped.increment(1);
     }
 
-    /// Copies of this mirror in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.in_flight()
-    }
-
     /// A place for one more copy, or `None` (counted as dropped) when
-    /// [`MAX_IN_FLIGHT`] are out already.
+    /// `max_in_flight` are out already.
     fn place(&self) -> Option<Permit> {
         let mut permit = Permit::default();
         if self.in_flight.enter(&mut permit) {
