@@ -282,27 +282,31 @@ fn redis_reads_are_copied_and_writes_are_not() {
 }
 
 #[test]
-fn a_mirror_to_an_unknown_cluster_is_a_config_error() {
-    let yaml = config(
-        dead(),
-        dead(),
-        dead(),
-        dead(),
-        "[{mirror: {cluster: nowhere, percent: 10}}]",
-        "[]",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mirror.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("check")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+fn bad_mirror_filters_are_config_errors_naming_the_field() {
+    let check = |http_filters: &str| {
+        let yaml = config(dead(), dead(), dead(), dead(), http_filters, "[]");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mirror.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{http_filters} passed the check");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check("[{mirror: {cluster: nowhere, percent: 10}}]");
     assert!(
-        err.contains("filters[0].mirror.cluster") && err.contains("no cluster is named `nowhere`"),
+        err.contains("routes[1].filters[0].mirror.cluster: no cluster is named `nowhere`")
+            && err.contains("defined clusters: redis, redis_shadow, shadow, web"),
         "{err}"
     );
+    let err = check("[{mirror: {cluster: shadow, percent: 120}}]");
+    assert!(
+        err.contains("mirror.percent: 120 is not a percentage"),
+        "{err}"
+    );
+    let err = check("[{mirror: {cluster: shadow, max_in_flight: 0}}]");
+    assert!(err.contains("mirror.max_in_flight"), "{err}");
 }
