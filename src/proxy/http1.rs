@@ -313,8 +313,8 @@ async fn exchange(
 
 /// Hand a copy of the request to `mirror` when its whole body is in `buf`
 /// already (no body, or a `Content-Length` of at most
-/// [`super::mirror::MAX_HTTP_BODY`] that came with the head); upgrades and
-/// `Expect: 100-continue` requests are not copied.
+/// [`super::mirror::MAX_HTTP_BODY`] that came with the head); upgrades,
+/// `CONNECT` and `Expect: 100-continue` requests are not copied.
 fn mirror_copy(
     mirror: &std::sync::Arc<super::mirror::Mirror>,
     head: &RequestHead,
@@ -330,11 +330,17 @@ fn mirror_copy(
         _ => None,
     };
     match body {
-        Some(body) if !head.is_upgrade() && !head.expects_continue() => mirror.http1(
-            head.shadowed(path, super::mirror::SHADOW_SUFFIX),
-            body,
-            head.method().eq_ignore_ascii_case(b"HEAD"),
-        ),
+        Some(body)
+            if !head.is_upgrade()
+                && !head.expects_continue()
+                && !head.method().eq_ignore_ascii_case(b"CONNECT") =>
+        {
+            mirror.http1(
+                head.shadowed(path, super::mirror::SHADOW_SUFFIX),
+                body,
+                head.method().eq_ignore_ascii_case(b"HEAD"),
+            );
+        }
         _ => mirror.skip(),
     }
 }
