@@ -9,6 +9,7 @@
 //!   - concurrency_limit: {max: 64}
 //!   - fault: {abort: {percent: 5, status: 503}}
 //!   - payload_limit: {max_bytes: 1048576}
+//!   - mirror: {cluster: shadow, percent: 10}
 //! ```
 
 use std::net::IpAddr;
@@ -33,6 +34,9 @@ pub enum Filter {
     Fault(Fault),
     /// Refuse requests whose body or payload is larger than `max_bytes`.
     PayloadLimit(PayloadLimit),
+    /// Send a copy of a share of the requests to another cluster and drop
+    /// its answers.
+    Mirror(Mirror),
 }
 
 impl Filter {
@@ -44,6 +48,7 @@ impl Filter {
             Filter::ConcurrencyLimit(_) => "concurrency_limit",
             Filter::Fault(_) => "fault",
             Filter::PayloadLimit(_) => "payload_limit",
+            Filter::Mirror(_) => "mirror",
         }
     }
 }
@@ -387,6 +392,32 @@ pub struct PayloadLimit {
     /// Largest request body (HTTP, RTSP), payload (MQTT PUBLISH, Dubbo/Bolt
     /// body), command (Redis) or query packet (MySQL), in bytes.
     pub max_bytes: u64,
+}
+
+/// `mirror`: Envoy's `request_mirror_policies`. A copy of `percent` of the
+/// requests goes to `cluster` besides the original; its answers are read
+/// and dropped, its failures only counted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The cluster the copies go to.
+    pub cluster: String,
+    /// Share of requests copied, 0–100.
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    /// Most copies in flight to `cluster` at once; more are dropped. Shared
+    /// by every `mirror` filter naming the cluster (the smallest one given
+    /// holds).
+    #[serde(default = "default_mirror_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+
+fn default_mirror_max_in_flight() -> usize {
+    64
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     let mut addresses = HashSet::new();
     for l in &config.listeners {
         let field = |f: &str| format!("listeners[{}].{f}", l.name.value);
-        validate_filters(&mut c, &l.filters, &field("filters"));
+        validate_filters(&mut c, &l.filters, &field("filters"), &clusters);
         if !addresses.insert(l.address.value) {
             c.at(
                 l.address.referenced,
@@ -290,7 +290,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
             for (i, r) in v.routes.iter().enumerate() {
                 let rfield = format!("{vfield}.routes[{i}]");
-                validate_filters(&mut c, &r.filters, &format!("{rfield}.filters"));
+                validate_filters(&mut c, &r.filters, &format!("{rfield}.filters"), &clusters);
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some())
@@ -622,7 +622,12 @@ fn validate_subset(
 
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
 /// Values of stream filters that parse but cannot work.
-fn validate_filters(c: &mut Checker, filters: &[Spanned<super::filters::Filter>], field: &str) {
+fn validate_filters(
+    c: &mut Checker,
+    filters: &[Spanned<super::filters::Filter>],
+    field: &str,
+    clusters: &HashSet<&str>,
+) {
     use super::filters::Filter;
     for (i, f) in filters.iter().enumerate() {
         let at = f.referenced;
@@ -706,6 +711,32 @@ fn validate_filters(c: &mut Checker, filters: &[Spanned<super::filters::Filter>]
                             "e.g. 14 (UNAVAILABLE)",
                         );
                     }
+                }
+            }
+            Filter::Mirror(m) => {
+                if !clusters.contains(m.cluster.as_str()) {
+                    bad(
+                        "cluster",
+                        format!("no cluster is named `{}`", m.cluster),
+                        &format!(
+                            "name a cluster defined under `clusters:` (defined clusters: {})",
+                            sorted(clusters)
+                        ),
+                    );
+                }
+                if !(0.0..=100.0).contains(&m.percent) {
+                    bad(
+                        "percent",
+                        format!("{} is not a percentage", m.percent),
+                        "use 0 to 100 (default 100: every request)",
+                    );
+                }
+                if m.max_in_flight == 0 {
+                    bad(
+                        "max_in_flight",
+                        "a bound of 0 drops every copy".into(),
+                        "leave it out (64) or give the most copies in flight at once, at least 1",
+                    );
                 }
             }
             Filter::PayloadLimit(p) if p.max_bytes == 0 => bad(

@@ -137,18 +137,26 @@ pub fn http_reason(status: u16) -> &'static str {
 /// Held while a request is in flight (until its answer is back, or it is
 /// dropped): releases its place under every limit it entered (concurrency
 /// filters, a cluster's circuit breaker). The first two places are kept
-/// inline, so the common case allocates nothing.
+/// inline, so the common case allocates nothing. It also carries a `mirror`
+/// filter's decision: the cluster a copy of the request goes to.
 #[derive(Default)]
 #[must_use = "the request counts as in flight only while its permit is held"]
 pub struct Permit {
     inline: [Option<Arc<InFlight>>; 2],
     more: Vec<Arc<InFlight>>,
+    mirror: Option<Arc<str>>,
 }
 
 impl Permit {
     /// Whether it holds no place (no limit on the way).
     pub fn is_empty(&self) -> bool {
         self.inline[0].is_none()
+    }
+
+    /// The cluster a `mirror` filter chose to copy this request to, taken
+    /// out of the permit (the last mirror filter on the way wins).
+    pub fn take_mirror(&mut self) -> Option<Arc<str>> {
+        self.mirror.take()
     }
 
     fn hold(&mut self, place: Arc<InFlight>) {
@@ -240,6 +248,10 @@ enum Kind {
     },
     Payload {
         max: u64,
+    },
+    Mirror {
+        cluster: Arc<str>,
+        percent: f64,
     },
 }
 
@@ -414,6 +426,10 @@ impl Kind {
                 only: f.matcher.as_ref().map(Matcher::new),
             },
             cfg::Filter::PayloadLimit(p) => Kind::Payload { max: p.max_bytes },
+            cfg::Filter::Mirror(m) => Kind::Mirror {
+                cluster: m.cluster.as_str().into(),
+                percent: m.percent,
+            },
         }
     }
 
@@ -494,6 +510,12 @@ impl Kind {
                 Some(size) if size > *max => Step::Refuse(Refusal::new(413, "payload too large")),
                 _ => Step::Pass,
             },
+            Kind::Mirror { cluster, percent } => {
+                if chance(*percent) {
+                    permit.mirror = Some(cluster.clone());
+                }
+                Step::Pass
+            }
         }
     }
 }
@@ -649,6 +671,26 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!((r.status, r.class()), (413, RefusalClass::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn mirror_marks_about_its_share_of_permits() {
+        let c = chain("filters: [{mirror: {cluster: shadow, percent: 25}}]");
+        let m = Meta(HashMap::new());
+        let mut marked = 0;
+        for _ in 0..10_000 {
+            let mut p = verdict(&c, &req(&m, "127.0.0.1", None)).await.unwrap();
+            assert!(p.is_empty(), "a mirror holds no place");
+            if let Some(cluster) = p.take_mirror() {
+                assert_eq!(&*cluster, "shadow");
+                marked += 1;
+            }
+        }
+        assert!((2_200..=2_800).contains(&marked), "{marked} of 10000");
+        let all = chain("filters: [{mirror: {cluster: shadow}}]");
+        let mut p = verdict(&all, &req(&m, "127.0.0.1", None)).await.unwrap();
+        assert!(p.take_mirror().is_some(), "percent defaults to 100");
+        assert!(p.take_mirror().is_none(), "taken once");
     }
 
     #[tokio::test]

@@ -301,11 +301,48 @@ async fn exchange(
         .unwrap_or(cluster.request_timeout);
     let forward_path =
         path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized);
+    if let Some(mirror) = conn.mirror(&mut permit) {
+        mirror_copy(mirror, head, forward_path, &down.buf);
+    }
     if cluster.protocol == Some(UpstreamProtocol::Http2) {
         return to_h2::forward(head, forward_path, down, &cluster, timeout, conn).await;
     }
     let outgoing = head.forwarded(forward_path);
     forward(head, &outgoing, down, &cluster, timeout, conn).await
+}
+
+/// Hand a copy of the request to `mirror` when its whole body is in `buf`
+/// already (no body, or a `Content-Length` of at most
+/// [`super::mirror::MAX_HTTP_BODY`] that came with the head); upgrades,
+/// `CONNECT` and `Expect: 100-continue` requests are not copied.
+fn mirror_copy(
+    mirror: &std::sync::Arc<super::mirror::Mirror>,
+    head: &RequestHead,
+    path: Option<&[u8]>,
+    buf: &BytesMut,
+) {
+    let body = match head.body() {
+        BodyLength::Empty => Some(Bytes::new()),
+        BodyLength::Length(n) if n <= super::mirror::MAX_HTTP_BODY => usize::try_from(n)
+            .ok()
+            .and_then(|n| buf.get(..n))
+            .map(Bytes::copy_from_slice),
+        _ => None,
+    };
+    match body {
+        Some(body)
+            if !head.is_upgrade()
+                && !head.expects_continue()
+                && !head.method().eq_ignore_ascii_case(b"CONNECT") =>
+        {
+            mirror.http1(
+                head.shadowed(path, super::mirror::SHADOW_SUFFIX),
+                body,
+                head.method().eq_ignore_ascii_case(b"HEAD"),
+            );
+        }
+        _ => mirror.skip(),
+    }
 }
 
 /// Answer a WebSocket upgrade request (RFC 6455 §4.2) for `protocol`.

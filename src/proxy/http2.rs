@@ -337,6 +337,9 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         drain_unread(body).await;
         return true;
     }
+    if let Some(mirror) = sh.conn.mirror(&mut permit) {
+        mirror_copy(mirror, &parts, &body, grpc);
+    }
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
     if let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);
@@ -352,6 +355,34 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
     match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
         UpstreamProtocol::Http2 => forward_h2(up, &parts, body, respond).await,
         UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond).await,
+    }
+}
+
+/// Hand `mirror` an HTTP/1.1 copy of a request without a body (its
+/// `:authority` with `-shadow` as `Host`). Requests with a body and gRPC
+/// calls (which need HTTP/2 end to end) are not copied.
+fn mirror_copy(mirror: &Arc<super::mirror::Mirror>, parts: &Parts, body: &RecvStream, grpc: bool) {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(header::HOST).map(HeaderValue::as_bytes));
+    match host {
+        Some(host) if body.is_end_stream() && !grpc => {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let head = switchyard_codecs::http1::shadow_request_head(
+                parts.method.as_str().as_bytes(),
+                target.as_bytes(),
+                host,
+                parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                super::mirror::SHADOW_SUFFIX,
+            );
+            mirror.http1(head, Bytes::new(), parts.method == Method::HEAD);
+        }
+        _ => mirror.skip(),
     }
 }
 

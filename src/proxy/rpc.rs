@@ -137,6 +137,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             }
+            if let Some(mirror) = conn.mirror(&mut permit) {
+                mirror.rpc::<P>(&frame);
+            }
             let timeout = P::timeout(&frame)
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));

@@ -329,6 +329,26 @@ impl Nginx {
         )
     }
 
+    /// Serve `files` and log every request as `METHOD HOST_HEADER URI` to
+    /// the access log [`Nginx::access_log`] reads (a mirror's shadow).
+    pub fn start_logging(files: &[(&str, &[u8])]) -> Self {
+        Self::start_with(
+            files,
+            "",
+            "keepalive_requests 10000; log_format mirror '$request_method $http_host $request_uri';",
+            "access_log access.log mirror;",
+        )
+    }
+
+    /// The lines of the access log of [`Nginx::start_logging`].
+    pub fn access_log(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Serve `files` over HTTP/2 with prior knowledge (h2c, `listen ... http2`).
     /// `keepalive_requests` streams per connection, then nginx sends GOAWAY.
     pub fn start_h2c(files: &[(&str, &[u8])], keepalive_requests: u32) -> Self {

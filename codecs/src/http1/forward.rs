@@ -101,7 +101,30 @@ impl RequestHead {
         if !self.rewrite && path.is_none() {
             return self.wire.clone();
         }
+        self.written(path, b"")
+    }
+
+    /// The head of a mirrored copy: as [`RequestHead::forwarded`], always
+    /// written anew, with `suffix` appended to the host name in `Host`
+    /// (before any port: `a.example:8080` becomes `a.example-shadow:8080`
+    /// for `-shadow`, as Envoy's request mirroring does).
+    pub fn shadowed(&self, path: Option<&[u8]>, suffix: &[u8]) -> Bytes {
+        self.written(path, suffix)
+    }
+
+    fn written(&self, path: Option<&[u8]>, host_suffix: &[u8]) -> Bytes {
         let wire = self.wire.as_ref();
+        let put_host = |out: &mut BytesMut, host: &[u8]| {
+            if host_suffix.is_empty() {
+                return put_field(out, b"Host", host);
+            }
+            let (name, port) = split_port(host);
+            out.put_slice(b"Host: ");
+            out.put_slice(name);
+            out.put_slice(host_suffix);
+            out.put_slice(port);
+            out.put_slice(b"\r\n");
+        };
         let mut out = BytesMut::with_capacity(wire.len() + 32);
         out.put_slice(self.method.get(wire));
         out.put_u8(b' ');
@@ -132,8 +155,8 @@ impl RequestHead {
                         return false;
                     }
                     host_written = true;
-                    if let Some(a) = authority {
-                        put_field(out, b"Host", a);
+                    if authority.is_some() || !host_suffix.is_empty() {
+                        put_host(out, authority.unwrap_or(value));
                         return false;
                     }
                 } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -150,7 +173,7 @@ impl RequestHead {
             },
         );
         if let (Some(a), false) = (authority, host_written) {
-            put_field(&mut out, b"Host", a);
+            put_host(&mut out, a);
         }
         if self.te_trailers {
             put_field(&mut out, b"TE", b"trailers");
@@ -175,6 +198,53 @@ impl RequestHead {
         }
         out.put_slice(b"\r\n");
         out.freeze()
+    }
+}
+
+/// An HTTP/1.1 request head for a mirrored copy of a request that came in
+/// another version (HTTP/2): `METHOD target HTTP/1.1`, `Host` set to `host`
+/// with `suffix` appended before any port, then `headers` without
+/// hop-by-hop fields, pseudo-headers or another `Host`.
+pub fn shadow_request_head<'a>(
+    method: &[u8],
+    target: &[u8],
+    host: &[u8],
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    suffix: &[u8],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_slice(method);
+    out.put_u8(b' ');
+    out.put_slice(target);
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    let (name, port) = split_port(host);
+    out.put_slice(name);
+    out.put_slice(suffix);
+    out.put_slice(port);
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name.starts_with(b":") || name.eq_ignore_ascii_case(b"host") || is_hop_by_hop(name) {
+            continue;
+        }
+        put_field(&mut out, name, value);
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `host[:port]` as (host, `:port` or empty); an IPv6 literal keeps its brackets.
+fn split_port(authority: &[u8]) -> (&[u8], &[u8]) {
+    let after_bracket = authority
+        .iter()
+        .rposition(|b| *b == b']')
+        .map_or(0, |i| i + 1);
+    match authority
+        .iter()
+        .rposition(|b| *b == b':')
+        .filter(|i| *i >= after_bracket)
+    {
+        Some(i) => authority.split_at(i),
+        None => (authority, b""),
     }
 }
 
@@ -243,6 +313,51 @@ mod tests {
         assert!(!h.needs_rewrite());
         let out = h.forwarded(None);
         assert_eq!(out.as_ptr(), crate::WireHead::wire(&h).as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn shadowed_heads_carry_the_suffix_before_the_port() {
+        let h = request(b"GET /a HTTP/1.1\r\nhost: api.example:8080\r\nX: 1\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"-shadow")),
+            "GET /a HTTP/1.1\r\nHost: api.example-shadow:8080\r\nX: 1\r\n\r\n"
+        );
+        let h = request(b"GET /b HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(Some(b"/c"), b"-shadow")),
+            "GET /c HTTP/1.1\r\nHost: [::1]-shadow\r\n\r\n"
+        );
+        let h = request(b"GET http://a.example/x HTTP/1.1\r\nHost: b\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"-shadow")),
+            "GET /x HTTP/1.1\r\nHost: a.example-shadow\r\n\r\n"
+        );
+        // Without a suffix the head is written as `forwarded` writes it.
+        let h = request(b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"")),
+            "GET /a HTTP/1.1\r\nhost: h\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn shadow_heads_from_other_versions_are_http11() {
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"accept", b"*/*"),
+            (b"te", b"trailers"),
+            (b"host", b"other"),
+        ];
+        let head = super::shadow_request_head(
+            b"GET",
+            b"/p?q",
+            b"a.example:8443",
+            headers.into_iter(),
+            b"-shadow",
+        );
+        assert_eq!(
+            text(head),
+            "GET /p?q HTTP/1.1\r\nHost: a.example-shadow:8443\r\naccept: */*\r\n\r\n"
+        );
     }
 
     #[test]

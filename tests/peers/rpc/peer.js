@@ -103,6 +103,12 @@ async function server(port, kind, mode) {
   server.addService({ interfaceName: CALC }, {
     async plus(a, b) { return a + b; },
     async echo(s) { return s; },
+    // Logged and answered with this server's port: a mirror's shadow
+    // counts the copies it got, and the client sees who answered.
+    async seen(s) {
+      console.log(`seen ${s}`);
+      return `${s}@${port}`;
+    },
     async slow(ms) {
       console.log(`slow ${ms}`);
       await new Promise(resolve => setTimeout(resolve, ms));
