@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::head::{Span, trim_ows};
 use super::{RequestHead, ResponseHead, Version};
+use crate::fields::FieldList;
 
 /// What the gateway tells a client about its connection after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +60,21 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Copy the fields of a head that survive forwarding; `keep` decides the rest.
-fn put_end_to_end_fields(
-    out: &mut BytesMut,
-    wire: &[u8],
-    headers: &[(Span, Span)],
+/// The fields of a head that survive forwarding, in order.
+fn end_to_end_fields<'a>(
+    wire: &'a [u8],
+    headers: &'a [(Span, Span)],
     keep_upgrade: bool,
-    mut keep: impl FnMut(&mut BytesMut, &[u8], &[u8]) -> bool,
-) {
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
     let listed = connection_options(wire, headers);
-    for (name, value) in headers {
-        let (name, value) = (name.get(wire), value.get(wire));
-        let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
-        if !upgrade && (is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
-        {
-            continue;
-        }
-        if keep(out, name, value) {
-            put_field(out, name, value);
-        }
-    }
+    headers
+        .iter()
+        .map(move |(n, v)| (n.get(wire), v.get(wire)))
+        .filter(move |(name, _)| {
+            let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
+            upgrade
+                || !(is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
+        })
 }
 
 impl RequestHead {
@@ -101,8 +97,21 @@ impl RequestHead {
         if !self.rewrite && path.is_none() {
             return self.wire.clone();
         }
+        self.forwarded_with(path, |_| {})
+    }
+
+    /// The head to send upstream, always written anew as
+    /// [`RequestHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields first (`Host` among them). Hop-by-hop fields
+    /// `edit` adds are dropped: the gateway's own follow. The caller keeps
+    /// `edit` off the framing fields (`Content-Length`, `Transfer-Encoding`).
+    pub fn forwarded_with(
+        &self,
+        path: Option<&[u8]>,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
         let wire = self.wire.as_ref();
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         out.put_slice(self.method.get(wire));
         out.put_u8(b' ');
         match (path, self.path) {
@@ -121,37 +130,37 @@ impl RequestHead {
         let authority = self.authority.map(|a| a.get(wire));
         let mut host_written = false;
         let mut length_written = false;
-        put_end_to_end_fields(
-            &mut out,
-            wire,
-            &self.headers,
-            self.upgrade,
-            |out, name, value| {
-                if name.eq_ignore_ascii_case(b"host") {
-                    if host_written {
-                        return false;
-                    }
-                    host_written = true;
-                    if let Some(a) = authority {
-                        put_field(out, b"Host", a);
-                        return false;
-                    }
-                } else if name.eq_ignore_ascii_case(b"content-length") {
-                    if length_written {
-                        return false;
-                    }
-                    length_written = true;
-                    // One value: the codec refused differing ones.
-                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
-                    put_field(out, b"Content-Length", trim_ows(first));
-                    return false;
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, self.upgrade) {
+            if name.eq_ignore_ascii_case(b"host") {
+                if host_written {
+                    continue;
                 }
-                true
-            },
-        );
-        if let (Some(a), false) = (authority, host_written) {
-            put_field(&mut out, b"Host", a);
+                host_written = true;
+                fields.push(b"Host", authority.unwrap_or(value));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                if length_written {
+                    continue;
+                }
+                length_written = true;
+                // One value: the codec refused differing ones.
+                let first = value.split(|b| *b == b',').next().unwrap_or_default();
+                fields.push(b"Content-Length", trim_ows(first));
+            } else {
+                fields.push(name, value);
+            }
         }
+        if let (Some(a), false) = (authority, host_written) {
+            fields.push(b"Host", a);
+        }
+        edit(&mut fields);
+        for name in ["connection", "keep-alive", "proxy-connection", "te"] {
+            fields.remove(name.as_bytes());
+        }
+        if !self.upgrade {
+            fields.remove(b"upgrade");
+        }
+        fields.write(&mut out);
         if self.te_trailers {
             put_field(&mut out, b"TE", b"trailers");
         }
@@ -193,12 +202,41 @@ impl ResponseHead {
         if self.status == 101 || (says && !self.rewrite) {
             return self.wire.clone();
         }
+        self.forwarded_with(conn, |_| {})
+    }
+
+    /// The head to send to the client, always written anew as
+    /// [`ResponseHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields (hop-by-hop fields it adds are dropped). A `101`
+    /// is forwarded as it is.
+    pub fn forwarded_with(
+        &self,
+        conn: ClientConnection,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
+        if self.status == 101 {
+            return self.wire.clone();
+        }
         let wire = self.wire.as_ref();
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         let line = wire.split(|b| *b == b'\n').next().unwrap_or_default();
         out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
         out.put_slice(b"\r\n");
-        put_end_to_end_fields(&mut out, wire, &self.headers, false, |_, _, _| true);
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, false) {
+            fields.push(name, value);
+        }
+        edit(&mut fields);
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+        ] {
+            fields.remove(name.as_bytes());
+        }
+        fields.write(&mut out);
         match conn {
             ClientConnection::Close => out.put_slice(b"Connection: close\r\n"),
             ClientConnection::KeepAlive => out.put_slice(b"Connection: keep-alive\r\n"),
