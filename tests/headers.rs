@@ -352,3 +352,62 @@ clusters:
         assert!(first.starts_with("a /v2/y "), "h2={h2}: {first}");
     }
 }
+
+/// Two listeners to one Dubbo server: `edited` with a `headers` filter on
+/// its route, `plain` without.
+fn rpc_config(server: SocketAddr) -> String {
+    let ports = Ports::new();
+    let plain = free_port();
+    format!(
+        r#"admin: {{address: "127.0.0.1:{admin}"}}
+listeners:
+  - {{name: edited, address: "127.0.0.1:{listen}", protocols: [dubbo, bolt], route_table: edited}}
+  - {{name: plain, address: "127.0.0.1:{plain}", protocols: [dubbo, bolt], route_table: plain}}
+route_tables:
+  - name: edited
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - cluster: rpc
+            filters:
+              - headers: {{request: {{set: {{x-env: prod, path: com.example.Calc}}, add: {{x-tag: edge}}, remove: [x-none]}}}}
+  - name: plain
+    virtual_hosts:
+      - {{name: any, domains: ["*"], routes: [{{cluster: rpc}}]}}
+clusters:
+  - {{name: rpc, hosts: ["{server}"]}}
+"#,
+        admin = ports.admin,
+        listen = ports.listen,
+    )
+}
+
+#[test]
+fn headers_filter_sets_dubbo_attachments_the_server_sees() {
+    let server = RpcServer::start(RpcKind::Dubbo);
+    let gw = Gateway::start(&rpc_config(server.addr()));
+    let timeout = std::time::Duration::from_secs(10);
+    let run = |addr: SocketAddr| {
+        let run = rpc_client(
+            addr,
+            RpcKind::Dubbo,
+            timeout,
+            &[
+                "1", "attachment", "x-env", "--then", "1", "attachment", "x-tag", "--then", "1",
+                "attachment", "path", "--then", "2", "plus", "$i", "40",
+            ],
+        );
+        run.steps
+            .iter()
+            .map(|s| {
+                assert_eq!(s.errors, 0, "{}", s.error_text());
+                s.values.iter().map(|v| v.clone().unwrap_or_default()).collect::<Vec<_>>().join(",")
+            })
+            .collect::<Vec<_>>()
+    };
+    // Through the filter: the attachments are edited, the call intact.
+    assert_eq!(run(gw.listener("edited")), ["prod", "edge", "com.example.Calc", "40,41"]);
+    // Without it, the server sees none of them.
+    assert_eq!(run(gw.listener("plain")), ["-", "-", "com.example.Calc", "40,41"]);
+}
