@@ -394,20 +394,44 @@ fn headers_filter_sets_dubbo_attachments_the_server_sees() {
             RpcKind::Dubbo,
             timeout,
             &[
-                "1", "attachment", "x-env", "--then", "1", "attachment", "x-tag", "--then", "1",
-                "attachment", "path", "--then", "2", "plus", "$i", "40",
+                "1",
+                "attachment",
+                "x-env",
+                "--then",
+                "1",
+                "attachment",
+                "x-tag",
+                "--then",
+                "1",
+                "attachment",
+                "path",
+                "--then",
+                "2",
+                "plus",
+                "$i",
+                "40",
             ],
         );
         run.steps
             .iter()
             .map(|s| {
                 assert_eq!(s.errors, 0, "{}", s.error_text());
-                s.values.iter().map(|v| v.clone().unwrap_or_default()).collect::<Vec<_>>().join(",")
+                s.values
+                    .iter()
+                    .map(|v| v.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(",")
             })
             .collect::<Vec<_>>()
     };
     // Through the filter: the attachments are edited, the call intact.
-    assert_eq!(run(gw.listener("edited")), ["prod", "edge", "com.example.Calc", "40,41"]);
+    assert_eq!(
+        run(gw.listener("edited")),
+        ["prod", "edge", "com.example.Calc", "40,41"]
+    );
     // Without it, the server sees none of them.
-    assert_eq!(run(gw.listener("plain")), ["-", "-", "com.example.Calc", "40,41"]);
+    assert_eq!(
+        run(gw.listener("plain")),
+        ["-", "-", "com.example.Calc", "40,41"]
+    );
 }

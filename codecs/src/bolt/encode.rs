@@ -369,7 +369,8 @@ pub fn with_header(frame: &Frame, header: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(wire.len() + header.len());
     out.extend_from_slice(wire.get(..start)?);
     // The header length is the middle field of classLen(2) headerLen(2) contentLen(4).
-    out.get_mut(head - 6..head - 4)?.copy_from_slice(&len.to_be_bytes());
+    out.get_mut(head - 6..head - 4)?
+        .copy_from_slice(&len.to_be_bytes());
     out.extend_from_slice(header);
     out.extend_from_slice(wire.get(end..body_end)?);
     if frame.has_crc() {

@@ -345,4 +345,29 @@ mod tests {
             crate::WireHead::wire(&switching).as_ptr()
         );
     }
+
+    #[test]
+    fn edited_heads_are_written_anew_with_one_framing() {
+        let h = request(b"POST /x?q HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: keep-alive\r\n\r\n");
+        let out = h.forwarded_with(Some(b"/y"), |f| {
+            f.set(b"host", b"new.example");
+            f.remove(b"x-a");
+            f.add(b"X-B", b"2");
+            f.add(b"Connection", b"close");
+            f.add(b"X-Bad", b"1\r\nX-Injected: 1");
+        });
+        assert_eq!(
+            text(out),
+            "POST /y?q HTTP/1.1\r\nHost: new.example\r\nContent-Length: 5\r\nX-B: 2\r\n\r\n"
+        );
+        let r = response(b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n");
+        let out = r.forwarded_with(ClientConnection::Close, |f| {
+            f.remove(b"server");
+            f.set(b"x-served-by", b"gw");
+        });
+        assert_eq!(
+            text(out),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: gw\r\nConnection: close\r\n\r\n"
+        );
+    }
 }
