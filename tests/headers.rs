@@ -435,3 +435,100 @@ fn headers_filter_sets_dubbo_attachments_the_server_sees() {
         ["-", "-", "com.example.Calc", "40,41"]
     );
 }
+
+/// An RTSP server that records each request it reads and answers `200 OK`
+/// with its CSeq, a `Server` and an `X-Up` header. (GStreamer's RTSP server,
+/// the real one the RTSP tests use, cannot show the headers it got.)
+fn recording_rtsp_server() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut rd = BufReader::new(conn.try_clone().unwrap());
+                let mut wr = conn;
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let cseq = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("CSeq: "))
+                        .unwrap_or("0")
+                        .to_owned();
+                    let _ = tx.send(head);
+                    let answer = format!(
+                        "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: recorder\r\nX-Up: 1\r\n\
+                         Public: OPTIONS, DESCRIBE\r\n\r\n"
+                    );
+                    if wr.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn headers_filter_edits_rtsp_requests_and_responses() {
+    let (server, requests) = recording_rtsp_server();
+    let ports = Ports::new();
+    let yaml = format!(
+        r#"admin: {{address: "127.0.0.1:{admin}"}}
+listeners:
+  - name: media
+    address: "127.0.0.1:{listen}"
+    protocols: [rtsp]
+    route_table: main
+route_tables:
+  - name: main
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - cluster: cams
+            filters:
+              - headers:
+                  request: {{set: {{x-env: prod}}, remove: [user-agent], forwarded_for: true}}
+                  response: {{remove: [server, x-up], set: {{x-served-by: switchyard}}}}
+clusters:
+  - {{name: cams, hosts: ["{server}"]}}
+"#,
+        admin = ports.admin,
+        listen = ports.listen,
+    );
+    let gw = Gateway::start(&yaml);
+    let out = run_ok(curl().args(["-i", "-X", "OPTIONS", &format!("rtsp://{}/cam", gw.addr())]));
+    let head = requests
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the server got the request");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("\r\nx-env: prod\r\n"), "{head}");
+    assert!(
+        lower.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(!lower.contains("user-agent"), "{head}");
+    assert!(lower.contains("\r\ncseq: "), "{head}");
+    let answer = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(answer.starts_with("rtsp/1.0 200"), "{answer}");
+    assert!(answer.contains("x-served-by: switchyard"), "{answer}");
+    assert!(
+        !answer.contains("server: recorder") && !answer.contains("x-up"),
+        "{answer}"
+    );
+}

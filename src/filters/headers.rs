@@ -195,7 +195,11 @@ mod tests {
         f.push(b"x-internal", b"secret");
         f.push(b"X-Tag", b"a");
         f.push(b"X-Forwarded-For", b"10.0.0.1");
-        edit_request(&[first.clone()], &mut f, "127.0.0.1".parse().unwrap());
+        edit_request(
+            std::slice::from_ref(&first),
+            &mut f,
+            "127.0.0.1".parse().unwrap(),
+        );
         let get = |f: &FieldList, n: &str| {
             f.get_all(n.as_bytes())
                 .map(<[u8]>::to_vec)
@@ -229,7 +233,11 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append("x-env", http::HeaderValue::from_static("dev"));
         h.append("x-env", http::HeaderValue::from_static("qa"));
-        edit_request(&[r.clone()], &mut h, "127.0.0.1".parse().unwrap());
+        edit_request(
+            std::slice::from_ref(&r),
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+        );
         assert_eq!(h.get_all("x-env").iter().count(), 1);
         assert_eq!(h["x-env"], "prod");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
