@@ -677,6 +677,46 @@ route_tables:
     }
 
     #[test]
+    fn redirect_locations_and_path_rewrites() {
+        let r = Redirect {
+            status: 301,
+            scheme: None,
+            host: None,
+            port: None,
+            path: Some(PathRewrite::Prefix {
+                matched: Bytes::from_static(b"/old/"),
+                with: Bytes::from_static(b"/new/"),
+            }),
+            strip_query: false,
+        };
+        let loc = |host: &str| {
+            String::from_utf8(r.location("http", Some(host.as_bytes()), b"/old/x", b"?q=1"))
+                .unwrap()
+        };
+        assert_eq!(loc("a.example:8080"), "http://a.example:8080/new/x?q=1");
+        assert_eq!(loc("[::1]:81"), "http://[::1]:81/new/x?q=1");
+        assert_eq!(loc("[::1]"), "http://[::1]/new/x?q=1");
+        let moved = Redirect {
+            status: 308,
+            scheme: Some("https".into()),
+            host: Some("b.example".into()),
+            port: None,
+            path: Some(PathRewrite::Whole(Bytes::from_static(b"/there"))),
+            strip_query: true,
+        };
+        assert_eq!(
+            moved.location("http", Some(b"a.example:8080"), b"/x", b"?q"),
+            b"https://b.example/there"
+        );
+        let re = PathRewrite::Regex(
+            Regex::new("^/v([0-9]+)/(.*)$").unwrap(),
+            Bytes::from_static(b"/api/$2/v$1"),
+        );
+        assert_eq!(re.apply(b"/v2/users"), b"/api/users/v2");
+        assert_eq!(re.apply(b"/other"), b"/other", "no match: unchanged");
+    }
+
+    #[test]
     fn http_routes_by_host_method_path_and_header() {
         let t = table();
         let h = Protocol::Http1;
