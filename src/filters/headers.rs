@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn header_maps_take_the_same_edits() {
         let r = rules(
-            "request: {set: {x-env: prod}, forwarded_for: true}\nresponse: {remove: [server]}",
+            "request: {set: {X-Env: prod}, forwarded_for: true}\nresponse: {remove: [Server]}",
         );
         let mut h = http::HeaderMap::new();
         h.append("x-env", http::HeaderValue::from_static("dev"));
