@@ -1,5 +1,6 @@
 //! The admin HTTP server (loopback by default): `/ready`, `/metrics`
-//! (Prometheus text), `/config` (the running config, secrets redacted).
+//! (Prometheus text), `/config` (the running config, secrets redacted),
+//! `/clusters` (every cluster's hosts and their health, JSON).
 //! Served with our own HTTP/1 codec; one request per connection.
 
 use std::sync::Arc;
@@ -99,8 +100,29 @@ async fn answer(
             }
             text(body)
         }
-        b"/" => text("switchyard admin: /ready /metrics /config\n".into()),
-        _ => http1::error_response(404, "not found: try /ready /metrics /config\n", true),
+        b"/clusters" => {
+            // Every cluster's hosts with their health, as JSON (sorted by name).
+            let snapshot = gateway.snapshot.load();
+            let mut clusters: Vec<_> = snapshot.clusters.values().map(|c| c.report()).collect();
+            clusters.sort_by(|a, b| a.name.cmp(&b.name));
+            match serde_json::to_string_pretty(&serde_json::json!({ "clusters": clusters })) {
+                Ok(json) => http1::response(
+                    200,
+                    &[("Content-Type", "application/json")],
+                    json.as_bytes(),
+                    true,
+                ),
+                Err(e) => {
+                    http1::error_response(500, &format!("cannot render clusters: {e}\n"), true)
+                }
+            }
+        }
+        b"/" => text("switchyard admin: /ready /metrics /config /clusters\n".into()),
+        _ => http1::error_response(
+            404,
+            "not found: try /ready /metrics /config /clusters\n",
+            true,
+        ),
     };
     stream.write_all(&resp).await?;
     stream.shutdown().await

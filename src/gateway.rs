@@ -172,7 +172,7 @@ impl Snapshot {
                 mqtt,
                 rtsp: l.rtsp.clone(),
                 filters: crate::filters::chain::FilterChain::new(
-                    &l.filters,
+                    &l.filters_with_mqtt_limits(),
                     &format!("listener:{}", l.name.value),
                 ),
                 metrics: protocols

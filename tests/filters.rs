@@ -224,6 +224,43 @@ fn a_rate_limit_holds_under_a_burst_per_client_and_per_command() {
     assert_eq!(c.command(&["PING"]), b"-ERR rate limited\r\n");
 }
 
+/// `over_limit: close`: the refusal, then the connection ends (HTTP/1 says
+/// `Connection: close`; Redis answers the error and closes).
+#[test]
+fn a_rate_limit_that_closes_answers_then_ends_the_connection() {
+    let redis = RedisServer::start();
+    let web = HttpUpstream::start();
+    let gw = Gateway::start(&config(
+        redis.addr(),
+        web.addr(),
+        "",
+        "[{rate_limit: {rate: 0.001, burst: 2, over_limit: close}}]",
+        "[{rate_limit: {rate: 0.001, burst: 1, over_limit: close}}]",
+    ));
+    let mut c = RawConn::connect(gw.addr());
+    let get = b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n";
+    c.send(get);
+    let first = read_response(&mut c.reader, false).expect("a response");
+    assert_eq!(first.status, 200, "{}", first.head);
+    c.send(get);
+    let second = read_response(&mut c.reader, false).expect("a response");
+    assert_eq!(second.status, 429, "{}", second.head);
+    assert!(
+        second.head.to_lowercase().contains("connection: close"),
+        "{}",
+        second.head
+    );
+    let (rest, _) = c.read_until_closed();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    let mut r = RawConn::connect(gw.addr());
+    assert_eq!(r.command(&["PING"]), b"+PONG\r\n");
+    assert_eq!(r.command(&["PING"]), b"+PONG\r\n");
+    r.send(&resp(&["PING"]));
+    let (rest, _) = r.read_until_closed();
+    assert_eq!(rest, b"-ERR rate limited\r\n");
+}
+
 #[test]
 fn a_concurrency_limit_refuses_past_its_requests_in_flight() {
     let redis = RedisServer::start();

@@ -59,6 +59,22 @@ fn until_all<T: std::fmt::Debug>(
 // HTTP
 
 /// `GET /hello` on a new connection: the status and the upstream's port.
+/// One host of one cluster as the admin's `/clusters` shows it.
+fn admin_host(gw: &Gateway, cluster: &str, host: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(gw.admin, "/clusters").expect("admin /clusters");
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).expect("/clusters is JSON");
+    let c = all["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == cluster))
+        .unwrap_or_else(|| panic!("cluster {cluster} in {body}"));
+    c["hosts"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["address"] == host.to_string()))
+        .unwrap_or_else(|| panic!("host {host} in {body}"))
+        .clone()
+}
+
 fn http_hello(addr: SocketAddr) -> Option<(u16, String)> {
     let mut c = RawConn::try_connect(addr).ok()?;
     c.reader
@@ -110,6 +126,11 @@ fn http_health_checks_take_a_dead_host_out_and_bring_it_back() {
     // And it stays out: 40 more, every one answered by b.
     let more = all_answer(40, || http_hello(gw.addr())).expect("every request answered");
     assert!(more.iter().all(|(s, p)| *s == 200 && *p == pb), "{more:?}");
+    // The admin shows it out, and why.
+    let out = admin_host(&gw, "up", a.addr());
+    assert_eq!(out["health"]["available"], false, "{out}");
+    assert_eq!(out["health"]["failing_active_checks"], true, "{out}");
+    assert_eq!(admin_host(&gw, "up", b.addr())["health"]["available"], true);
 
     a.restart();
     let back = until_all(
@@ -118,6 +139,9 @@ fn http_health_checks_take_a_dead_host_out_and_bring_it_back() {
         || http_hello(gw.addr()),
         |r| r.iter().all(|(s, _)| *s == 200) && r.iter().any(|(_, p)| *p == pa),
     );
+    let again = admin_host(&gw, "up", a.addr());
+    assert_eq!(again["health"]["available"], true, "{again}");
+    assert_eq!(again["health"]["failing_active_checks"], false, "{again}");
     let to_a = back.iter().filter(|(_, p)| *p == pa).count();
     assert!(
         (1..10).contains(&to_a),
@@ -155,6 +179,17 @@ fn outlier_detection_ejects_a_host_answering_503_and_lets_it_back() {
         "exactly consecutive_server_errors 503s, then only the good host: {statuses:?}"
     );
     assert!(statuses[6..].iter().all(|s| *s == 200), "{statuses:?}");
+    let ejected = admin_host(&gw, "up", bad.addr());
+    assert_eq!(ejected["health"]["available"], false, "{ejected}");
+    assert_eq!(ejected["health"]["ejections"], 1, "{ejected}");
+    assert!(
+        ejected["health"]["ejected_ms_left"].as_u64() > Some(0),
+        "{ejected}"
+    );
+    assert_eq!(
+        ejected["health"]["failing_active_checks"], false,
+        "{ejected}"
+    );
     // After the ejection time the bad host is tried again (and fails again).
     let again = wait_for("the ejected host to come back", CHANGE, || {
         http_hello(gw.addr()).filter(|(s, _)| *s == 503)

@@ -1529,6 +1529,55 @@ async fn a_payload_limit_refuses_big_publishes_only() {
     assert_eq!(got[0].topic, "size/small");
 }
 
+/// `mqtt.rate_limit` is a shared `rate_limit` filter of the listener: its
+/// verdicts are counted with the listener's filters.
+fn rate_limit_verdicts(gw: &Gateway, verdict: &str) -> f64 {
+    gw.metric(
+        "switchyard_filter_verdicts_total",
+        &[
+            ("filter", "rate_limit"),
+            ("scope", "listener:mq"),
+            ("verdict", verdict),
+        ],
+    )
+}
+
+/// `bytes` counts PUBLISH payload bytes per client id; SUBSCRIBEs and the
+/// other packets are not PUBLISHes and take no tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_byte_rate_limit_counts_payload_bytes_of_publishes_only() {
+    let broker = Mosquitto::start();
+    let gw = Config::new(&[&broker])
+        .mqtt("{rate_limit: {messages: {rate: 0.001, burst: 3}, bytes: {rate: 0.001, burst: 1000}, over_limit: drop}}")
+        .start();
+    let mut watcher = Mq::connect(V::V3, broker.addr(), "watcher", Opts::default()).await;
+    assert_eq!(watcher.subscribe(&[("bytes/#", 1)]).await, vec![1]);
+    let mut c = Mq::connect(V::V5, gw.addr(), "byter", Opts::default()).await;
+    // Subscribing four times is not publishing: the message burst (3) is untouched.
+    for i in 0..4 {
+        assert_eq!(c.subscribe(&[(&format!("x/{i}"), 1)]).await, vec![1]);
+    }
+    assert_eq!(c.publish_acked("bytes/a", vec![b'a'; 600], 1).await, 0);
+    assert_eq!(
+        c.publish_acked("bytes/b", vec![b'b'; 600], 1).await,
+        RATE_REFUSED,
+        "400 bytes left"
+    );
+    assert_eq!(c.publish_acked("bytes/c", vec![b'c'; 400], 1).await, 0);
+    assert_eq!(
+        c.publish_acked("bytes/d", vec![], 1).await,
+        RATE_REFUSED,
+        "3 messages were taken"
+    );
+    // Another client id has buckets of its own.
+    let mut other = Mq::connect(V::V5, gw.addr(), "other", Opts::default()).await;
+    assert_eq!(other.publish_acked("bytes/e", vec![b'e'; 900], 1).await, 0);
+    let got = received_before_marker(&mut watcher, &broker, "bytes/marker").await;
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["bytes/a", "bytes/c", "bytes/e"]);
+    assert_eq!(rate_limit_verdicts(&gw, "refuse"), 2.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_the_rate_limit_publishes_are_dropped() {
     let broker = Mosquitto::start();
@@ -1561,7 +1610,7 @@ async fn over_the_rate_limit_publishes_are_dropped() {
     );
     assert_eq!(got.len(), passed, "forwarded = acknowledged with success");
     assert_eq!(got[0].text(), "m1", "the burst goes first");
-    assert!(gw.metric("switchyard_mqtt_rate_limited_total", &[("listener", "mq")]) >= 10.0);
+    assert!(rate_limit_verdicts(&gw, "refuse") >= 10.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1626,7 +1675,7 @@ async fn over_the_rate_limit_publishes_are_delayed_not_lost() {
     let want: Vec<String> = (1..=20).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, want);
     assert!(
-        gw.metric("switchyard_mqtt_rate_limited_total", &[("listener", "mq")]) >= 1.0,
+        rate_limit_verdicts(&gw, "delay") >= 1.0,
         "the limiter should have held some of the 20 back"
     );
 }

@@ -918,6 +918,80 @@ fn dubbo_heartbeats_are_answered_with_their_own_ids() {
     }
 }
 
+/// The node clients above only show a refusal's text; on the wire each class
+/// of refusal is the protocol's own status: Dubbo 70 SERVICE_ERROR for "not
+/// allowed", 100 SERVER_THREADPOOL_EXHAUSTED for "too many"; Bolt
+/// SERVER_EXCEPTION and SERVER_THREADPOOL_BUSY.
+#[test]
+fn refusals_carry_each_rpc_protocol_s_status_on_the_wire() {
+    let gateway_with = |filters: &str| {
+        Gateway::start(&config(
+            "dubbo, bolt",
+            &[format!("{{cluster: nowhere, filters: {filters}}}")],
+            &[cluster("nowhere", &[local(free_port())], "")],
+        ))
+    };
+    let denied = gateway_with("[{ip_access: {deny: [127.0.0.0/8]}}]");
+    let busy = gateway_with("[{rate_limit: {rate: 0.001, burst: 1}}]");
+    let bolt_call = |id: u32| {
+        bolt::request(
+            bolt::Version::V1,
+            false,
+            id,
+            bolt::codec::HESSIAN2,
+            3000,
+            b"com.alipay.sofa.rpc.core.request.SofaRequest",
+            &bolt::encode_header_map([(&b"service"[..], Some(&b"com.example.Calc:1.0"[..]))]),
+            b"",
+        )
+    };
+    let dubbo_statuses = |gw: &Gateway| -> Vec<u8> {
+        let (a, b) = (dubbo_echo_request(1, "a"), dubbo_echo_request(2, "b"));
+        let got = exchange(
+            gw.addr(),
+            &[&a, &b],
+            dubbo::Decoder::new(dubbo::Limits::default()),
+            2,
+        );
+        got.iter().filter_map(|f| f.status()).collect()
+    };
+    let bolt_statuses = |gw: &Gateway| -> Vec<u16> {
+        let (a, b) = (bolt_call(1), bolt_call(2));
+        let got = exchange(
+            gw.addr(),
+            &[&a, &b],
+            bolt::Decoder::new(bolt::Limits::default()),
+            2,
+        );
+        got.iter().filter_map(|f| f.status()).collect()
+    };
+    use dubbo::status as ds;
+    assert_eq!(
+        dubbo_statuses(&denied),
+        [ds::SERVICE_ERROR, ds::SERVICE_ERROR]
+    );
+    assert_eq!(
+        bolt_statuses(&denied),
+        [
+            bolt::status::SERVER_EXCEPTION,
+            bolt::status::SERVER_EXCEPTION
+        ]
+    );
+    // The one token goes to the first Dubbo call (its upstream is down: an
+    // error of another kind); every later call is over the limit.
+    let dubbo = dubbo_statuses(&busy);
+    assert_eq!(dubbo.len(), 2);
+    assert_eq!(dubbo[1], ds::SERVER_THREADPOOL_EXHAUSTED_ERROR, "{dubbo:?}");
+    assert_ne!(dubbo[0], ds::SERVER_THREADPOOL_EXHAUSTED_ERROR, "{dubbo:?}");
+    assert_eq!(
+        bolt_statuses(&busy),
+        [
+            bolt::status::SERVER_THREADPOOL_BUSY,
+            bolt::status::SERVER_THREADPOOL_BUSY
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // `switchyard check`
 

@@ -320,7 +320,7 @@ accepted = metric("switchyard_mqtt_connects_total", outcome="accepted")
 bad_cred = metric("switchyard_mqtt_connects_total", outcome="bad_credentials")
 not_auth = metric("switchyard_mqtt_connects_total", outcome="not_authorized")
 acl_denied = metric("switchyard_mqtt_acl_denied_total")
-rate_limited = metric("switchyard_mqtt_rate_limited_total")
+rate_limited = metric("switchyard_filter_verdicts_total", filter="rate_limit", verdict="refuse")
 pub_in = metric("switchyard_mqtt_publishes_total", direction="client_to_broker")
 pub_out = metric("switchyard_mqtt_publishes_total", direction="broker_to_client")
 
@@ -360,7 +360,7 @@ rows = [
     ("PUBACK round trip", f"p50 {g(fleet,'puback_latency_ms','p50')} ms, p99 {g(fleet,'puback_latency_ms','p99')} ms", "device → gateway → broker → gateway → device"),
     ("auth failures", f"**{bad_cred + not_auth}** (bad_credentials {bad_cred}, not_authorized {not_auth})", f"`switchyard_mqtt_connects_total`; the clients saw: wrong password {failures(bad)}; no credentials {failures(anon)}"),
     ("ACL denials", f"**{acl_denied}**", f"`switchyard_mqtt_acl_denied_total`; the clients saw: spoofers {g(spoof,'denied_acks')} PUBACKs 0x87 of {g(spoof,'published')} publishes into dev-0/dev-1's topics; snoop SUBACK {g(snoop_sub,'suback')} for devices/+/telemetry"),
-    ("rate limited", f"**{rate_limited}**", f"`switchyard_mqtt_rate_limited_total`; chatty device (100 msg/s, limit 20/s burst 40): {g(chatty,'rate_limited_acks')} refused (PUBACK reason codes {', '.join(f'{k}×{v}' for k, v in g(chatty, 'acks_with_error', default={}).items()) or 'none'}), {g(chatty,'acked_ok')} accepted"),
+    ("rate limited", f"**{rate_limited}**", f"`switchyard_filter_verdicts_total{{filter=rate_limit,verdict=refuse}}`; chatty device (100 msg/s, limit 20/s burst 40): {g(chatty,'rate_limited_acks')} refused (PUBACK reason codes {', '.join(f'{k}×{v}' for k, v in g(chatty, 'acks_with_error', default={}).items()) or 'none'}), {g(chatty,'acked_ok')} accepted"),
     ("devices per broker (ring hash)", f"A: **{seen_a}**, B: **{seen_b}**", f"distinct devices delivered by ops-a / ops-b; `$SYS/broker/clients/connected` mid-run: A {sys_a}, B {sys_b} (devices + ops subscriber + misbehaving clients on it)"),
     ("same broker after reconnect", f"**{same} / {len(seen2)}** devices (moved: {moved})", "a second pass of the whole fleet, new connections, same client ids"),
     ("PUBLISH through the gateway", f"{pub_in} in, {pub_out} out", "`switchyard_mqtt_publishes_total` client_to_broker / broker_to_client"),

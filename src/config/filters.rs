@@ -161,9 +161,29 @@ pub struct RateLimit {
     /// ones are forgotten first when the table is full).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// What a token is: one `requests`, or one of the `bytes` a request
+    /// declares (HTTP/RTSP body, MQTT PUBLISH payload, RPC body, Redis
+    /// command, MySQL query packet; requests without a size take none).
+    #[serde(default)]
+    pub unit: RateUnit,
+    /// Only the requests this matches are counted (and limited).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<RequestMatch>,
+}
+
+/// What a rate limit's tokens count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateUnit {
+    #[default]
+    Requests,
+    Bytes,
 }
 
 impl RateLimit {
+    /// `max_keys` when not given.
+    pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
     pub fn burst(&self) -> f64 {
         self.burst.unwrap_or(self.rate).max(1.0)
     }
@@ -174,7 +194,7 @@ fn default_max_delay() -> Duration {
 }
 
 fn default_max_keys() -> usize {
-    100_000
+    RateLimit::DEFAULT_MAX_KEYS
 }
 
 /// What a rate limit counts by.
@@ -287,6 +307,10 @@ pub enum RateOverLimit {
     #[default]
     Refuse,
     Delay,
+    /// Refuse, then close the client's connection (session protocols:
+    /// HTTP/1, MQTT with a v5 DISCONNECT 0x96, Redis, RTSP, MySQL; the
+    /// multiplexed ones refuse the one request, as with `refuse`).
+    Close,
 }
 
 /// `concurrency_limit`.
@@ -308,10 +332,9 @@ pub struct Fault {
     /// Answer a share of the requests with an error instead of forwarding them.
     #[serde(default)]
     pub abort: Option<FaultAbort>,
-    /// Only requests where this field has this value (or, without `value`,
-    /// is present) are subject to the fault.
+    /// Only the requests this matches are subject to the fault.
     #[serde(default, rename = "match")]
-    pub matcher: Option<FaultMatch>,
+    pub matcher: Option<RequestMatch>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -347,11 +370,18 @@ fn default_abort_message() -> String {
     "fault injected".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Which requests a filter applies to (`match:` of `fault` and
+/// `rate_limit`): all the given conditions hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct FaultMatch {
-    pub field: FieldName,
-    #[serde(default)]
+pub struct RequestMatch {
+    /// Only requests of this protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<super::ProtocolName>,
+    /// Only requests where this field has `value` (or, without `value`, is present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<FieldName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 

@@ -672,6 +672,16 @@ fn validate_filters(
                 "a limit of 0 refuses every request".into(),
                 "give the most requests in flight at once, at least 1",
             ),
+            Filter::RateLimit(super::filters::RateLimit {
+                matcher: Some(m), ..
+            })
+            | Filter::Fault(super::filters::Fault {
+                matcher: Some(m), ..
+            }) if m.value.is_some() && m.field.is_none() => bad(
+                "match.value",
+                "`value` is given without the `field` it is compared with".into(),
+                "add `field:` (e.g. `field: header:x-canary`), or remove `value`",
+            ),
             Filter::Fault(fault) => {
                 let percent = |p: f64| (0.0..=100.0).contains(&p);
                 if fault.delay.is_none() && fault.abort.is_none() {

@@ -216,6 +216,25 @@ pub struct Tls {
 }
 
 impl Listener {
+    /// The listener's stream filters, then the shared `rate_limit` filters
+    /// its MQTT publish limits (`mqtt.rate_limit`) stand for.
+    pub fn filters_with_mqtt_limits(&self) -> Vec<Spanned<filters::Filter>> {
+        let unknown = serde_saphyr::Location::UNKNOWN;
+        let mqtt_limits = match &self.mqtt.rate_limit {
+            Some(r) if self.enabled_protocols().contains(&Protocol::Mqtt) => r.as_filters(),
+            _ => Vec::new(),
+        };
+        self.filters
+            .iter()
+            .cloned()
+            .chain(
+                mqtt_limits
+                    .into_iter()
+                    .map(|f| Spanned::new(f, unknown, unknown)),
+            )
+            .collect()
+    }
+
     /// The protocols this listener accepts, fixed or sniffed.
     pub fn enabled_protocols(&self) -> Vec<Protocol> {
         match &self.protocol {
@@ -698,6 +717,47 @@ pub struct MqttRateLimit {
     /// (v5 DISCONNECT 0x96).
     #[serde(default)]
     pub over_limit: OverLimit,
+}
+
+impl MqttRateLimit {
+    /// The shared `rate_limit` filters these limits are: one per client id
+    /// for PUBLISH packets (`messages`) and one for their payload bytes
+    /// (`bytes`); `drop` refuses (QoS 0 dropped, QoS 1/2 acked with 0x97),
+    /// `disconnect` refuses and closes (v5 DISCONNECT 0x96), `delay` holds
+    /// the client's packets until the tokens are due.
+    pub fn as_filters(&self) -> Vec<filters::Filter> {
+        let over_limit = match self.over_limit {
+            OverLimit::Delay => filters::RateOverLimit::Delay,
+            OverLimit::Drop => filters::RateOverLimit::Refuse,
+            OverLimit::Disconnect => filters::RateOverLimit::Close,
+        };
+        let limit = |spec: &RateSpec, unit| {
+            filters::Filter::RateLimit(filters::RateLimit {
+                rate: spec.rate,
+                burst: Some(spec.burst()),
+                key: filters::RateKey::Field(switchyard_codecs::Field::ClientId),
+                over_limit,
+                // "Stop reading until within it": no bound but the client's patience.
+                max_delay: Duration::from_secs(3600),
+                max_keys: filters::RateLimit::DEFAULT_MAX_KEYS,
+                unit,
+                matcher: Some(filters::RequestMatch {
+                    protocol: Some(ProtocolName(Protocol::Mqtt)),
+                    field: Some(filters::FieldName(switchyard_codecs::Field::Method)),
+                    value: Some("PUBLISH".into()),
+                }),
+            })
+        };
+        let messages = self
+            .messages
+            .iter()
+            .map(|s| limit(s, filters::RateUnit::Requests));
+        let bytes = self
+            .bytes
+            .iter()
+            .map(|s| limit(s, filters::RateUnit::Bytes));
+        messages.chain(bytes).collect()
+    }
 }
 
 /// A token bucket: `rate` per second, up to `burst` at once.

@@ -22,7 +22,7 @@ use switchyard_codecs::{Field, Metadata, Protocol};
 
 use super::headers::HeaderRules;
 use super::rate::{KeyedBuckets, SharedBucket};
-use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit};
+use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit, RateUnit};
 
 /// What the filters see of one request, whatever its protocol.
 pub struct Request<'a> {
@@ -44,6 +44,9 @@ pub struct Refusal {
     /// A gRPC status chosen in config (else derived from `status`).
     pub grpc_status: Option<u32>,
     pub message: Arc<str>,
+    /// Close the client's connection after the answer (session protocols;
+    /// multiplexed ones refuse just the one request).
+    pub close: bool,
 }
 
 /// What kind of refusal, for protocols without HTTP statuses.
@@ -69,7 +72,14 @@ impl Refusal {
             status,
             grpc_status: None,
             message: message.into(),
+            close: false,
         }
+    }
+
+    /// The same refusal, with the client's connection closed after it.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// The gateway is overloaded (overload manager, circuit breaker).
@@ -204,6 +214,11 @@ impl Limit {
         true
     }
 
+    /// The most requests it lets in at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.now.count.load(Ordering::Relaxed)
@@ -227,17 +242,51 @@ enum Kind {
         limit: RateLimiter,
         over: RateOverLimit,
         max_delay: Duration,
+        unit: RateUnit,
+        only: Option<Matcher>,
     },
     Concurrency(Limit),
     Fault {
         delay: Option<(f64, Duration)>,
         abort: Option<(f64, Refusal)>,
-        only: Option<(Field, Option<Vec<u8>>)>,
+        only: Option<Matcher>,
     },
     Payload {
         max: u64,
     },
     Headers(Arc<HeaderRules>),
+}
+
+/// A filter's `match:`, compiled.
+struct Matcher {
+    protocol: Option<Protocol>,
+    field: Option<(Field, Option<Vec<u8>>)>,
+}
+
+impl Matcher {
+    fn new(m: &cfg::RequestMatch) -> Self {
+        Self {
+            protocol: m.protocol.map(|p| p.0),
+            field: m
+                .field
+                .as_ref()
+                .map(|f| (f.0.clone(), m.value.as_ref().map(|v| v.as_bytes().to_vec()))),
+        }
+    }
+
+    fn matches(&self, req: &Request) -> bool {
+        if self.protocol.is_some_and(|p| p != req.protocol) {
+            return false;
+        }
+        match &self.field {
+            None => true,
+            Some((field, want)) => match (req.meta.get(field), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(v), Some(want)) => v == want.as_slice(),
+            },
+        }
+    }
 }
 
 enum RateLimiter {
@@ -358,6 +407,8 @@ impl Kind {
                     },
                     over: r.over_limit,
                     max_delay: r.max_delay.get(),
+                    unit: r.unit,
+                    only: r.matcher.as_ref().map(Matcher::new),
                 }
             }
             cfg::Filter::ConcurrencyLimit(c) => Kind::Concurrency(Limit::new(c.max)),
@@ -370,15 +421,11 @@ impl Kind {
                             status: a.status,
                             grpc_status: a.grpc_status,
                             message: a.message.as_str().into(),
+                            close: false,
                         },
                     )
                 }),
-                only: f.matcher.as_ref().map(|m| {
-                    (
-                        m.field.0.clone(),
-                        m.value.as_ref().map(|v| v.as_bytes().to_vec()),
-                    )
-                }),
+                only: f.matcher.as_ref().map(Matcher::new),
             },
             cfg::Filter::PayloadLimit(p) => Kind::Payload { max: p.max_bytes },
             cfg::Filter::Headers(h) => Kind::Headers(HeaderRules::new(h)),
@@ -401,24 +448,39 @@ impl Kind {
                 limit,
                 over,
                 max_delay,
+                unit,
+                only,
             } => {
+                if only.as_ref().is_some_and(|m| !m.matches(req)) {
+                    return Step::Pass;
+                }
+                let tokens = match unit {
+                    RateUnit::Requests => 1.0,
+                    RateUnit::Bytes => match req.size {
+                        Some(0) | None => return Step::Pass,
+                        Some(n) => n as f64,
+                    },
+                };
                 let max = match over {
-                    RateOverLimit::Refuse => Duration::ZERO,
+                    RateOverLimit::Refuse | RateOverLimit::Close => Duration::ZERO,
                     RateOverLimit::Delay => *max_delay,
                 };
                 let wait = match limit {
-                    RateLimiter::One(b) => b.take_within(max),
+                    RateLimiter::One(b) => b.take_within(tokens, max),
                     RateLimiter::BySource(k) => match req.client {
-                        IpAddr::V4(v4) => k.take_within(&v4.octets(), max),
-                        IpAddr::V6(v6) => k.take_within(&v6.octets(), max),
+                        IpAddr::V4(v4) => k.take_within(&v4.octets(), tokens, max),
+                        IpAddr::V6(v6) => k.take_within(&v6.octets(), tokens, max),
                     },
                     RateLimiter::ByField(f, k) => {
-                        k.take_within(req.meta.get(f).unwrap_or(b""), max)
+                        k.take_within(req.meta.get(f).unwrap_or(b""), tokens, max)
                     }
                 };
                 match wait {
                     Some(d) if d.is_zero() => Step::Pass,
                     Some(d) => Step::Delay(d),
+                    None if *over == RateOverLimit::Close => {
+                        Step::Refuse(Refusal::new(429, "rate limited").closing())
+                    }
                     None => Step::Refuse(Refusal::new(429, "rate limited")),
                 }
             }
@@ -430,15 +492,8 @@ impl Kind {
                 }
             }
             Kind::Fault { delay, abort, only } => {
-                if let Some((field, value)) = only {
-                    let hit = match (req.meta.get(field), value) {
-                        (None, _) => false,
-                        (Some(_), None) => true,
-                        (Some(v), Some(want)) => v == want.as_slice(),
-                    };
-                    if !hit {
-                        return Step::Pass;
-                    }
+                if only.as_ref().is_some_and(|m| !m.matches(req)) {
+                    return Step::Pass;
                 }
                 if let Some((percent, refusal)) = abort
                     && chance(*percent)

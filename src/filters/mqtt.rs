@@ -1,34 +1,17 @@
 //! The MQTT edge policy of a listener, compiled from config: who may connect
-//! ([`Users`]), what they may publish and subscribe ([`Acl`]), how fast
-//! ([`RatePolicy`]), and the tenant mount point. Immutable; per-connection
-//! state (token buckets) is created from it by each session.
+//! ([`Users`]), what they may publish and subscribe ([`Acl`]), how many new
+//! connections a second, and the tenant mount point. Immutable. The publish
+//! limits (`mqtt.rate_limit`) are shared `rate_limit` filters of the
+//! listener (`config::MqttRateLimit::as_filters`).
 
 use std::path::Path;
 
 use metrics::Counter;
 
 use super::acl::{Acl, Action, Rule};
-use super::rate::{Bucket, SharedBucket};
+use super::rate::SharedBucket;
 use super::users::{PasswordHash, Users};
-use crate::config::{self, AclAction, AclVerdict, DeniedPublish, OverLimit, Problem};
-
-/// Per-client publish limits.
-#[derive(Debug, Clone)]
-pub struct RatePolicy {
-    pub messages: Option<(f64, f64)>,
-    pub bytes: Option<(f64, f64)>,
-    pub over_limit: OverLimit,
-}
-
-impl RatePolicy {
-    /// Fresh buckets for one client: (messages, bytes).
-    pub fn buckets(&self) -> (Option<Bucket>, Option<Bucket>) {
-        (
-            self.messages.map(|(rate, burst)| Bucket::new(rate, burst)),
-            self.bytes.map(|(rate, burst)| Bucket::new(rate, burst)),
-        )
-    }
-}
+use crate::config::{self, AclAction, AclVerdict, DeniedPublish, Problem};
 
 /// Counters of one listener's MQTT traffic.
 pub struct MqttMetrics {
@@ -42,7 +25,6 @@ pub struct MqttMetrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub acl_denied: Counter,
-    pub rate_limited: Counter,
     pub connection_rate_limited: Counter,
 }
 
@@ -61,7 +43,6 @@ impl MqttMetrics {
             bytes_in: metrics::counter!("switchyard_mqtt_payload_bytes_total", "listener" => l(), "direction" => "client_to_broker"),
             bytes_out: metrics::counter!("switchyard_mqtt_payload_bytes_total", "listener" => l(), "direction" => "broker_to_client"),
             acl_denied: metrics::counter!("switchyard_mqtt_acl_denied_total", "listener" => l()),
-            rate_limited: metrics::counter!("switchyard_mqtt_rate_limited_total", "listener" => l()),
             connection_rate_limited: metrics::counter!("switchyard_mqtt_connection_rate_limited_total", "listener" => l()),
         }
     }
@@ -77,7 +58,6 @@ pub struct MqttPolicy {
     pub client_cert_identity: bool,
     pub acl: Acl,
     pub on_denied_publish: DeniedPublish,
-    pub rate: Option<RatePolicy>,
     pub connection_rate: Option<SharedBucket>,
     /// Mount point pattern (`%u`, `%c` substituted per client).
     pub mount_point: Option<String>,
@@ -149,11 +129,6 @@ impl MqttPolicy {
                 })
                 .collect(),
         };
-        let rate = m.rate_limit.as_ref().map(|r| RatePolicy {
-            messages: r.messages.map(|s| (s.rate, s.burst())),
-            bytes: r.bytes.map(|s| (s.rate, s.burst())),
-            over_limit: r.over_limit,
-        });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -176,7 +151,6 @@ impl MqttPolicy {
             client_cert_identity: m.auth.client_cert_identity,
             acl,
             on_denied_publish: m.acl.on_denied_publish,
-            rate,
             connection_rate: m
                 .connection_rate
                 .map(|s| SharedBucket::new(s.rate, s.burst())),

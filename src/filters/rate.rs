@@ -105,10 +105,11 @@ impl SharedBucket {
 }
 
 impl SharedBucket {
-    /// Take one token now, or reserve the next one due within `max`:
-    /// `Some(wait)` (zero when a token was there), `None` when the next
-    /// token is further away than `max` (nothing is taken then).
-    pub fn take_within(&self, max: Duration) -> Option<Duration> {
+    /// Take `tokens` now, or reserve them for when they are due, if that is
+    /// within `max`: `Some(wait)` (zero when they were there), `None` when
+    /// they are further away than `max` (nothing is taken then).
+    pub fn take_within(&self, tokens: f64, max: Duration) -> Option<Duration> {
+        let cost = (self.interval as f64 * tokens.max(0.0)) as u64;
         let now = Instant::now()
             .saturating_duration_since(self.origin)
             .as_nanos() as u64;
@@ -116,13 +117,13 @@ impl SharedBucket {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let start = tat.max(now);
-            let wait = (start + self.interval).saturating_sub(now + self.tolerance);
+            let wait = (start + cost).saturating_sub(now + self.tolerance);
             if wait > max {
                 return None;
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                start + self.interval,
+                start + cost,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -161,7 +162,7 @@ impl KeyedBuckets {
     }
 
     /// As [`SharedBucket::take_within`], for `key`'s own bucket.
-    pub fn take_within(&self, key: &[u8], max: Duration) -> Option<Duration> {
+    pub fn take_within(&self, key: &[u8], tokens: f64, max: Duration) -> Option<Duration> {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
             .hash_one(key);
@@ -185,9 +186,9 @@ impl KeyedBuckets {
                 .entry(key.into())
                 .or_insert_with(|| Bucket::new(self.rate, self.burst)),
         };
-        let wait = bucket.take_or_wait(1.0);
+        let wait = bucket.take_or_wait(tokens);
         if wait > max {
-            bucket.tokens += 1.0;
+            bucket.tokens += tokens;
             return None;
         }
         Some(wait)
@@ -221,11 +222,17 @@ mod tests {
         let k = KeyedBuckets::new(1.0, 1.0, SHARDS);
         // One identity per shard at most: a second identity in a full shard
         // evicts the first only once its bucket has refilled.
-        assert_eq!(k.take_within(b"a", Duration::ZERO), Some(Duration::ZERO));
-        assert_eq!(k.take_within(b"a", Duration::ZERO), None);
+        assert_eq!(
+            k.take_within(b"a", 1.0, Duration::ZERO),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(k.take_within(b"a", 1.0, Duration::ZERO), None);
         tokio::time::advance(Duration::from_secs(2)).await;
         for i in 0..100u32 {
-            assert!(k.take_within(&i.to_be_bytes(), Duration::ZERO).is_some());
+            assert!(
+                k.take_within(&i.to_be_bytes(), 1.0, Duration::ZERO)
+                    .is_some()
+            );
         }
         let held: usize = k.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(held <= SHARDS, "{held} identities kept");
@@ -234,16 +241,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shared_bucket_reserves_within_max() {
         let b = SharedBucket::new(10.0, 1.0);
-        assert_eq!(b.take_within(Duration::ZERO), Some(Duration::ZERO));
-        assert_eq!(b.take_within(Duration::ZERO), None);
+        assert_eq!(b.take_within(1.0, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(b.take_within(1.0, Duration::ZERO), None);
         assert_eq!(
-            b.take_within(Duration::from_millis(150)),
+            b.take_within(1.0, Duration::from_millis(150)),
             Some(Duration::from_millis(100))
         );
         assert_eq!(
-            b.take_within(Duration::from_millis(150)),
+            b.take_within(1.0, Duration::from_millis(150)),
             None,
             "200 ms away"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_of_bytes_takes_a_request_s_size() {
+        // 1000 bytes/s, burst 1000: 600 + 400 pass, 1 more byte waits 1 ms.
+        let b = SharedBucket::new(1000.0, 1000.0);
+        assert_eq!(b.take_within(600.0, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(b.take_within(400.0, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(b.take_within(1.0, Duration::ZERO), None);
+        assert_eq!(
+            b.take_within(1.0, Duration::from_millis(5)),
+            Some(Duration::from_millis(1))
+        );
+        let k = KeyedBuckets::new(1000.0, 1000.0, 64);
+        assert_eq!(
+            k.take_within(b"c", 900.0, Duration::ZERO),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(k.take_within(b"c", 200.0, Duration::ZERO), None, "100 left");
+        assert_eq!(
+            k.take_within(b"c", 100.0, Duration::ZERO),
+            Some(Duration::ZERO)
         );
     }
 

@@ -436,8 +436,9 @@ async fn accept_websocket(head: &RequestHead, down: &mut Downstream, protocol: P
 }
 
 /// Answer a request the filters refused: `refusal`'s status with its
-/// message as a plain-text body. A request refused for its size is not read
-/// further: the answer goes out at once and the connection closes.
+/// message as a plain-text body. A request refused for its size (or by a
+/// filter that closes) is not read further: the answer goes out at once
+/// and the connection closes.
 async fn refuse(
     head: &RequestHead,
     down: &mut Downstream,
@@ -445,8 +446,9 @@ async fn refuse(
     metrics: &ConnMetrics,
 ) -> After {
     let too_large = refusal.class() == RefusalClass::TooLarge && head.has_body();
-    let resp = refusal_response(refusal, !head.keep_alive() || too_large);
-    if too_large {
+    let close = too_large || refusal.close;
+    let resp = refusal_response(refusal, !head.keep_alive() || close);
+    if close {
         let resp = answer_to(head, &resp);
         if down.wr.write_all(&resp).await.is_ok() {
             metrics.bytes_out.increment(resp.len() as u64);

@@ -22,11 +22,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{Conn, drained};
-use crate::config::{DeniedPublish, OverLimit};
+use crate::config::DeniedPublish;
 use crate::filters::acl::Action;
 use crate::filters::chain::{Refusal, RefusalClass};
 use crate::filters::mqtt::MqttPolicy;
-use crate::filters::rate::Bucket;
 use crate::filters::users::Denied;
 
 /// Serve one MQTT client connection; `buf` holds the bytes detection read.
@@ -224,11 +223,6 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
     drop(upstream_connect);
     m.accepted.increment(1);
 
-    let (messages, bytes) = policy
-        .rate
-        .as_ref()
-        .map(|r| r.buckets())
-        .unwrap_or((None, None));
     let keep_alive = connect.keep_alive();
     drop(first);
     let mut session = Session {
@@ -240,8 +234,6 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         aliases: TopicAliases::new(u16::MAX),
         denied_qos2: HashSet::new(),
         pending_subacks: HashMap::new(),
-        messages,
-        bytes,
         to_broker: BytesMut::new(),
         to_client: BytesMut::new(),
         close: None,
@@ -315,8 +307,6 @@ struct Session {
     /// SUBSCRIBEs forwarded with some filters removed: per packet id, the
     /// gateway's code for each original filter (`None`: the broker's next code).
     pending_subacks: HashMap<u16, Vec<Option<u8>>>,
-    messages: Option<Bucket>,
-    bytes: Option<Bucket>,
     to_broker: BytesMut,
     to_client: BytesMut,
     close: Option<Close>,
@@ -469,6 +459,12 @@ impl Session {
             // A publish is done once it is written on: nothing to hold.
             if let Err(refusal) = conn.admit(Protocol::Mqtt, &view, route, size).await {
                 match packet.body() {
+                    // `over_limit: close` (`mqtt.rate_limit` `disconnect`):
+                    // the session ends; 0x96 is a DISCONNECT reason only.
+                    Body::Publish(_) if refusal.close => self.disconnect(match refusal.class() {
+                        RefusalClass::TooMany => code::MESSAGE_RATE_TOO_HIGH,
+                        _ => refusal_reason(&refusal, PacketType::Publish),
+                    }),
                     Body::Publish(p) => {
                         let reason = refusal_reason(&refusal, PacketType::Publish);
                         self.refuse_publish(p.qos(), p.packet_id().unwrap_or(0), reason);
@@ -510,9 +506,6 @@ impl Session {
                     } else {
                         self.refuse_publish(qos, packet_id, code::NOT_AUTHORIZED);
                     }
-                    return Ok(());
-                }
-                if !self.within_rate(p.payload().len(), qos, packet_id).await {
                     return Ok(());
                 }
                 match &self.mount {
@@ -597,45 +590,6 @@ impl Session {
             _ => self.to_broker.extend_from_slice(packet.wire()),
         }
         Ok(())
-    }
-
-    /// Apply the rate limit to one PUBLISH; `false` if it must not be forwarded.
-    async fn within_rate(&mut self, payload: usize, qos: u8, packet_id: u16) -> bool {
-        let Some(rate) = &self.policy.rate else {
-            return true;
-        };
-        let over_limit = rate.over_limit;
-        let mut wait = Duration::ZERO;
-        let mut over = false;
-        if let Some(b) = &mut self.messages {
-            if over_limit == OverLimit::Delay {
-                wait = wait.max(b.take_or_wait(1.0));
-            } else {
-                over |= !b.try_take(1.0);
-            }
-        }
-        if let Some(b) = &mut self.bytes {
-            if over_limit == OverLimit::Delay {
-                wait = wait.max(b.take_or_wait(payload as f64));
-            } else {
-                over |= !b.try_take(payload as f64);
-            }
-        }
-        if !wait.is_zero() {
-            self.policy.metrics.rate_limited.increment(1);
-            tokio::time::sleep(wait).await;
-            return true;
-        }
-        if !over {
-            return true;
-        }
-        self.policy.metrics.rate_limited.increment(1);
-        match over_limit {
-            OverLimit::Disconnect => self.disconnect(code::MESSAGE_RATE_TOO_HIGH),
-            // 0x96 is not a PUBACK/PUBREC reason (MQTT 5 §3.4.2.1); 0x97 is.
-            _ => self.refuse_publish(qos, packet_id, code::QUOTA_EXCEEDED),
-        }
-        false
     }
 
     /// Answer a PUBLISH the gateway will not forward: QoS 0 is dropped; QoS 1

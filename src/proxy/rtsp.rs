@@ -415,6 +415,7 @@ impl Proxy {
                 );
                 let extra: &[(&str, &str)] = if retry { &[("Retry-After", "1")] } else { &[] };
                 self.reply_local(refusal.status, cseq, extra);
+                self.closing |= refusal.close;
                 return;
             }
         };

@@ -105,6 +105,30 @@ impl SlowStart {
     }
 }
 
+/// A cluster as the admin shows it (`/clusters`).
+#[derive(Debug, serde::Serialize)]
+pub struct ClusterReport {
+    pub name: String,
+    pub lb: config::LbPolicy,
+    pub active_health_checks: bool,
+    pub outlier_detection: bool,
+    /// The `max_requests` circuit breaker and the requests it counts now.
+    pub max_requests: Option<usize>,
+    pub requests_in_flight: Option<usize>,
+    pub hosts: Vec<HostReport>,
+}
+
+/// One host of a [`ClusterReport`].
+#[derive(Debug, serde::Serialize)]
+pub struct HostReport {
+    pub address: String,
+    pub weight: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Requests in flight to the host (what `least_request` compares).
+    pub requests_in_flight: u32,
+    pub health: super::health::HostHealthReport,
+}
+
 /// A request in flight to a host: counted while this lives (see
 /// [`Cluster::begin`]); `least_request` sends new requests elsewhere.
 #[must_use = "the request counts as in flight only while the guard lives"]
@@ -346,6 +370,36 @@ impl Cluster {
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
             name,
+        }
+    }
+
+    /// What the admin's `/clusters` shows of this cluster now.
+    pub fn report(&self) -> ClusterReport {
+        let hosts = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostReport {
+                address: h.address.to_string(),
+                weight: h.weight,
+                labels: self
+                    .source
+                    .hosts
+                    .get(i)
+                    .and_then(|c| c.value.labels().cloned())
+                    .unwrap_or_default(),
+                requests_in_flight: h.active(),
+                health: h.health.report(),
+            })
+            .collect();
+        ClusterReport {
+            name: self.name.clone(),
+            lb: self.source.lb,
+            active_health_checks: self.health.check.is_some(),
+            outlier_detection: self.health.outlier.is_some(),
+            max_requests: self.breaker.as_ref().map(|b| b.max()),
+            requests_in_flight: self.breaker.as_ref().map(|b| b.in_flight()),
+            hosts,
         }
     }
 

@@ -153,12 +153,45 @@ impl HostHealth {
             .set(if self.available() { 1.0 } else { 0.0 });
     }
 
+    /// What the admin's `/clusters` shows of this host's health now.
+    pub fn report(&self) -> HostHealthReport {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let now = now_ms();
+        HostHealthReport {
+            available: self.available(),
+            failing_active_checks: self.unhealthy.load(Ordering::Relaxed),
+            ejected_ms_left: until.saturating_sub(now),
+            ejections: self.ejections.load(Ordering::Relaxed),
+            check_passes_in_row: self.passes.load(Ordering::Relaxed),
+            check_failures_in_row: self.fails.load(Ordering::Relaxed),
+            gateway_errors_in_row: self.gateway_errors.load(Ordering::Relaxed),
+            server_errors_in_row: self.server_errors.load(Ordering::Relaxed),
+        }
+    }
+
     /// A connect succeeded: the gateway-error streak is over.
     pub(crate) fn connected(&self) {
         if self.gateway_errors.load(Ordering::Relaxed) != 0 {
             self.gateway_errors.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// One host's health as the admin shows it (`/clusters`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostHealthReport {
+    /// Whether requests may go to the host now.
+    pub available: bool,
+    /// Active checks took it out.
+    pub failing_active_checks: bool,
+    /// Outlier detection ejected it for this much longer (0: not ejected).
+    pub ejected_ms_left: u64,
+    /// Ejections so far in its current streak.
+    pub ejections: u32,
+    pub check_passes_in_row: u32,
+    pub check_failures_in_row: u32,
+    pub gateway_errors_in_row: u32,
+    pub server_errors_in_row: u32,
 }
 
 /// A cluster's active checks, compiled.

@@ -343,10 +343,12 @@ impl WireHead for Packet {
 }
 
 impl Metadata for Packet {
+    /// Method (the packet type: `CONNECT`, `PUBLISH`, `SUBSCRIBE`, ...),
     /// ClientId and User (CONNECT), Topic (PUBLISH topic — empty for an MQTT 5
     /// alias-only PUBLISH —, or the first filter of SUBSCRIBE/UNSUBSCRIBE).
     fn get(&self, field: &Field) -> Option<&[u8]> {
         match (field, &self.body) {
+            (Field::Method, _) => Some(self.kind().name().as_bytes()),
             (Field::ClientId, Body::Connect(c)) => Some(c.client_id()),
             (Field::User, Body::Connect(c)) => c.username().map(|u| &u[..]),
             (Field::Topic, Body::Publish(p)) => Some(p.topic()),

@@ -747,7 +747,8 @@ impl Session {
                 Err(refusal) => {
                     let err = refusal_err(&refusal, false);
                     return self.skip_rest(client, &p).await
-                        && client.send_err(reply, &err).await.is_ok();
+                        && client.send_err(reply, &err).await.is_ok()
+                        && !refusal.close;
                 }
             }
         } else {

@@ -767,7 +767,7 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 Ok(permit) => session.permits.push(permit),
                 Err(refusal) => {
                     conn.metrics.observe(std::time::Duration::ZERO, true);
-                    if !session.reply(redis::error_reply(&refusal.message)).await {
+                    if !session.reply(redis::error_reply(&refusal.message)).await || refusal.close {
                         break 'session;
                     }
                     continue;
