@@ -433,6 +433,64 @@ pub struct Route {
     /// after the listener's.
     #[serde(default)]
     pub filters: Vec<Spanned<filters::Filter>>,
+    /// HTTP: answer with a redirect made by the gateway (`Location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Spanned<Redirect>>,
+    /// HTTP: send to the cluster a request header names (`503 cluster not
+    /// found` when it is missing or names no cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_header: Option<Spanned<String>>,
+    /// HTTP: the upstream sees the path with the matched `path_prefix`
+    /// replaced by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<Spanned<String>>,
+    /// HTTP: the upstream sees the path with every match of `pattern`
+    /// replaced by `substitution` (`$1`, `${name}` for groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<Spanned<RegexRewrite>>,
+    /// HTTP: the upstream sees this `Host` (`:authority` for HTTP/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<Spanned<String>>,
+}
+
+/// `redirect: {host: new.example, status: 308}`: each part not given is the
+/// request's own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https` (default: the scheme the request came with).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Host name (default: the request's, without its port).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port (default: the request's, when it had one).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The whole path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Replace the route's matched `path_prefix` with this.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+    /// Drop the query string.
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+fn default_redirect_status() -> u16 {
+    301
+}
+
+/// `regex_rewrite: {pattern: "^/v(\\d+)/(.*)", substitution: "/api/$2?v=$1"}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
 }
 
 /// `subset_from_header: {header: x-version, label: version}`.

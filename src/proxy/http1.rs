@@ -18,6 +18,7 @@ use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::filters::chain::{Refusal, RefusalClass};
+use crate::filters::headers::{HeaderRules, edit_request, edit_response};
 use crate::net::deadline::HeadDeadline;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
@@ -27,6 +28,7 @@ use crate::upstream::{Cluster, Outcome};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
+use std::sync::Arc;
 
 mod to_h2;
 
@@ -277,6 +279,38 @@ async fn exchange(
             );
             return (local(head, down, &resp, &conn.metrics).await, false);
         }
+        Some(Action::Redirect(r)) => {
+            let scheme = if matches!(down.rd, ReadHalf::Tls(_)) {
+                "https"
+            } else {
+                "http"
+            };
+            let matched = path.unwrap_or(head.path());
+            let location = r.location(scheme, head.effective_host(), matched, head.query());
+            let location = String::from_utf8_lossy(&location);
+            let resp = http1::response(
+                r.status,
+                &[("Location", &location)],
+                b"",
+                !head.keep_alive(),
+            );
+            return (local(head, down, &resp, &conn.metrics).await, false);
+        }
+        Some(action @ Action::ClusterHeader { .. }) => match action.cluster_for(head) {
+            Some(c) => c.clone(),
+            None => {
+                return (
+                    local(
+                        head,
+                        down,
+                        &http1::error_response(503, "cluster not found", !head.keep_alive()),
+                        &conn.metrics,
+                    )
+                    .await,
+                    true,
+                );
+            }
+        },
         Some(action) => match action.cluster_for(head) {
             Some(c) => c.clone(),
             None => {
@@ -299,16 +333,62 @@ async fn exchange(
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
-    let forward_path =
-        path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized);
+    let rewrite = route.and_then(|r| r.rewrite.as_deref());
+    // A rewrite applies to the path the route matched on (normalised or not).
+    let rewritten = rewrite
+        .and_then(|r| r.path.as_ref())
+        .map(|p| p.apply(path.unwrap_or(head.path())));
+    let forward_path = rewritten
+        .as_deref()
+        .or(path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized));
+    // The copy goes to the path the upstream gets (header edits aside).
     if let Some(mirror) = conn.mirror(&mut permit) {
         mirror_copy(mirror, head, forward_path, &down.buf);
     }
+    let edits = Edits {
+        host: rewrite.and_then(|r| r.host.as_deref()),
+        headers: permit.headers(),
+        client: conn.client,
+    };
     if cluster.protocol == Some(UpstreamProtocol::Http2) {
-        return to_h2::forward(head, forward_path, down, &cluster, timeout, conn).await;
+        return to_h2::forward(head, forward_path, &edits, down, &cluster, timeout, conn).await;
     }
-    let outgoing = head.forwarded(forward_path);
-    forward(head, &outgoing, down, &cluster, timeout, conn).await
+    let outgoing = if edits.is_empty() {
+        head.forwarded(forward_path)
+    } else {
+        head.forwarded_with(forward_path, |fields| {
+            if let Some(host) = edits.host {
+                fields.set(b"Host", host);
+            }
+            edit_request(edits.headers, fields, edits.client);
+        })
+    };
+    forward(
+        head,
+        &outgoing,
+        edits.headers,
+        down,
+        &cluster,
+        timeout,
+        conn,
+    )
+    .await
+}
+
+/// What the route and the filters change in a request going upstream and
+/// in its response.
+pub(super) struct Edits<'a> {
+    /// `host_rewrite`.
+    pub(super) host: Option<&'a [u8]>,
+    /// The rules of the `headers` filters the request passed.
+    pub(super) headers: &'a [Arc<HeaderRules>],
+    pub(super) client: std::net::IpAddr,
+}
+
+impl Edits<'_> {
+    fn is_empty(&self) -> bool {
+        self.host.is_none() && self.headers.is_empty()
+    }
 }
 
 /// Hand a copy of the request to `mirror` when its whole body is in `buf`
@@ -521,6 +601,7 @@ pub(super) fn answer_to(head: &RequestHead, resp: &Bytes) -> Bytes {
 async fn forward(
     head: &RequestHead,
     outgoing: &Bytes,
+    response_edits: &[Arc<HeaderRules>],
     down: &mut Downstream,
     cluster: &Cluster,
     timeout: Duration,
@@ -570,6 +651,7 @@ async fn forward(
                     tunnel_request: connect,
                     answered: &answered,
                     status: &status,
+                    edits: response_edits,
                 },
                 timeout,
                 &conn.metrics,
@@ -734,6 +816,8 @@ struct Client<'a> {
     answered: &'a std::sync::atomic::AtomicBool,
     /// The final response's status, once its head came (outlier detection).
     status: &'a std::sync::atomic::AtomicU16,
+    /// The `headers` filters' rules for the final response head.
+    edits: &'a [Arc<HeaderRules>],
 }
 
 /// Read the response (interim ones too) and pass it to the client as it comes.
@@ -776,11 +860,18 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         .status
                         .store(h.status(), std::sync::atomic::Ordering::Relaxed);
                     let keep = h.keep_alive() && client.keep_alive;
-                    out.extend_from_slice(&h.forwarded(match (keep, client.version) {
+                    let says = match (keep, client.version) {
                         (false, _) => ClientConnection::Close,
                         (true, http1::Version::Http10) => ClientConnection::KeepAlive,
                         (true, http1::Version::Http11) => ClientConnection::Persistent,
-                    }));
+                    };
+                    if client.edits.is_empty() {
+                        out.extend_from_slice(&h.forwarded(says));
+                    } else {
+                        out.extend_from_slice(
+                            &h.forwarded_with(says, |f| edit_response(client.edits, f)),
+                        );
+                    }
                     {
                         // 101, or a 2xx to CONNECT: the connection becomes a tunnel.
                         let upgraded = h.status() == 101

@@ -45,6 +45,7 @@ use super::{Conn, drained};
 use crate::config::UpstreamProtocol;
 use crate::error::{Error, ErrorKind};
 use crate::filters::chain::{Refusal, RefusalClass};
+use crate::filters::headers::{HeaderRules, edit_request, edit_response};
 use crate::net::stream::Stream;
 use crate::router::Action;
 use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome};
@@ -248,6 +249,8 @@ pub(crate) enum Failure {
     UpstreamError,
     Timeout,
     Unsupported,
+    /// A `cluster_header` route's header is missing or names no cluster.
+    ClusterNotFound,
 }
 
 impl Failure {
@@ -271,6 +274,7 @@ impl Failure {
             Failure::UpstreamError => (502, "upstream connection error"),
             Failure::Timeout => (504, "upstream request timeout"),
             Failure::Unsupported => (501, "not supported over HTTP/2"),
+            Failure::ClusterNotFound => (503, "cluster not found"),
         }
     }
 
@@ -324,10 +328,29 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             answer(&mut respond, grpc, Failure::Unsupported, None);
             return true;
         }
+        Action::Redirect(r) => {
+            let scheme = parts.uri.scheme_str().unwrap_or("http");
+            let host = head.get(&Field::Host);
+            let matched = head.path.unwrap_or(parts.uri.path().as_bytes());
+            let query = parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let location = r.location(scheme, host, matched, query.as_bytes());
+            redirect(&mut respond, r.status, &location);
+            drain_unread(body).await;
+            return false;
+        }
         action => match action.cluster_for(&head) {
             Some(c) => c.clone(),
             None => {
-                answer(&mut respond, grpc, Failure::NoCluster, None);
+                let failure = match action {
+                    Action::ClusterHeader { .. } => Failure::ClusterNotFound,
+                    _ => Failure::NoCluster,
+                };
+                answer(&mut respond, grpc, failure, None);
+                drain_unread(body).await;
                 return true;
             }
         },
@@ -346,11 +369,38 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let hosts = cluster.hosts_for(&head);
+    if let Some(rewrite) = route.rewrite.as_deref() {
+        // A rewrite applies to the path the route matched on.
+        let path = rewrite
+            .path
+            .as_ref()
+            .map(|p| p.apply(head.path.unwrap_or(parts.uri.path().as_bytes())));
+        let applied = path
+            .map_or(Ok(()), |p| set_path(&mut parts.uri, &p))
+            .and_then(|()| {
+                rewrite.host.as_ref().map_or(Ok(()), |h| {
+                    if let Ok(v) = HeaderValue::from_bytes(h)
+                        && parts.headers.contains_key(header::HOST)
+                    {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                    set_authority(&mut parts.uri, h)
+                })
+            });
+        if applied.is_err() {
+            let text = Bytes::from_static(b"the rewritten request target is not valid\n");
+            direct(&mut respond, 500, "text/plain; charset=utf-8", text);
+            drain_unread(body).await;
+            return true;
+        }
+    }
+    edit_request(permit.headers(), &mut parts.headers, sh.conn.client);
     let up = Upstream {
         cluster: &cluster,
         hosts,
         deadline,
         grpc,
+        edits: permit.headers(),
     };
     match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
         UpstreamProtocol::Http2 => forward_h2(up, &parts, body, respond).await,
@@ -392,6 +442,8 @@ struct Upstream<'a> {
     hosts: HostOrder<'a>,
     deadline: tokio::time::Instant,
     grpc: bool,
+    /// The `headers` filters' rules for the response.
+    edits: &'a [Arc<HeaderRules>],
 }
 
 impl Upstream<'_> {
@@ -518,6 +570,45 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A redirect from the gateway: `status` with `Location`, no body.
+fn redirect(respond: &mut SendResponse<Bytes>, status: u16, location: &[u8]) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_bytes(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    let _ = respond.send_response(resp, true);
+}
+
+/// Put `path` (keeping the query) into `uri`.
+fn set_path(uri: &mut Uri, path: &[u8]) -> Result<(), ()> {
+    let mut pq = path.to_vec();
+    if let Some(q) = uri.query() {
+        pq.push(b'?');
+        pq.extend_from_slice(q.as_bytes());
+    }
+    let mut p = std::mem::take(uri).into_parts();
+    p.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).map_err(|_| ())?);
+    *uri = Uri::from_parts(p).map_err(|_| ())?;
+    Ok(())
+}
+
+/// Put `host` into `uri` as its authority (`:authority` upstream).
+pub(crate) fn set_authority(uri: &mut Uri, host: &[u8]) -> Result<(), ()> {
+    let mut p = std::mem::take(uri).into_parts();
+    p.authority = Some(http::uri::Authority::try_from(host).map_err(|_| ())?);
+    if p.scheme.is_none() {
+        p.scheme = Some(http::uri::Scheme::HTTP);
+    }
+    if p.path_and_query.is_none() {
+        p.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *uri = Uri::from_parts(p).map_err(|_| ())?;
+    Ok(())
 }
 
 /// A complete response from the gateway.
@@ -780,6 +871,7 @@ async fn relay_h2(
     let mut out = Response::new(());
     *out.status_mut() = head.status;
     *out.headers_mut() = head.headers;
+    edit_response(up.edits, out.headers_mut());
     let mut down_send = match respond.send_response(out, resp_body.is_end_stream()) {
         Ok(s) => s,
         Err(e) => {
@@ -909,6 +1001,7 @@ async fn forward_h1(
         let mut out = Response::new(());
         *out.status_mut() = head.status;
         *out.headers_mut() = strip_hop_by_hop(head.headers);
+        edit_response(up.edits, out.headers_mut());
         let eos = resp_body.is_end_stream();
         let mut down_send = match respond.send_response(out, eos) {
             Ok(s) => s,

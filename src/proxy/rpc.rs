@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
 use crate::filters::chain::RefusalClass;
+use crate::filters::headers::edit_request;
 use crate::net::stream::Stream;
 use crate::router::Action;
 use crate::stream::multiplex::{
@@ -151,6 +152,14 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     let _ = reply_tx.send(refuse(MuxError::Unavailable, &message)).await;
                 }
                 continue;
+            };
+            let frame = match permit.headers() {
+                [] => frame,
+                rules => {
+                    let client = conn.client;
+                    P::with_headers(&frame, &mut |fields| edit_request(rules, fields, client))
+                        .unwrap_or(frame)
+                }
             };
             let mut up = up;
             let mut outgoing = Outgoing {
@@ -442,6 +451,20 @@ impl MuxProtocol for Dubbo {
     const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Dubbo;
     const MAX_ID: u64 = u64::MAX - 1;
     type Frame = dubbo::Frame;
+
+    fn with_headers(
+        f: &dubbo::Frame,
+        edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<dubbo::Frame> {
+        match dubbo::with_attachments(f, |fields| edit(fields)) {
+            Ok(Some(wire)) => dubbo::Frame::parse(wire).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "attachments not edited");
+                None
+            }
+        }
+    }
     type Decoder = dubbo::Decoder;
 
     fn decoder() -> Self::Decoder {
@@ -521,6 +544,24 @@ impl MuxProtocol for Dubbo {
 pub struct Bolt;
 
 impl MuxProtocol for Bolt {
+    fn with_headers(
+        f: &bolt::Frame,
+        edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<bolt::Frame> {
+        if !f.is_request() || f.is_heartbeat() {
+            return None;
+        }
+        let mut fields = switchyard_codecs::fields::FieldList::default();
+        for entry in f.header_map() {
+            // A null value or a header that is not a simple map: left alone.
+            let (k, v) = entry.ok()?;
+            fields.push(k, v?);
+        }
+        edit(&mut fields);
+        let header = bolt::encode_header_map(fields.iter().map(|(k, v)| (k, Some(v))));
+        bolt::Frame::parse(bolt::with_header(f, &header)?).ok()
+    }
+
     const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Bolt;
     const MAX_ID: u64 = u32::MAX as u64;
     type Frame = bolt::Frame;

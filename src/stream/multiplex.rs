@@ -104,6 +104,15 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn server_error(_frame: &Self::Frame) -> bool {
         false
     }
+    /// The request with its headers (Dubbo attachments, Bolt header map)
+    /// edited by `edit` (the `headers` filter); `None` when it has none to
+    /// edit, or they cannot be read, and goes as it came.
+    fn with_headers(
+        _frame: &Self::Frame,
+        _edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<Self::Frame> {
+        None
+    }
 }
 
 /// How a request a connection carried ended, for the host's outlier detection.

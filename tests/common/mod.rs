@@ -360,6 +360,28 @@ impl Nginx {
         )
     }
 
+    /// Answer every request with `<name> <request_uri> <host>` and the
+    /// request's `x-env`, `x-tag`, `x-internal`, `x-forwarded-for` and
+    /// `x-request-id` (one per line, `-` when absent), plus an `X-Upstream:
+    /// <name>` response header: what a request looked like when it came.
+    /// `h2c`: over HTTP/2 with prior knowledge.
+    pub fn start_echo(name: &str, h2c: bool) -> Self {
+        Self::start_with(
+            &[],
+            if h2c { " http2" } else { "" },
+            "keepalive_requests 10000; map $http_x_env $env { \"\" -; default $http_x_env; } \
+             map $http_x_tag $tag { \"\" -; default $http_x_tag; } \
+             map $http_x_internal $internal { \"\" -; default $http_x_internal; } \
+             map $http_x_forwarded_for $xff { \"\" -; default $http_x_forwarded_for; } \
+             map $http_x_request_id $rid { \"\" -; default $http_x_request_id; }",
+            &format!(
+                "default_type text/plain; add_header X-Upstream {name} always; \
+                 return 200 \"{name} $request_uri $http_host\nx-env: $env\nx-tag: $tag\n\
+                 x-internal: $internal\nx-forwarded-for: $xff\nx-request-id: $rid\n\";"
+            ),
+        )
+    }
+
     /// `listen` gets `listen_opts` after the address; `extra` goes into
     /// `http {}`, `location` into `location / {}`.
     fn start_with(files: &[(&str, &[u8])], listen_opts: &str, extra: &str, location: &str) -> Self {

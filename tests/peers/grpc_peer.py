@@ -10,6 +10,8 @@ without generated code: methods take and return raw bytes.
           Chat(stream)    -> one response per request, b"re:" + request,
                              each sent as soon as its request arrives
           Whoami(_)       -> the server's port
+          Metadata(b"NAME") -> the request's metadata NAME (values joined
+                             with ","), or b"-" without it
           SetServing(b"0" or b"1") -> what grpc.health.v1.Health/Check
                              answers from now on: NOT_SERVING or SERVING
         and grpc.health.v1.Health/Check (SERVING until SetServing says not)
@@ -50,6 +52,12 @@ def chat(requests, context):
         yield b"re:" + r
 
 
+def metadata(request, context):
+    name = request.decode()
+    values = [v for k, v in context.invocation_metadata() if k == name]
+    return ",".join(values).encode() if values else b"-"
+
+
 SERVING = [True]
 
 
@@ -67,6 +75,7 @@ def serve(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handlers = {
         "Whoami": grpc.unary_unary_rpc_method_handler(lambda r, c: str(port).encode()),
+        "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
         "SetServing": grpc.unary_unary_rpc_method_handler(set_serving),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
