@@ -177,7 +177,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if cl
             .circuit_breakers
             .as_ref()
-            .is_some_and(|b| b.max_requests == 0)
+            .is_some_and(|b| b.max_requests == Some(0))
         {
             c.at(
                 cl.name.referenced,
@@ -291,6 +291,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             for (i, r) in v.routes.iter().enumerate() {
                 let rfield = format!("{vfield}.routes[{i}]");
                 validate_filters(&mut c, &r.filters, &format!("{rfield}.filters"), &clusters);
+                if let Some(retry) = &r.retry {
+                    validate_retry(&mut c, retry, &format!("{rfield}.retry"));
+                }
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some())
@@ -621,6 +624,70 @@ fn validate_subset(
 }
 
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
+/// Values of a route's retry policy that parse but cannot work.
+fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &str) {
+    use super::RetryOn;
+    let at = retry.referenced;
+    let r = &retry.value;
+    let mut bad = |what: &str, message: String, hint: &str| {
+        c.at(at, format!("{field}.{what}"), message, Some(hint));
+    };
+    if r.retry_on.is_empty() {
+        bad(
+            "retry_on",
+            "no failure is listed, so nothing is retried".into(),
+            "list e.g. `retry_on: [connect_failure, gateway_error]`, or remove `retry`",
+        );
+    }
+    let by_status = r.retry_on.contains(&RetryOn::RetriableStatus);
+    if by_status && r.retriable_statuses.is_empty() {
+        bad(
+            "retriable_statuses",
+            "`retriable_status` is in retry_on but no status is listed".into(),
+            "list the HTTP statuses to retry, e.g. `retriable_statuses: [503]`",
+        );
+    }
+    if !by_status && !r.retriable_statuses.is_empty() {
+        bad(
+            "retry_on",
+            "retriable_statuses is set but `retriable_status` is not in retry_on".into(),
+            "add `retriable_status` to retry_on, or remove retriable_statuses",
+        );
+    }
+    if let Some(s) = r
+        .retriable_statuses
+        .iter()
+        .find(|s| !(100..=599).contains(*s))
+    {
+        bad(
+            "retriable_statuses",
+            format!("{s} is not an HTTP status"),
+            "give statuses in 100..=599, e.g. `[503]`",
+        );
+    }
+    if r.num_retries == 0 || r.num_retries > 10 {
+        bad(
+            "num_retries",
+            format!("{} retries is out of range", r.num_retries),
+            "give 1..=10 (default 1); remove `retry` for none",
+        );
+    }
+    if r.per_try_timeout.is_some_and(|t| t.get().is_zero()) {
+        bad(
+            "per_try_timeout",
+            "a per-try timeout of 0 fails every try".into(),
+            "leave it out (the route's timeout) or give e.g. `500ms`",
+        );
+    }
+    if r.backoff.max.is_some_and(|m| m < r.backoff.base) {
+        bad(
+            "backoff.max",
+            "the most backoff is less than its base".into(),
+            "give `max` at least `base` (e.g. `{base: 25ms, max: 250ms}`)",
+        );
+    }
+}
+
 /// Values of stream filters that parse but cannot work.
 fn validate_filters(
     c: &mut Checker,
