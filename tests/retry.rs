@@ -147,3 +147,144 @@ fn max_retries_breaker_lets_the_failed_answer_through_and_counts_it() {
         4.0
     );
 }
+
+// ---------------------------------------------------------------------------
+// gRPC (HTTP/2): grpcio servers and the grpcio client (tests/peers/grpc_peer.py)
+
+fn grpc_python() -> std::path::PathBuf {
+    let python = require("python3");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the Python grpcio package is missing: `python3 -m pip install grpcio` (.ci/run does)"
+    );
+    python
+}
+
+fn grpc_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/grpc_peer.py")
+}
+
+/// A grpcio server (`mode` "" or "unavailable"), killed on drop.
+struct GrpcServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GrpcServer {
+    fn start(mode: &str) -> Self {
+        let port = free_port();
+        let mut child = std::process::Command::new(grpc_python())
+            .arg(grpc_script())
+            .args(["server", &port.to_string(), mode])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn grpc_peer.py server");
+        wait_for(
+            "the grpcio server",
+            std::time::Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("grpc_peer.py server exited with {status}");
+                }
+                std::net::TcpStream::connect(local(port)).ok()
+            },
+        );
+        GrpcServer { child, port }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        local(self.port)
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One grpcio unary call of `method`: the JSON line `grpc_peer.py call` prints.
+fn grpc_call(target: SocketAddr, method: &str, arg: &str) -> String {
+    let out = run_ok(
+        std::process::Command::new(grpc_python())
+            .arg(grpc_script())
+            .args(["call", &target.to_string(), method, arg, "20"]),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The JSON string value right after `key` (which ends with its opening quote).
+fn json_str<'a>(out: &'a str, key: &str) -> &'a str {
+    let rest = out.split_once(key).map_or("", |(_, r)| r);
+    rest.split('"').next().unwrap_or("")
+}
+
+/// A gateway taking h2c on one listener, to an HTTP/2 cluster of `hosts`
+/// (round robin, no failover) with `retry: {retry}` on every route.
+fn h2_gateway(hosts: &[SocketAddr], retry: &str) -> Gateway {
+    let ports = Ports::new();
+    let hosts: Vec<String> = hosts.iter().map(|a| format!("\"{a}\"")).collect();
+    Gateway::start(&format!(
+        "admin:\n  address: 127.0.0.1:{admin}\n\
+         listeners:\n  - name: front\n    address: 127.0.0.1:{listen}\n    protocols: [http2]\n    route_table: all\n\
+         route_tables:\n  - name: all\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n\
+         \x20         - {{cluster: up, retry: {{{retry}}}}}\n\
+         clusters:\n  - {{name: up, protocol: http2, failover: false, hosts: [{hosts}]}}\n",
+        admin = ports.admin,
+        listen = ports.listen,
+        hosts = hosts.join(", "),
+    ))
+}
+
+#[test]
+fn grpc_unavailable_is_retried_on_the_other_host_only_when_idempotent() {
+    let bad = GrpcServer::start("unavailable");
+    let good = GrpcServer::start("");
+    let seen = || -> usize {
+        let out = grpc_call(bad.addr(), "Count", "");
+        json_str(&out, "\"responses\": [\"")
+            .parse()
+            .unwrap_or_else(|_| panic!("{out}"))
+    };
+    let policy = "retry_on: [unavailable], backoff: {base: 1ms}";
+
+    // Not idempotent: a gRPC call is never re-sent, the client sees UNAVAILABLE.
+    let gw = h2_gateway(&[bad.addr(), good.addr()], policy);
+    let codes: Vec<String> = (0..4)
+        .map(|i| {
+            let out = grpc_call(gw.addr(), "Unary", &format!("x{i}"));
+            json_str(&out, "\"code\": \"").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| *c == "UNAVAILABLE").count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(seen(), 2);
+    assert_eq!(retries(&gw, "grpc_status"), 0.0);
+    drop(gw);
+
+    // idempotent: true: retried on the other host, every call is OK.
+    let gw = h2_gateway(
+        &[bad.addr(), good.addr()],
+        &format!("{policy}, idempotent: true"),
+    );
+    for i in 0..4 {
+        let out = grpc_call(gw.addr(), "Unary", &format!("y{i}"));
+        assert!(
+            out.starts_with(&format!(
+                "{{\"code\": \"OK\", \"details\": null, \"responses\": [\"echo:y{i}\"]"
+            )),
+            "{out}"
+        );
+    }
+    assert_eq!(seen(), 4, "the failing host saw each retried call once");
+    assert_eq!(retries(&gw, "grpc_status"), 2.0);
+}
