@@ -288,3 +288,58 @@ fn grpc_unavailable_is_retried_on_the_other_host_only_when_idempotent() {
     assert_eq!(seen(), 4, "the failing host saw each retried call once");
     assert_eq!(retries(&gw, "grpc_status"), 2.0);
 }
+
+// ---------------------------------------------------------------------------
+// Bolt: Node sofa-rpc-node servers and client (tests/peers/rpc/peer.js)
+
+/// A gateway taking Bolt, to cluster `up` of `hosts` (round robin, no
+/// failover) with `retry: {retry}`.
+fn bolt_gateway(hosts: &[SocketAddr], retry: &str) -> Gateway {
+    let ports = Ports::new();
+    let hosts: Vec<String> = hosts.iter().map(|a| format!("\"{a}\"")).collect();
+    Gateway::start(&format!(
+        "admin:\n  address: 127.0.0.1:{admin}\n\
+         listeners:\n  - name: front\n    address: 127.0.0.1:{listen}\n    protocols: [bolt]\n    route_table: all\n\
+         route_tables:\n  - name: all\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n\
+         \x20         - {{cluster: up, retry: {{{retry}}}}}\n\
+         clusters:\n  - {{name: up, failover: false, hosts: [{hosts}]}}\n",
+        admin = ports.admin,
+        listen = ports.listen,
+        hosts = hosts.join(", "),
+    ))
+}
+
+#[test]
+fn bolt_server_exception_is_retried_on_the_other_host_only_when_idempotent() {
+    let bad = RpcServer::start_failing(RpcKind::Bolt);
+    let good = RpcServer::start(RpcKind::Bolt);
+    let policy = "retry_on: [server_error], backoff: {base: 1ms}";
+    // One call after the other: round robin alternates the first tries.
+    let mut args = vec!["1", "com.example.Other.whoami"];
+    for _ in 1..6 {
+        args.extend(["--then", "1", "com.example.Other.whoami"]);
+    }
+    let timeout = std::time::Duration::from_secs(20);
+
+    let gw = bolt_gateway(&[bad.addr(), good.addr()], policy);
+    let run = rpc_client(gw.addr(), RpcKind::Bolt, timeout, &args);
+    let errors: usize = run.steps.iter().map(|s| s.errors).sum();
+    assert_eq!(
+        errors, 3,
+        "not idempotent: the server's exception reaches the client"
+    );
+    assert_eq!(retries(&gw, "server_error"), 0.0);
+    drop(gw);
+
+    let gw = bolt_gateway(
+        &[bad.addr(), good.addr()],
+        &format!("{policy}, idempotent: true"),
+    );
+    let run = rpc_client(gw.addr(), RpcKind::Bolt, timeout, &args);
+    let good_port = good.port.to_string();
+    for (i, s) in run.steps.iter().enumerate() {
+        assert_eq!(s.errors, 0, "call {i}: {:?}", s.messages);
+        assert_eq!(s.values, [Some(good_port.clone())], "call {i}");
+    }
+    assert_eq!(retries(&gw, "server_error"), 3.0);
+}

@@ -309,7 +309,7 @@ async fn exchange(
         return to_h2::forward(head, forward_path, down, &cluster, timeout, conn).await;
     }
     let outgoing = head.forwarded(forward_path);
-    let retry = route.and_then(|r| r.retry.as_ref());
+    let retry = route.and_then(|r| r.retry.as_deref());
     forward(head, &outgoing, down, &cluster, timeout, retry, conn).await
 }
 

@@ -43,7 +43,7 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Re-send failed requests (`None`: no retry; a route without one costs
     /// the drivers a branch).
-    pub retry: Option<crate::upstream::RetryPolicy>,
+    pub retry: Option<Arc<crate::upstream::RetryPolicy>>,
     /// MySQL read/write split: where plain reads go (`None`: the action's cluster).
     pub read_cluster: Option<Arc<Cluster>>,
     /// Stream filters of this route (after the listener's).
@@ -410,7 +410,7 @@ fn compile_route(
         retry: r
             .retry
             .as_ref()
-            .map(|p| crate::upstream::RetryPolicy::new(&p.value)),
+            .map(|p| Arc::new(crate::upstream::RetryPolicy::new(&p.value))),
         read_cluster: r.read_cluster.as_ref().and_then(|c| lookup(&c.value)),
     }
 }

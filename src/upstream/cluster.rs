@@ -433,6 +433,16 @@ impl Cluster {
         }
     }
 
+    /// The host a retry after host `tried` goes to: the next available one
+    /// in turn (without a new balancer pick), else `tried` itself.
+    pub fn next_after(&self, tried: usize) -> usize {
+        let n = self.hosts.len();
+        (1..n)
+            .map(|k| (tried + k) % n)
+            .find(|h| self.host_available(*h))
+            .unwrap_or(tried)
+    }
+
     /// Whether a failed connect falls back to the next host (`failover`).
     pub fn fails_over(&self) -> bool {
         self.failover
