@@ -1021,6 +1021,50 @@ clusters:
     }
 
     #[test]
+    fn reports_retry_mistakes_with_field_and_fix() {
+        let good = GOOD.replace(
+            "            cluster: cache\n",
+            "            cluster: cache\n            retry: {retry_on: [retriable_status], retriable_statuses: [503], num_retries: 2}\n",
+        ).replace("    hosts: [", "    circuit_breakers: {max_retries: 0}\n    hosts: [");
+        let c = load_str(&good, "good.yaml").unwrap();
+        let retry = c.route_tables[0].virtual_hosts[0].routes[0]
+            .retry
+            .as_ref()
+            .unwrap();
+        assert_eq!(retry.value.num_retries, 2);
+        let breakers = c.clusters[0].circuit_breakers.as_ref().unwrap();
+        assert_eq!(
+            (breakers.max_requests, breakers.max_retries),
+            (None, Some(0))
+        );
+        let bad = good
+            .replace(
+                "retriable_statuses: [503]",
+                "retriable_statuses: [], per_try_timeout: 0s",
+            )
+            .replace(
+                "num_retries: 2",
+                "num_retries: 0, backoff: {base: 1s, max: 10ms}",
+            );
+        let text = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "routes[0].retry.retriable_statuses: `retriable_status` is in retry_on but no status is listed",
+            "routes[0].retry.num_retries: 0 retries is out of range",
+            "routes[0].retry.per_try_timeout: a per-try timeout of 0 fails every try",
+            "routes[0].retry.backoff.max: the most backoff is less than its base",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let none = good.replace("retry_on: [retriable_status]", "retry_on: []");
+        let text = load_str(&none, "bad.yaml").unwrap_err().to_string();
+        assert!(
+            text.contains("retry.retry_on: no failure is listed"),
+            "{text}"
+        );
+        assert!(text.contains("retriable_statuses is set but"), "{text}");
+    }
+
+    #[test]
     fn accepts_a_good_config_with_defaults() {
         let c = load_str(GOOD, "good.yaml").unwrap();
         assert_eq!(c.listeners[0].enabled_protocols().len(), 2);
