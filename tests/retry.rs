@@ -146,6 +146,12 @@ fn max_retries_breaker_lets_the_failed_answer_through_and_counts_it() {
         ),
         4.0
     );
+    let (status, body) = http_get(gw.admin, "/clusters").expect("admin /clusters");
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).expect("/clusters is JSON");
+    let up = &all["clusters"][0];
+    assert_eq!(up["max_retries"], 0, "{body}");
+    assert_eq!(up["retries_in_flight"], 0, "{body}");
 }
 
 // ---------------------------------------------------------------------------

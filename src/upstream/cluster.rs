@@ -115,6 +115,9 @@ pub struct ClusterReport {
     /// The `max_requests` circuit breaker and the requests it counts now.
     pub max_requests: Option<usize>,
     pub requests_in_flight: Option<usize>,
+    /// The `max_retries` circuit breaker and the retries in flight now.
+    pub max_retries: Option<usize>,
+    pub retries_in_flight: usize,
     pub hosts: Vec<HostReport>,
 }
 
@@ -407,6 +410,8 @@ impl Cluster {
             outlier_detection: self.health.outlier.is_some(),
             max_requests: self.breaker.as_ref().map(|b| b.max()),
             requests_in_flight: self.breaker.as_ref().map(|b| b.in_flight()),
+            max_retries: self.retry_budget.max(),
+            retries_in_flight: self.retry_budget.in_flight(),
             hosts,
         }
     }

@@ -193,6 +193,11 @@ impl RetryBudget {
         })
     }
 
+    /// The limit (`None`: none).
+    pub fn max(&self) -> Option<usize> {
+        self.max
+    }
+
     /// Retries in flight now.
     pub fn in_flight(&self) -> usize {
         self.now.load(Ordering::Relaxed)
