@@ -124,6 +124,49 @@ fn connect_failure_is_retried_on_the_other_host_even_for_posts() {
 }
 
 #[test]
+fn resets_and_per_try_timeouts_are_retried_on_the_other_host() {
+    let good = HttpUpstream::start();
+    // A host that accepts and closes at once (a reset before any answer)...
+    let closing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in closing.incoming() {
+            drop(s);
+        }
+    });
+    // ...and one whose kernel completes connects that nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = gateway(
+        &[closing_addr, good.addr()],
+        "retry_on: [reset], backoff: {base: 1ms}",
+        "",
+    );
+    for i in 0..4 {
+        let (status, body) = request(gw.addr(), "GET", "/hello", "");
+        assert_eq!(status, 200, "GET {i}: {body}");
+    }
+    assert_eq!(retries(&gw, "reset"), 2.0);
+    drop(gw);
+
+    let gw = gateway(
+        &[silent.local_addr().unwrap(), good.addr()],
+        "retry_on: [timeout], per_try_timeout: 300ms, backoff: {base: 1ms}",
+        "",
+    );
+    for i in 0..4 {
+        let (status, body) = request(gw.addr(), "GET", "/hello", "");
+        assert_eq!(status, 200, "GET {i}: {body}");
+    }
+    assert_eq!(retries(&gw, "timeout"), 2.0);
+    // A POST is not re-sent after its try timed out: the client gets 504.
+    let statuses: Vec<u16> = (0..2)
+        .map(|i| request(gw.addr(), "POST", "/echo", &format!("p{i}")).0)
+        .collect();
+    assert!(statuses.contains(&504), "{statuses:?}");
+    assert_eq!(retries(&gw, "timeout"), 2.0);
+}
+
+#[test]
 fn max_retries_breaker_lets_the_failed_answer_through_and_counts_it() {
     let bad = Nginx::start_answering_logged(503);
     let good = HttpUpstream::start();

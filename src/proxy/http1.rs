@@ -754,7 +754,19 @@ async fn forward(
                     _ => (502, "upstream connection error"),
                 };
                 let text = format!("{what} (cluster {})", cluster.name);
-                let after = if body_complete {
+                let after = if body_complete && head.has_body() {
+                    // The body was read (sent upstream): answer at once,
+                    // without waiting for a body to skip.
+                    let keep = head.keep_alive();
+                    let resp = answer_to(head, &http1::error_response(status, &text, !keep));
+                    match down.wr.write_all(&resp).await {
+                        Ok(()) => {
+                            conn.metrics.bytes_out.increment(resp.len() as u64);
+                            if keep { After::KeepAlive } else { After::Close }
+                        }
+                        Err(_) => After::Close,
+                    }
+                } else if body_complete {
                     fail(head, down, status, &text, &conn.metrics).await
                 } else {
                     let resp = answer_to(head, &http1::error_response(status, &text, true));
