@@ -392,3 +392,33 @@ fn bolt_server_exception_is_retried_on_the_other_host_only_when_idempotent() {
     }
     assert_eq!(retries(&gw, "server_error"), 3.0);
 }
+
+#[test]
+fn max_retries_bounds_the_retries_in_flight_across_requests() {
+    let bad = Nginx::start_answering_logged(503);
+    let good = HttpUpstream::start();
+    let gw = gateway(
+        &[bad.addr(), good.addr()],
+        "retry_on: [retriable_status], retriable_statuses: [503], backoff: {base: 1ms}",
+        ", circuit_breakers: {max_retries: 1}",
+    );
+    // Four requests at once: two first tries get the 503 host. The first
+    // retry holds the one place while the good host sleeps on it for
+    // seconds, so the other finds the breaker full and its 503 goes out.
+    let addr = gw.addr();
+    let threads: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/slow/4000", "").0))
+        .collect();
+    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    assert_eq!(bad.requests(), 2);
+    assert_eq!(retries(&gw, "status"), 1.0);
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_overflow_total",
+            &[("cluster", "up"), ("breaker", "max_retries")]
+        ),
+        1.0
+    );
+}
