@@ -623,7 +623,6 @@ fn validate_subset(
     }
 }
 
-/// MySQL listeners, users, query rules, read clusters and backend credentials.
 /// Values of a route's retry policy that parse but cannot work.
 fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &str) {
     use super::RetryOn;
@@ -688,6 +687,7 @@ fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &
     }
 }
 
+/// MySQL listeners, users, query rules, read clusters and backend credentials.
 /// Values of stream filters that parse but cannot work.
 fn validate_filters(
     c: &mut Checker,
