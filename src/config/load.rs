@@ -177,7 +177,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if cl
             .circuit_breakers
             .as_ref()
-            .is_some_and(|b| b.max_requests == 0)
+            .is_some_and(|b| b.max_requests == Some(0))
         {
             c.at(
                 cl.name.referenced,
@@ -304,6 +304,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     &clusters,
                     &serves,
                 );
+                if let Some(retry) = &r.retry {
+                    validate_retry(&mut c, retry, &format!("{rfield}.retry"));
+                }
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some())
@@ -633,6 +636,70 @@ fn validate_subset(
                 Some(&labels()),
             );
         }
+    }
+}
+
+/// Values of a route's retry policy that parse but cannot work.
+fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &str) {
+    use super::RetryOn;
+    let at = retry.referenced;
+    let r = &retry.value;
+    let mut bad = |what: &str, message: String, hint: &str| {
+        c.at(at, format!("{field}.{what}"), message, Some(hint));
+    };
+    if r.retry_on.is_empty() {
+        bad(
+            "retry_on",
+            "no failure is listed, so nothing is retried".into(),
+            "list e.g. `retry_on: [connect_failure, gateway_error]`, or remove `retry`",
+        );
+    }
+    let by_status = r.retry_on.contains(&RetryOn::RetriableStatus);
+    if by_status && r.retriable_statuses.is_empty() {
+        bad(
+            "retriable_statuses",
+            "`retriable_status` is in retry_on but no status is listed".into(),
+            "list the HTTP statuses to retry, e.g. `retriable_statuses: [503]`",
+        );
+    }
+    if !by_status && !r.retriable_statuses.is_empty() {
+        bad(
+            "retry_on",
+            "retriable_statuses is set but `retriable_status` is not in retry_on".into(),
+            "add `retriable_status` to retry_on, or remove retriable_statuses",
+        );
+    }
+    if let Some(s) = r
+        .retriable_statuses
+        .iter()
+        .find(|s| !(100..=599).contains(*s))
+    {
+        bad(
+            "retriable_statuses",
+            format!("{s} is not an HTTP status"),
+            "give statuses in 100..=599, e.g. `[503]`",
+        );
+    }
+    if r.num_retries == 0 || r.num_retries > 10 {
+        bad(
+            "num_retries",
+            format!("{} retries is out of range", r.num_retries),
+            "give 1..=10 (default 1); remove `retry` for none",
+        );
+    }
+    if r.per_try_timeout.is_some_and(|t| t.get().is_zero()) {
+        bad(
+            "per_try_timeout",
+            "a per-try timeout of 0 fails every try".into(),
+            "leave it out (the route's timeout) or give e.g. `500ms`",
+        );
+    }
+    if r.backoff.max.is_some_and(|m| m < r.backoff.base) {
+        bad(
+            "backoff.max",
+            "the most backoff is less than its base".into(),
+            "give `max` at least `base` (e.g. `{base: 25ms, max: 250ms}`)",
+        );
     }
 }
 
@@ -1226,6 +1293,50 @@ clusters:
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
         assert!(text.starts_with("bad.yaml:"), "{text}");
+    }
+
+    #[test]
+    fn reports_retry_mistakes_with_field_and_fix() {
+        let good = GOOD.replace(
+            "            cluster: cache\n",
+            "            cluster: cache\n            retry: {retry_on: [retriable_status], retriable_statuses: [503], num_retries: 2}\n",
+        ).replace("    hosts: [", "    circuit_breakers: {max_retries: 0}\n    hosts: [");
+        let c = load_str(&good, "good.yaml").unwrap();
+        let retry = c.route_tables[0].virtual_hosts[0].routes[0]
+            .retry
+            .as_ref()
+            .unwrap();
+        assert_eq!(retry.value.num_retries, 2);
+        let breakers = c.clusters[0].circuit_breakers.as_ref().unwrap();
+        assert_eq!(
+            (breakers.max_requests, breakers.max_retries),
+            (None, Some(0))
+        );
+        let bad = good
+            .replace(
+                "retriable_statuses: [503]",
+                "retriable_statuses: [], per_try_timeout: 0s",
+            )
+            .replace(
+                "num_retries: 2",
+                "num_retries: 0, backoff: {base: 1s, max: 10ms}",
+            );
+        let text = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "routes[0].retry.retriable_statuses: `retriable_status` is in retry_on but no status is listed",
+            "routes[0].retry.num_retries: 0 retries is out of range",
+            "routes[0].retry.per_try_timeout: a per-try timeout of 0 fails every try",
+            "routes[0].retry.backoff.max: the most backoff is less than its base",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let none = good.replace("retry_on: [retriable_status]", "retry_on: []");
+        let text = load_str(&none, "bad.yaml").unwrap_err().to_string();
+        assert!(
+            text.contains("retry.retry_on: no failure is listed"),
+            "{text}"
+        );
+        assert!(text.contains("retriable_statuses is set but"), "{text}");
     }
 
     #[test]

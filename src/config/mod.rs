@@ -413,6 +413,9 @@ pub struct Route {
     /// Request timeout (overrides the cluster's `request_timeout`).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Re-send a failed request, to another host where the cluster has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Spanned<RetryPolicy>>,
     /// MySQL read/write split: plain reads outside transactions and pinned
     /// sessions go to this cluster (the replicas); `cluster` is the primary.
     #[serde(default)]
@@ -491,6 +494,72 @@ fn default_redirect_status() -> u16 {
 pub struct RegexRewrite {
     pub pattern: String,
     pub substitution: String,
+}
+
+/// A route's `retry:` policy (Envoy's, in short).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Which failures are retried.
+    pub retry_on: Vec<RetryOn>,
+    /// The HTTP statuses `retriable_status` retries.
+    #[serde(default)]
+    pub retriable_statuses: Vec<u16>,
+    /// Most retries of one request (default 1).
+    #[serde(default = "defaults::num_retries")]
+    pub num_retries: u32,
+    /// How long each try waits for the response head (default: the
+    /// route's `timeout`, else the cluster's `request_timeout`).
+    #[serde(default)]
+    pub per_try_timeout: Option<Duration>,
+    /// The wait before each retry: exponential from `base`, capped at `max`,
+    /// with full jitter (default `{base: 25ms, max: 250ms}`).
+    #[serde(default)]
+    pub backoff: RetryBackoff,
+    /// Every request of this route may be re-sent once it may have reached
+    /// a host (else only HTTP GET, HEAD and OPTIONS).
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+/// `backoff: {base: 25ms, max: 250ms}`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBackoff {
+    #[serde(default = "defaults::retry_backoff_base")]
+    pub base: Duration,
+    /// Default: ten times `base`.
+    #[serde(default)]
+    pub max: Option<Duration>,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            base: defaults::retry_backoff_base(),
+            max: None,
+        }
+    }
+}
+
+/// A failure a retry policy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The host could not be connected to (nothing was sent).
+    ConnectFailure,
+    /// The connection broke before a response head came.
+    Reset,
+    /// No response head within the per-try timeout.
+    Timeout,
+    /// HTTP 502, 503 or 504, and `connect_failure` and `reset`.
+    GatewayError,
+    /// An HTTP status listed in `retriable_statuses`.
+    RetriableStatus,
+    /// gRPC status UNAVAILABLE (14).
+    Unavailable,
+    /// Any HTTP 5xx; Dubbo and Bolt server-error statuses.
+    ServerError,
 }
 
 /// `subset_from_header: {header: x-version, label: version}`.
@@ -888,8 +957,13 @@ pub struct Cluster {
 pub struct CircuitBreakers {
     /// Most requests in flight to the cluster's hosts at once (HTTP
     /// requests, gRPC calls, Redis commands, Dubbo/Bolt calls, RTSP
-    /// requests); one more is answered "unavailable" at once.
-    pub max_requests: usize,
+    /// requests); one more is answered "unavailable" at once. Default: no limit.
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+    /// Most retries in flight to the cluster at once (route `retry:`); past
+    /// it a failed try is answered as it failed. Default: no limit.
+    #[serde(default)]
+    pub max_retries: Option<usize>,
 }
 
 /// `slow_start: {window: 30s}`.
@@ -1232,6 +1306,12 @@ mod defaults {
     }
     pub fn slow_start_min_percent() -> u32 {
         10
+    }
+    pub fn num_retries() -> u32 {
+        1
+    }
+    pub fn retry_backoff_base() -> Duration {
+        Duration::from_millis(25)
     }
     pub fn yes() -> bool {
         true

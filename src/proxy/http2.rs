@@ -39,7 +39,7 @@ use hyper_util::rt::TokioIo;
 use switchyard_codecs::{Field, Metadata, Protocol};
 use tokio::sync::oneshot;
 
-use self::body::{H2Body, Pump, PumpError, ReqBody};
+use self::body::{H2Body, Pump, PumpError, ReqBody, RetryBody};
 use self::io::CountedIo;
 use super::{Conn, drained};
 use crate::config::UpstreamProtocol;
@@ -48,7 +48,8 @@ use crate::filters::chain::{Refusal, RefusalClass};
 use crate::filters::headers::{HeaderRules, edit_request, edit_response};
 use crate::net::stream::Stream;
 use crate::router::Action;
-use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome};
+use crate::upstream::retry::Failure as RetryFailure;
+use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome, Retries};
 
 /// Per-stream receive window offered to clients.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -368,7 +369,10 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         timeout = timeout.min(t);
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let hosts = cluster.hosts_for(&head);
+    let hosts = match route.retry {
+        Some(_) => cluster.retry_order(&head),
+        None => cluster.hosts_for(&head),
+    };
     if let Some(rewrite) = route.rewrite.as_deref() {
         // A rewrite applies to the path the route matched on.
         let path = rewrite
@@ -403,7 +407,18 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         edits: permit.headers(),
     };
     match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
-        UpstreamProtocol::Http2 => forward_h2(up, &parts, body, respond).await,
+        UpstreamProtocol::Http2 => {
+            // gRPC calls are re-sent only when the route says so.
+            let retries = route.retry.as_ref().map(|p| {
+                let resendable = if grpc {
+                    p.idempotent
+                } else {
+                    p.http_idempotent(parts.method.as_str().as_bytes())
+                };
+                Retries::new(p, &cluster, resendable)
+            });
+            forward_h2(up, &parts, body, respond, retries).await
+        }
         UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond).await,
     }
 }
@@ -637,23 +652,49 @@ enum Attempt {
     Done(bool),
     /// Refused before the upstream processed it: try a fresh connection.
     Retry,
+    /// The route's retry policy decided to try again (nothing reached the
+    /// client).
+    Again,
 }
 
-/// Forward one request stream to an HTTP/2 cluster.
+/// One try's deadline and the request's retry state.
+struct Policy<'a, 'b> {
+    deadline: tokio::time::Instant,
+    retries: Option<&'a mut Retries<'b>>,
+}
+
+impl Policy<'_, '_> {
+    /// Decide to retry after `failure`: the request body went out whole and
+    /// is kept (or there is none), and the policy allows it.
+    fn again(&mut self, failure: RetryFailure, body: &Option<RetryBody>, req_done: bool) -> bool {
+        req_done
+            && body.as_ref().is_none_or(RetryBody::is_whole)
+            && self.retries.as_mut().is_some_and(|r| r.again(failure))
+    }
+}
+
+/// Forward one request stream to an HTTP/2 cluster, retrying under the
+/// route's policy (`retries`) on the next host.
 async fn forward_h2(
     mut up: Upstream<'_>,
     parts: &Parts,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    mut retries: Option<Retries<'_>>,
 ) -> bool {
     let cluster = up.cluster;
     let empty = body.is_end_stream();
-    let mut body = Some(H2Body::new(body));
+    let keep = retries.as_ref().is_some_and(|r| r.resendable());
+    let mut body = Some(RetryBody::live(body, keep));
+    let per_try = retries.as_ref().and_then(|r| r.policy().per_try_timeout);
     let Some(mut host) = up.hosts.next() else {
         return up.fail(&mut respond, Failure::NoHost);
     };
     let mut tries = 0;
     loop {
+        let deadline = per_try.map_or(up.deadline, |t| {
+            up.deadline.min(tokio::time::Instant::now() + t)
+        });
         let cancelled = poll_fn(|cx| respond.poll_reset(cx).map(|_| ()));
         let stream = open_h2(
             cluster,
@@ -678,22 +719,35 @@ async fn forward_h2(
                 return true;
             }
         };
-        let req_body = if empty { None } else { body.take() };
+        let mut req_body = if empty { None } else { body.take() };
         let _in_flight = cluster.begin(host);
         match relay_h2(
             &up,
             host,
-            req_body,
+            &mut req_body,
             up_send,
             resp,
             &mut respond,
             tries < 3 && empty,
+            Policy {
+                deadline,
+                retries: retries.as_mut(),
+            },
         )
         .await
         {
             Attempt::Done(failed) => return failed,
             Attempt::Retry => {
                 cluster.h2_retire(host, &conn);
+            }
+            Attempt::Again => {
+                // The route's policy retries: the kept body, on the next host.
+                body = req_body.as_ref().and_then(RetryBody::again);
+                host = up.hosts.next().unwrap_or(host);
+                tries = 0;
+                if let Some(r) = &retries {
+                    r.backoff().await;
+                }
             }
         }
     }
@@ -780,18 +834,20 @@ fn h2_request(parts: &Parts) -> Request<()> {
 
 /// One stream's journey: request body up, response head and body down,
 /// resets both ways.
+#[allow(clippy::too_many_arguments)]
 async fn relay_h2(
     up: &Upstream<'_>,
     host: usize,
-    mut req_body: Option<H2Body>,
+    req_body: &mut Option<RetryBody>,
     mut up_send: SendStream<Bytes>,
     mut resp: h2::client::ResponseFuture,
     respond: &mut SendResponse<Bytes>,
     may_retry: bool,
+    mut policy: Policy<'_, '_>,
 ) -> Attempt {
     let mut req_pump = Pump;
     let mut req_done = req_body.is_none();
-    let deadline = tokio::time::sleep_until(up.deadline);
+    let deadline = tokio::time::sleep_until(policy.deadline);
     tokio::pin!(deadline);
 
     enum Step {
@@ -838,6 +894,9 @@ async fn relay_h2(
             Step::Timeout => {
                 up.cluster.record(host, Outcome::GatewayError);
                 up_send.send_reset(Reason::CANCEL);
+                if policy.again(RetryFailure::Timeout, req_body, req_done) {
+                    return Attempt::Again;
+                }
                 up.fail(respond, Failure::Timeout);
                 return Attempt::Done(true);
             }
@@ -845,6 +904,19 @@ async fn relay_h2(
                 let grpc_status = r.headers().get("grpc-status").map(|v| v.as_bytes());
                 let outcome = Outcome::of_head(r.status().as_u16(), grpc_status);
                 up.cluster.record(host, outcome);
+                // A failed answer (HTTP status, or a trailers-only gRPC
+                // status) may be replaced by a retry: nothing went out yet.
+                let failure =
+                    match grpc_status.and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()) {
+                        Some(code) => RetryFailure::Grpc(code),
+                        None => RetryFailure::Status(r.status().as_u16()),
+                    };
+                if !matches!(failure, RetryFailure::Grpc(0))
+                    && policy.again(failure, req_body, req_done)
+                {
+                    up_send.send_reset(Reason::CANCEL);
+                    return Attempt::Again;
+                }
                 break r;
             }
             Step::Head(Err(e)) => {
@@ -855,6 +927,9 @@ async fn relay_h2(
                 }
                 up.cluster.record(host, Outcome::GatewayError);
                 tracing::debug!(cluster = %up.cluster.name, error = %e, "upstream stream failed before its response");
+                if policy.again(RetryFailure::Reset, req_body, req_done) {
+                    return Attempt::Again;
+                }
                 match e.reason() {
                     Some(reason) if e.is_reset() && e.is_remote() => respond.send_reset(reason),
                     _ => {

@@ -41,6 +41,9 @@ pub struct Route {
     pub action: Action,
     /// Overrides the cluster's request timeout.
     pub timeout: Option<Duration>,
+    /// Re-send failed requests (`None`: no retry; a route without one costs
+    /// the drivers a branch).
+    pub retry: Option<Arc<crate::upstream::RetryPolicy>>,
     /// MySQL read/write split: where plain reads go (`None`: the action's cluster).
     pub read_cluster: Option<Arc<Cluster>>,
     /// Stream filters of this route (after the listener's).
@@ -564,6 +567,10 @@ fn compile_route(
         conditions,
         action,
         timeout: r.timeout.map(|t| t.get()),
+        retry: r
+            .retry
+            .as_ref()
+            .map(|p| Arc::new(crate::upstream::RetryPolicy::new(&p.value))),
         read_cluster: r.read_cluster.as_ref().and_then(|c| lookup(&c.value)),
     }
 }

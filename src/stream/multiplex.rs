@@ -72,7 +72,7 @@ pub trait MuxProtocol: Send + Sync + 'static {
     const PROTOCOL: Protocol;
     /// Largest upstream request id (ids wrap below it).
     const MAX_ID: u64;
-    type Frame: Metadata + Send + Sync + 'static;
+    type Frame: Metadata + Clone + Send + Sync + 'static;
     type Decoder: Decoder<Item = Self::Frame> + Send + 'static;
 
     fn decoder() -> Self::Decoder;

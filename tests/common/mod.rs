@@ -349,6 +349,22 @@ impl Nginx {
             .collect()
     }
 
+    /// As [`Nginx::start_answering`], logging every request it sees (count
+    /// them with [`Nginx::requests`]).
+    pub fn start_answering_logged(status: u16) -> Self {
+        Self::start_with(
+            &[],
+            "",
+            "keepalive_requests 10000;",
+            &format!("access_log access.log; return {status};"),
+        )
+    }
+
+    /// Requests logged so far (by a server from [`Nginx::start_answering_logged`]).
+    pub fn requests(&self) -> usize {
+        self.access_log().len()
+    }
+
     /// Serve `files` over HTTP/2 with prior knowledge (h2c, `listen ... http2`).
     /// `keepalive_requests` streams per connection, then nginx sends GOAWAY.
     pub fn start_h2c(files: &[(&str, &[u8])], keepalive_requests: u32) -> Self {
