@@ -26,12 +26,15 @@
 # Usage:   SWITCHYARD_BIN=target/release/switchyard labs/bench/filters.sh
 # Knobs (environment):
 #   ROUNDS=3            interleaved rounds; medians are over rounds
-#   N=300000            redis-benchmark -n, per gateway per round
-#   DURATION=10         wrk -d seconds, per gateway per round
+#   N=500000            redis-benchmark -n, per gateway per round
+#   DURATION=15         wrk -d seconds, per gateway per round
 #   REDIS_CONNS=50      redis-benchmark -c
 #   HTTP_CONNS=32       wrk -c (one wrk thread)
 #   SWITCHYARD_BIN=...  use this binary instead of `cargo build --release`
-#   SWITCHYARD_THREADS= tokio worker threads of both gateways (TOKIO_WORKER_THREADS); empty = default
+#   SWITCHYARD_THREADS=1 tokio worker threads of both gateways (TOKIO_WORKER_THREADS); empty = the
+#                       gateway's default (one per core). One worker by default: the filters' cost
+#                       per request does not depend on it, and without a second worker parking,
+#                       waking and stealing, CPU per request spreads far less between rounds.
 #   KEEP=0              1: keep the temp dir (configs, logs, raw outputs, /metrics) and print its path
 #   OUT=FILE            also write the markdown report to FILE
 #
@@ -40,11 +43,11 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
-N=${N:-300000}
-DURATION=${DURATION:-10}
+N=${N:-500000}
+DURATION=${DURATION:-15}
 REDIS_CONNS=${REDIS_CONNS:-50}
 HTTP_CONNS=${HTTP_CONNS:-32}
-SWITCHYARD_THREADS=${SWITCHYARD_THREADS:-}
+SWITCHYARD_THREADS=${SWITCHYARD_THREADS-1}
 KEEP=${KEEP:-0}
 OUT=${OUT:-}
 
@@ -57,6 +60,8 @@ source "$ROOT/labs/lib.sh"
 for v in ROUNDS N DURATION REDIS_CONNS HTTP_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+[[ -z $SWITCHYARD_THREADS || $SWITCHYARD_THREADS =~ ^[1-9][0-9]*$ ]] ||
+    die "SWITCHYARD_THREADS must be a positive integer, or empty for the gateway's default (got '$SWITCHYARD_THREADS')"
 
 # ---------------------------------------------------------------- peers present?
 need redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
