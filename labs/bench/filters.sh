@@ -175,42 +175,48 @@ for gw in none filters; do
 done
 log "all up"
 
-# CPU time (user + system, all threads) of a process in clock ticks: fields 14 and 15 of
-# /proc/PID/stat, counted after the ")" that ends the command name.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# CPU time of a process (all threads) in clock ticks, "user system": fields 14 (utime) and
+# 15 (stime) of /proc/PID/stat, counted after the ")" that ends the command name.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+# cpu_log REQUESTS U0 S0 U1 S1 -> "x.xx s CPU, y.yy µs/request (user z.zz)"
+cpu_log() {
+    awk -v n="$1" -v u=$(($4 - $2)) -v s=$(($5 - $3)) -v hz="$CLK_TCK" \
+        'BEGIN {printf "%.2f s CPU, %.2f µs/request (user %.2f)", (u+s)/hz, (u+s)/hz*1e6/n, u/hz*1e6/n}'
+}
 
 # ---------------------------------------------------------------- runs
-RES=$TMP/results.tsv # workload gateway round requests rps cpu_ticks error
+RES=$TMP/results.tsv # workload gateway round requests rps cpu_ticks user_ticks error
 : >"$RES"
 ERRORS=()
 SENT_REDIS=0 # requests sent to the filters gateway (warm-up and checks included), per workload
 SENT_HTTP=0
 
 redis_run() { # gateway round
-    local gw=$1 round=$2 out="$TMP/raw/redis-$1-$2" pid=${GW_PID[$1]} rc=0 t0 t1
-    t0=$(cpu_ticks "$pid")
+    local gw=$1 round=$2 out="$TMP/raw/redis-$1-$2" pid=${GW_PID[$1]} rc=0 u0 s0 u1 s1
+    read -r u0 s0 < <(cpu_ticks "$pid")
     timeout 600 redis-benchmark -h 127.0.0.1 -p "${GW_PORT[$gw]}" -t get -P 1 -c "$REDIS_CONNS" \
         -n "$N" -q --csv >"$out.csv" 2>"$out.err" || rc=$?
-    t1=$(cpu_ticks "$pid")
+    read -r u1 s1 < <(cpu_ticks "$pid")
     local line rps
     line=$(grep '^"GET",' "$out.csv" || true)
     if ((rc != 0)) || [[ -z $line ]]; then
         ERRORS+=("round $round: redis-benchmark vs $gw rc=$rc: $(tr -s '\r\n' ' ' <"$out.err" | cut -c1-300)")
-        printf 'redis\t%s\t%s\tNA\tNA\tNA\trc=%s\n' "$gw" "$round" "$rc" >>"$RES"
+        printf 'redis\t%s\t%s\tNA\tNA\tNA\tNA\trc=%s\n' "$gw" "$round" "$rc" >>"$RES"
         return
     fi
     rps=$(tr -d '"' <<<"$line" | cut -d, -f2)
-    printf 'redis\t%s\t%s\t%s\t%s\t%s\t0\n' "$gw" "$round" "$N" "$rps" "$((t1 - t0))" >>"$RES"
+    printf 'redis\t%s\t%s\t%s\t%s\t%s\t%s\t0\n' "$gw" "$round" "$N" "$rps" \
+        "$((u1 + s1 - u0 - s0))" "$((u1 - u0))" >>"$RES"
     [[ $gw == filters ]] && SENT_REDIS=$((SENT_REDIS + N))
-    log "  redis $gw: ${rps}/s, $(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN {printf "%.2f s CPU, %.2f µs/request", t/hz, t/hz*1e6/n}')"
+    log "  redis $gw: ${rps}/s, $(cpu_log "$N" "$u0" "$s0" "$u1" "$s1")"
 }
 
 wrk_run() { # gateway round
-    local gw=$1 round=$2 out="$TMP/raw/http-$1-$2.txt" pid=${GW_PID[$1]} rc=0 t0 t1
-    t0=$(cpu_ticks "$pid")
+    local gw=$1 round=$2 out="$TMP/raw/http-$1-$2.txt" pid=${GW_PID[$1]} rc=0 u0 s0 u1 s1
+    read -r u0 s0 < <(cpu_ticks "$pid")
     timeout $((DURATION + 60)) wrk -t1 -c"$HTTP_CONNS" -d"${DURATION}s" \
         "http://127.0.0.1:${GW_PORT[$gw]}/index.html" >"$out" 2>&1 || rc=$?
-    t1=$(cpu_ticks "$pid")
+    read -r u1 s1 < <(cpu_ticks "$pid")
     local rps reqs non2xx sockerr
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     reqs=$(awk '/ requests in / {print $1}' "$out")
@@ -218,15 +224,16 @@ wrk_run() { # gateway round
     sockerr=$(grep -o 'Socket errors:.*' "$out" || true)
     if ((rc != 0)) || [[ -z $rps || -z $reqs ]] || ((reqs == 0)); then
         ERRORS+=("round $round: wrk vs $gw rc=$rc: $(tr -s '\r\n' ' ' <"$out" | cut -c1-300)")
-        printf 'http\t%s\t%s\tNA\tNA\tNA\trc=%s\n' "$gw" "$round" "$rc" >>"$RES"
+        printf 'http\t%s\t%s\tNA\tNA\tNA\tNA\trc=%s\n' "$gw" "$round" "$rc" >>"$RES"
         return
     fi
     local tag=0
     [[ -n $non2xx ]] && { ERRORS+=("round $round: wrk vs $gw: Non-2xx or 3xx responses: $non2xx"); tag="non2xx=$non2xx"; }
     [[ -n $sockerr ]] && { ERRORS+=("round $round: wrk vs $gw: $sockerr"); tag="${sockerr// /_}"; }
-    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\n' "$gw" "$round" "$reqs" "$rps" "$((t1 - t0))" "$tag" >>"$RES"
+    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$gw" "$round" "$reqs" "$rps" \
+        "$((u1 + s1 - u0 - s0))" "$((u1 - u0))" "$tag" >>"$RES"
     [[ $gw == filters ]] && SENT_HTTP=$((SENT_HTTP + reqs))
-    log "  http  $gw: ${rps}/s, $reqs requests, $(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.2f s CPU, %.2f µs/request", t/hz, t/hz*1e6/n}')"
+    log "  http  $gw: ${rps}/s, $reqs requests, $(cpu_log "$reqs" "$u0" "$s0" "$u1" "$s1")"
 }
 
 log "warm-up (not measured)"
@@ -297,45 +304,46 @@ TABLE=$TMP/table.md
 python3 - "$RES" "$CLK_TCK" >"$TABLE" <<'EOF'
 import sys, statistics
 hz = float(sys.argv[2])
-rows = {}
+rows = {}  # (workload, gateway) -> {round: (req/s, CPU µs/request, user CPU µs/request)}
 for line in open(sys.argv[1]):
-    w, g, r, reqs, rps, ticks, err = line.rstrip("\n").split("\t")
+    w, g, r, reqs, rps, ticks, user, err = line.rstrip("\n").split("\t")
     if reqs == "NA":
         continue
-    rows.setdefault((w, g), {})[int(r)] = (float(rps), float(ticks) / hz * 1e6 / float(reqs))
+    us = lambda t: float(t) / hz * 1e6 / float(reqs)
+    rows.setdefault((w, g), {})[int(r)] = (float(rps), us(ticks), us(user))
 
-def med(xs):
-    return statistics.median(xs) if xs else None
-
+med = statistics.median
 WORK = [("redis", "Redis GET (-P 1)"), ("http", "HTTP/1.1 GET 1 KiB")]
 GW = [("none", "no filters"), ("filters", "5 filters")]
-print("| workload | gateway | req/s median (min–max) | gateway CPU µs/request median (min–max) | µs/request per round |")
-print("|---|---|---:|---:|---|")
+print("| workload | gateway | req/s median (min–max) | gateway CPU µs/request median (min–max) | µs/request per round | of which user, median |")
+print("|---|---|---:|---:|---|---:|")
 for w, label in WORK:
     for g, glabel in GW:
         runs = rows.get((w, g), {})
         if not runs:
-            print(f"| {label} | {glabel} | ERR | ERR | |")
+            print(f"| {label} | {glabel} | ERR | ERR | | |")
             continue
         rps = [v[0] for v in runs.values()]
         us = [v[1] for v in runs.values()]
+        user = [v[2] for v in runs.values()]
         per = " / ".join(f"{runs[r][1]:.2f}" for r in sorted(runs))
         print(f"| {label} | {glabel} | {med(rps):,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) | "
-              f"**{med(us):.2f}** ({min(us):.2f}–{max(us):.2f}) | {per} |")
+              f"**{med(us):.2f}** ({min(us):.2f}–{max(us):.2f}) | {per} | {med(user):.2f} |")
 print()
-print("| workload | 5 filters − none: difference of the medians, µs/request | per round | median of per-round differences | req/s, 5 filters / none (median of per-round ratios) |")
-print("|---|---:|---|---:|---:|")
+print("| workload | 5 filters − none, µs/request: difference of the medians | per round | median of per-round differences | user CPU only: median of per-round differences | req/s, 5 filters / none (median of per-round ratios) |")
+print("|---|---:|---|---:|---:|---:|")
 for w, label in WORK:
     a, b = rows.get((w, "none"), {}), rows.get((w, "filters"), {})
-    if not a or not b:
-        print(f"| {label} | n/a | | | |")
-        continue
     both = [r for r in sorted(a) if r in b]
+    if not both:
+        print(f"| {label} | n/a | | | | |")
+        continue
     diffs = [b[r][1] - a[r][1] for r in both]
+    udiffs = [b[r][2] - a[r][2] for r in both]
     ratios = [b[r][0] / a[r][0] for r in both]
     d_med = med([v[1] for v in b.values()]) - med([v[1] for v in a.values()])
     per = " / ".join(f"{d:+.2f}" for d in diffs)
-    print(f"| {label} | **{d_med:+.2f}** | {per} | {med(diffs):+.2f} | {med(ratios):.2f}× |")
+    print(f"| {label} | {d_med:+.2f} | {per} | **{med(diffs):+.2f}** | {med(udiffs):+.2f} | {med(ratios):.2f}× |")
 EOF
 
 sy_rss() { awk '/^VmRSS/ {print $2, $3}' "/proc/$1/status" 2>/dev/null || echo "n/a"; }
@@ -347,7 +355,7 @@ sy_rss() { awk '/^VmRSS/ {print $2, $3}' "/proc/$1/status" 2>/dev/null || echo "
     echo
     echo "- rounds: $ROUNDS interleaved (odd rounds none then filters, even rounds filters then none), measured part ${elapsed}s"
     echo "- redis-benchmark -t get -P 1 -c $REDIS_CONNS -n $N; wrk -t1 -c$HTTP_CONNS -d${DURATION}s /index.html (1 KiB, nginx 1 worker)"
-    echo "- gateway CPU = utime + stime of the gateway process (all threads) from /proc/PID/stat over the run, ${CLK_TCK} ticks/s, divided by the run's requests"
+    echo "- gateway CPU = utime + stime of the gateway process (all threads) from /proc/PID/stat over the run, ${CLK_TCK} ticks/s, divided by the run's requests; \"user\" = utime alone (the filters run in user space; stime is mostly the socket calls)"
     echo "- filter verdicts of the filters gateway (warm-up and readiness checks included):"
     sed 's/^/  - /' "$VERDICTS"
     echo "- gateway RSS after the run: none $(sy_rss "${GW_PID[none]}"), filters $(sy_rss "${GW_PID[filters]}")"
