@@ -35,6 +35,9 @@
 #                       gateway's default (one per core). One worker by default: the filters' cost
 #                       per request does not depend on it, and without a second worker parking,
 #                       waking and stealing, CPU per request spreads far less between rounds.
+#   CONTROL=0           1: an A/A control run: the "filters" gateway gets no filters either, so the
+#                       differences reported are the method's own noise and bias (gateway start
+#                       order, ports, round order)
 #   KEEP=0              1: keep the temp dir (configs, logs, raw outputs, /metrics) and print its path
 #   OUT=FILE            also write the markdown report to FILE
 #
@@ -48,6 +51,7 @@ DURATION=${DURATION:-15}
 REDIS_CONNS=${REDIS_CONNS:-50}
 HTTP_CONNS=${HTTP_CONNS:-32}
 SWITCHYARD_THREADS=${SWITCHYARD_THREADS-1}
+CONTROL=${CONTROL:-0}
 KEEP=${KEEP:-0}
 OUT=${OUT:-}
 
@@ -60,6 +64,7 @@ source "$ROOT/labs/lib.sh"
 for v in ROUNDS N DURATION REDIS_CONNS HTTP_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+[[ $CONTROL == 0 || $CONTROL == 1 ]] || die "CONTROL must be 0 or 1 (got '$CONTROL')"
 [[ -z $SWITCHYARD_THREADS || $SWITCHYARD_THREADS =~ ^[1-9][0-9]*$ ]] ||
     die "SWITCHYARD_THREADS must be a positive integer, or empty for the gateway's default (got '$SWITCHYARD_THREADS')"
 
@@ -131,7 +136,7 @@ EOF
         { cat "$TMP/$name-check.log" >&2; die "switchyard check rejected $TMP/$name.yaml"; }
 }
 gateway_config none "$P_NONE" "$P_NONE_ADMIN" 0
-gateway_config filters "$P_FILT" "$P_FILT_ADMIN" 1
+gateway_config filters "$P_FILT" "$P_FILT_ADMIN" $((1 - CONTROL))
 nginx -t -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" >"$TMP/nginx-check.log" 2>&1 ||
     { cat "$TMP/nginx-check.log" >&2; die "nginx rejected its config"; }
 
@@ -265,7 +270,13 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # route (the counters also hold the warm-up's and the readiness checks' requests, hence ≥).
 VERDICTS=$TMP/verdicts.txt
 : >"$VERDICTS"
-if timeout 5 curl -fsS "http://127.0.0.1:$P_FILT_ADMIN/metrics" >"$TMP/filters-metrics.txt" 2>/dev/null; then
+if ((CONTROL)); then
+    echo "control run (CONTROL=1): neither gateway has filters" >"$VERDICTS"
+    timeout 5 curl -fsS "http://127.0.0.1:$P_FILT_ADMIN/metrics" >"$TMP/filters-metrics.txt" 2>/dev/null || true
+    if grep -qs '^switchyard_filter_verdicts_total' "$TMP/filters-metrics.txt"; then
+        ERRORS+=("control run, yet the second gateway counted filter verdicts")
+    fi
+elif timeout 5 curl -fsS "http://127.0.0.1:$P_FILT_ADMIN/metrics" >"$TMP/filters-metrics.txt" 2>/dev/null; then
     python3 - "$TMP/filters-metrics.txt" "$SENT_REDIS" "$SENT_HTTP" >"$VERDICTS" <<'EOF' || ERRORS+=("filter verdicts: $(tr '\n' ' ' <"$VERDICTS")")
 import re, sys
 text = open(sys.argv[1]).read()
@@ -301,9 +312,10 @@ fi
 
 # ---------------------------------------------------------------- report
 TABLE=$TMP/table.md
-python3 - "$RES" "$CLK_TCK" >"$TABLE" <<'EOF'
+python3 - "$RES" "$CLK_TCK" "$CONTROL" >"$TABLE" <<'EOF'
 import sys, statistics
 hz = float(sys.argv[2])
+control = sys.argv[3] == "1"
 rows = {}  # (workload, gateway) -> {round: (req/s, CPU µs/request, user CPU µs/request)}
 for line in open(sys.argv[1]):
     w, g, r, reqs, rps, ticks, user, err = line.rstrip("\n").split("\t")
@@ -314,7 +326,8 @@ for line in open(sys.argv[1]):
 
 med = statistics.median
 WORK = [("redis", "Redis GET (-P 1)"), ("http", "HTTP/1.1 GET 1 KiB")]
-GW = [("none", "no filters"), ("filters", "5 filters")]
+B = "B: no filters (control)" if control else "5 filters"
+GW = [("none", "A: no filters" if control else "no filters"), ("filters", B)]
 print("| workload | gateway | req/s median (min–max) | gateway CPU µs/request median (min–max) | µs/request per round | of which user, median |")
 print("|---|---|---:|---:|---|---:|")
 for w, label in WORK:
@@ -330,7 +343,9 @@ for w, label in WORK:
         print(f"| {label} | {glabel} | {med(rps):,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) | "
               f"**{med(us):.2f}** ({min(us):.2f}–{max(us):.2f}) | {per} | {med(user):.2f} |")
 print()
-print("| workload | 5 filters − none, µs/request: difference of the medians | per round | median of per-round differences | user CPU only: median of per-round differences | req/s, 5 filters / none (median of per-round ratios) |")
+d = "B − A" if control else "5 filters − none"
+r = "B / A" if control else "5 filters / none"
+print(f"| workload | {d}, µs/request: difference of the medians | per round | median of per-round differences | user CPU only: median of per-round differences | req/s, {r} (median of per-round ratios) |")
 print("|---|---:|---|---:|---:|---:|")
 for w, label in WORK:
     a, b = rows.get((w, "none"), {}), rows.get((w, "filters"), {})
@@ -349,7 +364,7 @@ EOF
 sy_rss() { awk '/^VmRSS/ {print $2, $3}' "/proc/$1/status" 2>/dev/null || echo "n/a"; }
 {
     echo
-    echo "## Stream filters end to end ($started)"
+    echo "## Stream filters end to end ($started)$( ((CONTROL)) && echo ", CONTROL run: no filters on either gateway")"
     echo
     cat "$TABLE"
     echo
