@@ -15,7 +15,8 @@
 #   HTTP/1.1 wrk -t1 -c32 -dDs /index.html
 #
 # For every run it records req/s and the gateway process's CPU time (utime + stime from
-# /proc/PID/stat, delta over the run) divided by the requests: µs of gateway CPU per request.
+# /proc/PID/stat, delta over the run; also utime alone) divided by the requests: µs of gateway
+# CPU per request.
 # Rounds are interleaved (none/filters, then filters/none, ...); medians and min–max are reported,
 # and "5 filters minus none" in µs of gateway CPU per request for each workload. After the rounds
 # the filters gateway's /metrics must show every filter's `pass` verdict for every measured
@@ -34,7 +35,7 @@
 #   SWITCHYARD_THREADS=1 tokio worker threads of both gateways (TOKIO_WORKER_THREADS); empty = the
 #                       gateway's default (one per core). One worker by default: the filters' cost
 #                       per request does not depend on it, and without a second worker parking,
-#                       waking and stealing, CPU per request spreads far less between rounds.
+#                       waking and stealing, CPU per request spreads less between rounds.
 #   CONTROL=0           1: an A/A control run: the "filters" gateway gets no filters either, so the
 #                       differences reported are the method's own noise and bias (gateway start
 #                       order, ports, round order)
