@@ -4,7 +4,7 @@
 //! `net → detect → (codec) → proxy (stream driver) → router → upstream`
 //!
 //! See `docs/architecture.md` for the layers and how a request flows.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

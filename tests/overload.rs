@@ -491,7 +491,20 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
     wait_for("the gateway's sockets to be closed", WAIT, || {
         (open_fds(pid) <= fds0 + 5).then_some(())
     });
-    let rss1 = rss_bytes(pid);
+    // Memory back near the baseline: the gateway hands the allocator's
+    // freed memory back once the storm is over (within a check interval):
+    // at most a quarter of what the peak added stays.
+    let added = rss_peak.saturating_sub(rss0);
+    let what = format!(
+        "RSS back under {} KiB (baseline {} KiB, peak {} KiB)",
+        (rss0 + added / 4) / 1024,
+        rss0 / 1024,
+        rss_peak / 1024
+    );
+    let rss1 = wait_for(&what, WAIT, || {
+        let rss = rss_bytes(pid);
+        (rss <= rss0 + added / 4).then_some(rss)
+    });
     eprintln!(
         "{N} silent connections: rss {} KiB -> peak {} KiB ({} B each) -> after {} KiB; fds {fds0} -> {fds_peak} -> {}",
         rss0 / 1024,
@@ -505,13 +518,6 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
         .map(|r| gw.metric("switchyard_detect_failures_total", &[("reason", r)]))
         .sum();
     assert!(failed >= N as f64, "detection failures counted: {failed}");
-    // Memory back near the baseline (the allocator keeps some freed memory
-    // for reuse): within half of what the peak added, or 24 MiB.
-    let added = rss_peak.saturating_sub(rss0);
-    assert!(
-        rss1 <= rss0 + (added / 2).max(24 << 20),
-        "rss {rss0} -> peak {rss_peak} -> {rss1}"
-    );
     // And the gateway still serves.
     let mut c = RawConn::connect(gw.addr());
     assert_eq!(c.command(&["PING"]), b"+PONG\r\n");

@@ -2,6 +2,7 @@
 //! connection to detection and then to its protocol's driver.
 
 pub mod deadline;
+pub mod memory;
 pub mod overload;
 pub mod stream;
 pub mod tls;

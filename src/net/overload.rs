@@ -36,6 +36,8 @@ pub struct Overload {
     stop_accepting: AtomicBool,
     interval_ms: AtomicU64,
     connections: AtomicUsize,
+    /// Most connections open at once since memory was last given back.
+    peak_connections: AtomicUsize,
     rss_over: AtomicBool,
     /// Woken when pressure may have dropped (a connection ended, RSS fell).
     relieved: Notify,
@@ -55,6 +57,7 @@ impl Overload {
             stop_accepting: AtomicBool::new(false),
             interval_ms: AtomicU64::new(1000),
             connections: AtomicUsize::new(0),
+            peak_connections: AtomicUsize::new(0),
             rss_over: AtomicBool::new(false),
             relieved: Notify::new(),
             active: metrics::gauge!("switchyard_overload_active"),
@@ -99,6 +102,9 @@ impl Overload {
     pub fn admit(self: &Arc<Self>) -> Admission {
         let open = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
         self.open.set(open as f64);
+        if open > self.peak_connections.load(Ordering::Relaxed) {
+            self.peak_connections.fetch_max(open, Ordering::Relaxed);
+        }
         let shed = !self.stop_accepting.load(Ordering::Relaxed) && self.over(open);
         if shed {
             self.active.set(1.0);
@@ -195,10 +201,31 @@ impl Overload {
             .increment(1);
     }
 
+    /// After a storm of connections has mostly gone (at least
+    /// [`TRIM_AFTER`] open at once, now under half of that), hand the
+    /// allocator's freed memory back to the system: a libc allocator keeps
+    /// the small per-connection buffers of ten thousand connections
+    /// resident otherwise (HAProxy calls `malloc_trim` for the same reason).
+    fn give_memory_back_after_a_storm(&self) {
+        let peak = self.peak_connections.load(Ordering::Relaxed);
+        let now = self.connections.load(Ordering::Relaxed);
+        if peak >= TRIM_AFTER && now <= peak / 2 {
+            self.peak_connections.store(now, Ordering::Relaxed);
+            let released = crate::net::memory::release_free_memory();
+            tracing::debug!(
+                peak,
+                now,
+                released,
+                "connections gone: freed memory handed back"
+            );
+        }
+    }
+
     /// Read RSS every `check_interval`, forever.
     pub async fn monitor(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.interval()).await;
+            self.give_memory_back_after_a_storm();
             self.check_rss();
         }
     }
@@ -233,6 +260,9 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// Connections open at once that count as a storm worth giving memory back after.
+const TRIM_AFTER: usize = 1000;
 
 /// The message every busy answer carries.
 const BUSY: &str = "gateway overloaded, try again later";
