@@ -12,7 +12,6 @@ use switchyard_codecs::http1::{
 };
 use switchyard_codecs::{CodecError, Decoder, Field, Metadata, Part, Protocol, WireHead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
@@ -23,7 +22,7 @@ use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::session::splice;
 use crate::stream::websocket::WebSocket;
-use crate::upstream::{Cluster, Outcome};
+use crate::upstream::{Cluster, Outcome, UpstreamTcp};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
@@ -46,7 +45,7 @@ enum After {
     KeepAlive,
     Close,
     /// 101 Switching Protocols: splice the two connections.
-    Upgrade(TcpStream, BytesMut),
+    Upgrade(UpstreamTcp, BytesMut),
     /// The gateway accepted a WebSocket upgrade: serve this protocol inside it.
     WebSocket(Protocol),
 }
@@ -533,12 +532,17 @@ async fn forward(
         let (host, mut up, reused) = match cluster.checkout(cluster.hosts_for(head)).await {
             Ok(x) => x,
             Err(e) => {
-                let status = if e.kind() == ErrorKind::ConnectTimeout {
-                    504
-                } else {
-                    502
+                let (status, text) = match e.kind() {
+                    ErrorKind::Overflow => (503, e.to_string()),
+                    ErrorKind::ConnectTimeout => (
+                        504,
+                        format!("upstream connect error (cluster {})", cluster.name),
+                    ),
+                    _ => (
+                        502,
+                        format!("upstream connect error (cluster {})", cluster.name),
+                    ),
                 };
-                let text = format!("upstream connect error (cluster {})", cluster.name);
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
@@ -906,7 +910,7 @@ fn downstream_gone(e: std::io::Error) -> Error {
 
 /// After 101 Switching Protocols: bytes already read on either side go first,
 /// then the two connections are spliced.
-async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &Conn) {
+async fn upgrade(down: Downstream, mut up: UpstreamTcp, up_buf: BytesMut, conn: &Conn) {
     let Downstream {
         rd, mut wr, buf, ..
     } = down;

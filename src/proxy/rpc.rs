@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Field, Metadata};
 use switchyard_codecs::{bolt, dubbo};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use crate::upstream::UpstreamTcp;
 use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
@@ -320,7 +320,7 @@ fn with_entry<P: MuxProtocol, T>(
 
 /// A new connection to `host`, unless the host is resting after failed
 /// connects; the outcome feeds its backoff.
-async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<TcpStream> {
+async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<UpstreamTcp> {
     let timeout = cluster.connect_timeout;
     let may = with_entry::<P, _>(cluster, host, |e| {
         e.backoff.may_try(Instant::now(), timeout)

@@ -908,7 +908,7 @@ impl Proxy {
 /// Read and decode one upstream connection, handing messages to the
 /// connection task.
 async fn read_upstream(
-    mut rd: OwnedReadHalf,
+    mut rd: crate::upstream::Counted<OwnedReadHalf>,
     id: UpstreamId,
     limits: Limits,
     events: mpsc::Sender<UpEvent>,

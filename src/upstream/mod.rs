@@ -2,6 +2,7 @@
 //! Knows nothing of downstream connections.
 
 mod cluster;
+mod conn;
 pub mod health;
 mod lb;
 mod maglev;
@@ -10,6 +11,7 @@ mod pool;
 mod ring;
 mod shard;
 
+pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp};
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
 pub use health::Outcome;
 pub use lb::Balancer;

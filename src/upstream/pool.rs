@@ -1,16 +1,19 @@
 //! An idle-connection pool for exclusive (one request at a time) upstream
 //! connections, as HTTP/1.1 keep-alive uses. One lock-free bounded queue per host.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::net::TcpStream;
 
+use super::conn::{ConnLimit, UpstreamTcp};
+
 /// Idle connections younger than this skip the liveness probe (default).
 const FRESH: Duration = Duration::from_millis(1000);
 
 struct Idle {
-    stream: TcpStream,
+    stream: UpstreamTcp,
     since: Instant,
 }
 
@@ -19,6 +22,9 @@ pub struct Pool {
     hosts: Vec<ArrayQueue<Idle>>,
     idle_timeout: Duration,
     fresh: Duration,
+    /// The cluster's `max_connections`: a connection returned while requests
+    /// wait for a slot is closed, so one of them gets its slot.
+    limit: Option<Arc<ConnLimit>>,
 }
 
 impl Pool {
@@ -29,7 +35,15 @@ impl Pool {
                 .collect(),
             idle_timeout,
             fresh: FRESH,
+            limit: None,
         }
+    }
+
+    /// Close returned connections instead of keeping them while requests
+    /// wait for one of `limit`'s slots.
+    pub fn with_limit(mut self, limit: Option<Arc<ConnLimit>>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Probe every connection taken, however fresh (for tests).
@@ -39,7 +53,7 @@ impl Pool {
     }
 
     /// An idle connection to host `i` that is still open, if there is one.
-    pub fn take(&self, i: usize) -> Option<TcpStream> {
+    pub fn take(&self, i: usize) -> Option<UpstreamTcp> {
         let queue = self.hosts.get(i)?;
         while let Some(idle) = queue.pop() {
             let age = idle.since.elapsed();
@@ -55,13 +69,22 @@ impl Pool {
 
     /// Return a connection to host `i` after a complete exchange. Dropped
     /// (closed) when the host's queue is full.
-    pub fn put(&self, i: usize, stream: TcpStream) {
+    pub fn put(&self, i: usize, stream: UpstreamTcp) {
+        if self.limit.as_ref().is_some_and(|l| l.pending() > 0) {
+            return;
+        }
         if let Some(queue) = self.hosts.get(i) {
             let _ = queue.push(Idle {
                 stream,
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Close one idle connection, of any host (freeing its slot under
+    /// `max_connections`); false when none is idle.
+    pub fn close_one_idle(&self) -> bool {
+        self.hosts.iter().any(|queue| queue.pop().is_some())
     }
 
     /// Idle connections held for host `i`.
@@ -83,10 +106,10 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+    async fn pair(l: &TcpListener) -> (UpstreamTcp, TcpStream) {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
-        (c, s)
+        (UpstreamTcp::new(c, None), s)
     }
 
     #[tokio::test]
