@@ -320,7 +320,9 @@ fn with_entry<P: MuxProtocol, T>(
 
 /// A new connection to `host`, unless the host is resting after failed
 /// connects; the outcome feeds its backoff.
-async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<UpstreamTcp> {
+/// `wait`: under `max_connections`, wait for a slot (the host has no open
+/// connection yet) rather than give up at once.
+async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize, wait: bool) -> Option<UpstreamTcp> {
     let timeout = cluster.connect_timeout;
     let may = with_entry::<P, _>(cluster, host, |e| {
         e.backoff.may_try(Instant::now(), timeout)
@@ -328,10 +330,17 @@ async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<Upstr
     if may != Some(true) {
         return None;
     }
-    let result = cluster.connect(host).await;
-    with_entry::<P, _>(cluster, host, |e| {
-        e.backoff.record(result.is_ok(), Instant::now());
-    });
+    let result = if wait {
+        cluster.connect(host).await
+    } else {
+        cluster.connect_if_room(host).await
+    };
+    // A full `max_connections` says nothing of the host: no rest for it.
+    if !matches!(&result, Err(e) if e.kind() == crate::error::ErrorKind::Overflow) {
+        with_entry::<P, _>(cluster, host, |e| {
+            e.backoff.record(result.is_ok(), Instant::now());
+        });
+    }
     result.ok()
 }
 
@@ -365,7 +374,7 @@ fn reconnect<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Reconnect {
         let cluster = cluster.clone();
         Box::pin(async move {
             let cluster = cluster.upgrade()?;
-            connect::<P>(&cluster, host).await
+            connect::<P>(&cluster, host, true).await
         })
     })
 }
@@ -384,7 +393,7 @@ async fn shared<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Vec<MuxC
     }
     let opened = conns.len();
     while conns.len() < CONNS_PER_HOST {
-        let Some(stream) = connect::<P>(cluster, host).await else {
+        let Some(stream) = connect::<P>(cluster, host, conns.is_empty()).await else {
             break;
         };
         let name = format!(

@@ -559,19 +559,48 @@ impl Cluster {
         Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
     }
 
+    /// As [`Cluster::connect`], but never waits for a slot: for one more
+    /// connection beside the ones a multiplexed protocol shares already
+    /// (refused with [`ErrorKind::Overflow`], uncounted, when none is free).
+    pub async fn connect_if_room(&self, i: usize) -> Result<UpstreamTcp, Error> {
+        let slot = match &self.conn_limit {
+            None => None,
+            Some(limit) => match self.free_slot(limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Error::upstream(
+                        ErrorKind::Overflow,
+                        format!(
+                            "cluster {} is at its max_connections circuit breaker",
+                            self.name
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
+    }
+
+    /// A free slot, closing idle pooled connections (of any host) for one.
+    fn free_slot(&self, limit: &ConnLimit) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            if let Some(slot) = limit.try_slot() {
+                return Some(slot);
+            }
+            // An idle connection must not starve a request.
+            if !self.pool.close_one_idle() {
+                return None;
+            }
+        }
+    }
+
     /// A slot under `max_connections` for one more connection (`None`: no limit).
     async fn connection_slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Error> {
         let Some(limit) = &self.conn_limit else {
             return Ok(None);
         };
-        loop {
-            if let Some(slot) = limit.try_slot() {
-                return Ok(Some(slot));
-            }
-            // An idle connection (of any host) must not starve a request.
-            if !self.pool.close_one_idle() {
-                break;
-            }
+        if let Some(slot) = self.free_slot(limit) {
+            return Ok(Some(slot));
         }
         limit
             .wait_slot(&self.name, self.connect_timeout)
