@@ -13,13 +13,8 @@ use common::*;
 /// Established TCP connections whose destination is `addr` (the gateway's
 /// side of its upstream connections; the tests' own probes are closed).
 fn connections_to(addr: SocketAddr) -> usize {
-    let out = run_ok(Command::new("ss").args([
-        "-Htn",
-        "state",
-        "established",
-        "dst",
-        &addr.to_string(),
-    ]));
+    let out =
+        run_ok(Command::new("ss").args(["-Htn", "state", "established", "dst", &addr.to_string()]));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -120,7 +115,10 @@ fn http1_max_connections_queues_max_pending_and_refuses_the_rest() {
     assert!(connections_to(web.addr()) <= 2);
     let report = cluster_report(&gw, "web");
     assert_eq!(report["requests_pending"], 0, "{report}");
-    assert!(report["connections_open"].as_u64().unwrap() <= 2, "{report}");
+    assert!(
+        report["connections_open"].as_u64().unwrap() <= 2,
+        "{report}"
+    );
 
     // The refusal names the breaker.
     let held: Vec<_> = (0..2)
@@ -188,7 +186,11 @@ fn http1_idle_connection_of_another_host_is_closed_to_make_room() {
     // connection idle in the pool, the only one the limit allows.
     let mut ports = Vec::new();
     for _ in 0..4 {
-        let out = run_ok(curl().args(["-s", "-D", "-", "-o", "/dev/null"]).arg(gw.url("/hello")));
+        let out = run_ok(
+            curl()
+                .args(["-s", "-D", "-", "-o", "/dev/null"])
+                .arg(gw.url("/hello")),
+        );
         let head = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let port = head
@@ -295,5 +297,8 @@ fn bad_connection_breakers_fail_switchyard_check_naming_the_field() {
         text.contains("clusters[other].circuit_breakers.max_pending"),
         "{text}"
     );
-    assert!(text.contains("set circuit_breakers.max_connections too"), "{text}");
+    assert!(
+        text.contains("set circuit_breakers.max_connections too"),
+        "{text}"
+    );
 }

@@ -202,7 +202,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 c.at(
                     cl.name.referenced,
                     format!("clusters[{}].circuit_breakers.max_pending", cl.name.value),
-                    "max_pending counts requests waiting under max_connections, which is not set".into(),
+                    "max_pending counts requests waiting under max_connections, which is not set"
+                        .into(),
                     Some("set circuit_breakers.max_connections too, or remove max_pending"),
                 );
             }

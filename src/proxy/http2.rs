@@ -936,7 +936,10 @@ async fn forward_h1(
 /// Drive one HTTP/1 upstream connection; when the exchange ended cleanly on
 /// a keep-alive connection, give the connection back to the cluster's pool.
 async fn drive_h1(
-    connection: hyper::client::conn::http1::Connection<TokioIo<crate::upstream::UpstreamTcp>, ReqBody>,
+    connection: hyper::client::conn::http1::Connection<
+        TokioIo<crate::upstream::UpstreamTcp>,
+        ReqBody,
+    >,
     mut done: oneshot::Receiver<bool>,
     cluster: Arc<Cluster>,
     host: usize,

@@ -14,10 +14,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::upstream::UpstreamTcp;
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::upstream::UpstreamTcp;
 
 use switchyard_codecs::http1::{self, BodyLength};
 use switchyard_codecs::redis::ReplyDecoder;

@@ -14,11 +14,11 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::upstream::UpstreamTcp;
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Field, Metadata};
 use switchyard_codecs::{bolt, dubbo};
 use tokio::io::AsyncWriteExt;
-use crate::upstream::UpstreamTcp;
 use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
@@ -322,7 +322,11 @@ fn with_entry<P: MuxProtocol, T>(
 /// connects; the outcome feeds its backoff.
 /// `wait`: under `max_connections`, wait for a slot (the host has no open
 /// connection yet) rather than give up at once.
-async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize, wait: bool) -> Option<UpstreamTcp> {
+async fn connect<P: MuxProtocol>(
+    cluster: &Cluster,
+    host: usize,
+    wait: bool,
+) -> Option<UpstreamTcp> {
     let timeout = cluster.connect_timeout;
     let may = with_entry::<P, _>(cluster, host, |e| {
         e.backoff.may_try(Instant::now(), timeout)

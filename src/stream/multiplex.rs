@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::upstream::{Counted, UpstreamTcp};
 use bytes::{Buf, Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Metadata, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::upstream::{Counted, UpstreamTcp};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
@@ -526,7 +526,11 @@ const CLOSED_BY_UPSTREAM: &str = "closed by the upstream";
 
 /// Watch a retired connection: a server that does not close it soon after
 /// its last response no longer closes after responses.
-async fn linger(conn: (Counted<OwnedReadHalf>, OwnedWriteHalf), habits: Arc<HostHabits>, name: String) {
+async fn linger(
+    conn: (Counted<OwnedReadHalf>, OwnedWriteHalf),
+    habits: Arc<HostHabits>,
+    name: String,
+) {
     let (mut rd, _wr) = conn;
     let until = tokio::time::Instant::now() + CLOSE_AFTER_RESPONSE;
     let mut buf = [0u8; 256];

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use crate::upstream::{Counted, UpstreamTcp};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::Decoder;
 use tokio::io::AsyncWriteExt;
-use crate::upstream::{Counted, UpstreamTcp};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A reply frame the pipeline can count.

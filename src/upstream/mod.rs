@@ -11,8 +11,8 @@ mod pool;
 mod ring;
 mod shard;
 
-pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp};
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
+pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp};
 pub use health::Outcome;
 pub use lb::Balancer;
 pub use maglev::Maglev;
