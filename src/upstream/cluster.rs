@@ -587,8 +587,9 @@ impl Cluster {
             if let Some(slot) = limit.try_slot() {
                 return Some(slot);
             }
-            // An idle connection must not starve a request.
-            if !self.pool.close_one_idle() {
+            // An idle connection (of any host, in this view's pool or
+            // another's) must not starve a request.
+            if !limit.close_one_idle() {
                 return None;
             }
         }

@@ -122,6 +122,9 @@ pub struct ConnLimit {
     overflow_connections: Counter,
     /// Requests refused at once because `max_pending` were waiting.
     overflow_pending: Counter,
+    /// The idle pools of the cluster and its subset views (locked only at
+    /// the limit, and when a view is compiled).
+    idle: std::sync::Mutex<Vec<std::sync::Weak<super::pool::IdleQueues>>>,
 }
 
 /// Counts one waiting request while it lives.
@@ -142,7 +145,28 @@ impl ConnLimit {
             pending: AtomicUsize::new(0),
             overflow_connections: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => cluster.to_owned(), "breaker" => "max_connections"),
             overflow_pending: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => cluster.to_owned(), "breaker" => "max_pending"),
+            idle: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Count `queues` among the idle pools [`ConnLimit::close_one_idle`] may close from.
+    pub(super) fn register_idle(&self, queues: &Arc<super::pool::IdleQueues>) {
+        if let Ok(mut pools) = self.idle.lock() {
+            pools.retain(|p| p.strong_count() > 0);
+            pools.push(Arc::downgrade(queues));
+        }
+    }
+
+    /// Close one idle pooled connection of the cluster or any of its views
+    /// (freeing its slot); false when none is idle.
+    pub fn close_one_idle(&self) -> bool {
+        let Ok(pools) = self.idle.lock() else {
+            return false;
+        };
+        pools
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|q| super::pool::close_one_idle(&q))
     }
 
     pub fn max(&self) -> usize {

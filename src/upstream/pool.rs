@@ -12,14 +12,14 @@ use super::conn::{ConnLimit, UpstreamTcp};
 /// Idle connections younger than this skip the liveness probe (default).
 const FRESH: Duration = Duration::from_millis(1000);
 
-struct Idle {
+pub(super) struct Idle {
     stream: UpstreamTcp,
     since: Instant,
 }
 
 /// Idle connections of one cluster, per host index.
 pub struct Pool {
-    hosts: Vec<ArrayQueue<Idle>>,
+    hosts: Arc<IdleQueues>,
     idle_timeout: Duration,
     fresh: Duration,
     /// The cluster's `max_connections`: a connection returned while requests
@@ -30,9 +30,11 @@ pub struct Pool {
 impl Pool {
     pub fn new(hosts: usize, max_idle_per_host: usize, idle_timeout: Duration) -> Self {
         Self {
-            hosts: (0..hosts)
-                .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
-                .collect(),
+            hosts: Arc::new(
+                (0..hosts)
+                    .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
+                    .collect(),
+            ),
             idle_timeout,
             fresh: FRESH,
             limit: None,
@@ -41,7 +43,12 @@ impl Pool {
 
     /// Close returned connections instead of keeping them while requests
     /// wait for one of `limit`'s slots.
+    /// The pool registers with `limit`, so a request of any view of the
+    /// cluster at the limit may close its idle connections.
     pub fn with_limit(mut self, limit: Option<Arc<ConnLimit>>) -> Self {
+        if let Some(l) = &limit {
+            l.register_idle(&self.hosts);
+        }
         self.limit = limit;
         self
     }
@@ -81,16 +88,18 @@ impl Pool {
         }
     }
 
-    /// Close one idle connection, of any host (freeing its slot under
-    /// `max_connections`); false when none is idle.
-    pub fn close_one_idle(&self) -> bool {
-        self.hosts.iter().any(|queue| queue.pop().is_some())
-    }
-
     /// Idle connections held for host `i`.
     pub fn idle(&self, i: usize) -> usize {
         self.hosts.get(i).map_or(0, ArrayQueue::len)
     }
+}
+
+/// Idle connections of one pool, per host index.
+pub(super) type IdleQueues = Vec<ArrayQueue<Idle>>;
+
+/// Close one idle connection of `queues`, if there is one.
+pub(super) fn close_one_idle(queues: &IdleQueues) -> bool {
+    queues.iter().any(|queue| queue.pop().is_some())
 }
 
 /// An idle connection is usable if reading would block: EOF means the server
