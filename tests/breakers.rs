@@ -302,3 +302,45 @@ fn bad_connection_breakers_fail_switchyard_check_naming_the_field() {
         "{text}"
     );
 }
+
+#[test]
+fn an_idle_connection_of_another_subset_view_is_closed_to_make_room() {
+    let a = HttpUpstream::start();
+    let b = HttpUpstream::start();
+    let ports = Ports::new();
+    // Each route's subset is a view of the cluster with its own idle pool;
+    // the connection limit is the cluster's.
+    let gw = Gateway::start(&format!(
+        r#"admin: {{address: "127.0.0.1:{admin}"}}
+listeners:
+  - name: edge
+    address: "127.0.0.1:{listen}"
+    protocols: [http1]
+    route_table: main
+route_tables:
+  - name: main
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - {{match: {{path_prefix: /v1/}}, cluster: web, subset: {{version: v1}}}}
+          - {{match: {{path_prefix: /v2/}}, cluster: web, subset: {{version: v2}}}}
+clusters:
+  - name: web
+    hosts:
+      - {{address: "{a}", labels: {{version: v1}}}}
+      - {{address: "{b}", labels: {{version: v2}}}}
+    circuit_breakers: {{max_requests: 100, max_connections: 1, max_pending: 0}}
+"#,
+        admin = ports.admin,
+        listen = ports.listen,
+        a = a.addr(),
+        b = b.addr(),
+    ));
+    // The upstream answers these paths 404 itself (not the gateway's 503).
+    for path in ["/v1/x", "/v2/x", "/v1/x", "/v2/x"] {
+        assert_eq!(status(&gw.url(path)), 404, "{path}");
+        assert!(connections_to(a.addr()) + connections_to(b.addr()) <= 1);
+    }
+    assert_eq!(overflows(&gw, "web", "max_pending"), 0.0);
+}
