@@ -6,6 +6,9 @@
 //! driver words in its own protocol (HTTP 403/429/503, gRPC status, Redis
 //! `-ERR`, Dubbo/Bolt status, MQTT reason code, MySQL ERR, RTSP status).
 //!
+//! A `headers` filter refuses nothing: it hands the permit its edits,
+//! which each driver applies as it writes the request and the response.
+//!
 //! Filters are immutable config plus atomics (a keyed rate limit adds a
 //! sharded table); a chain without filters costs one branch per request.
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use metrics::Counter;
 use switchyard_codecs::{Field, Metadata, Protocol};
 
+use super::headers::HeaderRules;
 use super::rate::{KeyedBuckets, SharedBucket};
 use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit, RateUnit};
 
@@ -145,9 +149,18 @@ pub struct Permit {
     inline: [Option<Arc<InFlight>>; 2],
     more: Vec<Arc<InFlight>>,
     mirror: Option<Arc<str>>,
+    /// The rules of the `headers` filters the request passed, in order
+    /// (empty, unallocated, without such a filter).
+    headers: Vec<Arc<HeaderRules>>,
 }
 
 impl Permit {
+    /// The header edits the driver applies to the request going upstream
+    /// and to its response ([`crate::filters::headers`]).
+    pub fn headers(&self) -> &[Arc<HeaderRules>] {
+        &self.headers
+    }
+
     /// Whether it holds no place (no limit on the way).
     pub fn is_empty(&self) -> bool {
         self.inline[0].is_none()
@@ -253,6 +266,7 @@ enum Kind {
         cluster: Arc<str>,
         percent: f64,
     },
+    Headers(Arc<HeaderRules>),
 }
 
 /// A filter's `match:`, compiled.
@@ -430,6 +444,7 @@ impl Kind {
                 cluster: m.cluster.as_str().into(),
                 percent: m.percent,
             },
+            cfg::Filter::Headers(h) => Kind::Headers(HeaderRules::new(h)),
         }
     }
 
@@ -514,6 +529,10 @@ impl Kind {
                 if chance(*percent) {
                     permit.mirror = Some(cluster.clone());
                 }
+                Step::Pass
+            }
+            Kind::Headers(rules) => {
+                permit.headers.push(rules.clone());
                 Step::Pass
             }
         }

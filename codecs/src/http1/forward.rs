@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::head::{Span, trim_ows};
 use super::{RequestHead, ResponseHead, Version};
+use crate::fields::FieldList;
 
 /// What the gateway tells a client about its connection after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +60,21 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Copy the fields of a head that survive forwarding; `keep` decides the rest.
-fn put_end_to_end_fields(
-    out: &mut BytesMut,
-    wire: &[u8],
-    headers: &[(Span, Span)],
+/// The fields of a head that survive forwarding, in order.
+fn end_to_end_fields<'a>(
+    wire: &'a [u8],
+    headers: &'a [(Span, Span)],
     keep_upgrade: bool,
-    mut keep: impl FnMut(&mut BytesMut, &[u8], &[u8]) -> bool,
-) {
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
     let listed = connection_options(wire, headers);
-    for (name, value) in headers {
-        let (name, value) = (name.get(wire), value.get(wire));
-        let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
-        if !upgrade && (is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
-        {
-            continue;
-        }
-        if keep(out, name, value) {
-            put_field(out, name, value);
-        }
-    }
+    headers
+        .iter()
+        .map(move |(n, v)| (n.get(wire), v.get(wire)))
+        .filter(move |(name, _)| {
+            let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
+            upgrade
+                || !(is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
+        })
 }
 
 impl RequestHead {
@@ -101,7 +97,7 @@ impl RequestHead {
         if !self.rewrite && path.is_none() {
             return self.wire.clone();
         }
-        self.written(path, b"")
+        self.forwarded_with(path, |_| {})
     }
 
     /// The head of a mirrored copy: as [`RequestHead::forwarded`], always
@@ -109,23 +105,32 @@ impl RequestHead {
     /// (before any port: `a.example:8080` becomes `a.example-shadow:8080`
     /// for `-shadow`, as Envoy's request mirroring does).
     pub fn shadowed(&self, path: Option<&[u8]>, suffix: &[u8]) -> Bytes {
-        self.written(path, suffix)
+        self.forwarded_with(path, |fields| {
+            if suffix.is_empty() {
+                return;
+            }
+            let host = fields.get_all(b"host").next().map(|h| {
+                let (name, port) = split_port(h);
+                [name, suffix, port].concat()
+            });
+            if let Some(host) = host {
+                fields.set(b"Host", &host);
+            }
+        })
     }
 
-    fn written(&self, path: Option<&[u8]>, host_suffix: &[u8]) -> Bytes {
+    /// The head to send upstream, always written anew as
+    /// [`RequestHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields first (`Host` among them). Hop-by-hop fields
+    /// `edit` adds are dropped: the gateway's own follow. The caller keeps
+    /// `edit` off the framing fields (`Content-Length`, `Transfer-Encoding`).
+    pub fn forwarded_with(
+        &self,
+        path: Option<&[u8]>,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
         let wire = self.wire.as_ref();
-        let put_host = |out: &mut BytesMut, host: &[u8]| {
-            if host_suffix.is_empty() {
-                return put_field(out, b"Host", host);
-            }
-            let (name, port) = split_port(host);
-            out.put_slice(b"Host: ");
-            out.put_slice(name);
-            out.put_slice(host_suffix);
-            out.put_slice(port);
-            out.put_slice(b"\r\n");
-        };
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         out.put_slice(self.method.get(wire));
         out.put_u8(b' ');
         match (path, self.path) {
@@ -144,37 +149,37 @@ impl RequestHead {
         let authority = self.authority.map(|a| a.get(wire));
         let mut host_written = false;
         let mut length_written = false;
-        put_end_to_end_fields(
-            &mut out,
-            wire,
-            &self.headers,
-            self.upgrade,
-            |out, name, value| {
-                if name.eq_ignore_ascii_case(b"host") {
-                    if host_written {
-                        return false;
-                    }
-                    host_written = true;
-                    if authority.is_some() || !host_suffix.is_empty() {
-                        put_host(out, authority.unwrap_or(value));
-                        return false;
-                    }
-                } else if name.eq_ignore_ascii_case(b"content-length") {
-                    if length_written {
-                        return false;
-                    }
-                    length_written = true;
-                    // One value: the codec refused differing ones.
-                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
-                    put_field(out, b"Content-Length", trim_ows(first));
-                    return false;
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, self.upgrade) {
+            if name.eq_ignore_ascii_case(b"host") {
+                if host_written {
+                    continue;
                 }
-                true
-            },
-        );
-        if let (Some(a), false) = (authority, host_written) {
-            put_host(&mut out, a);
+                host_written = true;
+                fields.push(b"Host", authority.unwrap_or(value));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                if length_written {
+                    continue;
+                }
+                length_written = true;
+                // One value: the codec refused differing ones.
+                let first = value.split(|b| *b == b',').next().unwrap_or_default();
+                fields.push(b"Content-Length", trim_ows(first));
+            } else {
+                fields.push(name, value);
+            }
         }
+        if let (Some(a), false) = (authority, host_written) {
+            fields.push(b"Host", a);
+        }
+        edit(&mut fields);
+        for name in ["connection", "keep-alive", "proxy-connection", "te"] {
+            fields.remove(name.as_bytes());
+        }
+        if !self.upgrade {
+            fields.remove(b"upgrade");
+        }
+        fields.write(&mut out);
         if self.te_trailers {
             put_field(&mut out, b"TE", b"trailers");
         }
@@ -263,12 +268,41 @@ impl ResponseHead {
         if self.status == 101 || (says && !self.rewrite) {
             return self.wire.clone();
         }
+        self.forwarded_with(conn, |_| {})
+    }
+
+    /// The head to send to the client, always written anew as
+    /// [`ResponseHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields (hop-by-hop fields it adds are dropped). A `101`
+    /// is forwarded as it is.
+    pub fn forwarded_with(
+        &self,
+        conn: ClientConnection,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
+        if self.status == 101 {
+            return self.wire.clone();
+        }
         let wire = self.wire.as_ref();
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         let line = wire.split(|b| *b == b'\n').next().unwrap_or_default();
         out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
         out.put_slice(b"\r\n");
-        put_end_to_end_fields(&mut out, wire, &self.headers, false, |_, _, _| true);
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, false) {
+            fields.push(name, value);
+        }
+        edit(&mut fields);
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+        ] {
+            fields.remove(name.as_bytes());
+        }
+        fields.write(&mut out);
         match conn {
             ClientConnection::Close => out.put_slice(b"Connection: close\r\n"),
             ClientConnection::KeepAlive => out.put_slice(b"Connection: keep-alive\r\n"),
@@ -336,7 +370,7 @@ mod tests {
         let h = request(b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n");
         assert_eq!(
             text(h.shadowed(None, b"")),
-            "GET /a HTTP/1.1\r\nhost: h\r\n\r\n"
+            text(h.forwarded_with(None, |_| {}))
         );
     }
 
@@ -420,6 +454,31 @@ mod tests {
         assert_eq!(
             switching.forwarded(ClientConnection::Close).as_ptr(),
             crate::WireHead::wire(&switching).as_ptr()
+        );
+    }
+
+    #[test]
+    fn edited_heads_are_written_anew_with_one_framing() {
+        let h = request(b"POST /x?q HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: keep-alive\r\n\r\n");
+        let out = h.forwarded_with(Some(b"/y"), |f| {
+            f.set(b"host", b"new.example");
+            f.remove(b"x-a");
+            f.add(b"X-B", b"2");
+            f.add(b"Connection", b"close");
+            f.add(b"X-Bad", b"1\r\nX-Injected: 1");
+        });
+        assert_eq!(
+            text(out),
+            "POST /y?q HTTP/1.1\r\nHost: new.example\r\nContent-Length: 5\r\nX-B: 2\r\n\r\n"
+        );
+        let r = response(b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n");
+        let out = r.forwarded_with(ClientConnection::Close, |f| {
+            f.remove(b"server");
+            f.set(b"x-served-by", b"gw");
+        });
+        assert_eq!(
+            text(out),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: gw\r\nConnection: close\r\n\r\n"
         );
     }
 }
