@@ -14,6 +14,9 @@ pub enum ErrorKind {
     ConnectFailed,
     /// Connecting to the upstream host took longer than `connect_timeout`.
     ConnectTimeout,
+    /// A circuit breaker of the cluster is full (`max_connections`,
+    /// `max_pending`): answered "unavailable" without trying a host.
+    Overflow,
     /// The upstream closed the connection before the response was complete.
     UpstreamClosed,
     /// The upstream did not answer within the request timeout.

@@ -553,6 +553,48 @@ fn a_cluster_circuit_breaker_answers_overflow_busy(kind: RpcKind) {
     assert_eq!(values(&after.steps[0]), ["2"]);
 }
 
+/// Established TCP connections whose destination is `addr` (`ss`).
+fn connections_to(addr: SocketAddr) -> usize {
+    let out =
+        run_ok(Command::new("ss").args(["-Htn", "state", "established", "dst", &addr.to_string()]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+fn max_connections_caps_the_shared_upstream_connections(kind: RpcKind) {
+    let server = RpcServer::start(kind);
+    let name = kind.name();
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!("{{match: {{protocol: {name}}}, cluster: servers}}")],
+        &[cluster(
+            "servers",
+            &[server.addr()],
+            "circuit_breakers: {max_requests: 1000, max_connections: 1}",
+        )],
+    ));
+    // The gateway shares up to two connections per host (two with a limit
+    // of 100: checked by hand); the breaker leaves one, which carries every
+    // call (none waits or overflows).
+    let run = calls(gw.addr(), kind, &["200", "plus", "$i", "1"]);
+    assert_eq!(values(&run.steps[0]).len(), 200);
+    assert_eq!(connections_to(server.addr()), 1);
+    let run = calls(gw.addr(), kind, &["50", "plus", "$i", "1"]);
+    assert_eq!(values(&run.steps[0]).len(), 50);
+    assert_eq!(connections_to(server.addr()), 1);
+    for breaker in ["max_connections", "max_pending"] {
+        assert_eq!(
+            gw.metric(
+                "switchyard_upstream_overflow_total",
+                &[("cluster", "servers"), ("breaker", breaker)]
+            ),
+            0.0
+        );
+    }
+}
+
 fn a_fault_aborts_about_its_share_of_calls(kind: RpcKind) {
     let server = RpcServer::start(kind);
     let gw = filtered_gateway(
@@ -658,6 +700,7 @@ for_both_protocols!(
     a_concurrency_limit_refuses_calls_past_the_ones_in_flight,
     a_fault_aborts_about_its_share_of_calls,
     a_cluster_circuit_breaker_answers_overflow_busy,
+    max_connections_caps_the_shared_upstream_connections,
     a_mirror_copies_every_call_to_the_shadow_and_answers_from_the_primary,
 );
 

@@ -186,6 +186,28 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 Some("give the most requests in flight to the cluster, at least 1"),
             );
         }
+        if let Some(b) = &cl.circuit_breakers {
+            if b.max_connections == Some(0) {
+                c.at(
+                    cl.name.referenced,
+                    format!(
+                        "clusters[{}].circuit_breakers.max_connections",
+                        cl.name.value
+                    ),
+                    "a limit of 0 connections refuses every request".into(),
+                    Some("give the most connections open to the cluster's hosts at once, at least 1, or leave it out for no limit"),
+                );
+            }
+            if b.max_pending.is_some() && b.max_connections.is_none() {
+                c.at(
+                    cl.name.referenced,
+                    format!("clusters[{}].circuit_breakers.max_pending", cl.name.value),
+                    "max_pending counts requests waiting under max_connections, which is not set"
+                        .into(),
+                    Some("set circuit_breakers.max_connections too, or remove max_pending"),
+                );
+            }
+        }
     }
 
     let mut addresses = HashSet::new();

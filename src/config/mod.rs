@@ -964,6 +964,16 @@ pub struct CircuitBreakers {
     /// it a failed try is answered as it failed. Default: no limit.
     #[serde(default)]
     pub max_retries: Option<usize>,
+    /// Most upstream connections open to the cluster's hosts at once (all
+    /// hosts together, idle pooled and shared ones included; `None`: no
+    /// limit). A request that needs one more waits for one to close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Most requests waiting for a connection under `max_connections` (at
+    /// most `connect_timeout` each); one more is answered "unavailable" at
+    /// once (`None`: no limit; 0: never wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<usize>,
 }
 
 /// `slow_start: {window: 30s}`.

@@ -12,7 +12,6 @@ use switchyard_codecs::http1::{
 };
 use switchyard_codecs::{CodecError, Decoder, Field, Metadata, Part, Protocol, WireHead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
@@ -25,7 +24,7 @@ use crate::router::Action;
 use crate::stream::session::splice;
 use crate::stream::websocket::WebSocket;
 use crate::upstream::retry::MAX_KEPT_BODY;
-use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy};
+use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy, UpstreamTcp};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
@@ -49,7 +48,7 @@ enum After {
     KeepAlive,
     Close,
     /// 101 Switching Protocols: splice the two connections.
-    Upgrade(TcpStream, BytesMut),
+    Upgrade(UpstreamTcp, BytesMut),
     /// The gateway accepted a WebSocket upgrade: serve this protocol inside it.
     WebSocket(Protocol),
 }
@@ -684,12 +683,17 @@ async fn forward(
                     r.backoff().await;
                     continue;
                 }
-                let status = if e.kind() == ErrorKind::ConnectTimeout {
-                    504
-                } else {
-                    502
+                let (status, text) = match e.kind() {
+                    ErrorKind::Overflow => (503, e.to_string()),
+                    ErrorKind::ConnectTimeout => (
+                        504,
+                        format!("upstream connect error (cluster {})", cluster.name),
+                    ),
+                    _ => (
+                        502,
+                        format!("upstream connect error (cluster {})", cluster.name),
+                    ),
                 };
-                let text = format!("upstream connect error (cluster {})", cluster.name);
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
@@ -1180,7 +1184,7 @@ fn downstream_gone(e: std::io::Error) -> Error {
 
 /// After 101 Switching Protocols: bytes already read on either side go first,
 /// then the two connections are spliced.
-async fn upgrade(down: Downstream, mut up: TcpStream, up_buf: BytesMut, conn: &Conn) {
+async fn upgrade(down: Downstream, mut up: UpstreamTcp, up_buf: BytesMut, conn: &Conn) {
     let Downstream {
         rd, mut wr, buf, ..
     } = down;

@@ -257,7 +257,7 @@ pub(crate) enum Failure {
 impl Failure {
     pub(crate) fn of(e: &Error) -> Self {
         match e.kind() {
-            ErrorKind::NoHost => Failure::NoHost,
+            ErrorKind::NoHost | ErrorKind::Overflow => Failure::NoHost,
             ErrorKind::ConnectTimeout => Failure::ConnectTimeout,
             ErrorKind::ConnectFailed => Failure::ConnectFailed,
             ErrorKind::UpstreamTimeout => Failure::Timeout,
@@ -1104,7 +1104,10 @@ async fn forward_h1(
 /// Drive one HTTP/1 upstream connection; when the exchange ended cleanly on
 /// a keep-alive connection, give the connection back to the cluster's pool.
 async fn drive_h1(
-    connection: hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, ReqBody>,
+    connection: hyper::client::conn::http1::Connection<
+        TokioIo<crate::upstream::UpstreamTcp>,
+        ReqBody,
+    >,
     mut done: oneshot::Receiver<bool>,
     cluster: Arc<Cluster>,
     host: usize,

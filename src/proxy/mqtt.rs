@@ -183,6 +183,8 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         let Ok(broker) = cluster.connect(host).await else {
             continue;
         };
+        // The slot under `max_connections` lives as long as the session.
+        let (broker, slot) = broker.into_parts();
         let mut broker = Stream::Tcp(broker);
         if broker.write_all(&upstream_connect).await.is_err() {
             continue;
@@ -197,11 +199,11 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         if let Ok(Ok(Some(connack))) = answer
             && connack.kind() == PacketType::Connack
         {
-            bound = Some((broker, broker_buf, broker_decoder, connack));
+            bound = Some((broker, broker_buf, broker_decoder, connack, slot));
             break;
         }
     }
-    let Some((broker, broker_buf, broker_decoder, connack)) = bound else {
+    let Some((broker, broker_buf, broker_decoder, connack, _slot)) = bound else {
         m.unavailable.increment(1);
         let _ = client
             .write_all(&refuse(

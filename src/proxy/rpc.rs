@@ -14,11 +14,11 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::upstream::UpstreamTcp;
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Field, Metadata};
 use switchyard_codecs::{bolt, dubbo};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
@@ -438,7 +438,13 @@ fn with_entry<P: MuxProtocol, T>(
 
 /// A new connection to `host`, unless the host is resting after failed
 /// connects; the outcome feeds its backoff.
-async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<TcpStream> {
+/// `wait`: under `max_connections`, wait for a slot (the host has no open
+/// connection yet) rather than give up at once.
+async fn connect<P: MuxProtocol>(
+    cluster: &Cluster,
+    host: usize,
+    wait: bool,
+) -> Option<UpstreamTcp> {
     let timeout = cluster.connect_timeout;
     let may = with_entry::<P, _>(cluster, host, |e| {
         e.backoff.may_try(Instant::now(), timeout)
@@ -446,10 +452,17 @@ async fn connect<P: MuxProtocol>(cluster: &Cluster, host: usize) -> Option<TcpSt
     if may != Some(true) {
         return None;
     }
-    let result = cluster.connect(host).await;
-    with_entry::<P, _>(cluster, host, |e| {
-        e.backoff.record(result.is_ok(), Instant::now());
-    });
+    let result = if wait {
+        cluster.connect(host).await
+    } else {
+        cluster.connect_if_room(host).await
+    };
+    // A full `max_connections` says nothing of the host: no rest for it.
+    if !matches!(&result, Err(e) if e.kind() == crate::error::ErrorKind::Overflow) {
+        with_entry::<P, _>(cluster, host, |e| {
+            e.backoff.record(result.is_ok(), Instant::now());
+        });
+    }
     result.ok()
 }
 
@@ -483,7 +496,7 @@ fn reconnect<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Reconnect {
         let cluster = cluster.clone();
         Box::pin(async move {
             let cluster = cluster.upgrade()?;
-            connect::<P>(&cluster, host).await
+            connect::<P>(&cluster, host, true).await
         })
     })
 }
@@ -502,7 +515,7 @@ async fn shared<P: MuxProtocol>(cluster: &Arc<Cluster>, host: usize) -> Vec<MuxC
     }
     let opened = conns.len();
     while conns.len() < CONNS_PER_HOST {
-        let Some(stream) = connect::<P>(cluster, host).await else {
+        let Some(stream) = connect::<P>(cluster, host, conns.is_empty()).await else {
             break;
         };
         let name = format!(

@@ -542,14 +542,23 @@ impl Proxy {
             return Ok(*id);
         }
         let mut connected = None;
+        let mut refused = 502;
         for host in cluster.hosts_for(req) {
-            if let Ok(tcp) = cluster.connect(host).await {
-                connected = Some((host, tcp));
-                break;
+            match cluster.connect(host).await {
+                Ok(tcp) => {
+                    connected = Some((host, tcp));
+                    break;
+                }
+                // A connection circuit breaker: unavailable, not a bad gateway.
+                Err(e) if e.kind() == crate::error::ErrorKind::Overflow => {
+                    refused = 503;
+                    break;
+                }
+                Err(_) => {}
             }
         }
         let Some((host, tcp)) = connected else {
-            return Err(502);
+            return Err(refused);
         };
         let Some(address) = cluster.hosts.get(host).map(|h| h.address) else {
             return Err(502);
@@ -934,7 +943,7 @@ impl Proxy {
 /// Read and decode one upstream connection, handing messages to the
 /// connection task.
 async fn read_upstream(
-    mut rd: OwnedReadHalf,
+    mut rd: crate::upstream::Counted<OwnedReadHalf>,
     id: UpstreamId,
     limits: Limits,
     events: mpsc::Sender<UpEvent>,

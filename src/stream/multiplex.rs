@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::upstream::{Counted, UpstreamTcp};
 use bytes::{Buf, Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Metadata, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
@@ -132,7 +132,7 @@ pub type Observe = Arc<dyn Fn(Answered) + Send + Sync>;
 /// Opens a fresh connection to the host a [`MuxConn`] talks to (`None`: it
 /// could not), for the requests a closed connection never wrote.
 pub type Reconnect =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<TcpStream>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<UpstreamTcp>> + Send>> + Send + Sync>;
 
 /// What the connections to one host learn about its server, shared by them.
 #[derive(Debug, Default)]
@@ -206,7 +206,7 @@ impl<P: MuxProtocol> MuxConn<P> {
     /// connection that requests never written on this one are sent on;
     /// `habits` are shared by the connections to the same host.
     pub fn spawn(
-        stream: TcpStream,
+        stream: UpstreamTcp,
         name: String,
         reconnect: Reconnect,
         habits: Arc<HostHabits>,
@@ -260,7 +260,7 @@ struct Ended<F> {
     cut_off: VecDeque<Unwritten<F>>,
     /// Retired with nothing in flight (the host closes after responses): the
     /// connection, to see whether the server closes it.
-    retired: Option<(OwnedReadHalf, OwnedWriteHalf)>,
+    retired: Option<(Counted<OwnedReadHalf>, OwnedWriteHalf)>,
 }
 
 impl<P: MuxProtocol> Task<P> {
@@ -325,7 +325,7 @@ impl<P: MuxProtocol> Task<P> {
     /// why it ended and the requests it never completely wrote.
     async fn serve(
         &mut self,
-        stream: TcpStream,
+        stream: UpstreamTcp,
         mut taking: bool,
         mut out: BytesMut,
         mut unwritten: VecDeque<Unwritten<P::Frame>>,
@@ -453,7 +453,7 @@ impl<P: MuxProtocol> Task<P> {
 
 async fn run<P: MuxProtocol>(
     mut task: Task<P>,
-    stream: TcpStream,
+    stream: UpstreamTcp,
     alive: Arc<AtomicBool>,
     name: String,
     reconnect: Reconnect,
@@ -535,7 +535,11 @@ const CLOSED_BY_UPSTREAM: &str = "closed by the upstream";
 
 /// Watch a retired connection: a server that does not close it soon after
 /// its last response no longer closes after responses.
-async fn linger(conn: (OwnedReadHalf, OwnedWriteHalf), habits: Arc<HostHabits>, name: String) {
+async fn linger(
+    conn: (Counted<OwnedReadHalf>, OwnedWriteHalf),
+    habits: Arc<HostHabits>,
+    name: String,
+) {
     let (mut rd, _wr) = conn;
     let until = tokio::time::Instant::now() + CLOSE_AFTER_RESPONSE;
     let mut buf = [0u8; 256];

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use crate::upstream::{Counted, UpstreamTcp};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::Decoder;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A reply frame the pipeline can count.
@@ -39,7 +39,7 @@ impl ReplyFrame for switchyard_codecs::redis::Reply {
 /// Split a connection: the write side for the command task, the read side
 /// for the reply task. `skip`: replies to drop first (to commands the gateway
 /// sent itself, e.g. a login).
-pub fn split<D>(stream: TcpStream, decoder: D, skip: usize) -> (Pipeline, ReplyReader<D>) {
+pub fn split<D>(stream: UpstreamTcp, decoder: D, skip: usize) -> (Pipeline, ReplyReader<D>) {
     let (rd, wr) = stream.into_split();
     let alive = Arc::new(AtomicBool::new(true));
     (
@@ -97,7 +97,7 @@ impl Pipeline {
 
 /// The read side of a pipelined upstream connection.
 pub struct ReplyReader<D> {
-    rd: OwnedReadHalf,
+    rd: Counted<OwnedReadHalf>,
     buf: BytesMut,
     decoder: D,
     /// Replies still to drop (answers to the gateway's own commands).

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use switchyard_codecs::{Field, Metadata};
 
+use super::conn::{ConnLimit, UpstreamTcp};
 use super::maglev::{Maglev, MaglevWalk};
 use super::ring::RingWalk;
 use super::{Balancer, Pool, Ring};
@@ -118,6 +119,14 @@ pub struct ClusterReport {
     /// The `max_retries` circuit breaker and the retries in flight now.
     pub max_retries: Option<usize>,
     pub retries_in_flight: usize,
+    /// The `max_connections` circuit breaker and the connections open now
+    /// (in use, idle and shared).
+    pub max_connections: Option<usize>,
+    pub connections_open: Option<usize>,
+    /// The `max_pending` circuit breaker and the requests waiting for a
+    /// connection now.
+    pub max_pending: Option<usize>,
+    pub requests_pending: Option<usize>,
     pub hosts: Vec<HostReport>,
 }
 
@@ -251,6 +260,9 @@ pub struct Cluster {
     overflows: Counter,
     /// The `max_retries` circuit breaker (shared with subset views).
     pub retry_budget: super::retry::RetryBudget,
+    /// The `max_connections` and `max_pending` circuit breakers (`None`: no
+    /// limit; shared with subset views).
+    conn_limit: Option<Arc<ConnLimit>>,
     /// Most idle connections kept per host, and how long they may idle.
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
@@ -279,7 +291,12 @@ impl Cluster {
                 )))
             })
             .collect();
-        Self::with_hosts(c, hosts)
+        let conn_limit = c
+            .circuit_breakers
+            .as_ref()
+            .and_then(|b| Some((b.max_connections?, b.max_pending)))
+            .map(|(max, pending)| Arc::new(ConnLimit::new(&c.name.value, max, pending)));
+        Self::with_hosts(c, hosts, conn_limit)
     }
 
     /// A view of this cluster over the hosts `indices` (a subset of a
@@ -295,7 +312,7 @@ impl Cluster {
             .iter()
             .filter_map(|i| self.hosts.get(*i).cloned())
             .collect();
-        let mut view = Self::with_hosts(&c, hosts);
+        let mut view = Self::with_hosts(&c, hosts, self.conn_limit.clone());
         // One health state and one breaker for the cluster and its views.
         view.health = self.health.clone();
         view.breaker = self.breaker.clone();
@@ -331,7 +348,11 @@ impl Cluster {
         values
     }
 
-    fn with_hosts(c: &config::Cluster, hosts: Vec<Arc<Host>>) -> Self {
+    fn with_hosts(
+        c: &config::Cluster,
+        hosts: Vec<Arc<Host>>,
+        conn_limit: Option<Arc<ConnLimit>>,
+    ) -> Self {
         let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
         let name = c.name.value.clone();
         let field = match c.hash_on {
@@ -357,7 +378,9 @@ impl Cluster {
                 .map(|s| SlowStart::new(s.window.get(), s.min_weight_percent)),
             source: c.clone(),
             failover: c.failover,
-            pool: Pool::new(hosts.len(), c.max_idle_per_host, c.idle_timeout.get()),
+            pool: Pool::new(hosts.len(), c.max_idle_per_host, c.idle_timeout.get())
+                .with_limit(conn_limit.clone()),
+            conn_limit,
             mux: super::MuxPool::new(hosts.len()),
             protocol: c.protocol,
             hosts,
@@ -412,6 +435,10 @@ impl Cluster {
             requests_in_flight: self.breaker.as_ref().map(|b| b.in_flight()),
             max_retries: self.retry_budget.max(),
             retries_in_flight: self.retry_budget.in_flight(),
+            max_connections: self.conn_limit.as_ref().map(|l| l.max()),
+            connections_open: self.conn_limit.as_ref().map(|l| l.open()),
+            max_pending: self.conn_limit.as_ref().and_then(|l| l.max_pending()),
+            requests_pending: self.conn_limit.as_ref().map(|l| l.pending()),
             hosts,
         }
     }
@@ -564,8 +591,69 @@ impl Cluster {
         }
     }
 
-    /// Open a new connection to host `i`, within `connect_timeout`.
-    pub async fn connect(&self, i: usize) -> Result<TcpStream, Error> {
+    /// Open a new connection to host `i`, within `connect_timeout`, under
+    /// the `max_connections` circuit breaker: at the limit, an idle pooled
+    /// connection is closed to make room, else the request waits (at most
+    /// `connect_timeout`, unless `max_pending` requests wait already) for a
+    /// connection to close. Refused with [`ErrorKind::Overflow`].
+    pub async fn connect(&self, i: usize) -> Result<UpstreamTcp, Error> {
+        let slot = self.connection_slot().await?;
+        Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
+    }
+
+    /// As [`Cluster::connect`], but never waits for a slot: for one more
+    /// connection beside the ones a multiplexed protocol shares already
+    /// (refused with [`ErrorKind::Overflow`], uncounted, when none is free).
+    pub async fn connect_if_room(&self, i: usize) -> Result<UpstreamTcp, Error> {
+        let slot = match &self.conn_limit {
+            None => None,
+            Some(limit) => match self.free_slot(limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Error::upstream(
+                        ErrorKind::Overflow,
+                        format!(
+                            "cluster {} is at its max_connections circuit breaker",
+                            self.name
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
+    }
+
+    /// A free slot, closing idle pooled connections (of any host) for one.
+    fn free_slot(&self, limit: &ConnLimit) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            if let Some(slot) = limit.try_slot() {
+                return Some(slot);
+            }
+            // An idle connection (of any host, in this view's pool or
+            // another's) must not starve a request.
+            if !limit.close_one_idle() {
+                return None;
+            }
+        }
+    }
+
+    /// A slot under `max_connections` for one more connection (`None`: no limit).
+    async fn connection_slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Error> {
+        let Some(limit) = &self.conn_limit else {
+            return Ok(None);
+        };
+        if let Some(slot) = self.free_slot(limit) {
+            return Ok(Some(slot));
+        }
+        limit
+            .wait_slot(&self.name, self.connect_timeout)
+            .await
+            .map(Some)
+    }
+
+    /// Connect to host `i` (not counted by `max_connections`: the caller
+    /// holds the slot, or the connection is only a probe).
+    async fn connect_host(&self, i: usize) -> Result<TcpStream, Error> {
         let Some(host) = self.hosts.get(i) else {
             return Err(Error::upstream(
                 ErrorKind::NoHost,
@@ -608,7 +696,7 @@ impl Cluster {
 
     /// Open a connection to one of host `i`'s Redis replicas (in turn over
     /// sessions, the next one when a replica cannot be reached).
-    pub async fn connect_replica(&self, i: usize) -> Result<TcpStream, Error> {
+    pub async fn connect_replica(&self, i: usize) -> Result<UpstreamTcp, Error> {
         let replicas = self
             .redis
             .as_ref()
@@ -619,6 +707,7 @@ impl Cluster {
                 format!("host {i} of cluster {} has no replicas", self.name),
             ));
         };
+        let slot = self.connection_slot().await?;
         let first = next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
         for k in 0..replicas.len() {
@@ -629,7 +718,7 @@ impl Cluster {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     self.connects.increment(1);
-                    return Ok(stream);
+                    return Ok(UpstreamTcp::new(stream, slot));
                 }
                 Ok(Err(e)) => {
                     self.connect_failures.increment(1);
@@ -665,7 +754,7 @@ impl Cluster {
     pub async fn checkout(
         &self,
         hosts: impl Iterator<Item = usize>,
-    ) -> Result<(usize, TcpStream, bool), Error> {
+    ) -> Result<(usize, UpstreamTcp, bool), Error> {
         let mut last = None;
         for host in hosts {
             if let Some(stream) = self.pool.take(host) {
@@ -673,6 +762,8 @@ impl Cluster {
             }
             match self.connect(host).await {
                 Ok(stream) => return Ok((host, stream, false)),
+                // The limit is the cluster's: no other host would do.
+                Err(e) if e.kind() == ErrorKind::Overflow => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -685,7 +776,7 @@ impl Cluster {
     }
 
     /// Connect to the first reachable host in `pick()` order.
-    pub async fn connect_any(&self) -> Result<(usize, TcpStream), Error> {
+    pub async fn connect_any(&self) -> Result<(usize, UpstreamTcp), Error> {
         let mut last = Error::upstream(
             ErrorKind::NoHost,
             format!("cluster {} has no hosts", self.name),
@@ -693,6 +784,7 @@ impl Cluster {
         for i in self.pick() {
             match self.connect(i).await {
                 Ok(s) => return Ok((i, s)),
+                Err(e) if e.kind() == ErrorKind::Overflow => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -708,7 +800,7 @@ impl Cluster {
     /// newcomer sees at once which upstream is missing).
     pub async fn probe(&self) {
         for i in 0..self.hosts.len() {
-            let _ = self.connect(i).await;
+            let _ = self.connect_host(i).await;
         }
     }
 }

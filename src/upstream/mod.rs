@@ -2,6 +2,7 @@
 //! Knows nothing of downstream connections.
 
 mod cluster;
+mod conn;
 pub mod health;
 mod lb;
 mod maglev;
@@ -12,6 +13,7 @@ mod ring;
 mod shard;
 
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
+pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp};
 pub use health::Outcome;
 pub use lb::Balancer;
 pub use maglev::Maglev;

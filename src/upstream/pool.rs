@@ -1,35 +1,56 @@
 //! An idle-connection pool for exclusive (one request at a time) upstream
 //! connections, as HTTP/1.1 keep-alive uses. One lock-free bounded queue per host.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::net::TcpStream;
 
+use super::conn::{ConnLimit, UpstreamTcp};
+
 /// Idle connections younger than this skip the liveness probe (default).
 const FRESH: Duration = Duration::from_millis(1000);
 
-struct Idle {
-    stream: TcpStream,
+pub(super) struct Idle {
+    stream: UpstreamTcp,
     since: Instant,
 }
 
 /// Idle connections of one cluster, per host index.
 pub struct Pool {
-    hosts: Vec<ArrayQueue<Idle>>,
+    hosts: Arc<IdleQueues>,
     idle_timeout: Duration,
     fresh: Duration,
+    /// The cluster's `max_connections`: a connection returned while requests
+    /// wait for a slot is closed, so one of them gets its slot.
+    limit: Option<Arc<ConnLimit>>,
 }
 
 impl Pool {
     pub fn new(hosts: usize, max_idle_per_host: usize, idle_timeout: Duration) -> Self {
         Self {
-            hosts: (0..hosts)
-                .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
-                .collect(),
+            hosts: Arc::new(
+                (0..hosts)
+                    .map(|_| ArrayQueue::new(max_idle_per_host.max(1)))
+                    .collect(),
+            ),
             idle_timeout,
             fresh: FRESH,
+            limit: None,
         }
+    }
+
+    /// Close returned connections instead of keeping them while requests
+    /// wait for one of `limit`'s slots.
+    /// The pool registers with `limit`, so a request of any view of the
+    /// cluster at the limit may close its idle connections.
+    pub fn with_limit(mut self, limit: Option<Arc<ConnLimit>>) -> Self {
+        if let Some(l) = &limit {
+            l.register_idle(&self.hosts);
+        }
+        self.limit = limit;
+        self
     }
 
     /// Probe every connection taken, however fresh (for tests).
@@ -39,7 +60,7 @@ impl Pool {
     }
 
     /// An idle connection to host `i` that is still open, if there is one.
-    pub fn take(&self, i: usize) -> Option<TcpStream> {
+    pub fn take(&self, i: usize) -> Option<UpstreamTcp> {
         let queue = self.hosts.get(i)?;
         while let Some(idle) = queue.pop() {
             let age = idle.since.elapsed();
@@ -55,7 +76,10 @@ impl Pool {
 
     /// Return a connection to host `i` after a complete exchange. Dropped
     /// (closed) when the host's queue is full.
-    pub fn put(&self, i: usize, stream: TcpStream) {
+    pub fn put(&self, i: usize, stream: UpstreamTcp) {
+        if self.limit.as_ref().is_some_and(|l| l.pending() > 0) {
+            return;
+        }
         if let Some(queue) = self.hosts.get(i) {
             let _ = queue.push(Idle {
                 stream,
@@ -68,6 +92,14 @@ impl Pool {
     pub fn idle(&self, i: usize) -> usize {
         self.hosts.get(i).map_or(0, ArrayQueue::len)
     }
+}
+
+/// Idle connections of one pool, per host index.
+pub(super) type IdleQueues = Vec<ArrayQueue<Idle>>;
+
+/// Close one idle connection of `queues`, if there is one.
+pub(super) fn close_one_idle(queues: &IdleQueues) -> bool {
+    queues.iter().any(|queue| queue.pop().is_some())
 }
 
 /// An idle connection is usable if reading would block: EOF means the server
@@ -83,10 +115,10 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+    async fn pair(l: &TcpListener) -> (UpstreamTcp, TcpStream) {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
-        (c, s)
+        (UpstreamTcp::new(c, None), s)
     }
 
     #[tokio::test]

@@ -28,7 +28,6 @@ use switchyard_codecs::mysql::{
     ErrPacket, Limits, OkPacket, Packet, PacketDecoder, auth, cap, command, er, packet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::upstream::Cluster;
@@ -121,7 +120,7 @@ pub struct Running {
 
 /// One logged-in backend connection.
 pub struct Backend {
-    stream: TcpStream,
+    stream: crate::upstream::UpstreamTcp,
     buf: BytesMut,
     dec: PacketDecoder,
     pub host: usize,

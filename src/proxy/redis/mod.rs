@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant as Deadline;
 
 use super::{Conn, drained, read_more};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::filters::chain::Permit;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
@@ -454,10 +454,11 @@ impl Session {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "redis: no upstream");
-                        let one = redis::error_reply(&format!(
-                            "upstream connect error (cluster {})",
-                            cluster.name
-                        ));
+                        let one = redis::error_reply(&if e.kind() == ErrorKind::Overflow {
+                            e.to_string()
+                        } else {
+                            format!("upstream connect error (cluster {})", cluster.name)
+                        });
                         let mut all = BytesMut::with_capacity(one.len() * count);
                         for _ in 0..count {
                             all.extend_from_slice(&one);
@@ -1348,8 +1349,12 @@ async fn tunnel(
     };
     let mut up = match connected {
         Ok(up) => up,
-        Err(_) => {
-            let msg = format!("upstream connect error (cluster {})", cluster.name);
+        Err(e) => {
+            let msg = if e.kind() == ErrorKind::Overflow {
+                e.to_string()
+            } else {
+                format!("upstream connect error (cluster {})", cluster.name)
+            };
             let _ = wr.write_all(&redis::error_reply(&msg)).await;
             return;
         }

@@ -1,0 +1,222 @@
+//! Upstream connections counted by their cluster's `max_connections`
+//! circuit breaker: a connection holds a slot of the cluster's semaphore for
+//! exactly as long as it lives (in use, idle in a pool, or shared), however
+//! it is split, pooled or handed to a protocol library.
+
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, ErrorKind};
+
+/// An upstream connection to a cluster's host.
+pub type UpstreamTcp = Counted<TcpStream>;
+
+/// `T` (a connection or half of one) holding its cluster's connection slot,
+/// if the cluster has `max_connections`; the slot frees when this drops.
+#[derive(Debug)]
+pub struct Counted<T> {
+    inner: T,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<T> Counted<T> {
+    /// `inner` holding `slot` (`None`: the cluster has no connection limit).
+    pub fn new(inner: T, slot: Option<OwnedSemaphorePermit>) -> Self {
+        Self { inner, slot }
+    }
+}
+
+/// The slot a connection holds (`None`: its cluster has no limit).
+pub type ConnSlot = Option<OwnedSemaphorePermit>;
+
+impl<T> Counted<T> {
+    /// The connection and its slot, for a driver that keeps them apart
+    /// (hold the slot as long as the connection).
+    pub fn into_parts(self) -> (T, ConnSlot) {
+        (self.inner, self.slot)
+    }
+}
+
+impl Counted<TcpStream> {
+    /// Split into owned halves; the read half keeps the slot (a connection's
+    /// reader lives until the connection ends).
+    pub fn into_split(self) -> (Counted<OwnedReadHalf>, OwnedWriteHalf) {
+        let (rd, wr) = self.inner.into_split();
+        (Counted::new(rd, self.slot), wr)
+    }
+}
+
+impl<T> Deref for Counted<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for Counted<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A cluster's `max_connections` and `max_pending` breakers (shared by the
+/// cluster and its subset views).
+pub struct ConnLimit {
+    slots: Arc<Semaphore>,
+    max: usize,
+    max_pending: Option<usize>,
+    /// Requests waiting for a slot now.
+    pending: AtomicUsize,
+    /// Waits that ran out of `connect_timeout`.
+    overflow_connections: Counter,
+    /// Requests refused at once because `max_pending` were waiting.
+    overflow_pending: Counter,
+    /// The idle pools of the cluster and its subset views (locked only at
+    /// the limit, and when a view is compiled).
+    idle: std::sync::Mutex<Vec<std::sync::Weak<super::pool::IdleQueues>>>,
+}
+
+/// Counts one waiting request while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnLimit {
+    pub fn new(cluster: &str, max: usize, max_pending: Option<usize>) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            max_pending,
+            pending: AtomicUsize::new(0),
+            overflow_connections: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => cluster.to_owned(), "breaker" => "max_connections"),
+            overflow_pending: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => cluster.to_owned(), "breaker" => "max_pending"),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Count `queues` among the idle pools [`ConnLimit::close_one_idle`] may close from.
+    pub(super) fn register_idle(&self, queues: &Arc<super::pool::IdleQueues>) {
+        if let Ok(mut pools) = self.idle.lock() {
+            pools.retain(|p| p.strong_count() > 0);
+            pools.push(Arc::downgrade(queues));
+        }
+    }
+
+    /// Close one idle pooled connection of the cluster or any of its views
+    /// (freeing its slot); false when none is idle.
+    pub fn close_one_idle(&self) -> bool {
+        let Ok(pools) = self.idle.lock() else {
+            return false;
+        };
+        pools
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|q| super::pool::close_one_idle(&q))
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn max_pending(&self) -> Option<usize> {
+        self.max_pending
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Requests waiting for a connection now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// A free slot now, if there is one.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Wait (at most `wait`) for a slot, unless `max_pending` requests are
+    /// waiting already; the error names the breaker that refused.
+    pub async fn wait_slot(
+        &self,
+        cluster: &str,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        let before = self.pending.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.pending);
+        if self.max_pending.is_some_and(|max| before >= max) {
+            self.overflow_pending.increment(1);
+            return Err(Error::upstream(
+                ErrorKind::Overflow,
+                format!("cluster {cluster} is at its max_pending circuit breaker"),
+            ));
+        }
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => {
+                self.overflow_connections.increment(1);
+                Err(Error::upstream(
+                    ErrorKind::Overflow,
+                    format!("cluster {cluster} is at its max_connections circuit breaker"),
+                ))
+            }
+        }
+    }
+}
