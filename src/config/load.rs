@@ -475,6 +475,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     Some("add `password:` (AUTH needs both)"),
                 );
             }
+            if r.shared_connections.value > 64 {
+                c.at(
+                    r.shared_connections.referenced,
+                    field("redis.shared_connections"),
+                    format!(
+                        "{} shared connections per host is more than batching needs",
+                        r.shared_connections.value
+                    ),
+                    Some("use 1 to 64 (default 1), or 0 for one connection per client session"),
+                );
+            }
         }
     }
     for cl in &config.clusters {
