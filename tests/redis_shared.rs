@@ -189,7 +189,7 @@ fn a_killed_shared_connection_fails_only_what_was_in_flight_on_it() {
 
     let failed = a.reply().unwrap();
     assert!(
-        failed.starts_with(b"-ERR upstream"),
+        failed.starts_with(b"-ERR the upstream closed the connection"),
         "the command in flight gets an upstream error: {}",
         String::from_utf8_lossy(&failed)
     );

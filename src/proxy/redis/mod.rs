@@ -61,6 +61,8 @@ enum Slot {
     /// shared with other sessions ([`shared`]).
     Shared {
         replies: tokio::sync::oneshot::Receiver<shared::Replies>,
+        /// Failed when the replies come too late.
+        conn: Arc<shared::SharedConn>,
         count: usize,
         deadline: Deadline,
         started: Instant,
@@ -458,6 +460,7 @@ impl Session {
                 match self.shared_conn(&cluster).await {
                     Ok(c) => Slot::Shared {
                         replies: c.send(requests, count),
+                        conn: c,
                         count,
                         deadline: Deadline::now() + timeout,
                         started,
@@ -1229,6 +1232,7 @@ async fn write_replies(
             }
             Slot::Shared {
                 mut replies,
+                conn,
                 count,
                 deadline,
                 started,
@@ -1245,7 +1249,10 @@ async fn write_replies(
                         match tokio::time::timeout_at(deadline, replies).await {
                             Ok(Ok(r)) => r,
                             Ok(Err(_)) => Err("upstream connection closed".to_owned()),
-                            Err(_) => Err("upstream request timeout".to_owned()),
+                            Err(_) => {
+                                conn.fail("upstream request timeout");
+                                Err("upstream request timeout".to_owned())
+                            }
                         }
                     }
                 };

@@ -37,6 +37,8 @@ pub struct SharedConn {
 struct Inner {
     fifo: Mutex<Fifo>,
     alive: AtomicBool,
+    /// Ends both tasks (and so closes the connection) once failed.
+    ended: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Default)]
@@ -76,6 +78,7 @@ impl Inner {
         for w in waiting {
             let _ = w.done.send(Err(why.to_owned()));
         }
+        self.ended.cancel();
     }
 }
 
@@ -83,6 +86,12 @@ impl SharedConn {
     /// Whether new batches may go on this connection.
     pub fn is_open(&self) -> bool {
         self.inner.alive.load(Ordering::Relaxed)
+    }
+
+    /// Give up on the connection (a reply came too late: the server may be
+    /// stuck, as twemproxy assumes): every batch in flight on it gets `why`.
+    pub fn fail(&self, why: &str) {
+        self.inner.fail(why);
     }
 
     /// Queue `requests` (expecting `count` replies) for writing; their
@@ -99,7 +108,7 @@ impl SharedConn {
             let _ = o
                 .waiter
                 .done
-                .send(Err("upstream connection closed".to_owned()));
+                .send(Err("the upstream connection is closed".to_owned()));
         }
         rx
     }
@@ -112,7 +121,14 @@ async fn write_loop(
     inner: Arc<Inner>,
 ) {
     let mut out = BytesMut::with_capacity(16 * 1024);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            o = rx.recv() => match o {
+                Some(o) => o,
+                None => break,
+            },
+            () = inner.ended.cancelled() => break,
+        };
         let mut next = Some(first);
         {
             let mut fifo = inner.lock();
@@ -135,7 +151,7 @@ async fn write_loop(
             continue;
         }
         if let Err(e) = wr.write_all(&out).await {
-            inner.fail(&format!("upstream write failed: {e}"));
+            inner.fail(&format!("writing to the upstream failed: {e}"));
         }
         out.clear();
     }
@@ -158,7 +174,7 @@ async fn read_loop(
                 Ok(Some(reply)) if skip > 0 && !redis::is_out_of_band(reply.wire()) => skip -= 1,
                 Ok(Some(reply)) => frames.push(reply.wire().clone()),
                 Ok(None) => break,
-                Err(e) => break 'read format!("upstream reply refused: {e}"),
+                Err(e) => break 'read format!("the upstream reply was refused: {e}"),
             }
         }
         if !frames.is_empty() {
@@ -168,7 +184,7 @@ async fn read_loop(
                 for f in frames.drain(..) {
                     let Some(w) = fifo.waiting.front_mut() else {
                         drop(fifo);
-                        break 'read "upstream sent a reply nobody asked for".to_owned();
+                        break 'read "the upstream sent a reply nobody asked for".to_owned();
                     };
                     w.replies.push(f);
                     if w.replies.len() >= w.count
@@ -185,10 +201,14 @@ async fn read_loop(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "upstream closed the connection".to_owned(),
+        let read = tokio::select! {
+            r = rd.read_buf(&mut buf) => r,
+            () = inner.ended.cancelled() => return,
+        };
+        match read {
+            Ok(0) => break "the upstream closed the connection".to_owned(),
             Ok(_) => {}
-            Err(e) => break format!("upstream read failed: {e}"),
+            Err(e) => break format!("reading from the upstream failed: {e}"),
         }
     };
     tracing::debug!(reason = %why, "redis: shared upstream connection ended");
@@ -269,6 +289,7 @@ async fn host_conn(
     let inner = Arc::new(Inner {
         fifo: Mutex::new(Fifo::default()),
         alive: AtomicBool::new(true),
+        ended: tokio_util::sync::CancellationToken::new(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(wr, rx, inner.clone()));
