@@ -2,10 +2,13 @@
 //! and key), sent in batches on pipelined upstream connections, and answered
 //! strictly in the order the client sent them.
 //!
-//! Each client session owns its upstream connections (one per cluster it
-//! touches, host chosen once by the cluster's balancer), so per-connection
-//! state — `SELECT`, `HELLO 3`, `AUTH`, `MULTI`, blocking pops — behaves as on
-//! a direct connection. `SUBSCRIBE`-family commands and `MONITOR` turn the
+//! A session without connection state sends its batches over connections
+//! shared with every other such session of the cluster host
+//! (`clusters[].redis.shared_connections`, module `shared`). From its first
+//! command that changes or holds connection state (`needs_own_connection`:
+//! `SELECT`, `HELLO`, `AUTH`, `MULTI`, blocking pops ...) a session owns its
+//! upstream connections (one per cluster it touches, host chosen once by the
+//! cluster's balancer), so that state behaves as on a direct connection. `SUBSCRIBE`-family commands and `MONITOR` turn the
 //! session into a tunnel bound to one fresh upstream connection, on which the
 //! session's `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
 //!
