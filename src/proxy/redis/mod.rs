@@ -8,9 +8,10 @@
 //! command that changes or holds connection state (`needs_own_connection`:
 //! `SELECT`, `HELLO`, `AUTH`, `MULTI`, blocking pops ...) a session owns its
 //! upstream connections (one per cluster it touches, host chosen once by the
-//! cluster's balancer), so that state behaves as on a direct connection. `SUBSCRIBE`-family commands and `MONITOR` turn the
-//! session into a tunnel bound to one fresh upstream connection, on which the
-//! session's `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
+//! cluster's balancer), so that state behaves as on a direct connection.
+//! `SUBSCRIBE`-family commands and `MONITOR` turn the session into a tunnel
+//! bound to one fresh upstream connection, on which the session's
+//! `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
 //!
 //! A sharded cluster (`clusters[].redis.sharding`) gets one connection per
 //! shard per session; [`shard`] plans where each command goes and how split
