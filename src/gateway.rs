@@ -61,6 +61,8 @@ pub struct ListenerRuntime {
     pub metrics: Vec<(Option<Protocol>, crate::observe::ConnMetrics)>,
     /// Stream filters every request on this listener goes through first.
     pub filters: crate::filters::chain::FilterChain,
+    /// Where `mirror` filters send copies (shared by the snapshot's listeners).
+    pub mirrors: Arc<crate::proxy::mirror::Mirrors>,
 }
 
 impl ListenerRuntime {
@@ -101,6 +103,7 @@ impl Snapshot {
                 )
             })
             .collect();
+        let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
         let mut problems = Vec::new();
         let mut listeners = HashMap::new();
         for l in &config.listeners {
@@ -175,6 +178,7 @@ impl Snapshot {
                     &l.filters_with_mqtt_limits(),
                     &format!("listener:{}", l.name.value),
                 ),
+                mirrors: mirrors.clone(),
                 metrics: protocols
                     .iter()
                     .copied()

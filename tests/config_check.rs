@@ -170,6 +170,99 @@ fn bad_values_are_reported() {
 }
 
 #[test]
+fn headers_filters_may_not_touch_framing_or_headerless_protocols() {
+    let filter = |f: &str| {
+        GOOD.replace(
+            "          - match: { path_prefix: /app }\n            cluster: web",
+            &format!("          - match: {{ path_prefix: /app }}\n            cluster: web\n            filters: [{f}]"),
+        )
+    };
+    let cases = [
+        (
+            "{headers: {request: {set: {content-length: '5'}}}}",
+            "routes[1].filters[0].headers.request.set.content-length",
+        ),
+        (
+            "{headers: {request: {remove: [Host]}}}",
+            "routes[1].filters[0].headers.request.remove.Host",
+        ),
+        (
+            "{headers: {response: {add: {transfer-encoding: chunked}}}}",
+            "routes[1].filters[0].headers.response.add.transfer-encoding",
+        ),
+        (
+            "{headers: {request: {set: {'bad name': x}}}}",
+            "routes[1].filters[0].headers.request.set.bad name",
+        ),
+    ];
+    for (f, field) in cases {
+        let (code, _, stderr, _, _dir) = check_text(&filter(f));
+        assert_eq!(code, 1, "{f}: {stderr}");
+        assert!(stderr.contains(field), "{f}: want {field:?} in:\n{stderr}");
+    }
+    let ok = filter("{headers: {request: {set: {x-env: prod}, forwarded_for: true}}}");
+    let (code, _, stderr, _, _dir) = check_text(&ok);
+    assert_eq!(code, 0, "{stderr}");
+    // A Redis route has no headers.
+    let redis = GOOD.replace(
+        "          - match: { protocol: redis }\n            cluster: cache",
+        "          - match: { protocol: redis }\n            cluster: cache\n            filters: [{headers: {request: {set: {x-a: b}}}}]",
+    );
+    let (code, _, stderr, _, _dir) = check_text(&redis);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("routes[0].filters[0].headers.request: redis requests have no headers"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn http_route_actions_are_checked() {
+    let route = |r: &str| {
+        GOOD.replace(
+            "          - direct_response: { status: 200, body: \"hi\" }",
+            &format!(
+                "          - {r}\n          - direct_response: {{ status: 200, body: \"hi\" }}"
+            ),
+        )
+    };
+    let cases = [
+        (
+            "{match: {path_exact: /a}, prefix_rewrite: /b/, cluster: web}",
+            "prefix_rewrite: it replaces the matched `path_prefix`",
+        ),
+        (
+            "{redirect: {status: 200}}",
+            "redirect.status: 200 is not a redirect status",
+        ),
+        (
+            "{match: {path_prefix: /a}, regex_rewrite: {pattern: '(', substitution: x}, cluster: web}",
+            "regex_rewrite.pattern: invalid regex",
+        ),
+        (
+            "{redirect: {path: /x}, cluster: web}",
+            "a route needs exactly one action, found 2",
+        ),
+        (
+            "{host_rewrite: a.example, direct_response: {status: 200}}",
+            "host_rewrite: a rewrite applies to requests sent upstream",
+        ),
+        (
+            "{match: {protocol: redis}, cluster_header: x-cluster}",
+            "cluster_header: `cluster_header` is an HTTP action",
+        ),
+    ];
+    for (r, want) in cases {
+        let (code, _, stderr, _, _dir) = check_text(&route(r));
+        assert_eq!(code, 1, "{r}: {stderr}");
+        assert!(stderr.contains(want), "{r}: want {want:?} in:\n{stderr}");
+    }
+    let ok = route("{match: {path_prefix: /old/}, redirect: {prefix_rewrite: /new/, status: 308}}");
+    let (code, _, stderr, _, _dir) = check_text(&ok);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn a_missing_file_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.yaml");

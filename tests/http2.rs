@@ -914,6 +914,53 @@ async fn gateway_made_errors_and_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_filter_edits_grpc_metadata() {
+    let server = GrpcServer::start();
+    let gw = gateway(
+        &[
+            "{match: {path_prefix: /test.Echo/}, cluster: grpc, filters: [{headers: {request: {set: {x-env: prod}, add: {x-tag: edge}, remove: [user-agent], request_id: true}, response: {remove: [x-served-by]}}}]}"
+                .into(),
+        ],
+        &[cluster("grpc", server.addr(), "")],
+        &[],
+    );
+    // The one response of an OK call (`"responses": ["VALUE"]`).
+    let value = |out: String| {
+        assert!(out.contains(r#""code": "OK""#), "{out}");
+        let (_, rest) = out.split_once(r#""responses": [""#).expect(&out);
+        rest.split_once('"').expect(&out).0.to_owned()
+    };
+    assert_eq!(
+        value(grpc_call(gw.addr(), "Metadata", "x-env", None).await),
+        "prod"
+    );
+    assert_eq!(
+        value(grpc_call(gw.addr(), "Metadata", "x-tag", None).await),
+        "edge"
+    );
+    assert_eq!(
+        value(grpc_call(gw.addr(), "Metadata", "user-agent", None).await),
+        "-"
+    );
+    assert_eq!(
+        value(grpc_call(gw.addr(), "Metadata", "x-request-id", None).await).len(),
+        36
+    );
+    // Directly, the server sees none of it; grpcio's user agent is there.
+    assert_eq!(
+        value(grpc_call(server.addr(), "Metadata", "x-env", None).await),
+        "-"
+    );
+    assert_ne!(
+        value(grpc_call(server.addr(), "Metadata", "user-agent", None).await),
+        "-"
+    );
+    // Trailers are not the response head: the server's trailer comes through.
+    let out = grpc_call(gw.addr(), "Unary", "x", None).await;
+    assert!(out.contains(r#""x-served-by": "python""#), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_through_gateway_equal_direct() {
     let server = GrpcServer::start();
     let gw = gateway(

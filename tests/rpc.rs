@@ -585,6 +585,49 @@ fn a_fault_aborts_about_its_share_of_calls(kind: RpcKind) {
     assert_eq!(answered.len(), step.ok);
 }
 
+fn a_mirror_copies_every_call_to_the_shadow_and_answers_from_the_primary(kind: RpcKind) {
+    let primary = RpcServer::start(kind);
+    let shadow = RpcServer::start(kind);
+    let name = kind.name();
+    let gw = Gateway::start(&config(
+        "dubbo, bolt",
+        &[format!(
+            "{{match: {{protocol: {name}}}, cluster: servers, filters: [{{mirror: {{cluster: shadow}}}}]}}"
+        )],
+        &[
+            cluster("servers", &[primary.addr()], ""),
+            cluster("shadow", &[shadow.addr()], ""),
+        ],
+    ));
+    let run = calls(gw.addr(), kind, &["20", "seen", "call$i"]);
+    let mut got = values(&run.steps[0]);
+    got.sort();
+    let mut want: Vec<String> = (0..20)
+        .map(|i| format!("call{i}@{}", primary.port))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every answer from the primary");
+    let seen = |s: &RpcServer| -> BTreeSet<String> {
+        s.log()
+            .lines()
+            .filter_map(|l| l.strip_prefix("seen "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let every: BTreeSet<String> = (0..20).map(|i| format!("call{i}")).collect();
+    assert_eq!(seen(&primary), every);
+    wait_for("20 copies at the shadow", WAIT, || {
+        (seen(&shadow) == every).then_some(())
+    });
+    wait_for("20 copies answered", WAIT, || {
+        let sent = gw.metric(
+            "switchyard_mirror_requests_total",
+            &[("cluster", "shadow"), ("result", "sent")],
+        );
+        (sent == 20.0).then_some(())
+    });
+}
+
 macro_rules! for_both_protocols {
     ($($name:ident),* $(,)?) => {
         mod bolt_rpc {
@@ -615,6 +658,7 @@ for_both_protocols!(
     a_concurrency_limit_refuses_calls_past_the_ones_in_flight,
     a_fault_aborts_about_its_share_of_calls,
     a_cluster_circuit_breaker_answers_overflow_busy,
+    a_mirror_copies_every_call_to_the_shadow_and_answers_from_the_primary,
 );
 
 // ---------------------------------------------------------------------------

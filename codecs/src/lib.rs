@@ -25,6 +25,7 @@ pub mod bolt;
 pub mod detect;
 pub mod dubbo;
 pub mod error;
+pub mod fields;
 pub mod hessian2;
 pub mod http1;
 pub mod http2;

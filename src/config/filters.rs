@@ -9,6 +9,8 @@
 //!   - concurrency_limit: {max: 64}
 //!   - fault: {abort: {percent: 5, status: 503}}
 //!   - payload_limit: {max_bytes: 1048576}
+//!   - mirror: {cluster: shadow, percent: 10}
+//!   - headers: {request: {set: {x-env: prod}}, response: {remove: [server]}}
 //! ```
 
 use std::net::IpAddr;
@@ -33,6 +35,12 @@ pub enum Filter {
     Fault(Fault),
     /// Refuse requests whose body or payload is larger than `max_bytes`.
     PayloadLimit(PayloadLimit),
+    /// Send a copy of a share of the requests to another cluster and drop
+    /// its answers.
+    Mirror(Mirror),
+    /// Set, add and remove request and response headers (HTTP/1, HTTP/2 and
+    /// gRPC metadata, Dubbo attachments, Bolt header maps, RTSP).
+    Headers(Headers),
 }
 
 impl Filter {
@@ -44,6 +52,8 @@ impl Filter {
             Filter::ConcurrencyLimit(_) => "concurrency_limit",
             Filter::Fault(_) => "fault",
             Filter::PayloadLimit(_) => "payload_limit",
+            Filter::Mirror(_) => "mirror",
+            Filter::Headers(_) => "headers",
         }
     }
 }
@@ -387,6 +397,95 @@ pub struct PayloadLimit {
     /// Largest request body (HTTP, RTSP), payload (MQTT PUBLISH, Dubbo/Bolt
     /// body), command (Redis) or query packet (MySQL), in bytes.
     pub max_bytes: u64,
+}
+
+/// `mirror`: Envoy's `request_mirror_policies`. A copy of `percent` of the
+/// requests goes to `cluster` besides the original; its answers are read
+/// and dropped, its failures only counted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The cluster the copies go to.
+    pub cluster: String,
+    /// Share of requests copied, 0–100.
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    /// Most copies in flight to `cluster` at once; more are dropped. Shared
+    /// by every `mirror` filter naming the cluster (the smallest one given
+    /// holds).
+    #[serde(default = "default_mirror_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+
+fn default_mirror_max_in_flight() -> usize {
+    64
+}
+
+/// `headers`: edits of the request (as it goes upstream) and of the
+/// response (as it goes to the client).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    #[serde(default)]
+    pub request: HeaderEdits,
+    #[serde(default)]
+    pub response: HeaderEdits,
+}
+
+/// One side's edits, applied in this order: `remove`, `set`, `add`, then
+/// `forwarded_for` and `request_id` (requests only).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Replace every field of this name with this value, or add it.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Append a field (another line, another value) whatever is there.
+    #[serde(default)]
+    pub add: std::collections::BTreeMap<String, String>,
+    /// Remove every field of this name (case-insensitive for HTTP and RTSP).
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Append the client's address to `x-forwarded-for`.
+    #[serde(default)]
+    pub forwarded_for: bool,
+    /// Add `x-request-id` (a random UUID v4) when the request has none.
+    #[serde(default)]
+    pub request_id: bool,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.add.is_empty()
+            && self.remove.is_empty()
+            && !self.forwarded_for
+            && !self.request_id
+    }
+}
+
+/// Fields a `headers` filter may not touch: hop-by-hop fields, the
+/// framing of the message, and what routes and the HTTP/2 layer own
+/// (`host`: use a route's `host_rewrite`).
+pub fn is_protected_header(name: &str) -> bool {
+    const PROTECTED: [&str; 11] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "cseq",
+        "session",
+    ];
+    name.starts_with(':') || PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p))
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if cl
             .circuit_breakers
             .as_ref()
-            .is_some_and(|b| b.max_requests == 0)
+            .is_some_and(|b| b.max_requests == Some(0))
         {
             c.at(
                 cl.name.referenced,
@@ -191,7 +191,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     let mut addresses = HashSet::new();
     for l in &config.listeners {
         let field = |f: &str| format!("listeners[{}].{f}", l.name.value);
-        validate_filters(&mut c, &l.filters, &field("filters"));
+        let serves: Vec<_> = l
+            .protocol
+            .iter()
+            .chain(&l.protocols)
+            .map(|p| p.value.0)
+            .collect();
+        validate_filters(&mut c, &l.filters, &field("filters"), &clusters, &serves);
         if !addresses.insert(l.address.value) {
             c.at(
                 l.address.referenced,
@@ -290,11 +296,23 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
             for (i, r) in v.routes.iter().enumerate() {
                 let rfield = format!("{vfield}.routes[{i}]");
-                validate_filters(&mut c, &r.filters, &format!("{rfield}.filters"));
+                let serves: Vec<_> = r.matcher.protocol.iter().map(|p| p.0).collect();
+                validate_filters(
+                    &mut c,
+                    &r.filters,
+                    &format!("{rfield}.filters"),
+                    &clusters,
+                    &serves,
+                );
+                if let Some(retry) = &r.retry {
+                    validate_retry(&mut c, retry, &format!("{rfield}.retry"));
+                }
                 let actions = usize::from(r.cluster.is_some())
                     + usize::from(!r.weighted_clusters.is_empty())
                     + usize::from(r.direct_response.is_some())
-                    + usize::from(r.websocket.is_some());
+                    + usize::from(r.websocket.is_some())
+                    + usize::from(r.redirect.is_some())
+                    + usize::from(r.cluster_header.is_some());
                 if actions != 1 {
                     let loc = r
                         .cluster
@@ -305,9 +323,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         loc,
                         rfield.clone(),
                         format!("a route needs exactly one action, found {actions}"),
-                        Some("set one of `cluster`, `weighted_clusters`, `direct_response` or `websocket`"),
+                        Some("set one of `cluster`, `weighted_clusters`, `cluster_header`, `redirect`, `direct_response` or `websocket`"),
                     );
                 }
+                validate_http_actions(&mut c, r, &rfield);
                 let refs = r
                     .cluster
                     .iter()
@@ -631,9 +650,81 @@ fn validate_subset(
     }
 }
 
+/// Values of a route's retry policy that parse but cannot work.
+fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &str) {
+    use super::RetryOn;
+    let at = retry.referenced;
+    let r = &retry.value;
+    let mut bad = |what: &str, message: String, hint: &str| {
+        c.at(at, format!("{field}.{what}"), message, Some(hint));
+    };
+    if r.retry_on.is_empty() {
+        bad(
+            "retry_on",
+            "no failure is listed, so nothing is retried".into(),
+            "list e.g. `retry_on: [connect_failure, gateway_error]`, or remove `retry`",
+        );
+    }
+    let by_status = r.retry_on.contains(&RetryOn::RetriableStatus);
+    if by_status && r.retriable_statuses.is_empty() {
+        bad(
+            "retriable_statuses",
+            "`retriable_status` is in retry_on but no status is listed".into(),
+            "list the HTTP statuses to retry, e.g. `retriable_statuses: [503]`",
+        );
+    }
+    if !by_status && !r.retriable_statuses.is_empty() {
+        bad(
+            "retry_on",
+            "retriable_statuses is set but `retriable_status` is not in retry_on".into(),
+            "add `retriable_status` to retry_on, or remove retriable_statuses",
+        );
+    }
+    if let Some(s) = r
+        .retriable_statuses
+        .iter()
+        .find(|s| !(100..=599).contains(*s))
+    {
+        bad(
+            "retriable_statuses",
+            format!("{s} is not an HTTP status"),
+            "give statuses in 100..=599, e.g. `[503]`",
+        );
+    }
+    if r.num_retries == 0 || r.num_retries > 10 {
+        bad(
+            "num_retries",
+            format!("{} retries is out of range", r.num_retries),
+            "give 1..=10 (default 1); remove `retry` for none",
+        );
+    }
+    if r.per_try_timeout.is_some_and(|t| t.get().is_zero()) {
+        bad(
+            "per_try_timeout",
+            "a per-try timeout of 0 fails every try".into(),
+            "leave it out (the route's timeout) or give e.g. `500ms`",
+        );
+    }
+    if r.backoff.max.is_some_and(|m| m < r.backoff.base) {
+        bad(
+            "backoff.max",
+            "the most backoff is less than its base".into(),
+            "give `max` at least `base` (e.g. `{base: 25ms, max: 250ms}`)",
+        );
+    }
+}
+
 /// MySQL listeners, users, query rules, read clusters and backend credentials.
-/// Values of stream filters that parse but cannot work.
-fn validate_filters(c: &mut Checker, filters: &[Spanned<super::filters::Filter>], field: &str) {
+/// Values of stream filters that parse but cannot work; `clusters`: the
+/// defined cluster names; `serves`: the protocols of the listener or route
+/// (empty: any).
+fn validate_filters(
+    c: &mut Checker,
+    filters: &[Spanned<super::filters::Filter>],
+    field: &str,
+    clusters: &HashSet<&str>,
+    serves: &[switchyard_codecs::Protocol],
+) {
     use super::filters::Filter;
     for (i, f) in filters.iter().enumerate() {
         let at = f.referenced;
@@ -719,12 +810,294 @@ fn validate_filters(c: &mut Checker, filters: &[Spanned<super::filters::Filter>]
                     }
                 }
             }
+            Filter::Mirror(m) => {
+                if !clusters.contains(m.cluster.as_str()) {
+                    bad(
+                        "cluster",
+                        format!("no cluster is named `{}`", m.cluster),
+                        &format!(
+                            "name a cluster defined under `clusters:` (defined clusters: {})",
+                            sorted(clusters)
+                        ),
+                    );
+                }
+                if !(0.0..=100.0).contains(&m.percent) {
+                    bad(
+                        "percent",
+                        format!("{} is not a percentage", m.percent),
+                        "use 0 to 100 (default 100: every request)",
+                    );
+                }
+                if m.max_in_flight == 0 {
+                    bad(
+                        "max_in_flight",
+                        "a bound of 0 drops every copy".into(),
+                        "leave it out (64) or give the most copies in flight at once, at least 1",
+                    );
+                }
+            }
             Filter::PayloadLimit(p) if p.max_bytes == 0 => bad(
                 "max_bytes",
                 "a limit of 0 bytes refuses every request with a body".into(),
                 "give the largest payload allowed, in bytes",
             ),
+            Filter::Headers(h) => validate_headers(h, serves, &mut bad),
             _ => {}
+        }
+    }
+}
+
+/// A route's HTTP actions: redirect, rewrites and `cluster_header`.
+fn validate_http_actions(c: &mut Checker, r: &super::Route, rfield: &str) {
+    use switchyard_codecs::Protocol;
+    let http_only = [
+        ("redirect", r.redirect.as_ref().map(|s| s.referenced)),
+        (
+            "cluster_header",
+            r.cluster_header.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "prefix_rewrite",
+            r.prefix_rewrite.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "regex_rewrite",
+            r.regex_rewrite.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "host_rewrite",
+            r.host_rewrite.as_ref().map(|s| s.referenced),
+        ),
+    ];
+    let protocol = r.matcher.protocol.map(|p| p.0);
+    for (name, loc) in http_only {
+        let Some(loc) = loc else { continue };
+        if let Some(p) = protocol.filter(|p| !matches!(p, Protocol::Http1 | Protocol::Http2)) {
+            c.at(
+                loc,
+                format!("{rfield}.{name}"),
+                format!("`{name}` is an HTTP action; this route takes {p} requests"),
+                Some("use it on routes for http1 or http2 (gRPC) requests"),
+            );
+        }
+    }
+    let forwards =
+        r.cluster.is_some() || !r.weighted_clusters.is_empty() || r.cluster_header.is_some();
+    let rewrites = [
+        (
+            "prefix_rewrite",
+            r.prefix_rewrite.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "regex_rewrite",
+            r.regex_rewrite.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "host_rewrite",
+            r.host_rewrite.as_ref().map(|s| s.referenced),
+        ),
+    ];
+    for (name, loc) in rewrites {
+        if let (Some(loc), false) = (loc, forwards) {
+            c.at(
+                loc,
+                format!("{rfield}.{name}"),
+                "a rewrite applies to requests sent upstream; this route sends none".into(),
+                Some("add `cluster`, `weighted_clusters` or `cluster_header`, or use `redirect.path`/`redirect.prefix_rewrite`"),
+            );
+        }
+    }
+    if let (Some(p), Some(_)) = (&r.prefix_rewrite, &r.regex_rewrite) {
+        c.at(
+            p.referenced,
+            format!("{rfield}.prefix_rewrite"),
+            "both `prefix_rewrite` and `regex_rewrite` are set".into(),
+            Some("keep one of them"),
+        );
+    }
+    let needs_prefix = r
+        .prefix_rewrite
+        .as_ref()
+        .map(|p| (p.referenced, "prefix_rewrite"))
+        .or_else(|| {
+            r.redirect
+                .as_ref()
+                .filter(|d| d.value.prefix_rewrite.is_some())
+                .map(|d| (d.referenced, "redirect.prefix_rewrite"))
+        });
+    if let (Some((loc, name)), None) = (needs_prefix, &r.matcher.path_prefix) {
+        c.at(
+            loc,
+            format!("{rfield}.{name}"),
+            "it replaces the matched `path_prefix`, and the route matches none".into(),
+            Some("add `match: {path_prefix: /old/}`, or use `regex_rewrite`"),
+        );
+    }
+    if let Some(re) = &r.regex_rewrite
+        && let Err(e) = regex::bytes::Regex::new(&re.value.pattern)
+    {
+        c.at(
+            re.referenced,
+            format!("{rfield}.regex_rewrite.pattern"),
+            format!("invalid regex: {}", first_line(&e.to_string())),
+            Some("regex syntax: https://docs.rs/regex"),
+        );
+    }
+    if let Some(h) = &r.host_rewrite
+        && (h.value.is_empty()
+            || h.value
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b"/?#@".contains(&b)))
+    {
+        c.at(
+            h.referenced,
+            format!("{rfield}.host_rewrite"),
+            format!("`{}` is not a host", h.value),
+            Some("give a host name, optionally with a port: `backend.internal:8080`"),
+        );
+    }
+    if let Some(h) = &r.cluster_header
+        && !switchyard_codecs::fields::is_token(h.value.as_bytes())
+    {
+        c.at(
+            h.referenced,
+            format!("{rfield}.cluster_header"),
+            format!("`{}` is not a header name", h.value),
+            Some("e.g. `cluster_header: x-cluster`"),
+        );
+    }
+    if let Some(d) = &r.redirect {
+        let d_at = d.referenced;
+        let d = &d.value;
+        let mut bad = |what: &str, message: String, hint: &str| {
+            c.at(
+                d_at,
+                format!("{rfield}.redirect.{what}"),
+                message,
+                Some(hint),
+            );
+        };
+        if ![301, 302, 303, 307, 308].contains(&d.status) {
+            bad(
+                "status",
+                format!("{} is not a redirect status", d.status),
+                "use 301, 302, 303, 307 or 308",
+            );
+        }
+        if d.scheme
+            .as_deref()
+            .is_some_and(|s| s != "http" && s != "https")
+        {
+            bad(
+                "scheme",
+                "the scheme must be `http` or `https`".into(),
+                "e.g. `scheme: https`",
+            );
+        }
+        if d.path.is_some() && d.prefix_rewrite.is_some() {
+            bad(
+                "path",
+                "both `path` and `prefix_rewrite` are set".into(),
+                "keep one of them",
+            );
+        }
+        if d.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            bad(
+                "path",
+                "the path must start with `/`".into(),
+                "e.g. `path: /new`",
+            );
+        }
+        let text = [&d.host, &d.path, &d.prefix_rewrite];
+        if text.iter().any(|t| {
+            t.as_deref().is_some_and(|t| {
+                t.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            })
+        }) {
+            bad(
+                "host",
+                "a redirect part holds spaces or control characters".into(),
+                "percent-encode them",
+            );
+        }
+    }
+}
+
+/// The protocols whose requests carry headers a `headers` filter edits.
+fn has_headers(p: switchyard_codecs::Protocol) -> bool {
+    use switchyard_codecs::Protocol::*;
+    matches!(p, Http1 | Http2 | Dubbo | Bolt | Rtsp | Tls)
+}
+
+/// A `headers` filter: names that are field names and not protected,
+/// values without line breaks, on a listener or route that has headers.
+fn validate_headers(
+    h: &super::filters::Headers,
+    serves: &[switchyard_codecs::Protocol],
+    bad: &mut impl FnMut(&str, String, &str),
+) {
+    use super::filters::is_protected_header;
+    if h.request.is_empty() && h.response.is_empty() {
+        bad(
+            "request",
+            "neither `request` nor `response` edits anything".into(),
+            "add e.g. `request: {set: {x-env: prod}}`, or remove the filter",
+        );
+    }
+    if !serves.is_empty() && !serves.iter().any(|p| has_headers(*p)) {
+        let names: Vec<_> = serves.iter().map(|p| p.name()).collect();
+        bad(
+            "request",
+            format!("{} requests have no headers to edit", names.join(", ")),
+            "headers filters apply to http1, http2 (gRPC), dubbo, bolt and rtsp; remove the filter here",
+        );
+    }
+    for (side, edits) in [("request", &h.request), ("response", &h.response)] {
+        if side == "response" && (edits.forwarded_for || edits.request_id) {
+            bad(
+                side,
+                "`forwarded_for` and `request_id` edit requests only".into(),
+                "move them under `request:`",
+            );
+        }
+        let names = edits
+            .set
+            .keys()
+            .map(|n| ("set", n))
+            .chain(edits.add.keys().map(|n| ("add", n)))
+            .chain(edits.remove.iter().map(|n| ("remove", n)));
+        for (what, name) in names {
+            let field = format!("{side}.{what}.{name}");
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                bad(
+                    &field,
+                    format!("`{name}` is not a header name"),
+                    "use letters, digits and `-` (e.g. `x-env`)",
+                );
+            } else if is_protected_header(name) {
+                bad(
+                    &field,
+                    format!(
+                        "`{name}` belongs to the gateway (framing, hop-by-hop or routing) and cannot be edited"
+                    ),
+                    "content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, host, cseq and session are protected; use a route's `host_rewrite` for the host",
+                );
+            }
+        }
+        let values = edits.set.iter().chain(&edits.add);
+        for (name, value) in values {
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                bad(
+                    &format!("{side}.set.{name}"),
+                    "the value holds a line break or NUL".into(),
+                    "give the value on one line",
+                );
+            }
         }
     }
 }
@@ -931,6 +1304,50 @@ clusters:
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
         assert!(text.starts_with("bad.yaml:"), "{text}");
+    }
+
+    #[test]
+    fn reports_retry_mistakes_with_field_and_fix() {
+        let good = GOOD.replace(
+            "            cluster: cache\n",
+            "            cluster: cache\n            retry: {retry_on: [retriable_status], retriable_statuses: [503], num_retries: 2}\n",
+        ).replace("    hosts: [", "    circuit_breakers: {max_retries: 0}\n    hosts: [");
+        let c = load_str(&good, "good.yaml").unwrap();
+        let retry = c.route_tables[0].virtual_hosts[0].routes[0]
+            .retry
+            .as_ref()
+            .unwrap();
+        assert_eq!(retry.value.num_retries, 2);
+        let breakers = c.clusters[0].circuit_breakers.as_ref().unwrap();
+        assert_eq!(
+            (breakers.max_requests, breakers.max_retries),
+            (None, Some(0))
+        );
+        let bad = good
+            .replace(
+                "retriable_statuses: [503]",
+                "retriable_statuses: [], per_try_timeout: 0s",
+            )
+            .replace(
+                "num_retries: 2",
+                "num_retries: 0, backoff: {base: 1s, max: 10ms}",
+            );
+        let text = load_str(&bad, "bad.yaml").unwrap_err().to_string();
+        for want in [
+            "routes[0].retry.retriable_statuses: `retriable_status` is in retry_on but no status is listed",
+            "routes[0].retry.num_retries: 0 retries is out of range",
+            "routes[0].retry.per_try_timeout: a per-try timeout of 0 fails every try",
+            "routes[0].retry.backoff.max: the most backoff is less than its base",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let none = good.replace("retry_on: [retriable_status]", "retry_on: []");
+        let text = load_str(&none, "bad.yaml").unwrap_err().to_string();
+        assert!(
+            text.contains("retry.retry_on: no failure is listed"),
+            "{text}"
+        );
+        assert!(text.contains("retriable_statuses is set but"), "{text}");
     }
 
     #[test]

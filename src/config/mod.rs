@@ -413,6 +413,9 @@ pub struct Route {
     /// Request timeout (overrides the cluster's `request_timeout`).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Re-send a failed request, to another host where the cluster has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Spanned<RetryPolicy>>,
     /// MySQL read/write split: plain reads outside transactions and pinned
     /// sessions go to this cluster (the replicas); `cluster` is the primary.
     #[serde(default)]
@@ -433,6 +436,130 @@ pub struct Route {
     /// after the listener's.
     #[serde(default)]
     pub filters: Vec<Spanned<filters::Filter>>,
+    /// HTTP: answer with a redirect made by the gateway (`Location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Spanned<Redirect>>,
+    /// HTTP: send to the cluster a request header names (`503 cluster not
+    /// found` when it is missing or names no cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_header: Option<Spanned<String>>,
+    /// HTTP: the upstream sees the path with the matched `path_prefix`
+    /// replaced by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<Spanned<String>>,
+    /// HTTP: the upstream sees the path with every match of `pattern`
+    /// replaced by `substitution` (`$1`, `${name}` for groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<Spanned<RegexRewrite>>,
+    /// HTTP: the upstream sees this `Host` (`:authority` for HTTP/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<Spanned<String>>,
+}
+
+/// `redirect: {host: new.example, status: 308}`: each part not given is the
+/// request's own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https` (default: the scheme the request came with).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Host name (default: the request's, without its port).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port (default: the request's, when it had one).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The whole path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Replace the route's matched `path_prefix` with this.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+    /// Drop the query string.
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+fn default_redirect_status() -> u16 {
+    301
+}
+
+/// `regex_rewrite: {pattern: "^/v(\\d+)/(.*)", substitution: "/api/$2?v=$1"}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+/// A route's `retry:` policy (Envoy's, in short).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Which failures are retried.
+    pub retry_on: Vec<RetryOn>,
+    /// The HTTP statuses `retriable_status` retries.
+    #[serde(default)]
+    pub retriable_statuses: Vec<u16>,
+    /// Most retries of one request (default 1).
+    #[serde(default = "defaults::num_retries")]
+    pub num_retries: u32,
+    /// How long each try waits for the response head (default: the
+    /// route's `timeout`, else the cluster's `request_timeout`).
+    #[serde(default)]
+    pub per_try_timeout: Option<Duration>,
+    /// The wait before each retry: exponential from `base`, capped at `max`,
+    /// with full jitter (default `{base: 25ms, max: 250ms}`).
+    #[serde(default)]
+    pub backoff: RetryBackoff,
+    /// Every request of this route may be re-sent once it may have reached
+    /// a host (else only HTTP GET, HEAD and OPTIONS).
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+/// `backoff: {base: 25ms, max: 250ms}`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBackoff {
+    #[serde(default = "defaults::retry_backoff_base")]
+    pub base: Duration,
+    /// Default: ten times `base`.
+    #[serde(default)]
+    pub max: Option<Duration>,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            base: defaults::retry_backoff_base(),
+            max: None,
+        }
+    }
+}
+
+/// A failure a retry policy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The host could not be connected to (nothing was sent).
+    ConnectFailure,
+    /// The connection broke before a response head came.
+    Reset,
+    /// No response head within the per-try timeout.
+    Timeout,
+    /// HTTP 502, 503 or 504, and `connect_failure` and `reset`.
+    GatewayError,
+    /// An HTTP status listed in `retriable_statuses`.
+    RetriableStatus,
+    /// gRPC status UNAVAILABLE (14).
+    Unavailable,
+    /// Any HTTP 5xx; Dubbo and Bolt server-error statuses.
+    ServerError,
 }
 
 /// `subset_from_header: {header: x-version, label: version}`.
@@ -830,8 +957,13 @@ pub struct Cluster {
 pub struct CircuitBreakers {
     /// Most requests in flight to the cluster's hosts at once (HTTP
     /// requests, gRPC calls, Redis commands, Dubbo/Bolt calls, RTSP
-    /// requests); one more is answered "unavailable" at once.
-    pub max_requests: usize,
+    /// requests); one more is answered "unavailable" at once. Default: no limit.
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+    /// Most retries in flight to the cluster at once (route `retry:`); past
+    /// it a failed try is answered as it failed. Default: no limit.
+    #[serde(default)]
+    pub max_retries: Option<usize>,
 }
 
 /// `slow_start: {window: 30s}`.
@@ -1174,6 +1306,12 @@ mod defaults {
     }
     pub fn slow_start_min_percent() -> u32 {
         10
+    }
+    pub fn num_retries() -> u32 {
+        1
+    }
+    pub fn retry_backoff_base() -> Duration {
+        Duration::from_millis(25)
     }
     pub fn yes() -> bool {
         true

@@ -6,6 +6,9 @@
 //! driver words in its own protocol (HTTP 403/429/503, gRPC status, Redis
 //! `-ERR`, Dubbo/Bolt status, MQTT reason code, MySQL ERR, RTSP status).
 //!
+//! A `headers` filter refuses nothing: it hands the permit its edits,
+//! which each driver applies as it writes the request and the response.
+//!
 //! Filters are immutable config plus atomics (a keyed rate limit adds a
 //! sharded table); a chain without filters costs one branch per request.
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use metrics::Counter;
 use switchyard_codecs::{Field, Metadata, Protocol};
 
+use super::headers::HeaderRules;
 use super::rate::{KeyedBuckets, SharedBucket};
 use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit, RateUnit};
 
@@ -137,18 +141,35 @@ pub fn http_reason(status: u16) -> &'static str {
 /// Held while a request is in flight (until its answer is back, or it is
 /// dropped): releases its place under every limit it entered (concurrency
 /// filters, a cluster's circuit breaker). The first two places are kept
-/// inline, so the common case allocates nothing.
+/// inline, so the common case allocates nothing. It also carries a `mirror`
+/// filter's decision: the cluster a copy of the request goes to.
 #[derive(Default)]
 #[must_use = "the request counts as in flight only while its permit is held"]
 pub struct Permit {
     inline: [Option<Arc<InFlight>>; 2],
     more: Vec<Arc<InFlight>>,
+    mirror: Option<Arc<str>>,
+    /// The rules of the `headers` filters the request passed, in order
+    /// (empty, unallocated, without such a filter).
+    headers: Vec<Arc<HeaderRules>>,
 }
 
 impl Permit {
+    /// The header edits the driver applies to the request going upstream
+    /// and to its response ([`crate::filters::headers`]).
+    pub fn headers(&self) -> &[Arc<HeaderRules>] {
+        &self.headers
+    }
+
     /// Whether it holds no place (no limit on the way).
     pub fn is_empty(&self) -> bool {
         self.inline[0].is_none()
+    }
+
+    /// The cluster a `mirror` filter chose to copy this request to, taken
+    /// out of the permit (the last mirror filter on the way wins).
+    pub fn take_mirror(&mut self) -> Option<Arc<str>> {
+        self.mirror.take()
     }
 
     fn hold(&mut self, place: Arc<InFlight>) {
@@ -241,6 +262,11 @@ enum Kind {
     Payload {
         max: u64,
     },
+    Mirror {
+        cluster: Arc<str>,
+        percent: f64,
+    },
+    Headers(Arc<HeaderRules>),
 }
 
 /// A filter's `match:`, compiled.
@@ -414,6 +440,11 @@ impl Kind {
                 only: f.matcher.as_ref().map(Matcher::new),
             },
             cfg::Filter::PayloadLimit(p) => Kind::Payload { max: p.max_bytes },
+            cfg::Filter::Mirror(m) => Kind::Mirror {
+                cluster: m.cluster.as_str().into(),
+                percent: m.percent,
+            },
+            cfg::Filter::Headers(h) => Kind::Headers(HeaderRules::new(h)),
         }
     }
 
@@ -494,6 +525,16 @@ impl Kind {
                 Some(size) if size > *max => Step::Refuse(Refusal::new(413, "payload too large")),
                 _ => Step::Pass,
             },
+            Kind::Mirror { cluster, percent } => {
+                if chance(*percent) {
+                    permit.mirror = Some(cluster.clone());
+                }
+                Step::Pass
+            }
+            Kind::Headers(rules) => {
+                permit.headers.push(rules.clone());
+                Step::Pass
+            }
         }
     }
 }
@@ -649,6 +690,26 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!((r.status, r.class()), (413, RefusalClass::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn mirror_marks_about_its_share_of_permits() {
+        let c = chain("filters: [{mirror: {cluster: shadow, percent: 25}}]");
+        let m = Meta(HashMap::new());
+        let mut marked = 0;
+        for _ in 0..10_000 {
+            let mut p = verdict(&c, &req(&m, "127.0.0.1", None)).await.unwrap();
+            assert!(p.is_empty(), "a mirror holds no place");
+            if let Some(cluster) = p.take_mirror() {
+                assert_eq!(&*cluster, "shadow");
+                marked += 1;
+            }
+        }
+        assert!((2_200..=2_800).contains(&marked), "{marked} of 10000");
+        let all = chain("filters: [{mirror: {cluster: shadow}}]");
+        let mut p = verdict(&all, &req(&m, "127.0.0.1", None)).await.unwrap();
+        assert!(p.take_mirror().is_some(), "percent defaults to 100");
+        assert!(p.take_mirror().is_none(), "taken once");
     }
 
     #[tokio::test]

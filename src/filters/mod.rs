@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod chain;
+pub mod headers;
 pub mod mqtt;
 pub mod rate;
 pub mod redis_auth;

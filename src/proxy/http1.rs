@@ -18,15 +18,18 @@ use super::{Conn, drained, read_more};
 use crate::config::{ForwardPath, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::filters::chain::{Refusal, RefusalClass};
+use crate::filters::headers::{HeaderRules, edit_request, edit_response};
 use crate::net::deadline::HeadDeadline;
 use crate::observe::ConnMetrics;
 use crate::router::Action;
 use crate::stream::session::splice;
 use crate::stream::websocket::WebSocket;
-use crate::upstream::{Cluster, Outcome};
+use crate::upstream::retry::MAX_KEPT_BODY;
+use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
+use std::sync::Arc;
 
 mod to_h2;
 
@@ -277,6 +280,38 @@ async fn exchange(
             );
             return (local(head, down, &resp, &conn.metrics).await, false);
         }
+        Some(Action::Redirect(r)) => {
+            let scheme = if matches!(down.rd, ReadHalf::Tls(_)) {
+                "https"
+            } else {
+                "http"
+            };
+            let matched = path.unwrap_or(head.path());
+            let location = r.location(scheme, head.effective_host(), matched, head.query());
+            let location = String::from_utf8_lossy(&location);
+            let resp = http1::response(
+                r.status,
+                &[("Location", &location)],
+                b"",
+                !head.keep_alive(),
+            );
+            return (local(head, down, &resp, &conn.metrics).await, false);
+        }
+        Some(action @ Action::ClusterHeader { .. }) => match action.cluster_for(head) {
+            Some(c) => c.clone(),
+            None => {
+                return (
+                    local(
+                        head,
+                        down,
+                        &http1::error_response(503, "cluster not found", !head.keep_alive()),
+                        &conn.metrics,
+                    )
+                    .await,
+                    true,
+                );
+            }
+        },
         Some(action) => match action.cluster_for(head) {
             Some(c) => c.clone(),
             None => {
@@ -299,13 +334,97 @@ async fn exchange(
     let timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(cluster.request_timeout);
-    let forward_path =
-        path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized);
-    if cluster.protocol == Some(UpstreamProtocol::Http2) {
-        return to_h2::forward(head, forward_path, down, &cluster, timeout, conn).await;
+    let rewrite = route.and_then(|r| r.rewrite.as_deref());
+    // A rewrite applies to the path the route matched on (normalised or not).
+    let rewritten = rewrite
+        .and_then(|r| r.path.as_ref())
+        .map(|p| p.apply(path.unwrap_or(head.path())));
+    let forward_path = rewritten
+        .as_deref()
+        .or(path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized));
+    // The copy goes to the path the upstream gets (header edits aside).
+    if let Some(mirror) = conn.mirror(&mut permit) {
+        mirror_copy(mirror, head, forward_path, &down.buf);
     }
-    let outgoing = head.forwarded(forward_path);
-    forward(head, &outgoing, down, &cluster, timeout, conn).await
+    let edits = Edits {
+        host: rewrite.and_then(|r| r.host.as_deref()),
+        headers: permit.headers(),
+        client: conn.client,
+    };
+    if cluster.protocol == Some(UpstreamProtocol::Http2) {
+        return to_h2::forward(head, forward_path, &edits, down, &cluster, timeout, conn).await;
+    }
+    let outgoing = if edits.is_empty() {
+        head.forwarded(forward_path)
+    } else {
+        head.forwarded_with(forward_path, |fields| {
+            if let Some(host) = edits.host {
+                fields.set(b"Host", host);
+            }
+            edit_request(edits.headers, fields, edits.client);
+        })
+    };
+    forward(
+        head,
+        &outgoing,
+        edits.headers,
+        down,
+        &cluster,
+        timeout,
+        route.and_then(|r| r.retry.as_deref()),
+        conn,
+    )
+    .await
+}
+
+/// What the route and the filters change in a request going upstream and
+/// in its response.
+pub(super) struct Edits<'a> {
+    /// `host_rewrite`.
+    pub(super) host: Option<&'a [u8]>,
+    /// The rules of the `headers` filters the request passed.
+    pub(super) headers: &'a [Arc<HeaderRules>],
+    pub(super) client: std::net::IpAddr,
+}
+
+impl Edits<'_> {
+    fn is_empty(&self) -> bool {
+        self.host.is_none() && self.headers.is_empty()
+    }
+}
+
+/// Hand a copy of the request to `mirror` when its whole body is in `buf`
+/// already (no body, or a `Content-Length` of at most
+/// [`super::mirror::MAX_HTTP_BODY`] that came with the head); upgrades,
+/// `CONNECT` and `Expect: 100-continue` requests are not copied.
+fn mirror_copy(
+    mirror: &std::sync::Arc<super::mirror::Mirror>,
+    head: &RequestHead,
+    path: Option<&[u8]>,
+    buf: &BytesMut,
+) {
+    let body = match head.body() {
+        BodyLength::Empty => Some(Bytes::new()),
+        BodyLength::Length(n) if n <= super::mirror::MAX_HTTP_BODY => usize::try_from(n)
+            .ok()
+            .and_then(|n| buf.get(..n))
+            .map(Bytes::copy_from_slice),
+        _ => None,
+    };
+    match body {
+        Some(body)
+            if !head.is_upgrade()
+                && !head.expects_continue()
+                && !head.method().eq_ignore_ascii_case(b"CONNECT") =>
+        {
+            mirror.http1(
+                head.shadowed(path, super::mirror::SHADOW_SUFFIX),
+                body,
+                head.method().eq_ignore_ascii_case(b"HEAD"),
+            );
+        }
+        _ => mirror.skip(),
+    }
 }
 
 /// Answer a WebSocket upgrade request (RFC 6455 §4.2) for `protocol`.
@@ -445,12 +564,16 @@ async fn skip_body(down: &mut Downstream, metrics: &ConnMetrics) -> Result<(), R
 struct Relayed {
     keep_alive: bool,
     upgraded: bool,
+    /// The response head was held back for a retry: nothing reached the
+    /// client; `keep_alive` says whether the response is over (no body).
+    held: bool,
 }
 
 /// Stands in for the relay's result when the request body broke first.
 const MALFORMED: Relayed = Relayed {
     keep_alive: false,
     upgraded: false,
+    held: false,
 };
 
 /// A failed relay: whether any response byte had reached the client.
@@ -480,22 +603,87 @@ pub(super) fn answer_to(head: &RequestHead, resp: &Bytes) -> Bytes {
     }
 }
 
-/// Forward one request (its head as `outgoing`) to the cluster and relay the response.
+/// The request body across the tries of one request.
+enum Body {
+    /// Still with the client: the next try streams it from there, keeping a
+    /// copy in `Some(buf)` for a retry.
+    Unread(Option<BytesMut>),
+    /// Read completely and kept (or there is none): a retry sends it again.
+    Kept(Bytes),
+    /// Read, in part or whole, and not kept: no other try can send it.
+    Gone,
+}
+
+impl Body {
+    /// The body of a request about to be forwarded: kept for a retry when
+    /// the route retries and may re-send the request, and the body is known
+    /// or turns out to be at most [`MAX_KEPT_BODY`].
+    fn of(head: &RequestHead, keep: bool) -> Self {
+        if !head.has_body() {
+            return Body::Kept(Bytes::new());
+        }
+        let small = match head.body() {
+            BodyLength::Length(n) => n <= MAX_KEPT_BODY as u64,
+            _ => true,
+        };
+        Body::Unread((keep && small).then(BytesMut::new))
+    }
+
+    /// Whether another try can still send the whole request.
+    fn resendable(&self) -> bool {
+        !matches!(self, Body::Gone)
+    }
+}
+
+/// Forward one request (its head as `outgoing`) to the cluster and relay the
+/// response, retrying under the route's `retry` policy.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     head: &RequestHead,
     outgoing: &Bytes,
+    response_edits: &[Arc<HeaderRules>],
     down: &mut Downstream,
     cluster: &Cluster,
     timeout: Duration,
+    retry: Option<&RetryPolicy>,
     conn: &Conn,
 ) -> (After, bool) {
     let limits = conn.listener.http1;
-    let mut attempt = 0;
+    let mut retries = retry.map(|p| Retries::new(p, cluster, p.http_idempotent(head.method())));
+    let mut body = Body::of(head, retries.as_ref().is_some_and(|r| r.resendable()));
+    let try_timeout = retry.and_then(|p| p.per_try_timeout).unwrap_or(timeout);
+    // Retries walk every host in order; one try takes the next (all of the
+    // rest when the cluster fails over on connect errors).
+    let per_try = if retry.is_none() || cluster.fails_over() {
+        usize::MAX
+    } else {
+        1
+    };
+    let fresh_order = || match retry {
+        Some(_) => cluster.retry_order(head),
+        None => cluster.hosts_for(head),
+    };
+    let mut order = fresh_order();
+    let mut stale_retried = false;
     loop {
-        attempt += 1;
-        let (host, mut up, reused) = match cluster.checkout(cluster.hosts_for(head)).await {
+        let mut checked = cluster.checkout(order.by_ref().take(per_try)).await;
+        if matches!(&checked, Err(e) if e.kind() == ErrorKind::NoHost)
+            && retries.as_ref().is_some_and(|r| r.made() > 0)
+        {
+            // Every host had a try: start over (a one-host cluster retries it).
+            order = fresh_order();
+            checked = cluster.checkout(order.by_ref().take(per_try)).await;
+        }
+        let (host, mut up, reused) = match checked {
             Ok(x) => x,
             Err(e) => {
+                if let (Some(r), Some(failure)) = (retries.as_mut(), Failure::of_error(&e))
+                    && body.resendable()
+                    && r.again(failure)
+                {
+                    r.backoff().await;
+                    continue;
+                }
                 let status = if e.kind() == ErrorKind::ConnectTimeout {
                     504
                 } else {
@@ -512,6 +700,14 @@ async fn forward(
 
         let answered = std::sync::atomic::AtomicBool::new(false);
         let status = std::sync::atomic::AtomicU16::new(0);
+        // Set once the whole request went out and can go out again.
+        let whole = std::sync::atomic::AtomicBool::new(false);
+        let mut hold = |s: u16| {
+            whole.load(std::sync::atomic::Ordering::Relaxed)
+                && retries
+                    .as_mut()
+                    .is_some_and(|r| r.again(Failure::Status(s)))
+        };
         let (sent, relayed) = {
             let (up_rd, mut up_wr) = up.split();
             let Downstream {
@@ -520,7 +716,19 @@ async fn forward(
                 buf,
                 decoder,
             } = &mut *down;
-            let send = send_request(head, outgoing, rd, buf, decoder, &mut up_wr, &conn.metrics);
+            let send = send_request(
+                head,
+                outgoing,
+                Source {
+                    rd,
+                    buf,
+                    decoder,
+                    body: &mut body,
+                    whole: &whole,
+                },
+                &mut up_wr,
+                &conn.metrics,
+            );
             let connect = head.method().eq_ignore_ascii_case(b"CONNECT");
             let relay = relay_response(
                 up_rd,
@@ -533,8 +741,10 @@ async fn forward(
                     tunnel_request: connect,
                     answered: &answered,
                     status: &status,
+                    edits: response_edits,
+                    hold: &mut hold,
                 },
-                timeout,
+                try_timeout,
                 &conn.metrics,
             );
             tokio::pin!(send, relay);
@@ -564,12 +774,25 @@ async fn forward(
         }
         let body_complete = matches!(sent, Some(Ok(())));
         match &relayed {
-            Ok(_) => cluster.record(host, Outcome::of_status(status.into_inner())),
+            Ok(_) => cluster.record(
+                host,
+                Outcome::of_status(status.load(std::sync::atomic::Ordering::Relaxed)),
+            ),
             // A pooled connection the server had closed says nothing of the host.
             Err(e) if reused && e.error.kind() == ErrorKind::UpstreamClosed => {}
             Err(e) => Outcome::of_error(&e.error).map_or((), |o| cluster.record(host, o)),
         }
         match relayed {
+            Ok(r) if r.held => {
+                // The answer was a retriable status: discard it and try again.
+                if r.keep_alive && body_complete && up_buf.is_empty() {
+                    cluster.pool.put(host, up);
+                }
+                if let Some(r) = &retries {
+                    r.backoff().await;
+                }
+                continue;
+            }
             Ok(r) => {
                 if r.upgraded {
                     return (After::Upgrade(up, up_buf), false);
@@ -584,15 +807,26 @@ async fn forward(
                 error,
                 forwarded: false,
             }) if reused
-                && attempt == 1
+                && !stale_retried
                 && !head.has_body()
                 && error.kind() == ErrorKind::UpstreamClosed =>
             {
                 // A pooled connection the server had already closed: retry once on a new one.
                 tracing::debug!(cluster = %cluster.name, "retrying on a fresh connection: {error}");
+                stale_retried = true;
+                order = fresh_order();
                 continue;
             }
             Err(RelayError { error, forwarded }) => {
+                if !forwarded
+                    && let (Some(r), Some(failure)) = (retries.as_mut(), Failure::of_error(&error))
+                    && body.resendable()
+                    && r.again(failure)
+                {
+                    tracing::debug!(cluster = %cluster.name, %error, "retrying");
+                    r.backoff().await;
+                    continue;
+                }
                 tracing::debug!(cluster = %cluster.name, %error, "upstream request failed");
                 if forwarded {
                     return (After::Close, true);
@@ -602,7 +836,19 @@ async fn forward(
                     _ => (502, "upstream connection error"),
                 };
                 let text = format!("{what} (cluster {})", cluster.name);
-                let after = if body_complete {
+                let after = if body_complete && head.has_body() {
+                    // The body was read (sent upstream): answer at once,
+                    // without waiting for a body to skip.
+                    let keep = head.keep_alive();
+                    let resp = answer_to(head, &http1::error_response(status, &text, !keep));
+                    match down.wr.write_all(&resp).await {
+                        Ok(()) => {
+                            conn.metrics.bytes_out.increment(resp.len() as u64);
+                            if keep { After::KeepAlive } else { After::Close }
+                        }
+                        Err(_) => After::Close,
+                    }
+                } else if body_complete {
                     fail(head, down, status, &text, &conn.metrics).await
                 } else {
                     let resp = answer_to(head, &http1::error_response(status, &text, true));
@@ -637,27 +883,62 @@ enum SendError {
     Upstream,
 }
 
-/// Write the request head (`outgoing`) and stream its body to the upstream.
+/// Where a try's request body comes from: the client's connection, or what
+/// an earlier try kept.
+struct Source<'a> {
+    rd: &'a mut ReadHalf,
+    buf: &'a mut BytesMut,
+    decoder: &'a mut RequestDecoder,
+    body: &'a mut Body,
+    /// Set once the whole request went out and is kept for another try.
+    whole: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Write the request head (`outgoing`) and its body to the upstream: the
+/// kept body, or the client's streamed as it comes (keeping a copy up to
+/// [`MAX_KEPT_BODY`] when asked).
 async fn send_request<W: AsyncWrite + Unpin>(
     head: &RequestHead,
     outgoing: &Bytes,
-    rd: &mut ReadHalf,
-    buf: &mut BytesMut,
-    decoder: &mut RequestDecoder,
+    src: Source<'_>,
     up: &mut W,
     metrics: &ConnMetrics,
 ) -> Result<(), SendError> {
-    if !head.has_body() {
-        return up
-            .write_all(outgoing)
-            .await
-            .map_err(|_| SendError::Upstream);
-    }
+    let Source {
+        rd,
+        buf,
+        decoder,
+        body,
+        whole,
+    } = src;
+    let mut keep = match std::mem::replace(body, Body::Gone) {
+        Body::Kept(kept) => {
+            up.write_all(outgoing)
+                .await
+                .map_err(|_| SendError::Upstream)?;
+            if !kept.is_empty() {
+                up.write_all(&kept).await.map_err(|_| SendError::Upstream)?;
+            }
+            *body = Body::Kept(kept);
+            whole.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        Body::Unread(keep) => keep,
+        Body::Gone => return Err(SendError::Downstream),
+    };
+    debug_assert!(head.has_body());
     let mut out = BytesMut::with_capacity(outgoing.len() + 1024);
     out.extend_from_slice(outgoing);
     loop {
         match decoder.decode(buf) {
             Ok(Some(Part::Body(b))) => {
+                if let Some(k) = &mut keep {
+                    if k.len() + b.len() > MAX_KEPT_BODY {
+                        keep = None;
+                    } else {
+                        k.extend_from_slice(&b);
+                    }
+                }
                 if b.len() >= COALESCE {
                     flush(up, &mut out).await?;
                     up.write_all(&b).await.map_err(|_| SendError::Upstream)?;
@@ -665,7 +946,14 @@ async fn send_request<W: AsyncWrite + Unpin>(
                     out.extend_from_slice(&b);
                 }
             }
-            Ok(Some(Part::End)) => return flush(up, &mut out).await,
+            Ok(Some(Part::End)) => {
+                flush(up, &mut out).await?;
+                if let Some(k) = keep {
+                    *body = Body::Kept(k.freeze());
+                    whole.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(());
+            }
             Ok(Some(Part::Head(_))) => return Err(SendError::Downstream),
             Err(_) => return Err(SendError::Malformed),
             Ok(None) => {
@@ -697,6 +985,11 @@ struct Client<'a> {
     answered: &'a std::sync::atomic::AtomicBool,
     /// The final response's status, once its head came (outlier detection).
     status: &'a std::sync::atomic::AtomicU16,
+    /// The `headers` filters' rules for the final response head.
+    edits: &'a [Arc<HeaderRules>],
+    /// Asked with a final head's status before it goes out: `true` holds
+    /// it back (a retry was decided).
+    hold: &'a mut (dyn FnMut(u16) -> bool + Send),
 }
 
 /// Read the response (interim ones too) and pass it to the client as it comes.
@@ -738,16 +1031,31 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     client
                         .status
                         .store(h.status(), std::sync::atomic::Ordering::Relaxed);
+                    let upgraded =
+                        h.status() == 101 || (tunnel_request && (200..300).contains(&h.status()));
+                    // Nothing reached the client yet: a retry may replace this answer.
+                    if !forwarded && out.is_empty() && !upgraded && (client.hold)(h.status()) {
+                        return Ok(Relayed {
+                            keep_alive: h.keep_alive() && !h.has_body(),
+                            upgraded: false,
+                            held: true,
+                        });
+                    }
                     let keep = h.keep_alive() && client.keep_alive;
-                    out.extend_from_slice(&h.forwarded(match (keep, client.version) {
+                    let says = match (keep, client.version) {
                         (false, _) => ClientConnection::Close,
                         (true, http1::Version::Http10) => ClientConnection::KeepAlive,
                         (true, http1::Version::Http11) => ClientConnection::Persistent,
-                    }));
+                    };
+                    if client.edits.is_empty() {
+                        out.extend_from_slice(&h.forwarded(says));
+                    } else {
+                        out.extend_from_slice(
+                            &h.forwarded_with(says, |f| edit_response(client.edits, f)),
+                        );
+                    }
                     {
                         // 101, or a 2xx to CONNECT: the connection becomes a tunnel.
-                        let upgraded = h.status() == 101
-                            || (tunnel_request && (200..300).contains(&h.status()));
                         final_head = Some((h.keep_alive(), upgraded));
                         if upgraded || !h.has_body() {
                             write_out(down, &mut out, metrics)
@@ -756,6 +1064,7 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                             return Ok(Relayed {
                                 keep_alive: h.keep_alive(),
                                 upgraded,
+                                held: false,
                             });
                         }
                     }
@@ -779,6 +1088,7 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     return Ok(Relayed {
                         keep_alive,
                         upgraded,
+                        held: false,
                     });
                 }
             }
@@ -823,6 +1133,7 @@ async fn relay_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                             return Ok(Relayed {
                                 keep_alive: false,
                                 upgraded: false,
+                                held: false,
                             });
                         }
                         Ok(Some(Part::Head(_)) | None) | Err(_) => break,

@@ -39,15 +39,17 @@ use hyper_util::rt::TokioIo;
 use switchyard_codecs::{Field, Metadata, Protocol};
 use tokio::sync::oneshot;
 
-use self::body::{H2Body, Pump, PumpError, ReqBody};
+use self::body::{H2Body, Pump, PumpError, ReqBody, RetryBody};
 use self::io::CountedIo;
 use super::{Conn, drained};
 use crate::config::UpstreamProtocol;
 use crate::error::{Error, ErrorKind};
 use crate::filters::chain::{Refusal, RefusalClass};
+use crate::filters::headers::{HeaderRules, edit_request, edit_response};
 use crate::net::stream::Stream;
 use crate::router::Action;
-use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome};
+use crate::upstream::retry::Failure as RetryFailure;
+use crate::upstream::{Cluster, H2Conn, HostOrder, Outcome, Retries};
 
 /// Per-stream receive window offered to clients.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -248,6 +250,8 @@ pub(crate) enum Failure {
     UpstreamError,
     Timeout,
     Unsupported,
+    /// A `cluster_header` route's header is missing or names no cluster.
+    ClusterNotFound,
 }
 
 impl Failure {
@@ -271,6 +275,7 @@ impl Failure {
             Failure::UpstreamError => (502, "upstream connection error"),
             Failure::Timeout => (504, "upstream request timeout"),
             Failure::Unsupported => (501, "not supported over HTTP/2"),
+            Failure::ClusterNotFound => (503, "cluster not found"),
         }
     }
 
@@ -324,10 +329,29 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             answer(&mut respond, grpc, Failure::Unsupported, None);
             return true;
         }
+        Action::Redirect(r) => {
+            let scheme = parts.uri.scheme_str().unwrap_or("http");
+            let host = head.get(&Field::Host);
+            let matched = head.path.unwrap_or(parts.uri.path().as_bytes());
+            let query = parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let location = r.location(scheme, host, matched, query.as_bytes());
+            redirect(&mut respond, r.status, &location);
+            drain_unread(body).await;
+            return false;
+        }
         action => match action.cluster_for(&head) {
             Some(c) => c.clone(),
             None => {
-                answer(&mut respond, grpc, Failure::NoCluster, None);
+                let failure = match action {
+                    Action::ClusterHeader { .. } => Failure::ClusterNotFound,
+                    _ => Failure::NoCluster,
+                };
+                answer(&mut respond, grpc, failure, None);
+                drain_unread(body).await;
                 return true;
             }
         },
@@ -337,21 +361,93 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         drain_unread(body).await;
         return true;
     }
+    if let Some(mirror) = sh.conn.mirror(&mut permit) {
+        mirror_copy(mirror, &parts, &body, grpc);
+    }
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
     if let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let hosts = cluster.hosts_for(&head);
+    let hosts = match route.retry {
+        Some(_) => cluster.retry_order(&head),
+        None => cluster.hosts_for(&head),
+    };
+    if let Some(rewrite) = route.rewrite.as_deref() {
+        // A rewrite applies to the path the route matched on.
+        let path = rewrite
+            .path
+            .as_ref()
+            .map(|p| p.apply(head.path.unwrap_or(parts.uri.path().as_bytes())));
+        let applied = path
+            .map_or(Ok(()), |p| set_path(&mut parts.uri, &p))
+            .and_then(|()| {
+                rewrite.host.as_ref().map_or(Ok(()), |h| {
+                    if let Ok(v) = HeaderValue::from_bytes(h)
+                        && parts.headers.contains_key(header::HOST)
+                    {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                    set_authority(&mut parts.uri, h)
+                })
+            });
+        if applied.is_err() {
+            let text = Bytes::from_static(b"the rewritten request target is not valid\n");
+            direct(&mut respond, 500, "text/plain; charset=utf-8", text);
+            drain_unread(body).await;
+            return true;
+        }
+    }
+    edit_request(permit.headers(), &mut parts.headers, sh.conn.client);
     let up = Upstream {
         cluster: &cluster,
         hosts,
         deadline,
         grpc,
+        edits: permit.headers(),
     };
     match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
-        UpstreamProtocol::Http2 => forward_h2(up, &parts, body, respond).await,
+        UpstreamProtocol::Http2 => {
+            // gRPC calls are re-sent only when the route says so.
+            let retries = route.retry.as_ref().map(|p| {
+                let resendable = if grpc {
+                    p.idempotent
+                } else {
+                    p.http_idempotent(parts.method.as_str().as_bytes())
+                };
+                Retries::new(p, &cluster, resendable)
+            });
+            forward_h2(up, &parts, body, respond, retries).await
+        }
         UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond).await,
+    }
+}
+
+/// Hand `mirror` an HTTP/1.1 copy of a request without a body (its
+/// `:authority` with `-shadow` as `Host`). Requests with a body and gRPC
+/// calls (which need HTTP/2 end to end) are not copied.
+fn mirror_copy(mirror: &Arc<super::mirror::Mirror>, parts: &Parts, body: &RecvStream, grpc: bool) {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(header::HOST).map(HeaderValue::as_bytes));
+    match host {
+        Some(host) if body.is_end_stream() && !grpc => {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let head = switchyard_codecs::http1::shadow_request_head(
+                parts.method.as_str().as_bytes(),
+                target.as_bytes(),
+                host,
+                parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                super::mirror::SHADOW_SUFFIX,
+            );
+            mirror.http1(head, Bytes::new(), parts.method == Method::HEAD);
+        }
+        _ => mirror.skip(),
     }
 }
 
@@ -361,6 +457,8 @@ struct Upstream<'a> {
     hosts: HostOrder<'a>,
     deadline: tokio::time::Instant,
     grpc: bool,
+    /// The `headers` filters' rules for the response.
+    edits: &'a [Arc<HeaderRules>],
 }
 
 impl Upstream<'_> {
@@ -489,6 +587,45 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A redirect from the gateway: `status` with `Location`, no body.
+fn redirect(respond: &mut SendResponse<Bytes>, status: u16, location: &[u8]) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_bytes(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    let _ = respond.send_response(resp, true);
+}
+
+/// Put `path` (keeping the query) into `uri`.
+fn set_path(uri: &mut Uri, path: &[u8]) -> Result<(), ()> {
+    let mut pq = path.to_vec();
+    if let Some(q) = uri.query() {
+        pq.push(b'?');
+        pq.extend_from_slice(q.as_bytes());
+    }
+    let mut p = std::mem::take(uri).into_parts();
+    p.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).map_err(|_| ())?);
+    *uri = Uri::from_parts(p).map_err(|_| ())?;
+    Ok(())
+}
+
+/// Put `host` into `uri` as its authority (`:authority` upstream).
+pub(crate) fn set_authority(uri: &mut Uri, host: &[u8]) -> Result<(), ()> {
+    let mut p = std::mem::take(uri).into_parts();
+    p.authority = Some(http::uri::Authority::try_from(host).map_err(|_| ())?);
+    if p.scheme.is_none() {
+        p.scheme = Some(http::uri::Scheme::HTTP);
+    }
+    if p.path_and_query.is_none() {
+        p.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *uri = Uri::from_parts(p).map_err(|_| ())?;
+    Ok(())
+}
+
 /// A complete response from the gateway.
 fn direct(respond: &mut SendResponse<Bytes>, status: u16, content_type: &str, body: Bytes) {
     let mut resp = Response::new(());
@@ -515,23 +652,49 @@ enum Attempt {
     Done(bool),
     /// Refused before the upstream processed it: try a fresh connection.
     Retry,
+    /// The route's retry policy decided to try again (nothing reached the
+    /// client).
+    Again,
 }
 
-/// Forward one request stream to an HTTP/2 cluster.
+/// One try's deadline and the request's retry state.
+struct Policy<'a, 'b> {
+    deadline: tokio::time::Instant,
+    retries: Option<&'a mut Retries<'b>>,
+}
+
+impl Policy<'_, '_> {
+    /// Decide to retry after `failure`: the request body went out whole and
+    /// is kept (or there is none), and the policy allows it.
+    fn again(&mut self, failure: RetryFailure, body: &Option<RetryBody>, req_done: bool) -> bool {
+        req_done
+            && body.as_ref().is_none_or(RetryBody::is_whole)
+            && self.retries.as_mut().is_some_and(|r| r.again(failure))
+    }
+}
+
+/// Forward one request stream to an HTTP/2 cluster, retrying under the
+/// route's policy (`retries`) on the next host.
 async fn forward_h2(
     mut up: Upstream<'_>,
     parts: &Parts,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    mut retries: Option<Retries<'_>>,
 ) -> bool {
     let cluster = up.cluster;
     let empty = body.is_end_stream();
-    let mut body = Some(H2Body::new(body));
+    let keep = retries.as_ref().is_some_and(|r| r.resendable());
+    let mut body = Some(RetryBody::live(body, keep));
+    let per_try = retries.as_ref().and_then(|r| r.policy().per_try_timeout);
     let Some(mut host) = up.hosts.next() else {
         return up.fail(&mut respond, Failure::NoHost);
     };
     let mut tries = 0;
     loop {
+        let deadline = per_try.map_or(up.deadline, |t| {
+            up.deadline.min(tokio::time::Instant::now() + t)
+        });
         let cancelled = poll_fn(|cx| respond.poll_reset(cx).map(|_| ()));
         let stream = open_h2(
             cluster,
@@ -556,22 +719,35 @@ async fn forward_h2(
                 return true;
             }
         };
-        let req_body = if empty { None } else { body.take() };
+        let mut req_body = if empty { None } else { body.take() };
         let _in_flight = cluster.begin(host);
         match relay_h2(
             &up,
             host,
-            req_body,
+            &mut req_body,
             up_send,
             resp,
             &mut respond,
             tries < 3 && empty,
+            Policy {
+                deadline,
+                retries: retries.as_mut(),
+            },
         )
         .await
         {
             Attempt::Done(failed) => return failed,
             Attempt::Retry => {
                 cluster.h2_retire(host, &conn);
+            }
+            Attempt::Again => {
+                // The route's policy retries: the kept body, on the next host.
+                body = req_body.as_ref().and_then(RetryBody::again);
+                host = up.hosts.next().unwrap_or(host);
+                tries = 0;
+                if let Some(r) = &retries {
+                    r.backoff().await;
+                }
             }
         }
     }
@@ -658,18 +834,20 @@ fn h2_request(parts: &Parts) -> Request<()> {
 
 /// One stream's journey: request body up, response head and body down,
 /// resets both ways.
+#[allow(clippy::too_many_arguments)]
 async fn relay_h2(
     up: &Upstream<'_>,
     host: usize,
-    mut req_body: Option<H2Body>,
+    req_body: &mut Option<RetryBody>,
     mut up_send: SendStream<Bytes>,
     mut resp: h2::client::ResponseFuture,
     respond: &mut SendResponse<Bytes>,
     may_retry: bool,
+    mut policy: Policy<'_, '_>,
 ) -> Attempt {
     let mut req_pump = Pump;
     let mut req_done = req_body.is_none();
-    let deadline = tokio::time::sleep_until(up.deadline);
+    let deadline = tokio::time::sleep_until(policy.deadline);
     tokio::pin!(deadline);
 
     enum Step {
@@ -716,6 +894,9 @@ async fn relay_h2(
             Step::Timeout => {
                 up.cluster.record(host, Outcome::GatewayError);
                 up_send.send_reset(Reason::CANCEL);
+                if policy.again(RetryFailure::Timeout, req_body, req_done) {
+                    return Attempt::Again;
+                }
                 up.fail(respond, Failure::Timeout);
                 return Attempt::Done(true);
             }
@@ -723,6 +904,19 @@ async fn relay_h2(
                 let grpc_status = r.headers().get("grpc-status").map(|v| v.as_bytes());
                 let outcome = Outcome::of_head(r.status().as_u16(), grpc_status);
                 up.cluster.record(host, outcome);
+                // A failed answer (HTTP status, or a trailers-only gRPC
+                // status) may be replaced by a retry: nothing went out yet.
+                let failure =
+                    match grpc_status.and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()) {
+                        Some(code) => RetryFailure::Grpc(code),
+                        None => RetryFailure::Status(r.status().as_u16()),
+                    };
+                if !matches!(failure, RetryFailure::Grpc(0))
+                    && policy.again(failure, req_body, req_done)
+                {
+                    up_send.send_reset(Reason::CANCEL);
+                    return Attempt::Again;
+                }
                 break r;
             }
             Step::Head(Err(e)) => {
@@ -733,6 +927,9 @@ async fn relay_h2(
                 }
                 up.cluster.record(host, Outcome::GatewayError);
                 tracing::debug!(cluster = %up.cluster.name, error = %e, "upstream stream failed before its response");
+                if policy.again(RetryFailure::Reset, req_body, req_done) {
+                    return Attempt::Again;
+                }
                 match e.reason() {
                     Some(reason) if e.is_reset() && e.is_remote() => respond.send_reset(reason),
                     _ => {
@@ -749,6 +946,7 @@ async fn relay_h2(
     let mut out = Response::new(());
     *out.status_mut() = head.status;
     *out.headers_mut() = head.headers;
+    edit_response(up.edits, out.headers_mut());
     let mut down_send = match respond.send_response(out, resp_body.is_end_stream()) {
         Ok(s) => s,
         Err(e) => {
@@ -878,6 +1076,7 @@ async fn forward_h1(
         let mut out = Response::new(());
         *out.status_mut() = head.status;
         *out.headers_mut() = strip_hop_by_hop(head.headers);
+        edit_response(up.edits, out.headers_mut());
         let eos = resp_body.is_end_stream();
         let mut down_send = match respond.send_response(out, eos) {
             Ok(s) => s,

@@ -8,6 +8,7 @@
 
 pub mod http1;
 pub mod http2;
+pub mod mirror;
 pub mod mqtt;
 pub mod mysql;
 pub mod redis;
@@ -87,6 +88,14 @@ impl Conn {
             size,
         };
         admit([Some(&self.listener.filters), route_filters], &req).await
+    }
+
+    /// The shadow cluster a `mirror` filter chose for the request `permit`
+    /// was given for, if any (taken out of the permit). A permit without a
+    /// mirror costs one branch.
+    pub fn mirror(&self, permit: &mut Permit) -> Option<&Arc<mirror::Mirror>> {
+        let cluster = permit.take_mirror()?;
+        self.listener.mirrors.get(&cluster)
     }
 }
 

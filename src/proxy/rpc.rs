@@ -23,12 +23,13 @@ use tokio::sync::mpsc;
 
 use super::{Conn, drained, read_more};
 use crate::filters::chain::RefusalClass;
+use crate::filters::headers::edit_request;
 use crate::net::stream::Stream;
 use crate::router::Action;
 use crate::stream::multiplex::{
     Answered, HostHabits, MuxConn, MuxError, MuxKind, MuxProtocol, Observe, Outgoing, Reconnect,
 };
-use crate::upstream::{Cluster, Outcome};
+use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy};
 
 /// A session's cache of shared connections: (cluster, host) → connections.
 type ConnCache<P> = Vec<(Arc<Cluster>, usize, Vec<MuxConn<P>>)>;
@@ -98,6 +99,10 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     continue;
                 }
             };
+            // Calls are re-sent only when the route says they are idempotent.
+            let retry = route
+                .and_then(|r| r.retry.clone())
+                .filter(|p| p.idempotent && kind == MuxKind::Request);
             let (cluster, timeout) = match route.map(|r| (&r.action, r.timeout)) {
                 None => {
                     conn.metrics.errors.increment(1);
@@ -137,6 +142,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             }
+            if let Some(mirror) = conn.mirror(&mut permit) {
+                mirror.rpc::<P>(&frame);
+            }
             let timeout = P::timeout(&frame)
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));
@@ -149,6 +157,31 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             };
+            let frame = match permit.headers() {
+                [] => frame,
+                rules => {
+                    let client = conn.client;
+                    P::with_headers(&frame, &mut |fields| edit_request(rules, fields, client))
+                        .unwrap_or(frame)
+                }
+            };
+            if let Some(policy) = retry {
+                // Held on its own task: a failed answer is replaced by a retry.
+                tokio::spawn(call_with_retries::<P>(
+                    Call {
+                        frame,
+                        cluster,
+                        reply: reply_tx.clone(),
+                        timeout,
+                        permit,
+                        turn,
+                    },
+                    up,
+                    host,
+                    policy,
+                ));
+                continue;
+            }
             let mut up = up;
             let mut outgoing = Outgoing {
                 frame,
@@ -207,6 +240,94 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
     drop(cache);
     if let Ok(mut wr) = writer.await {
         let _ = wr.shutdown().await;
+    }
+}
+
+/// One call of a route with a retry policy.
+struct Call<P: MuxProtocol> {
+    frame: P::Frame,
+    cluster: Arc<Cluster>,
+    /// The client's reply channel.
+    reply: mpsc::Sender<Bytes>,
+    timeout: Duration,
+    /// Held until the final answer goes to the client.
+    permit: crate::filters::chain::Permit,
+    turn: usize,
+}
+
+/// Send `call` on `up` (to `host`), and while its answer has a server-error
+/// status and the route's `policy` allows, again on the next host; the last
+/// answer goes to the client. The answers come back on a private channel so
+/// a failed one never reaches the client.
+async fn call_with_retries<P: MuxProtocol>(
+    call: Call<P>,
+    mut up: MuxConn<P>,
+    mut host: usize,
+    policy: Arc<RetryPolicy>,
+) {
+    let Call {
+        frame,
+        cluster,
+        reply,
+        timeout,
+        permit,
+        turn,
+    } = call;
+    let mut retries = Retries::new(&policy, &cluster, true);
+    let mut resent = false;
+    loop {
+        let (tx, mut rx) = mpsc::channel(1);
+        let out = Outgoing {
+            frame: frame.clone(),
+            reply: tx,
+            timeout,
+            in_flight: Some(cluster.begin(host)),
+            permit: crate::filters::chain::Permit::default(),
+        };
+        if up.send(out).await.is_err() {
+            // The connection ended before it took the call: once more on a
+            // fresh one to the same host.
+            let fresh = shared::<P>(&cluster, host).await;
+            match fresh.get(turn % fresh.len().max(1)) {
+                Some(c) if !resent => {
+                    resent = true;
+                    up = c.clone();
+                    continue;
+                }
+                _ => {
+                    let message = format!("upstream unavailable (cluster {})", cluster.name);
+                    let f = &frame;
+                    let answer = P::error_reply(
+                        P::request_id(f),
+                        P::reply_context(f),
+                        MuxError::Unavailable,
+                        &message,
+                    );
+                    let _ = reply.send(answer).await;
+                    return;
+                }
+            }
+        }
+        let Some(answer) = rx.recv().await else {
+            return;
+        };
+        let server_error = P::decoder()
+            .decode(&mut BytesMut::from(&answer[..]))
+            .ok()
+            .flatten()
+            .is_some_and(|f| P::server_error(&f));
+        if server_error && retries.again(Failure::RpcServerError) {
+            let next = cluster.next_after(host);
+            let conns = shared::<P>(&cluster, next).await;
+            if let Some(c) = conns.get(turn % conns.len().max(1)) {
+                (up, host) = (c.clone(), next);
+                retries.backoff().await;
+                continue;
+            }
+        }
+        let _ = reply.send(answer).await;
+        drop(permit);
+        return;
     }
 }
 
@@ -439,6 +560,20 @@ impl MuxProtocol for Dubbo {
     const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Dubbo;
     const MAX_ID: u64 = u64::MAX - 1;
     type Frame = dubbo::Frame;
+
+    fn with_headers(
+        f: &dubbo::Frame,
+        edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<dubbo::Frame> {
+        match dubbo::with_attachments(f, |fields| edit(fields)) {
+            Ok(Some(wire)) => dubbo::Frame::parse(wire).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "attachments not edited");
+                None
+            }
+        }
+    }
     type Decoder = dubbo::Decoder;
 
     fn decoder() -> Self::Decoder {
@@ -518,6 +653,24 @@ impl MuxProtocol for Dubbo {
 pub struct Bolt;
 
 impl MuxProtocol for Bolt {
+    fn with_headers(
+        f: &bolt::Frame,
+        edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<bolt::Frame> {
+        if !f.is_request() || f.is_heartbeat() {
+            return None;
+        }
+        let mut fields = switchyard_codecs::fields::FieldList::default();
+        for entry in f.header_map() {
+            // A null value or a header that is not a simple map: left alone.
+            let (k, v) = entry.ok()?;
+            fields.push(k, v?);
+        }
+        edit(&mut fields);
+        let header = bolt::encode_header_map(fields.iter().map(|(k, v)| (k, Some(v))));
+        bolt::Frame::parse(bolt::with_header(f, &header)?).ok()
+    }
+
     const PROTOCOL: switchyard_codecs::Protocol = switchyard_codecs::Protocol::Bolt;
     const MAX_ID: u64 = u32::MAX as u64;
     type Frame = bolt::Frame;

@@ -52,12 +52,14 @@ use tokio::task::JoinHandle;
 use super::{Conn, drained, read_more};
 use crate::config::RtspAuth;
 use crate::filters::chain::{Permit, RefusalClass};
+use crate::filters::headers::{edit_request, edit_response};
 use crate::gateway::ListenerRuntime;
 use crate::net::stream::{Stream, WriteHalf};
 use crate::observe::ConnMetrics;
 use crate::observe::rtsp::RtspMetrics;
 use crate::router::Action;
 use crate::upstream::Cluster;
+use switchyard_codecs::fields::FieldList;
 
 /// Messages queued from the upstream readers to the connection task.
 const EVENT_QUEUE: usize = 256;
@@ -113,7 +115,7 @@ struct Pending {
     started: Instant,
     deadline: tokio::time::Instant,
     /// Its place under the filters' concurrency limits, until answered.
-    _permit: Permit,
+    permit: Permit,
 }
 
 /// The two port pairs of a UDP relay, before the server has answered.
@@ -471,14 +473,21 @@ impl Proxy {
         }
         let body = swap(req.body(), &client_base, &up_base);
         let mut msg = BytesMut::with_capacity(req.wire().len() + body.len() + 64);
-        rtsp::write_request(
-            &mut msg,
-            method,
-            &uri,
-            req.version,
-            headers.iter().map(|(n, v)| (*n, v.as_ref())),
-            &body,
-        );
+        if permit.headers().is_empty() {
+            rtsp::write_request(
+                &mut msg,
+                method,
+                &uri,
+                req.version,
+                headers.iter().map(|(n, v)| (*n, v.as_ref())),
+                &body,
+            );
+        } else {
+            let fields = edited(&headers, |f| {
+                edit_request(permit.headers(), f, self.conn.client);
+            });
+            rtsp::write_request(&mut msg, method, &uri, req.version, fields.iter(), &body);
+        }
         let teardown = method.eq_ignore_ascii_case(b"TEARDOWN");
         let Some(up) = self.upstreams.get_mut(&id) else {
             return;
@@ -495,7 +504,7 @@ impl Proxy {
             setup,
             started: Instant::now(),
             deadline: tokio::time::Instant::now() + timeout,
-            _permit: permit,
+            permit,
         });
     }
 
@@ -672,9 +681,9 @@ impl Proxy {
         if ok && let Some(sid) = &session {
             self.bind_session(sid, id, resp.header("session"));
         }
-        let (teardown, mut setup) = match pending {
-            Some(p) => (p.teardown, p.setup),
-            None => (false, None),
+        let (teardown, mut setup, permit) = match pending {
+            Some(p) => (p.teardown, p.setup, Some(p.permit)),
+            None => (false, None, None),
         };
         let mut headers: Vec<(&[u8], Cow<[u8]>)> = Vec::new();
         for (name, value) in resp.headers() {
@@ -694,14 +703,31 @@ impl Proxy {
             headers.push((name, swap(value, &up_base, &client_base)));
         }
         let body = swap(resp.body(), &up_base, &client_base);
-        rtsp::write_response(
-            &mut self.out,
-            resp.version,
-            resp.status,
-            resp.reason(),
-            headers.iter().map(|(n, v)| (*n, v.as_ref())),
-            &body,
-        );
+        match permit
+            .as_ref()
+            .map(Permit::headers)
+            .filter(|r| !r.is_empty())
+        {
+            None => rtsp::write_response(
+                &mut self.out,
+                resp.version,
+                resp.status,
+                resp.reason(),
+                headers.iter().map(|(n, v)| (*n, v.as_ref())),
+                &body,
+            ),
+            Some(rules) => {
+                let fields = edited(&headers, |f| edit_response(rules, f));
+                rtsp::write_response(
+                    &mut self.out,
+                    resp.version,
+                    resp.status,
+                    resp.reason(),
+                    fields.iter(),
+                    &body,
+                );
+            }
+        }
         if teardown
             && ok
             && let Some(sid) = &session
@@ -999,6 +1025,19 @@ async fn pump(
             last_seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
     }
+}
+
+/// `headers` as a field list, edited by `edit` (the `headers` filter).
+fn edited<'a>(
+    headers: &'a [(&'a [u8], Cow<'a, [u8]>)],
+    edit: impl FnOnce(&mut FieldList<'a>),
+) -> FieldList<'a> {
+    let mut fields = FieldList::with_capacity(headers.len() + 4);
+    for (name, value) in headers {
+        fields.push(name, value);
+    }
+    edit(&mut fields);
+    fields
 }
 
 #[cfg(test)]

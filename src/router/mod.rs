@@ -41,10 +41,113 @@ pub struct Route {
     pub action: Action,
     /// Overrides the cluster's request timeout.
     pub timeout: Option<Duration>,
+    /// Re-send failed requests (`None`: no retry; a route without one costs
+    /// the drivers a branch).
+    pub retry: Option<Arc<crate::upstream::RetryPolicy>>,
     /// MySQL read/write split: where plain reads go (`None`: the action's cluster).
     pub read_cluster: Option<Arc<Cluster>>,
     /// Stream filters of this route (after the listener's).
     pub filters: crate::filters::chain::FilterChain,
+    /// HTTP: what the upstream sees instead of the path and host the
+    /// client sent (`None`: nothing to rewrite, one branch per request).
+    pub rewrite: Option<Box<Rewrite>>,
+}
+
+/// A route's rewrites of what goes upstream (`prefix_rewrite`,
+/// `regex_rewrite`, `host_rewrite`).
+pub struct Rewrite {
+    pub path: Option<PathRewrite>,
+    /// The literal `Host` / `:authority`.
+    pub host: Option<Bytes>,
+}
+
+/// How a route rewrites the path it matched.
+pub enum PathRewrite {
+    /// Replace the matched `path_prefix` with this.
+    Prefix { matched: Bytes, with: Bytes },
+    /// Replace every match of the regex with the substitution.
+    Regex(Regex, Bytes),
+    /// Replace the whole path (a redirect's `path`).
+    Whole(Bytes),
+}
+
+impl PathRewrite {
+    /// The path the upstream sees for `path` (the path the route matched on).
+    pub fn apply(&self, path: &[u8]) -> Vec<u8> {
+        match self {
+            PathRewrite::Prefix { matched, with } => {
+                let rest = path.strip_prefix(matched.as_ref()).unwrap_or(path);
+                let mut out = Vec::with_capacity(with.len() + rest.len());
+                out.extend_from_slice(with);
+                out.extend_from_slice(rest);
+                out
+            }
+            PathRewrite::Regex(re, with) => re.replace_all(path, with.as_ref()).into_owned(),
+            PathRewrite::Whole(p) => p.to_vec(),
+        }
+    }
+}
+
+/// A redirect the gateway answers itself.
+pub struct Redirect {
+    pub status: u16,
+    scheme: Option<Box<str>>,
+    host: Option<Box<str>>,
+    port: Option<u16>,
+    path: Option<PathRewrite>,
+    strip_query: bool,
+}
+
+impl Redirect {
+    /// The `Location` for a request that came by `scheme` to `host` (with
+    /// its port, if any) for `path` (the path the route matched) and
+    /// `query` (with its `?`, or empty).
+    pub fn location(
+        &self,
+        scheme: &str,
+        host: Option<&[u8]>,
+        path: &[u8],
+        query: &[u8],
+    ) -> Vec<u8> {
+        let host = host.unwrap_or_default();
+        let (req_host, req_port) = split_port(host);
+        let mut out = Vec::with_capacity(64 + path.len() + query.len());
+        out.extend_from_slice(self.scheme.as_deref().unwrap_or(scheme).as_bytes());
+        out.extend_from_slice(b"://");
+        match &self.host {
+            Some(h) => out.extend_from_slice(h.as_bytes()),
+            None => out.extend_from_slice(req_host),
+        }
+        match (self.port, req_port) {
+            (Some(p), _) => out.extend_from_slice(format!(":{p}").as_bytes()),
+            // A new host is reached on its scheme's default port unless given one.
+            (None, Some(p)) if self.host.is_none() => {
+                out.push(b':');
+                out.extend_from_slice(p);
+            }
+            _ => {}
+        }
+        match &self.path {
+            Some(rewrite) => out.extend_from_slice(&rewrite.apply(path)),
+            None => out.extend_from_slice(path),
+        }
+        if !self.strip_query {
+            out.extend_from_slice(query);
+        }
+        out
+    }
+}
+
+/// `host[:port]` → host and port (IPv6 literals keep their brackets).
+fn split_port(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    if let Some(i) = host.iter().rposition(|b| *b == b':') {
+        let (h, p) = (&host[..i], &host[i + 1..]);
+        let bracketed = !h.starts_with(b"[") || h.ends_with(b"]");
+        if !p.is_empty() && p.iter().all(u8::is_ascii_digit) && bracketed {
+            return (h, Some(p));
+        }
+    }
+    (host, None)
 }
 
 /// What to do with a matched request.
@@ -58,6 +161,13 @@ pub enum Action {
     },
     /// Answer from the gateway.
     Direct(DirectResponse),
+    /// Answer with a redirect (HTTP).
+    Redirect(Redirect),
+    /// Send to the cluster a request header names (HTTP).
+    ClusterHeader {
+        header: Field,
+        clusters: HashMap<Bytes, Arc<Cluster>>,
+    },
     /// Accept a WebSocket upgrade and serve this protocol inside it.
     WebSocket(Protocol),
     /// Send to the subset of a cluster's hosts whose label equals a request
@@ -95,7 +205,10 @@ impl Action {
                 clusters.get(cumulative.partition_point(|c| *c <= r))
             }
             Action::Subset { fallback, .. } => Some(fallback),
-            Action::Direct(_) | Action::WebSocket(_) => None,
+            Action::Direct(_)
+            | Action::WebSocket(_)
+            | Action::Redirect(_)
+            | Action::ClusterHeader { .. } => None,
         }
     }
 
@@ -117,6 +230,9 @@ impl Action {
                         .map(|(_, c)| c)
                 });
                 Some(chosen.unwrap_or(fallback))
+            }
+            Action::ClusterHeader { header, clusters } => {
+                req.get(header).and_then(|name| clusters.get(name))
             }
             other => other.cluster(),
         }
@@ -372,6 +488,32 @@ fn compile_route(
     let lookup = |name: &str| clusters.get(name).cloned();
     let action = if let Some(p) = r.websocket {
         Action::WebSocket(p.0)
+    } else if let Some(d) = &r.redirect {
+        let d = &d.value;
+        let path = match (&d.path, &d.prefix_rewrite, &m.path_prefix) {
+            (Some(p), _, _) => Some(PathRewrite::Whole(Bytes::from(p.clone()))),
+            (None, Some(with), Some(matched)) => Some(PathRewrite::Prefix {
+                matched: Bytes::from(matched.clone()),
+                with: Bytes::from(with.clone()),
+            }),
+            _ => None,
+        };
+        Action::Redirect(Redirect {
+            status: d.status,
+            scheme: d.scheme.as_deref().map(Into::into),
+            host: d.host.as_deref().map(Into::into),
+            port: d.port,
+            path,
+            strip_query: d.strip_query,
+        })
+    } else if let Some(h) = &r.cluster_header {
+        Action::ClusterHeader {
+            header: Field::Header(h.value.to_ascii_lowercase()),
+            clusters: clusters
+                .iter()
+                .map(|(name, c)| (Bytes::from(name.clone()), c.clone()))
+                .collect(),
+        }
     } else if let Some(d) = &r.direct_response {
         Action::Direct(DirectResponse {
             status: d.status,
@@ -397,13 +539,38 @@ fn compile_route(
         }
     };
     let name = r.name.clone().unwrap_or_else(|| format!("route{index}"));
+    let path_rewrite = match (&r.prefix_rewrite, &r.regex_rewrite, &m.path_prefix) {
+        (Some(with), _, Some(matched)) => Some(PathRewrite::Prefix {
+            matched: Bytes::from(matched.clone()),
+            with: Bytes::from(with.value.clone()),
+        }),
+        (_, Some(re), _) => Regex::new(&re.value.pattern)
+            .ok()
+            .map(|pattern| PathRewrite::Regex(pattern, Bytes::from(re.value.substitution.clone()))),
+        _ => None,
+    };
+    let host_rewrite = r
+        .host_rewrite
+        .as_ref()
+        .map(|h| Bytes::from(h.value.clone()));
+    let rewrite = (path_rewrite.is_some() || host_rewrite.is_some()).then(|| {
+        Box::new(Rewrite {
+            path: path_rewrite,
+            host: host_rewrite,
+        })
+    });
     Route {
+        rewrite,
         filters: crate::filters::chain::FilterChain::new(&r.filters, &format!("route:{name}")),
         name,
         protocol: m.protocol.map(|p| p.0),
         conditions,
         action,
         timeout: r.timeout.map(|t| t.get()),
+        retry: r
+            .retry
+            .as_ref()
+            .map(|p| Arc::new(crate::upstream::RetryPolicy::new(&p.value))),
         read_cluster: r.read_cluster.as_ref().and_then(|c| lookup(&c.value)),
     }
 }
@@ -514,6 +681,46 @@ route_tables:
 
     fn name(t: &RouteTable, p: Protocol, r: &Req) -> Option<String> {
         t.route(p, r).map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn redirect_locations_and_path_rewrites() {
+        let r = Redirect {
+            status: 301,
+            scheme: None,
+            host: None,
+            port: None,
+            path: Some(PathRewrite::Prefix {
+                matched: Bytes::from_static(b"/old/"),
+                with: Bytes::from_static(b"/new/"),
+            }),
+            strip_query: false,
+        };
+        let loc = |host: &str| {
+            String::from_utf8(r.location("http", Some(host.as_bytes()), b"/old/x", b"?q=1"))
+                .unwrap()
+        };
+        assert_eq!(loc("a.example:8080"), "http://a.example:8080/new/x?q=1");
+        assert_eq!(loc("[::1]:81"), "http://[::1]:81/new/x?q=1");
+        assert_eq!(loc("[::1]"), "http://[::1]/new/x?q=1");
+        let moved = Redirect {
+            status: 308,
+            scheme: Some("https".into()),
+            host: Some("b.example".into()),
+            port: None,
+            path: Some(PathRewrite::Whole(Bytes::from_static(b"/there"))),
+            strip_query: true,
+        };
+        assert_eq!(
+            moved.location("http", Some(b"a.example:8080"), b"/x", b"?q"),
+            b"https://b.example/there"
+        );
+        let re = PathRewrite::Regex(
+            Regex::new("^/v([0-9]+)/(.*)$").unwrap(),
+            Bytes::from_static(b"/api/$2/v$1"),
+        );
+        assert_eq!(re.apply(b"/v2/users"), b"/api/users/v2");
+        assert_eq!(re.apply(b"/other"), b"/other", "no match: unchanged");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub trait MuxProtocol: Send + Sync + 'static {
     const PROTOCOL: Protocol;
     /// Largest upstream request id (ids wrap below it).
     const MAX_ID: u64;
-    type Frame: Metadata + Send + Sync + 'static;
+    type Frame: Metadata + Clone + Send + Sync + 'static;
     type Decoder: Decoder<Item = Self::Frame> + Send + 'static;
 
     fn decoder() -> Self::Decoder;
@@ -103,6 +103,15 @@ pub trait MuxProtocol: Send + Sync + 'static {
     /// The response's status says the server failed (not the call itself).
     fn server_error(_frame: &Self::Frame) -> bool {
         false
+    }
+    /// The request with its headers (Dubbo attachments, Bolt header map)
+    /// edited by `edit` (the `headers` filter); `None` when it has none to
+    /// edit, or they cannot be read, and goes as it came.
+    fn with_headers(
+        _frame: &Self::Frame,
+        _edit: &mut dyn FnMut(&mut switchyard_codecs::fields::FieldList<'_>),
+    ) -> Option<Self::Frame> {
+        None
     }
 }
 

@@ -115,6 +115,9 @@ pub struct ClusterReport {
     /// The `max_requests` circuit breaker and the requests it counts now.
     pub max_requests: Option<usize>,
     pub requests_in_flight: Option<usize>,
+    /// The `max_retries` circuit breaker and the retries in flight now.
+    pub max_retries: Option<usize>,
+    pub retries_in_flight: usize,
     pub hosts: Vec<HostReport>,
 }
 
@@ -250,6 +253,8 @@ pub struct Cluster {
     breaker: Option<crate::filters::chain::Limit>,
     /// Requests refused by the breaker.
     overflows: Counter,
+    /// The `max_retries` circuit breaker (shared with subset views).
+    pub retry_budget: super::retry::RetryBudget,
     /// Most idle connections kept per host, and how long they may idle.
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
@@ -298,6 +303,7 @@ impl Cluster {
         // One health state and one breaker for the cluster and its views.
         view.health = self.health.clone();
         view.breaker = self.breaker.clone();
+        view.retry_budget = self.retry_budget.clone();
         view
     }
 
@@ -369,7 +375,12 @@ impl Cluster {
             breaker: c
                 .circuit_breakers
                 .as_ref()
-                .map(|b| crate::filters::chain::Limit::new(b.max_requests)),
+                .and_then(|b| b.max_requests)
+                .map(crate::filters::chain::Limit::new),
+            retry_budget: super::retry::RetryBudget::new(
+                &name,
+                c.circuit_breakers.as_ref().and_then(|b| b.max_retries),
+            ),
             overflows: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => name.clone(), "breaker" => "max_requests"),
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
@@ -403,6 +414,8 @@ impl Cluster {
             outlier_detection: self.health.outlier.is_some(),
             max_requests: self.breaker.as_ref().map(|b| b.max()),
             requests_in_flight: self.breaker.as_ref().map(|b| b.in_flight()),
+            max_retries: self.retry_budget.max(),
+            retries_in_flight: self.retry_budget.in_flight(),
             hosts,
         }
     }
@@ -429,13 +442,32 @@ impl Cluster {
         }
     }
 
+    /// The host a retry after host `tried` goes to: the next available one
+    /// in turn (without a new balancer pick), else `tried` itself.
+    pub fn next_after(&self, tried: usize) -> usize {
+        let n = self.hosts.len();
+        (1..n)
+            .map(|k| (tried + k) % n)
+            .find(|h| self.host_available(*h))
+            .unwrap_or(tried)
+    }
+
+    /// Whether a failed connect falls back to the next host (`failover`).
+    pub fn fails_over(&self) -> bool {
+        self.failover
+    }
+
     /// The host order to try for one request: the balancer's pick first, then
     /// the others in turn (so a failed connect can fall back for free). Every
     /// host appears at most once.
     pub fn pick(&self) -> HostOrder<'_> {
+        self.pick_from(self.failover)
+    }
+
+    fn pick_from(&self, all: bool) -> HostOrder<'_> {
         let n = self.hosts.len();
         let first = self.first().unwrap_or(0);
-        let take = if self.failover { n } else { n.min(1) };
+        let take = if all { n } else { n.min(1) };
         HostOrder {
             walk: Walk::Turns {
                 first,
@@ -475,7 +507,17 @@ impl Cluster {
     /// distinct hosts), else as [`Cluster::pick`]. Without `failover`, only
     /// the first host.
     pub fn hosts_for(&self, req: &dyn Metadata) -> HostOrder<'_> {
-        let left = if self.failover { usize::MAX } else { 1 };
+        self.order_for(req, self.failover)
+    }
+
+    /// As [`Cluster::hosts_for`], but every host whether or not the cluster
+    /// fails over: the hosts a request's retries walk through.
+    pub fn retry_order(&self, req: &dyn Metadata) -> HostOrder<'_> {
+        self.order_for(req, true)
+    }
+
+    fn order_for(&self, req: &dyn Metadata, all: bool) -> HostOrder<'_> {
+        let left = if all { usize::MAX } else { 1 };
         match &self.hashing {
             Some((hashing, field)) => match (hashing, req.get(field)) {
                 (Hashing::Ring(ring), Some(key)) => HostOrder {
@@ -492,9 +534,9 @@ impl Cluster {
                     },
                     skip_unavailable: self.skip_unavailable(),
                 },
-                (_, None) => self.pick(),
+                (_, None) => self.pick_from(all),
             },
-            None => self.pick(),
+            None => self.pick_from(all),
         }
     }
 

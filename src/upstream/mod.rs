@@ -7,6 +7,7 @@ mod lb;
 mod maglev;
 mod mux;
 mod pool;
+pub mod retry;
 mod ring;
 mod shard;
 
@@ -16,5 +17,6 @@ pub use lb::Balancer;
 pub use maglev::Maglev;
 pub use mux::{H2Conn, MuxPool};
 pub use pool::Pool;
+pub use retry::{Failure, Retries, RetryPolicy};
 pub use ring::Ring;
 pub use shard::{ShardMap, Shards};

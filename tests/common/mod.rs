@@ -329,6 +329,42 @@ impl Nginx {
         )
     }
 
+    /// Serve `files` and log every request as `METHOD HOST_HEADER URI` to
+    /// the access log [`Nginx::access_log`] reads (a mirror's shadow).
+    pub fn start_logging(files: &[(&str, &[u8])]) -> Self {
+        Self::start_with(
+            files,
+            "",
+            "keepalive_requests 10000; log_format mirror '$request_method $http_host $request_uri';",
+            "access_log access.log mirror;",
+        )
+    }
+
+    /// The lines of the access log of [`Nginx::start_logging`].
+    pub fn access_log(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// As [`Nginx::start_answering`], logging every request it sees (count
+    /// them with [`Nginx::requests`]).
+    pub fn start_answering_logged(status: u16) -> Self {
+        Self::start_with(
+            &[],
+            "",
+            "keepalive_requests 10000;",
+            &format!("access_log access.log; return {status};"),
+        )
+    }
+
+    /// Requests logged so far (by a server from [`Nginx::start_answering_logged`]).
+    pub fn requests(&self) -> usize {
+        self.access_log().len()
+    }
+
     /// Serve `files` over HTTP/2 with prior knowledge (h2c, `listen ... http2`).
     /// `keepalive_requests` streams per connection, then nginx sends GOAWAY.
     pub fn start_h2c(files: &[(&str, &[u8])], keepalive_requests: u32) -> Self {
@@ -337,6 +373,28 @@ impl Nginx {
             " http2",
             &format!("keepalive_requests {keepalive_requests};"),
             "",
+        )
+    }
+
+    /// Answer every request with `<name> <request_uri> <host>` and the
+    /// request's `x-env`, `x-tag`, `x-internal`, `x-forwarded-for` and
+    /// `x-request-id` (one per line, `-` when absent), plus an `X-Upstream:
+    /// <name>` response header: what a request looked like when it came.
+    /// `h2c`: over HTTP/2 with prior knowledge.
+    pub fn start_echo(name: &str, h2c: bool) -> Self {
+        Self::start_with(
+            &[],
+            if h2c { " http2" } else { "" },
+            "keepalive_requests 10000; map $http_x_env $env { \"\" -; default $http_x_env; } \
+             map $http_x_tag $tag { \"\" -; default $http_x_tag; } \
+             map $http_x_internal $internal { \"\" -; default $http_x_internal; } \
+             map $http_x_forwarded_for $xff { \"\" -; default $http_x_forwarded_for; } \
+             map $http_x_request_id $rid { \"\" -; default $http_x_request_id; }",
+            &format!(
+                "default_type text/plain; add_header X-Upstream {name} always; \
+                 return 200 \"{name} $request_uri $http_host\nx-env: $env\nx-tag: $tag\n\
+                 x-internal: $internal\nx-forwarded-for: $xff\nx-request-id: $rid\n\";"
+            ),
         )
     }
 

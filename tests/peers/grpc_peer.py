@@ -10,9 +10,14 @@ without generated code: methods take and return raw bytes.
           Chat(stream)    -> one response per request, b"re:" + request,
                              each sent as soon as its request arrives
           Whoami(_)       -> the server's port
+          Metadata(b"NAME") -> the request's metadata NAME (values joined
+                             with ","), or b"-" without it
           SetServing(b"0" or b"1") -> what grpc.health.v1.Health/Check
                              answers from now on: NOT_SERVING or SERVING
         and grpc.health.v1.Health/Check (SERVING until SetServing says not)
+    grpc_peer.py server PORT unavailable
+        as above, but Unary fails every call with UNAVAILABLE (a trailers-only
+        answer) and counts them; Count(_) -> how many Unary calls it saw
     grpc_peer.py call TARGET METHOD ARG [TIMEOUT_SECONDS]
         calls /test.Echo/METHOD (or METHOD, when it is a /path) on TARGET
         (h2c) and prints one JSON line:
@@ -50,7 +55,19 @@ def chat(requests, context):
         yield b"re:" + r
 
 
+def metadata(request, context):
+    name = request.decode()
+    values = [v for k, v in context.invocation_metadata() if k == name]
+    return ",".join(values).encode() if values else b"-"
+
+
 SERVING = [True]
+FAILED = [0]
+
+
+def unavailable(request, context):
+    FAILED[0] += 1
+    context.abort(grpc.StatusCode.UNAVAILABLE, "this host is unavailable")
 
 
 def set_serving(request, context):
@@ -63,12 +80,16 @@ def health_check(request, context):
     return b"\x08\x01" if SERVING[0] else b"\x08\x02"
 
 
-def serve(port):
+def serve(port, mode):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handlers = {
         "Whoami": grpc.unary_unary_rpc_method_handler(lambda r, c: str(port).encode()),
+        "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
         "SetServing": grpc.unary_unary_rpc_method_handler(set_serving),
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Unary": grpc.unary_unary_rpc_method_handler(
+            unavailable if mode == "unavailable" else unary
+        ),
+        "Count": grpc.unary_unary_rpc_method_handler(lambda r, c: str(FAILED[0]).encode()),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Collect": grpc.stream_unary_rpc_method_handler(collect),
@@ -121,7 +142,7 @@ def call(target, method, arg, timeout):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
     else:
         timeout = float(sys.argv[5]) if len(sys.argv) > 5 else None
         call(sys.argv[2], sys.argv[3], sys.argv[4], timeout)

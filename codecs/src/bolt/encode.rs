@@ -355,3 +355,27 @@ fn draft_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(s.as_bytes());
 }
+
+/// `frame` with its header replaced by `header` (e.g. from
+/// [`encode_header_map`]): every other byte as it was, the header length
+/// updated, a v2 CRC recomputed. `None` when `header` is 64 KiB or more.
+pub fn with_header(frame: &Frame, header: &[u8]) -> Option<Bytes> {
+    let len = u16::try_from(header.len()).ok()?;
+    let wire = frame.wire();
+    let head = head_len(frame.version(), frame.kind());
+    let start = head + frame.class_name().len();
+    let end = start + frame.header().len();
+    let body_end = wire.len() - if frame.has_crc() { 4 } else { 0 };
+    let mut out = Vec::with_capacity(wire.len() + header.len());
+    out.extend_from_slice(wire.get(..start)?);
+    // The header length is the middle field of classLen(2) headerLen(2) contentLen(4).
+    out.get_mut(head - 6..head - 4)?
+        .copy_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(wire.get(end..body_end)?);
+    if frame.has_crc() {
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    Some(Bytes::from(out))
+}

@@ -34,7 +34,7 @@ mod header_map;
 
 pub use encode::{
     SERVER_EXCEPTION_CLASS, crc32, encode_header_map, heartbeat_request, heartbeat_response,
-    request, response, server_exception, server_exception_content, with_request_id,
+    request, response, server_exception, server_exception_content, with_header, with_request_id,
 };
 pub use header_map::{HeaderMap, header_map};
 

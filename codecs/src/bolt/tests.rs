@@ -459,3 +459,37 @@ fn server_exceptions_are_written_as_sofa_servers_write_them() {
         }
     }
 }
+
+#[test]
+fn a_new_header_keeps_the_rest_of_the_frame() {
+    let header = encode_header_map([(&b"service"[..], Some(&b"a"[..]))]);
+    for version in [Version::V1, Version::V2] {
+        let f = one(&request(
+            version,
+            false,
+            7,
+            1,
+            3000,
+            b"com.x.Req",
+            &header,
+            b"content",
+        ));
+        let new = encode_header_map([
+            (&b"service"[..], Some(&b"a"[..])),
+            (b"x-env", Some(b"prod")),
+        ]);
+        let g = Frame::parse(with_header(&f, &new).unwrap()).expect("a valid frame (CRC too)");
+        assert_eq!(g.has_crc(), f.has_crc());
+        assert_eq!(
+            (
+                g.request_id(),
+                g.timeout_ms(),
+                g.class_name(),
+                &g.content()[..]
+            ),
+            (7, Some(3000), &b"com.x.Req"[..], &b"content"[..])
+        );
+        assert_eq!(g.header_value("x-env"), Some(&b"prod"[..]));
+        assert_eq!(g.header_value("service"), Some(&b"a"[..]));
+    }
+}

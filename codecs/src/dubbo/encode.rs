@@ -1,6 +1,8 @@
 //! Frames the gateway makes itself, and request-id remapping.
 use bytes::Bytes;
 
+use crate::CodecError;
+
 use super::{
     FLAG_EVENT, FLAG_REQUEST, FLAG_TWO_WAY, Frame, HEADER_LEN, MAGIC, SERIALIZATION_HESSIAN2,
     SERIALIZATION_MASK, status,
@@ -89,4 +91,71 @@ pub fn header_with_request_id(frame: &Frame, id: u64) -> [u8; HEADER_LEN] {
         *slot = b;
     }
     h
+}
+
+/// `frame` (a Hessian 2 request) with its attachments edited: the string
+/// attachments are handed to `edit` as a field list (names compared ASCII
+/// case-insensitively), entries of other types are kept as they were, and
+/// the body is written anew up to the arguments byte for byte, then an
+/// untyped map (`H … Z`) of the edited attachments. `Ok(None)`: not a
+/// request with an invocation, or a serialization other than Hessian 2.
+pub fn with_attachments(
+    frame: &Frame,
+    edit: impl FnOnce(&mut crate::fields::FieldList<'_>),
+) -> Result<Option<Bytes>, CodecError> {
+    use crate::hessian2::Reader;
+    let Some(inv) = frame.invocation()? else {
+        return Ok(None);
+    };
+    let body = frame.body();
+    let map = inv.attachments_wire();
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut fields = crate::fields::FieldList::default();
+    if !map.is_empty() && map.first() != Some(&b'N') {
+        if map.first() != Some(&b'H') {
+            return Err(CodecError::malformed(super::PROTO, "typed attachments map"));
+        }
+        let inner = map.get(1..).unwrap_or_default();
+        let mut r = Reader::new(inner, hessian2::Limits::default());
+        loop {
+            match r.peek() {
+                None => return Err(CodecError::malformed(super::PROTO, "truncated attachments")),
+                Some(b'Z') => break,
+                Some(_) => {}
+            }
+            let start = r.position();
+            r.skip_value()?;
+            let mid = r.position();
+            r.skip_value()?;
+            let end = r.position();
+            let key = inner.get(start..mid).unwrap_or_default();
+            let value = inner.get(mid..end).unwrap_or_default();
+            match (hessian2::read_string(key), hessian2::read_string(value)) {
+                (Ok((k, kn)), Ok((v, vn))) if kn == key.len() && vn == value.len() => {
+                    fields.add(&k, &v);
+                }
+                _ => kept.push(inner.get(start..end).unwrap_or_default()),
+            }
+        }
+    }
+    edit(&mut fields);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(body.get(..inv.attachments_at()).unwrap_or_default());
+    out.push(b'H');
+    for entry in kept {
+        out.extend_from_slice(entry);
+    }
+    for (k, v) in fields.iter() {
+        hessian2::write_string(&mut out, &String::from_utf8_lossy(k));
+        hessian2::write_string(&mut out, &String::from_utf8_lossy(v));
+    }
+    out.push(b'Z');
+    let after = inv.attachments_at() + map.len();
+    out.extend_from_slice(body.get(after..).unwrap_or_default());
+    Ok(Some(encode(
+        frame.flag(),
+        frame.header().get(3).copied().unwrap_or(0),
+        frame.request_id(),
+        &out,
+    )))
 }

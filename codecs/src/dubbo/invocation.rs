@@ -27,6 +27,8 @@ pub struct Invocation {
     parameter_count: usize,
     args: Bytes,
     attachments_wire: Bytes,
+    /// Where the attachments map starts in the body.
+    attachments_at: usize,
     attachments: Vec<(Bytes, Bytes)>,
 }
 
@@ -73,6 +75,7 @@ impl Invocation {
             parameter_count,
             args: body.slice(args_start..args_end),
             attachments_wire: body.slice(args_end..attachments_end),
+            attachments_at: args_end,
             attachments,
         })
     }
@@ -116,6 +119,11 @@ impl Invocation {
     /// the client sent none).
     pub fn attachments_wire(&self) -> &Bytes {
         &self.attachments_wire
+    }
+
+    /// Where the attachments map starts in the body (its end when there is none).
+    pub fn attachments_at(&self) -> usize {
+        self.attachments_at
     }
 
     /// The attachments whose key and value are both strings, in wire order.

@@ -33,7 +33,10 @@ use crate::{CodecError, Field, Metadata, Protocol, Verdict};
 mod encode;
 mod invocation;
 
-pub use encode::{encode, header_with_request_id, heartbeat_request, heartbeat_response, response};
+pub use encode::{
+    encode, header_with_request_id, heartbeat_request, heartbeat_response, response,
+    with_attachments,
+};
 pub use invocation::{Invocation, parameter_count};
 
 /// Name used in this module's errors.

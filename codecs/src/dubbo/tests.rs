@@ -354,3 +354,43 @@ fn frames_cross_threads() {
     send_sync::<Invocation>();
     send_sync::<super::Decoder>();
 }
+
+#[test]
+fn attachments_edited_keep_the_call() {
+    let f = one(&python_plus());
+    let wire = with_attachments(&f, |a| {
+        a.set(b"GROUP", b"edge");
+        a.remove(b"interface");
+        a.add(b"x-env", b"prod");
+    })
+    .unwrap()
+    .unwrap();
+    let g = Frame::parse(wire).unwrap();
+    assert_eq!(
+        g.header()[..12],
+        f.header()[..12],
+        "flag, status and id kept"
+    );
+    let (a, b) = (
+        f.invocation().unwrap().unwrap(),
+        g.invocation().unwrap().unwrap(),
+    );
+    assert_eq!((a.method(), a.args()), (b.method(), b.args()));
+    let entries: Vec<(&[u8], &[u8])> = b
+        .attachments()
+        .iter()
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (&b"path"[..], &b"com.nodejs.test.TestService"[..]),
+            (b"version", b"1.0.0"),
+            (b"group", b"edge"),
+            (b"x-env", b"prod"),
+        ]
+    );
+    // Not a request with an invocation: nothing to edit.
+    let heartbeat = one(&heartbeat_request(3));
+    assert_eq!(with_attachments(&heartbeat, |_| {}).unwrap(), None);
+}

@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::head::{Span, trim_ows};
 use super::{RequestHead, ResponseHead, Version};
+use crate::fields::FieldList;
 
 /// What the gateway tells a client about its connection after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +60,21 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Copy the fields of a head that survive forwarding; `keep` decides the rest.
-fn put_end_to_end_fields(
-    out: &mut BytesMut,
-    wire: &[u8],
-    headers: &[(Span, Span)],
+/// The fields of a head that survive forwarding, in order.
+fn end_to_end_fields<'a>(
+    wire: &'a [u8],
+    headers: &'a [(Span, Span)],
     keep_upgrade: bool,
-    mut keep: impl FnMut(&mut BytesMut, &[u8], &[u8]) -> bool,
-) {
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
     let listed = connection_options(wire, headers);
-    for (name, value) in headers {
-        let (name, value) = (name.get(wire), value.get(wire));
-        let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
-        if !upgrade && (is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
-        {
-            continue;
-        }
-        if keep(out, name, value) {
-            put_field(out, name, value);
-        }
-    }
+    headers
+        .iter()
+        .map(move |(n, v)| (n.get(wire), v.get(wire)))
+        .filter(move |(name, _)| {
+            let upgrade = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
+            upgrade
+                || !(is_hop_by_hop(name) || listed.clone().any(|l| l.eq_ignore_ascii_case(name)))
+        })
 }
 
 impl RequestHead {
@@ -101,8 +97,40 @@ impl RequestHead {
         if !self.rewrite && path.is_none() {
             return self.wire.clone();
         }
+        self.forwarded_with(path, |_| {})
+    }
+
+    /// The head of a mirrored copy: as [`RequestHead::forwarded`], always
+    /// written anew, with `suffix` appended to the host name in `Host`
+    /// (before any port: `a.example:8080` becomes `a.example-shadow:8080`
+    /// for `-shadow`, as Envoy's request mirroring does).
+    pub fn shadowed(&self, path: Option<&[u8]>, suffix: &[u8]) -> Bytes {
+        self.forwarded_with(path, |fields| {
+            if suffix.is_empty() {
+                return;
+            }
+            let host = fields.get_all(b"host").next().map(|h| {
+                let (name, port) = split_port(h);
+                [name, suffix, port].concat()
+            });
+            if let Some(host) = host {
+                fields.set(b"Host", &host);
+            }
+        })
+    }
+
+    /// The head to send upstream, always written anew as
+    /// [`RequestHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields first (`Host` among them). Hop-by-hop fields
+    /// `edit` adds are dropped: the gateway's own follow. The caller keeps
+    /// `edit` off the framing fields (`Content-Length`, `Transfer-Encoding`).
+    pub fn forwarded_with(
+        &self,
+        path: Option<&[u8]>,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
         let wire = self.wire.as_ref();
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         out.put_slice(self.method.get(wire));
         out.put_u8(b' ');
         match (path, self.path) {
@@ -121,37 +149,37 @@ impl RequestHead {
         let authority = self.authority.map(|a| a.get(wire));
         let mut host_written = false;
         let mut length_written = false;
-        put_end_to_end_fields(
-            &mut out,
-            wire,
-            &self.headers,
-            self.upgrade,
-            |out, name, value| {
-                if name.eq_ignore_ascii_case(b"host") {
-                    if host_written {
-                        return false;
-                    }
-                    host_written = true;
-                    if let Some(a) = authority {
-                        put_field(out, b"Host", a);
-                        return false;
-                    }
-                } else if name.eq_ignore_ascii_case(b"content-length") {
-                    if length_written {
-                        return false;
-                    }
-                    length_written = true;
-                    // One value: the codec refused differing ones.
-                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
-                    put_field(out, b"Content-Length", trim_ows(first));
-                    return false;
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, self.upgrade) {
+            if name.eq_ignore_ascii_case(b"host") {
+                if host_written {
+                    continue;
                 }
-                true
-            },
-        );
-        if let (Some(a), false) = (authority, host_written) {
-            put_field(&mut out, b"Host", a);
+                host_written = true;
+                fields.push(b"Host", authority.unwrap_or(value));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                if length_written {
+                    continue;
+                }
+                length_written = true;
+                // One value: the codec refused differing ones.
+                let first = value.split(|b| *b == b',').next().unwrap_or_default();
+                fields.push(b"Content-Length", trim_ows(first));
+            } else {
+                fields.push(name, value);
+            }
         }
+        if let (Some(a), false) = (authority, host_written) {
+            fields.push(b"Host", a);
+        }
+        edit(&mut fields);
+        for name in ["connection", "keep-alive", "proxy-connection", "te"] {
+            fields.remove(name.as_bytes());
+        }
+        if !self.upgrade {
+            fields.remove(b"upgrade");
+        }
+        fields.write(&mut out);
         if self.te_trailers {
             put_field(&mut out, b"TE", b"trailers");
         }
@@ -178,6 +206,53 @@ impl RequestHead {
     }
 }
 
+/// An HTTP/1.1 request head for a mirrored copy of a request that came in
+/// another version (HTTP/2): `METHOD target HTTP/1.1`, `Host` set to `host`
+/// with `suffix` appended before any port, then `headers` without
+/// hop-by-hop fields, pseudo-headers or another `Host`.
+pub fn shadow_request_head<'a>(
+    method: &[u8],
+    target: &[u8],
+    host: &[u8],
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    suffix: &[u8],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_slice(method);
+    out.put_u8(b' ');
+    out.put_slice(target);
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    let (name, port) = split_port(host);
+    out.put_slice(name);
+    out.put_slice(suffix);
+    out.put_slice(port);
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name.starts_with(b":") || name.eq_ignore_ascii_case(b"host") || is_hop_by_hop(name) {
+            continue;
+        }
+        put_field(&mut out, name, value);
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `host[:port]` as (host, `:port` or empty); an IPv6 literal keeps its brackets.
+fn split_port(authority: &[u8]) -> (&[u8], &[u8]) {
+    let after_bracket = authority
+        .iter()
+        .rposition(|b| *b == b']')
+        .map_or(0, |i| i + 1);
+    match authority
+        .iter()
+        .rposition(|b| *b == b':')
+        .filter(|i| *i >= after_bracket)
+    {
+        Some(i) => authority.split_at(i),
+        None => (authority, b""),
+    }
+}
+
 impl ResponseHead {
     /// The head to send to the client: the wire bytes when they already say
     /// what `conn` says and carry no hop-by-hop field, else a head written
@@ -193,12 +268,41 @@ impl ResponseHead {
         if self.status == 101 || (says && !self.rewrite) {
             return self.wire.clone();
         }
+        self.forwarded_with(conn, |_| {})
+    }
+
+    /// The head to send to the client, always written anew as
+    /// [`ResponseHead::forwarded`] writes it, with `edit` applied to its
+    /// end-to-end fields (hop-by-hop fields it adds are dropped). A `101`
+    /// is forwarded as it is.
+    pub fn forwarded_with(
+        &self,
+        conn: ClientConnection,
+        edit: impl FnOnce(&mut FieldList<'_>),
+    ) -> Bytes {
+        if self.status == 101 {
+            return self.wire.clone();
+        }
         let wire = self.wire.as_ref();
-        let mut out = BytesMut::with_capacity(wire.len() + 32);
+        let mut out = BytesMut::with_capacity(wire.len() + 128);
         let line = wire.split(|b| *b == b'\n').next().unwrap_or_default();
         out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
         out.put_slice(b"\r\n");
-        put_end_to_end_fields(&mut out, wire, &self.headers, false, |_, _, _| true);
+        let mut fields = FieldList::with_capacity(self.headers.len() + 4);
+        for (name, value) in end_to_end_fields(wire, &self.headers, false) {
+            fields.push(name, value);
+        }
+        edit(&mut fields);
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+        ] {
+            fields.remove(name.as_bytes());
+        }
+        fields.write(&mut out);
         match conn {
             ClientConnection::Close => out.put_slice(b"Connection: close\r\n"),
             ClientConnection::KeepAlive => out.put_slice(b"Connection: keep-alive\r\n"),
@@ -243,6 +347,51 @@ mod tests {
         assert!(!h.needs_rewrite());
         let out = h.forwarded(None);
         assert_eq!(out.as_ptr(), crate::WireHead::wire(&h).as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn shadowed_heads_carry_the_suffix_before_the_port() {
+        let h = request(b"GET /a HTTP/1.1\r\nhost: api.example:8080\r\nX: 1\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"-shadow")),
+            "GET /a HTTP/1.1\r\nHost: api.example-shadow:8080\r\nX: 1\r\n\r\n"
+        );
+        let h = request(b"GET /b HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(Some(b"/c"), b"-shadow")),
+            "GET /c HTTP/1.1\r\nHost: [::1]-shadow\r\n\r\n"
+        );
+        let h = request(b"GET http://a.example/x HTTP/1.1\r\nHost: b\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"-shadow")),
+            "GET /x HTTP/1.1\r\nHost: a.example-shadow\r\n\r\n"
+        );
+        // Without a suffix the head is written as `forwarded` writes it.
+        let h = request(b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n");
+        assert_eq!(
+            text(h.shadowed(None, b"")),
+            text(h.forwarded_with(None, |_| {}))
+        );
+    }
+
+    #[test]
+    fn shadow_heads_from_other_versions_are_http11() {
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"accept", b"*/*"),
+            (b"te", b"trailers"),
+            (b"host", b"other"),
+        ];
+        let head = super::shadow_request_head(
+            b"GET",
+            b"/p?q",
+            b"a.example:8443",
+            headers.into_iter(),
+            b"-shadow",
+        );
+        assert_eq!(
+            text(head),
+            "GET /p?q HTTP/1.1\r\nHost: a.example-shadow:8443\r\naccept: */*\r\n\r\n"
+        );
     }
 
     #[test]
@@ -305,6 +454,31 @@ mod tests {
         assert_eq!(
             switching.forwarded(ClientConnection::Close).as_ptr(),
             crate::WireHead::wire(&switching).as_ptr()
+        );
+    }
+
+    #[test]
+    fn edited_heads_are_written_anew_with_one_framing() {
+        let h = request(b"POST /x?q HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: keep-alive\r\n\r\n");
+        let out = h.forwarded_with(Some(b"/y"), |f| {
+            f.set(b"host", b"new.example");
+            f.remove(b"x-a");
+            f.add(b"X-B", b"2");
+            f.add(b"Connection", b"close");
+            f.add(b"X-Bad", b"1\r\nX-Injected: 1");
+        });
+        assert_eq!(
+            text(out),
+            "POST /y?q HTTP/1.1\r\nHost: new.example\r\nContent-Length: 5\r\nX-B: 2\r\n\r\n"
+        );
+        let r = response(b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n");
+        let out = r.forwarded_with(ClientConnection::Close, |f| {
+            f.remove(b"server");
+            f.set(b"x-served-by", b"gw");
+        });
+        assert_eq!(
+            text(out),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-served-by: gw\r\nConnection: close\r\n\r\n"
         );
     }
 }

@@ -32,7 +32,7 @@ use head::{Fields, HeadScan, Locate, Span};
 
 pub use body::MAX_CHUNK_LINE;
 pub use encode::reason_phrase;
-pub use forward::ClientConnection;
+pub use forward::{ClientConnection, shadow_request_head};
 pub use path::{PathError, normalize_path};
 pub use sniff::SNIFF_LIMIT;
 

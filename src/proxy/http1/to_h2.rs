@@ -9,6 +9,7 @@
 use std::future::poll_fn;
 use std::time::Duration;
 
+use crate::filters::headers::edit_request;
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -40,6 +41,7 @@ const DROPPED: [&str; 7] = [
 pub(super) async fn forward(
     head: &RequestHead,
     path: Option<&[u8]>,
+    edits: &super::Edits<'_>,
     down: &mut Downstream,
     cluster: &Cluster,
     timeout: Duration,
@@ -53,7 +55,14 @@ pub(super) async fn forward(
         );
         return (fail(head, down, 501, &text, metrics).await, true);
     }
-    let Some(req) = h2_request(head, path, cluster) else {
+    let req = h2_request(head, path, cluster).and_then(|mut req| {
+        if let Some(host) = edits.host {
+            crate::proxy::http2::set_authority(req.uri_mut(), host).ok()?;
+        }
+        edit_request(edits.headers, req.headers_mut(), edits.client);
+        Some(req)
+    });
+    let Some(req) = req else {
         return (
             fail(
                 head,
@@ -134,7 +143,7 @@ pub(super) async fn forward(
                     Ok(())
                 }
             };
-            let relay = relay(head, resp, wr, deadline, timeout, metrics);
+            let relay = relay(head, resp, edits.headers, wr, deadline, timeout, metrics);
             tokio::pin!(send, relay);
             let mut sent: Option<Result<(), SendError>> = None;
             loop {
@@ -357,6 +366,7 @@ enum RelayError {
 async fn relay<W: AsyncWrite + Unpin>(
     head: &RequestHead,
     resp: h2::client::ResponseFuture,
+    edits: &[std::sync::Arc<crate::filters::headers::HeaderRules>],
     down: &mut W,
     deadline: tokio::time::Instant,
     timeout: Duration,
@@ -385,7 +395,8 @@ async fn relay<W: AsyncWrite + Unpin>(
         || status == 204
         || status == 304
         || (100..200).contains(&status);
-    let headers = strip_hop_by_hop(parts.headers);
+    let mut headers = strip_hop_by_hop(parts.headers);
+    crate::filters::headers::edit_response(edits, &mut headers);
     let length = headers.contains_key(header::CONTENT_LENGTH);
     let http10 = head.version() == http1::Version::Http10;
     // Framing of the body towards the client.

@@ -190,3 +190,94 @@ impl Pump {
         }
     }
 }
+
+/// A request body that can be sent again on a retry: streamed from the
+/// client with a copy kept (when asked, up to
+/// [`MAX_KEPT_BODY`](crate::upstream::retry::MAX_KEPT_BODY) of data and no
+/// trailers), or replayed from that copy. Without keeping it costs a branch
+/// per chunk.
+pub(super) struct RetryBody {
+    src: Source,
+    /// The copy so far (`None`: not kept, or too long).
+    kept: Option<bytes::BytesMut>,
+    /// The whole body, once it ended and was kept.
+    whole: Option<Bytes>,
+}
+
+enum Source {
+    Live(H2Body),
+    /// The kept body, until sent.
+    Replay(Option<Bytes>),
+}
+
+impl RetryBody {
+    pub(super) fn live(recv: RecvStream, keep: bool) -> Self {
+        Self {
+            src: Source::Live(H2Body::new(recv)),
+            kept: keep.then(bytes::BytesMut::new),
+            whole: None,
+        }
+    }
+
+    /// Whether the body was sent to its end and kept whole.
+    pub(super) fn is_whole(&self) -> bool {
+        self.whole.is_some()
+    }
+
+    /// The same body again, from the kept copy (`None`: not kept whole).
+    pub(super) fn again(&self) -> Option<Self> {
+        let whole = self.whole.clone()?;
+        Some(Self {
+            src: Source::Replay(Some(whole.clone())),
+            kept: None,
+            whole: Some(whole),
+        })
+    }
+}
+
+impl Body for RetryBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        match &mut this.src {
+            Source::Replay(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Source::Live(body) => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let ended = body.is_end_stream();
+                if let Some(kept) = &mut this.kept {
+                    match &frame {
+                        Some(Ok(f)) => match f.data_ref() {
+                            Some(d)
+                                if kept.len() + d.len()
+                                    <= crate::upstream::retry::MAX_KEPT_BODY =>
+                            {
+                                kept.extend_from_slice(d);
+                            }
+                            // Too long, or trailers: not kept.
+                            _ => this.kept = None,
+                        },
+                        Some(Err(_)) => this.kept = None,
+                        None => {}
+                    }
+                }
+                // The pump stops at the last chunk (no poll for the end).
+                if frame.is_none() || ended {
+                    this.whole = this.kept.take().map(bytes::BytesMut::freeze);
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.src {
+            Source::Live(b) => b.is_end_stream(),
+            Source::Replay(data) => data.is_none(),
+        }
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Instant;
 use crate::net::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::redis::{self, Command, CommandDecoder, ReplyDecoder};
-use switchyard_codecs::{Decoder, Protocol, WireHead};
+use switchyard_codecs::{Decoder, Field, Metadata, Protocol, WireHead};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -822,6 +822,18 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 },
                 Err(refusal) => Err(refusal),
             };
+            let admitted = admitted.map(|mut permit| {
+                // Only reads are copied: a shadow that took writes would
+                // diverge from (or, sharing data, corrupt) the primary.
+                if let Some(mirror) = conn.mirror(&mut permit)
+                    && matches!(target, Target::Cluster(..))
+                    && cmd.is_read_only()
+                    && !session.in_multi
+                {
+                    mirror.redis(cmd.wire().clone(), cmd.get(&Field::Key));
+                }
+                permit
+            });
             match admitted {
                 Ok(permit) if permit.is_empty() => {}
                 Ok(permit) => session.permits.push(permit),

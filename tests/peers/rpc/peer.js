@@ -4,7 +4,8 @@
 // Install the pinned packages with `npm ci --prefix tests/peers/rpc`.
 //
 //   node peer.js server PORT [bolt|dubbo] [close-after-response|failing]
-//       Serve com.example.Calc { plus(a, b), echo(s), slow(ms) } and
+//       Serve com.example.Calc { plus(a, b), echo(s), slow(ms),
+//       attachment(name) } and
 //       com.example.Other { whoami() -> PORT } until killed. Prints "ready"
 //       once listening, and "slow MS" when a slow() call starts. With
 //       close-after-response the server closes a connection as soon as it
@@ -13,6 +14,8 @@
 //       connections it closed so far, and "late request" for each request it
 //       read on a connection it had closed (one it can no longer answer).
 //       With failing, whoami() throws: Bolt answers SERVER_EXCEPTION.
+//       attachment(name) answers the request's attachment (Dubbo; Bolt: the
+//       request props in the body) of that name, or "-" without one.
 //
 //   node peer.js client HOST:PORT bolt|dubbo [--timeout MS] STEP [--then STEP]...
 //       STEP is `CALLS METHOD ARGS...`: CALLS concurrent calls of METHOD
@@ -100,9 +103,21 @@ async function server(port, kind, mode) {
     protocol: protocolOf(kind),
     ...(mode === 'close-after-response' ? { connectionClass: closingConnectionClass() } : {}),
   });
+  // Methods see their request as `this.req`.
+  server.createContext = req => ({ req });
   server.addService({ interfaceName: CALC }, {
+    async attachment(name) {
+      const props = (this && this.req && this.req.data.requestProps) || {};
+      return props[name] === undefined ? '-' : String(props[name]);
+    },
     async plus(a, b) { return a + b; },
     async echo(s) { return s; },
+    // Logged and answered with this server's port: a mirror's shadow
+    // counts the copies it got, and the client sees who answered.
+    async seen(s) {
+      console.log(`seen ${s}`);
+      return `${s}@${port}`;
+    },
     async slow(ms) {
       console.log(`slow ${ms}`);
       await new Promise(resolve => setTimeout(resolve, ms));
