@@ -201,3 +201,27 @@ fn a_killed_shared_connection_fails_only_what_was_in_flight_on_it() {
     // The new shared connection (besides `direct` and the one asking).
     assert_eq!(connected_clients(&server) - 2, 1);
 }
+
+#[test]
+fn commands_before_a_session_leaves_the_shared_connection_run_first() {
+    let server = RedisServer::start();
+    let gw = gateway(&server, "shared_connections: 1");
+    for i in 0..40 {
+        let key = format!("order{i}");
+        let mut c = RawConn::connect(gw.addr());
+        // One write: SET on the shared connection, then MULTI moves the
+        // session to its own; the server must still run the SET first.
+        c.send(
+            &[
+                resp(&["SET", &key, "1"]),
+                resp(&["MULTI"]),
+                resp(&["INCR", &key]),
+                resp(&["EXEC"]),
+            ]
+            .concat(),
+        );
+        for want in [&b"+OK\r\n"[..], b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n:2\r\n"] {
+            assert_eq!(c.reply().unwrap(), want, "round {i}");
+        }
+    }
+}

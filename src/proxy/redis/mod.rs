@@ -79,6 +79,10 @@ enum Slot {
     Mute(bool),
     /// Flush and close the connection.
     Close,
+    /// Every slot before this one is answered: tell the command side (which
+    /// waits for it before its first command on its own connection, so the
+    /// server runs the session's commands in order across connections).
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// The commands before this slot are answered: release their places
     /// under the filters' concurrency limits.
     Release(Vec<Permit>),
@@ -905,9 +909,16 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 && matches!(target, Target::Cluster(..))
                 && needs_own_connection(&cmd)
             {
-                // Commands already gathered still go on the shared connection.
+                // Commands already gathered still go on the shared connection,
+                // and run before any on the session's own.
                 session.flush().await;
                 session.dedicated = true;
+                if !session.shared.is_empty() {
+                    let (done, answered) = tokio::sync::oneshot::channel();
+                    if session.slots.send(Slot::Barrier(done)).await.is_ok() {
+                        let _ = answered.await;
+                    }
+                }
             }
             if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
                 if session.in_multi && !cmd.is("RESET") {
@@ -1209,6 +1220,9 @@ async fn write_replies(
             Slot::Mute(m) => muted = m,
             Slot::Release(permits) => drop(permits),
             Slot::Close => break,
+            Slot::Barrier(done) => {
+                let _ = done.send(());
+            }
             Slot::Conn { id, reader } => {
                 readers.retain(|(_, r)| !r.is_failed());
                 readers.push((id, reader));
