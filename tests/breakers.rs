@@ -220,11 +220,11 @@ fn redis_gateway_clients(direct: &mut RawConn) -> usize {
     n - 1
 }
 
-#[test]
-fn redis_sessions_past_max_connections_get_an_error() {
-    let redis = RedisServer::start();
+/// A gateway for Redis whose cluster has `max_connections`, `max_pending: 0`
+/// and `extra` cluster fields.
+fn redis_gateway(redis: &RedisServer, max_connections: usize, extra: &str) -> Gateway {
     let ports = Ports::new();
-    let gw = Gateway::start(&format!(
+    Gateway::start(&format!(
         r#"admin: {{address: "127.0.0.1:{admin}"}}
 listeners:
   - name: edge
@@ -239,14 +239,20 @@ route_tables:
         routes:
           - {{cluster: redis}}
 clusters:
-  - {{name: redis, hosts: ["{redis}"], circuit_breakers: {{max_requests: 100, max_connections: 2, max_pending: 0}}}}
+  - {{name: redis, hosts: ["{redis}"], circuit_breakers: {{max_requests: 100, max_connections: {max_connections}, max_pending: 0}}{extra}}}
 "#,
         admin = ports.admin,
         listen = ports.listen,
         redis = redis.addr(),
-    ));
+    ))
+}
+
+#[test]
+fn redis_sessions_past_max_connections_get_an_error() {
+    let redis = RedisServer::start();
+    let gw = redis_gateway(&redis, 2, ", redis: {shared_connections: 0}");
     let mut direct = RawConn::connect(redis.addr());
-    // Every session owns its upstream connection: two fit.
+    // Without shared connections every session owns its upstream connection: two fit.
     let mut first = RawConn::connect(gw.addr());
     let mut second = RawConn::connect(gw.addr());
     assert_eq!(first.command(&["GET", "x"]), b"$-1\r\n");
@@ -267,6 +273,30 @@ clusters:
     assert_eq!(reply, b"$-1\r\n");
     assert_eq!(second.command(&["GET", "x"]), b"$-1\r\n");
     assert!(redis_gateway_clients(&mut direct) <= 2);
+}
+
+/// With shared upstream connections (the default) stateless sessions fit in
+/// one slot however many they are; a session that needs a connection of its
+/// own (`SELECT 1`) needs a slot of its own.
+#[test]
+fn redis_shared_connections_count_once_and_dedicated_ones_need_a_slot() {
+    let redis = RedisServer::start();
+    let gw = redis_gateway(&redis, 1, "");
+    let mut direct = RawConn::connect(redis.addr());
+    let mut sessions: Vec<RawConn> = (0..5).map(|_| RawConn::connect(gw.addr())).collect();
+    for s in &mut sessions {
+        assert_eq!(s.command(&["GET", "x"]), b"$-1\r\n");
+    }
+    assert_eq!(redis_gateway_clients(&mut direct), 1);
+    let mut stateful = RawConn::connect(gw.addr());
+    assert_eq!(
+        stateful.command(&["SELECT", "1"]),
+        b"-ERR cluster redis is at its max_pending circuit breaker\r\n"
+    );
+    assert_eq!(overflows(&gw, "redis", "max_pending"), 1.0);
+    // The others go on over the shared connection.
+    assert_eq!(sessions[0].command(&["GET", "x"]), b"$-1\r\n");
+    assert_eq!(redis_gateway_clients(&mut direct), 1);
 }
 
 #[test]

@@ -516,6 +516,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     Some("add `password:` (AUTH needs both)"),
                 );
             }
+            if r.shared_connections.value > 64 {
+                c.at(
+                    r.shared_connections.referenced,
+                    field("redis.shared_connections"),
+                    format!(
+                        "{} shared connections per host is more than batching needs",
+                        r.shared_connections.value
+                    ),
+                    Some("use 1 to 64 (default 1), or 0 for one connection per client session"),
+                );
+            }
         }
     }
     for cl in &config.clusters {
@@ -1506,13 +1517,16 @@ clusters:
         let r = c.clusters[0].redis.as_ref().unwrap();
         assert_eq!(r.hash_tag.value, "<>");
         assert_eq!(r.eject_after.value, 3);
+        assert_eq!(r.shared_connections.value, 1);
         let bad = GOOD.replace(
             "  - name: cache\n",
-            "  - name: cache\n    redis: { read_from: replica, hash_tag: \"{\", eject_after: 0 }\n",
+            "  - name: cache\n    redis: { read_from: replica, hash_tag: \"{\", eject_after: 0, shared_connections: 65 }\n",
         );
         let err = load_str(&bad, "bad.yaml").unwrap_err().to_string();
         for want in [
             "bad.yaml:",
+            "clusters[cache].redis.shared_connections: 65 shared connections per host",
+            "or 0 for one connection per client session",
             "clusters[cache].redis.read_from: replica reads need a sharded cluster",
             "add `sharding: ketama`",
             "clusters[cache].redis.hash_tag: `{` is not two different characters",

@@ -94,6 +94,25 @@ pub struct ClusterRedis {
     /// Sent as `SELECT database` on every new backend connection (when not 0).
     #[serde(default)]
     pub database: u32,
+    /// Upstream connections per host shared by every client session that
+    /// holds no connection state (unsharded clusters): their commands are
+    /// written in batches across clients and the replies handed back in
+    /// order. A session that changes connection state (`SELECT`, `MULTI`,
+    /// `WATCH`, blocking pops, `CLIENT ...`, `HELLO`, `AUTH` ...) gets its own
+    /// connection from then on. `0`: every session gets its own connection.
+    #[serde(default = "default_shared_connections")]
+    pub shared_connections: Spanned<u32>,
+}
+
+/// Shared connections per host when a cluster says nothing.
+pub const DEFAULT_SHARED_CONNECTIONS: u32 = 1;
+
+fn default_shared_connections() -> Spanned<u32> {
+    Spanned::new(
+        DEFAULT_SHARED_CONNECTIONS,
+        Location::UNKNOWN,
+        Location::UNKNOWN,
+    )
 }
 
 fn default_hash_tag() -> Spanned<String> {

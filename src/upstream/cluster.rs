@@ -174,6 +174,9 @@ pub struct RedisBackend {
     pub reads_to_replicas: bool,
     /// Spreads sessions over a host's replicas.
     next_replica: std::sync::atomic::AtomicUsize,
+    /// Upstream connections per host shared by stateless sessions (unsharded
+    /// clusters; `0`: none).
+    pub shared_connections: usize,
 }
 
 impl RedisBackend {
@@ -220,6 +223,7 @@ impl RedisBackend {
             reads_to_replicas: replicas.iter().any(|r: &Vec<SocketAddr>| !r.is_empty()),
             replicas,
             next_replica: std::sync::atomic::AtomicUsize::new(0),
+            shared_connections: r.shared_connections.value as usize,
         }
     }
 }
@@ -789,6 +793,16 @@ impl Cluster {
             }
         }
         Err(last)
+    }
+
+    /// Redis: how many upstream connections per host stateless sessions
+    /// share (`0` for sharded clusters, which keep theirs per session).
+    pub fn redis_shared_connections(&self) -> usize {
+        match &self.redis {
+            Some(r) if r.shards.is_some() => 0,
+            Some(r) => r.shared_connections,
+            None => config::redis::DEFAULT_SHARED_CONNECTIONS as usize,
+        }
     }
 
     /// The shard map, when this is a sharded Redis cluster.

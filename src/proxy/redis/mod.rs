@@ -2,12 +2,16 @@
 //! and key), sent in batches on pipelined upstream connections, and answered
 //! strictly in the order the client sent them.
 //!
-//! Each client session owns its upstream connections (one per cluster it
-//! touches, host chosen once by the cluster's balancer), so per-connection
-//! state — `SELECT`, `HELLO 3`, `AUTH`, `MULTI`, blocking pops — behaves as on
-//! a direct connection. `SUBSCRIBE`-family commands and `MONITOR` turn the
-//! session into a tunnel bound to one fresh upstream connection, on which the
-//! session's `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
+//! A session without connection state sends its batches over connections
+//! shared with every other such session of the cluster host
+//! (`clusters[].redis.shared_connections`, module `shared`). From its first
+//! command that changes or holds connection state (`needs_own_connection`:
+//! `SELECT`, `HELLO`, `AUTH`, `MULTI`, blocking pops ...) a session owns its
+//! upstream connections (one per cluster it touches, host chosen once by the
+//! cluster's balancer), so that state behaves as on a direct connection.
+//! `SUBSCRIBE`-family commands and `MONITOR` turn the session into a tunnel
+//! bound to one fresh upstream connection, on which the session's
+//! `AUTH`/`HELLO`/`SELECT`/`CLIENT SETNAME` are replayed first.
 //!
 //! A sharded cluster (`clusters[].redis.sharding`) gets one connection per
 //! shard per session; [`shard`] plans where each command goes and how split
@@ -15,6 +19,7 @@
 //! authenticates clients itself ([`crate::filters::redis_auth`]).
 
 mod shard;
+mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +61,16 @@ enum Slot {
         started: Instant,
         exec: Option<Box<ExecPlan>>,
     },
+    /// The replies to `count` commands sent as one batch on a connection
+    /// shared with other sessions ([`shared`]).
+    Shared {
+        replies: tokio::sync::oneshot::Receiver<shared::Replies>,
+        /// Failed when the replies come too late.
+        conn: Arc<shared::SharedConn>,
+        count: usize,
+        deadline: Deadline,
+        started: Instant,
+    },
     /// The replies of a sharded run of commands: one batch per shard, put
     /// back in the client's order by the plan.
     Fanout(Box<FanoutSlot>),
@@ -64,6 +79,10 @@ enum Slot {
     Mute(bool),
     /// Flush and close the connection.
     Close,
+    /// Every slot before this one is answered: tell the command side (which
+    /// waits for it before its first command on its own connection, so the
+    /// server runs the session's commands in order across connections).
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// The commands before this slot are answered: release their places
     /// under the filters' concurrency limits.
     Release(Vec<Permit>),
@@ -245,6 +264,11 @@ struct Session {
     txn: Transaction,
     /// The `MULTI` went to a sharded cluster (its `EXEC` is the shard plan's).
     txn_sharded: bool,
+    /// The session changed connection state: its commands go on its own
+    /// upstream connections from now on, never on shared ones.
+    dedicated: bool,
+    /// The shared connection this session uses, per cluster.
+    shared: Vec<(Arc<Cluster>, Arc<shared::SharedConn>)>,
 }
 
 /// A transaction being queued, as far as `EXEC`'s reply depends on it.
@@ -438,6 +462,28 @@ impl Session {
                 timeout,
                 requests,
                 replies: count,
+                exec: None,
+            } if !self.dedicated && cluster.redis_shared_connections() > 0 => {
+                let started = Instant::now();
+                match self.shared_conn(&cluster).await {
+                    Ok(c) => Slot::Shared {
+                        replies: c.send(requests, count),
+                        conn: c,
+                        count,
+                        deadline: Deadline::now() + timeout,
+                        started,
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis: no shared upstream");
+                        connect_errors(&cluster, &e, count)
+                    }
+                }
+            }
+            Batch::Plain {
+                cluster,
+                timeout,
+                requests,
+                replies: count,
                 exec,
             } => {
                 let started = Instant::now();
@@ -454,16 +500,7 @@ impl Session {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "redis: no upstream");
-                        let one = redis::error_reply(&if e.kind() == ErrorKind::Overflow {
-                            e.to_string()
-                        } else {
-                            format!("upstream connect error (cluster {})", cluster.name)
-                        });
-                        let mut all = BytesMut::with_capacity(one.len() * count);
-                        for _ in 0..count {
-                            all.extend_from_slice(&one);
-                        }
-                        Slot::Ready(all.freeze())
+                        connect_errors(&cluster, &e, count)
                     }
                 }
             }
@@ -520,6 +557,30 @@ impl Session {
             let permits = std::mem::take(&mut self.permits);
             let _ = self.slots.send(Slot::Release(permits)).await;
         }
+    }
+
+    /// The session's shared connection to `cluster`, (re)chosen when it has
+    /// none or its connection ended.
+    async fn shared_conn(
+        &mut self,
+        cluster: &Arc<Cluster>,
+    ) -> Result<Arc<shared::SharedConn>, Error> {
+        let at = self
+            .shared
+            .iter()
+            .position(|(c, _)| Arc::ptr_eq(c, cluster));
+        if let Some(i) = at
+            && let Some((_, conn)) = self.shared.get(i)
+            && conn.is_open()
+        {
+            return Ok(conn.clone());
+        }
+        let conn = shared::conn(cluster, self.limits).await?;
+        match at.and_then(|i| self.shared.get_mut(i)) {
+            Some(entry) => entry.1 = conn.clone(),
+            None => self.shared.push((cluster.clone(), conn.clone())),
+        }
+        Ok(conn)
     }
 
     /// Queue a gateway-made reply (after what is gathered, to keep the order).
@@ -659,6 +720,8 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
         permits: Vec::new(),
         txn: Transaction::default(),
         txn_sharded: false,
+        dedicated: false,
+        shared: Vec::new(),
     };
     let mut decoder = CommandDecoder::new(l.redis);
     let mut authed = l.redis_auth.is_none();
@@ -842,6 +905,21 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                 }
                 return;
             }
+            if !session.dedicated
+                && matches!(target, Target::Cluster(..))
+                && needs_own_connection(&cmd)
+            {
+                // Commands already gathered still go on the shared connection,
+                // and run before any on the session's own.
+                session.flush().await;
+                session.dedicated = true;
+                if !session.shared.is_empty() {
+                    let (done, answered) = tokio::sync::oneshot::channel();
+                    if session.slots.send(Slot::Barrier(done)).await.is_ok() {
+                        let _ = answered.await;
+                    }
+                }
+            }
             if is_session_state(&cmd) && matches!(target, Target::Cluster(..)) {
                 if session.in_multi && !cmd.is("RESET") {
                     session.txn.state.push(cmd.wire().clone());
@@ -980,6 +1058,72 @@ fn is_session_state(cmd: &Command) -> bool {
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
 }
 
+/// Commands that change (or depend on) the state of the connection they run
+/// on, or hold it: after one, the session no longer shares upstream
+/// connections with others. Conservative: every `CLIENT` subcommand but
+/// `SETINFO` (`REPLY` never gets here: the gateway answers it).
+fn needs_own_connection(cmd: &Command) -> bool {
+    const STATEFUL: &[&str] = &[
+        "AUTH",
+        "HELLO",
+        "SELECT",
+        "RESET",
+        "REPLCONF",
+        "MULTI",
+        "WATCH",
+        "UNWATCH",
+        "EXEC",
+        "DISCARD",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+        "SYNC",
+        "PSYNC",
+        "QUIT",
+    ];
+    if cmd.is("CLIENT") {
+        return !cmd
+            .arg(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"SETINFO"));
+    }
+    STATEFUL.iter().any(|n| cmd.is(n))
+}
+
+/// `count` connect errors for `cluster`, as one reply slot.
+/// `count` replies saying the upstream could not be had: a circuit
+/// breaker's own words, else a connect error.
+fn connect_errors(cluster: &Cluster, e: &Error, count: usize) -> Slot {
+    let one = redis::error_reply(&if e.kind() == ErrorKind::Overflow {
+        e.to_string()
+    } else {
+        format!("upstream connect error (cluster {})", cluster.name)
+    });
+    let mut all = BytesMut::with_capacity(one.len() * count);
+    for _ in 0..count {
+        all.extend_from_slice(&one);
+    }
+    Slot::Ready(all.freeze())
+}
+
 /// Commands after which the server sends frames nobody asked for (or, for
 /// `SYNC`/`PSYNC`, a replication stream).
 fn enters_push_mode(cmd: &Command) -> bool {
@@ -1079,6 +1223,9 @@ async fn write_replies(
             Slot::Mute(m) => muted = m,
             Slot::Release(permits) => drop(permits),
             Slot::Close => break,
+            Slot::Barrier(done) => {
+                let _ = done.send(());
+            }
             Slot::Conn { id, reader } => {
                 readers.retain(|(_, r)| !r.is_failed());
                 readers.push((id, reader));
@@ -1111,6 +1258,47 @@ async fn write_replies(
                         }
                         metrics.requests.increment(count as u64);
                         metrics.latency.record(took.as_secs_f64());
+                    }
+                    Err(e) if muted => errors(&mut BytesMut::new(), count, &e, &metrics),
+                    Err(e) => errors(&mut out, count, &e, &metrics),
+                }
+            }
+            Slot::Shared {
+                mut replies,
+                conn,
+                count,
+                deadline,
+                started,
+            } => {
+                let result = match replies.try_recv() {
+                    Ok(r) => r,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        Err("upstream connection closed".to_owned())
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                        if flush(&mut wr, &mut out, &metrics).await.is_err() {
+                            return wr;
+                        }
+                        match tokio::time::timeout_at(deadline, replies).await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) => Err("upstream connection closed".to_owned()),
+                            Err(_) => {
+                                conn.fail("upstream request timeout");
+                                Err("upstream request timeout".to_owned())
+                            }
+                        }
+                    }
+                };
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                match result {
+                    Ok(replies) => {
+                        if !muted {
+                            for r in replies {
+                                out.extend_from_slice(&r);
+                            }
+                        }
+                        metrics.requests.increment(count as u64);
+                        metrics.latency.record(started.elapsed().as_secs_f64());
                     }
                     Err(e) if muted => errors(&mut BytesMut::new(), count, &e, &metrics),
                     Err(e) => errors(&mut out, count, &e, &metrics),
