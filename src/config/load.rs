@@ -905,21 +905,8 @@ fn validate_http_actions(c: &mut Checker, r: &super::Route, rfield: &str) {
     }
     let forwards =
         r.cluster.is_some() || !r.weighted_clusters.is_empty() || r.cluster_header.is_some();
-    let rewrites = [
-        (
-            "prefix_rewrite",
-            r.prefix_rewrite.as_ref().map(|s| s.referenced),
-        ),
-        (
-            "regex_rewrite",
-            r.regex_rewrite.as_ref().map(|s| s.referenced),
-        ),
-        (
-            "host_rewrite",
-            r.host_rewrite.as_ref().map(|s| s.referenced),
-        ),
-    ];
-    for (name, loc) in rewrites {
+    // The rewrites (the last three of `http_only`) need a request going upstream.
+    for (name, loc) in http_only.into_iter().skip(2) {
         if let (Some(loc), false) = (loc, forwards) {
             c.at(
                 loc,

@@ -255,18 +255,7 @@ async fn exchange(
         Err(refusal) => return (refuse(head, down, &refusal, &conn.metrics).await, true),
     };
     let cluster = match route.map(|r| &r.action) {
-        None => {
-            return (
-                local(
-                    head,
-                    down,
-                    &http1::error_response(404, "no route", !head.keep_alive()),
-                    &conn.metrics,
-                )
-                .await,
-                true,
-            );
-        }
+        None => return (fail(head, down, 404, "no route", &conn.metrics).await, true),
         Some(Action::WebSocket(protocol)) => {
             return (accept_websocket(head, down, *protocol).await, false);
         }
@@ -299,16 +288,8 @@ async fn exchange(
         Some(action @ Action::ClusterHeader { .. }) => match action.cluster_for(head) {
             Some(c) => c.clone(),
             None => {
-                return (
-                    local(
-                        head,
-                        down,
-                        &http1::error_response(503, "cluster not found", !head.keep_alive()),
-                        &conn.metrics,
-                    )
-                    .await,
-                    true,
-                );
+                let after = fail(head, down, 503, "cluster not found", &conn.metrics).await;
+                return (after, true);
             }
         },
         Some(action) => match action.cluster_for(head) {
