@@ -151,21 +151,111 @@ fn http2_requests_without_a_body_are_copied_as_http11() {
         let out = run_ok(curl().args(["--http2-prior-knowledge", &gw.url("/x.txt")]));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "primary");
     }
-    // A request with a body is not copied (counted as dropped). nginx
-    // answers a POST to a file 405 without reading the body, so how the
-    // stream ends for curl is not this test's business: only the count.
-    let _ = curl()
-        .args(["--http2-prior-knowledge", "-o", "/dev/null"])
-        .args(["--data-binary", "hello", &gw.url("/x.txt")])
-        .output()
-        .expect("run curl");
     let log = shadow_log(&shadow, 10);
     let host = format!("127.0.0.1-shadow:{}", gw.addr().port());
     assert_eq!(log, vec![format!("GET {host} /x.txt"); 10]);
     wait_for("10 copies counted as sent", Duration::from_secs(10), || {
         (mirrored(&gw, "shadow", "sent") == 10.0).then_some(())
     });
-    assert_eq!(mirrored(&gw, "shadow", "dropped"), 1.0);
+}
+
+/// A shadow that records each HTTP/1.1 request it reads (head, then the
+/// `Content-Length` body) and answers `200 ok`.
+fn recording_shadow() -> (SocketAddr, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the shadow");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send((head, body));
+                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// HTTP/2 requests with a body are copied once the body is whole, with the
+/// body's own `Content-Length` (the HTTP/2 client need not send one).
+#[test]
+fn http2_requests_with_a_body_are_copied_whole() {
+    let web = HttpUpstream::start();
+    let (shadow, seen) = recording_shadow();
+    let gw = Gateway::start(&config(
+        web.addr(),
+        shadow,
+        dead(),
+        dead(),
+        "[{mirror: {cluster: shadow}}]",
+        "[]",
+    ));
+    let body = "x".repeat(20_000);
+    let out = run_ok(
+        curl()
+            .args(["--http2-prior-knowledge", "-H", "content-length:"])
+            .args(["--data-binary", &body, &gw.url("/echo")]),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        body,
+        "the primary's echo"
+    );
+    let (head, copied) = seen
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a copy at the shadow");
+    assert!(head.starts_with("POST /echo HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("Host: 127.0.0.1-shadow:{}\r\n", gw.addr().port())),
+        "{head}"
+    );
+    assert_eq!(copied, body.as_bytes());
+    // A body past the 64 KiB kept for copies is not copied (counted dropped).
+    let big = "y".repeat(100_000);
+    let out = run_ok(curl().args(["--http2-prior-knowledge"]).args([
+        "--data-binary",
+        &big,
+        &gw.url("/echo"),
+    ]));
+    assert_eq!(out.stdout.len(), big.len());
+    wait_for(
+        "the big copy counted as dropped",
+        Duration::from_secs(10),
+        || (mirrored(&gw, "shadow", "dropped") == 1.0).then_some(()),
+    );
+    assert_eq!(mirrored(&gw, "shadow", "sent"), 1.0);
+    assert!(seen.try_recv().is_err(), "only the small body was copied");
 }
 
 #[test]

@@ -361,9 +361,11 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         drain_unread(body).await;
         return true;
     }
-    if let Some(mirror) = sh.conn.mirror(&mut permit) {
-        mirror_copy(mirror, &parts, &body, grpc);
-    }
+    // A request with a body is copied once its body is whole (kept up to 64 KiB).
+    let mut body_copy = match sh.conn.mirror(&mut permit) {
+        Some(mirror) => mirror_copy(mirror, &parts, &body, grpc),
+        None => None,
+    };
     let mut timeout = route.timeout.unwrap_or(cluster.request_timeout);
     if let Some(t) = grpc_timeout(&parts.headers) {
         timeout = timeout.min(t);
@@ -417,37 +419,78 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
                 };
                 Retries::new(p, &cluster, resendable)
             });
-            forward_h2(up, &parts, body, respond, retries).await
+            forward_h2(up, &parts, body, respond, retries, body_copy.take()).await
         }
-        UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond).await,
+        UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond, body_copy.take()).await,
     }
 }
 
 /// Hand `mirror` an HTTP/1.1 copy of a request without a body (its
-/// `:authority` with `-shadow` as `Host`). Requests with a body and gRPC
-/// calls (which need HTTP/2 end to end) are not copied.
-fn mirror_copy(mirror: &Arc<super::mirror::Mirror>, parts: &Parts, body: &RecvStream, grpc: bool) {
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or_else(|| parts.headers.get(header::HOST).map(HeaderValue::as_bytes));
-    match host {
-        Some(host) if body.is_end_stream() && !grpc => {
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let head = switchyard_codecs::http1::shadow_request_head(
-                parts.method.as_str().as_bytes(),
-                target.as_bytes(),
-                host,
-                parts
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
-                super::mirror::SHADOW_SUFFIX,
-            );
-            mirror.http1(head, Bytes::new(), parts.method == Method::HEAD);
-        }
-        _ => mirror.skip(),
+/// `:authority` with `-shadow` as `Host`), or, for a request with a body,
+/// the [`BodyCopy`] to send once the body is whole. gRPC calls (which need
+/// HTTP/2 end to end) are not copied.
+fn mirror_copy(
+    mirror: &Arc<super::mirror::Mirror>,
+    parts: &Parts,
+    body: &RecvStream,
+    grpc: bool,
+) -> Option<BodyCopy> {
+    let copy = BodyCopy {
+        mirror: mirror.clone(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+    };
+    if grpc || copy.host().is_none() {
+        mirror.skip();
+        None
+    } else if body.is_end_stream() {
+        copy.send(Bytes::new());
+        None
+    } else {
+        Some(copy)
+    }
+}
+
+/// A copy of a request for a `mirror`, sent as HTTP/1.1 when its body is
+/// whole (or counted as dropped when the body is too long to keep).
+pub(super) struct BodyCopy {
+    mirror: Arc<super::mirror::Mirror>,
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl BodyCopy {
+    fn host(&self) -> Option<&[u8]> {
+        self.uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| self.headers.get(header::HOST).map(HeaderValue::as_bytes))
+    }
+
+    /// Send the copy with `body`.
+    pub(super) fn send(self, body: Bytes) {
+        let Some(host) = self.host() else {
+            return self.mirror.skip();
+        };
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head = switchyard_codecs::http1::shadow_request_head(
+            self.method.as_str().as_bytes(),
+            target.as_bytes(),
+            host,
+            self.headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+            super::mirror::SHADOW_SUFFIX,
+            body.len(),
+        );
+        self.mirror.http1(head, body, self.method == Method::HEAD);
+    }
+
+    /// Count the copy as dropped (its body was not kept).
+    pub(super) fn skip(self) {
+        self.mirror.skip();
     }
 }
 
@@ -681,11 +724,12 @@ async fn forward_h2(
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
     mut retries: Option<Retries<'_>>,
+    copy: Option<BodyCopy>,
 ) -> bool {
     let cluster = up.cluster;
     let empty = body.is_end_stream();
     let keep = retries.as_ref().is_some_and(|r| r.resendable());
-    let mut body = Some(RetryBody::live(body, keep));
+    let mut body = Some(RetryBody::live(body, keep, copy));
     let per_try = retries.as_ref().and_then(|r| r.policy().per_try_timeout);
     let Some(mut host) = up.hosts.next() else {
         return up.fail(&mut respond, Failure::NoHost);
@@ -1015,10 +1059,11 @@ async fn forward_h1(
     parts: &Parts,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    copy: Option<BodyCopy>,
 ) -> bool {
     let cluster = up.cluster.clone();
     let empty = body.is_end_stream();
-    let mut body = Some(H2Body::new(body));
+    let mut body = Some(RetryBody::live(body, false, copy));
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -1040,7 +1085,7 @@ async fn forward_h1(
         let (done_tx, done_rx) = oneshot::channel();
         tokio::spawn(drive_h1(connection, done_rx, cluster.clone(), host));
         let req_body = match (empty, body.take()) {
-            (false, Some(b)) => ReqBody::H2(b),
+            (false, Some(b)) => ReqBody::H2(Box::new(b)),
             _ => ReqBody::Empty,
         };
         let req = h1_request(parts, req_body);

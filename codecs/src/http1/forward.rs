@@ -209,13 +209,15 @@ impl RequestHead {
 /// An HTTP/1.1 request head for a mirrored copy of a request that came in
 /// another version (HTTP/2): `METHOD target HTTP/1.1`, `Host` set to `host`
 /// with `suffix` appended before any port, then `headers` without
-/// hop-by-hop fields, pseudo-headers or another `Host`.
+/// hop-by-hop fields, pseudo-headers, another `Host` or a `Content-Length`,
+/// and the body's own `Content-Length` when `body_len` is not 0.
 pub fn shadow_request_head<'a>(
     method: &[u8],
     target: &[u8],
     host: &[u8],
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     suffix: &[u8],
+    body_len: usize,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
     out.put_slice(method);
@@ -228,10 +230,17 @@ pub fn shadow_request_head<'a>(
     out.put_slice(port);
     out.put_slice(b"\r\n");
     for (name, value) in headers {
-        if name.starts_with(b":") || name.eq_ignore_ascii_case(b"host") || is_hop_by_hop(name) {
+        if name.starts_with(b":")
+            || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || is_hop_by_hop(name)
+        {
             continue;
         }
         put_field(&mut out, name, value);
+    }
+    if body_len > 0 {
+        put_field(&mut out, b"Content-Length", body_len.to_string().as_bytes());
     }
     out.put_slice(b"\r\n");
     out.freeze()
@@ -387,10 +396,19 @@ mod tests {
             b"a.example:8443",
             headers.into_iter(),
             b"-shadow",
+            0,
         );
         assert_eq!(
             text(head),
             "GET /p?q HTTP/1.1\r\nHost: a.example-shadow:8443\r\naccept: */*\r\n\r\n"
+        );
+        // A body gets its own length, whatever the client said.
+        let headers: [(&[u8], &[u8]); 2] = [(b"content-length", b"99"), (b"x", b"1")];
+        let head =
+            super::shadow_request_head(b"POST", b"/p", b"h", headers.into_iter(), b"-shadow", 5);
+        assert_eq!(
+            text(head),
+            "POST /p HTTP/1.1\r\nHost: h-shadow\r\nx: 1\r\nContent-Length: 5\r\n\r\n"
         );
     }
 

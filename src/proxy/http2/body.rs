@@ -60,7 +60,8 @@ impl Body for H2Body {
 /// A request body for an HTTP/1 upstream.
 pub(super) enum ReqBody {
     Empty,
-    H2(H2Body),
+    /// The client's body (kept only when a mirror copy waits for it).
+    H2(Box<RetryBody>),
 }
 
 impl Body for ReqBody {
@@ -73,7 +74,7 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::H2(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::H2(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -202,6 +203,8 @@ pub(super) struct RetryBody {
     kept: Option<bytes::BytesMut>,
     /// The whole body, once it ended and was kept.
     whole: Option<Bytes>,
+    /// A mirror's copy of the request, sent when the body is whole.
+    mirror: Option<super::BodyCopy>,
 }
 
 enum Source {
@@ -211,11 +214,14 @@ enum Source {
 }
 
 impl RetryBody {
-    pub(super) fn live(recv: RecvStream, keep: bool) -> Self {
+    /// The client's body, kept when `keep` (for a retry) or when a
+    /// `mirror` copy waits for it.
+    pub(super) fn live(recv: RecvStream, keep: bool, mirror: Option<super::BodyCopy>) -> Self {
         Self {
             src: Source::Live(H2Body::new(recv)),
-            kept: keep.then(bytes::BytesMut::new),
+            kept: (keep || mirror.is_some()).then(bytes::BytesMut::new),
             whole: None,
+            mirror,
         }
     }
 
@@ -231,6 +237,7 @@ impl RetryBody {
             src: Source::Replay(Some(whole.clone())),
             kept: None,
             whole: Some(whole),
+            mirror: None,
         })
     }
 }
@@ -268,6 +275,12 @@ impl Body for RetryBody {
                 // The pump stops at the last chunk (no poll for the end).
                 if frame.is_none() || ended {
                     this.whole = this.kept.take().map(bytes::BytesMut::freeze);
+                    if let Some(copy) = this.mirror.take() {
+                        match &this.whole {
+                            Some(whole) => copy.send(whole.clone()),
+                            None => copy.skip(),
+                        }
+                    }
                 }
                 Poll::Ready(frame)
             }
