@@ -2,7 +2,8 @@
 //! reader, the metadata lookups and the sniffer must never panic; when a
 //! stream decodes without error, decoding it in small reads must give the same
 //! frames, whose wire bytes are a prefix of the input; a frame moved to another
-//! request id (CRC recomputed) parses back with everything else unchanged.
+//! request id (CRC recomputed) parses back with everything else unchanged,
+//! and so does a frame given a new header map.
 //!
 //! The read size comes from the input length (no selector byte, so the
 //! captured streams are seeds as they are). Seeds: `fuzz/seeds/bolt/`.
@@ -49,6 +50,21 @@ fn check(frame: &Frame) {
         Field::Header("service".into()),
     ] {
         let _ = frame.get(&field);
+    }
+    // A new header map (the `headers` filter) keeps the rest of the frame,
+    // with its length fields and CRC right.
+    let header = bolt::encode_header_map([(&b"x-fuzz"[..], Some(&b"1"[..]))]);
+    if let Some(edited) = bolt::with_header(frame, &header) {
+        let again = Frame::parse(edited).expect("a frame with a new header parses");
+        assert_eq!(again.header(), &header[..]);
+        assert_eq!(
+            (again.class_name(), again.content(), again.request_id()),
+            (frame.class_name(), frame.content(), frame.request_id())
+        );
+        if let Some(crc) = again.crc() {
+            let wire = again.wire();
+            assert_eq!(crc, bolt::crc32(&wire[..wire.len() - 4]));
+        }
     }
     let id = frame.request_id().wrapping_add(1);
     let moved = Frame::parse(bolt::with_request_id(frame, id)).expect("a remapped frame parses");

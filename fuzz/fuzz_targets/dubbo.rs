@@ -2,7 +2,8 @@
 //! lookups, the Hessian 2 reader over bodies and the sniffer must never panic;
 //! when a stream decodes without error, decoding it in small reads must give
 //! the same frames, whose wire bytes are a prefix of the input; a frame moved
-//! to another request id keeps its body and invocation.
+//! to another request id keeps its body and invocation; a request whose
+//! attachments are edited parses again with the edit in place.
 //!
 //! The read size comes from the input length (no selector byte, so the
 //! captured streams are seeds as they are). Seeds: `fuzz/seeds/dubbo/`.
@@ -58,6 +59,18 @@ fn check(frame: &Frame) {
     assert_eq!(again.request_id(), !frame.request_id());
     assert_eq!(again.body(), body);
     assert_eq!(again.invocation(), frame.invocation());
+    // Editing the attachments (the `headers` filter) writes a request that
+    // parses again: the same method, and the edit in place.
+    if let Ok(Some(edited)) = dubbo::with_attachments(frame, |f| f.set(b"x-fuzz", b"1")) {
+        let again = Frame::parse(edited).expect("an edited frame parses");
+        match (frame.invocation(), again.invocation()) {
+            (Ok(Some(was)), Ok(Some(now))) => {
+                assert_eq!(was.method(), now.method());
+                assert_eq!(now.attachment("x-fuzz"), Some(&b"1"[..]));
+            }
+            (_, now) => panic!("the edited frame's invocation: {now:?}"),
+        }
+    }
     // The Hessian reader over any body.
     let limits = hessian2::Limits::default();
     let skipped = hessian2::skip(&body, &limits);
