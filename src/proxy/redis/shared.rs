@@ -6,10 +6,10 @@
 //! many; the reader task takes replies in order and hands each batch's
 //! replies to its session when they are all there.
 //!
-//! A connection that fails (write or read error, a reply nobody asked for)
-//! answers every batch in flight on it with the reason and is replaced on the
-//! next use; a batch that times out leaves its place in the FIFO, so the
-//! replies after it still reach their sessions.
+//! A connection that fails (write or read error, a reply nobody asked for,
+//! or a batch whose replies are later than the request timeout, as with a
+//! session's own connection and in twemproxy) answers every batch in flight
+//! on it with the reason and is replaced on the next use.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
