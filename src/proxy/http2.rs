@@ -1085,7 +1085,7 @@ async fn forward_h1(
         let (done_tx, done_rx) = oneshot::channel();
         tokio::spawn(drive_h1(connection, done_rx, cluster.clone(), host));
         let req_body = match (empty, body.take()) {
-            (false, Some(b)) => ReqBody::H2(Box::new(b)),
+            (false, Some(b)) => ReqBody::H2(b),
             _ => ReqBody::Empty,
         };
         let req = h1_request(parts, req_body);

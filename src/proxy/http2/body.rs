@@ -58,10 +58,13 @@ impl Body for H2Body {
 }
 
 /// A request body for an HTTP/1 upstream.
+// Unboxed: a box would be an allocation per request with a body; the enum
+// is moved once, into hyper's request.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum ReqBody {
     Empty,
     /// The client's body (kept only when a mirror copy waits for it).
-    H2(Box<RetryBody>),
+    H2(RetryBody),
 }
 
 impl Body for ReqBody {
@@ -74,7 +77,7 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::H2(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            ReqBody::H2(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
