@@ -254,6 +254,83 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     Snapshot::build(config, base, &file)
 }
 
+/// What a reload changed, logged and returned to whoever asked for it
+/// (SIGHUP, the file watch, the admin API).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Listeners that started accepting (a new name, or a new address).
+    pub listeners_added: Vec<String>,
+    /// Listeners that stopped accepting; their connections drain.
+    pub listeners_removed: Vec<String>,
+    /// Listeners kept whose settings changed (new connections get them).
+    pub listeners_changed: Vec<String>,
+    pub clusters_added: Vec<String>,
+    pub clusters_removed: Vec<String>,
+    /// Clusters kept whose settings changed.
+    pub clusters_changed: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            ("listeners added", &self.listeners_added),
+            ("listeners removed", &self.listeners_removed),
+            ("listeners changed", &self.listeners_changed),
+            ("clusters added", &self.clusters_added),
+            ("clusters removed", &self.clusters_removed),
+            ("clusters changed", &self.clusters_changed),
+        ];
+        let mut any = false;
+        for (what, names) in parts {
+            if names.is_empty() {
+                continue;
+            }
+            if any {
+                f.write_str("; ")?;
+            }
+            write!(f, "{what}: {}", names.join(", "))?;
+            any = true;
+        }
+        if !any {
+            f.write_str("no listener or cluster changed")?;
+        }
+        Ok(())
+    }
+}
+
+/// Names in `new` and not `old`, in `old` and not `new`, and in both with
+/// different settings (compared as serialized config).
+fn diff<'a, T: serde::Serialize>(
+    old: impl Iterator<Item = (&'a str, &'a T)>,
+    new: impl Iterator<Item = (&'a str, &'a T)>,
+) -> (Vec<String>, Vec<String>, Vec<String>)
+where
+    T: 'a,
+{
+    let old: HashMap<&str, &T> = old.collect();
+    let new: HashMap<&str, &T> = new.collect();
+    let value = |t: &T| serde_json::to_value(t).ok();
+    let mut added: Vec<String> = new
+        .keys()
+        .filter(|n| !old.contains_key(*n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    let mut removed: Vec<String> = old
+        .keys()
+        .filter(|n| !new.contains_key(*n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(n, t)| old.get(*n).is_some_and(|o| value(o) != value(t)))
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    added.sort();
+    removed.sort();
+    changed.sort();
+    (added, removed, changed)
+}
+
 /// The running gateway.
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
@@ -262,30 +339,56 @@ pub struct Gateway {
     pub connections: TaskTracker,
     /// The overload manager (thresholds follow reloads).
     pub overload: Arc<crate::net::overload::Overload>,
+    /// The listeners accepting now (changed by reloads).
+    pub listeners: crate::net::listeners::Listeners,
+    /// The admin server's socket (lent to a binary upgrade's new process).
+    admin_socket: Option<std::net::TcpListener>,
+    /// One reload at a time (SIGHUP, the file watch and the admin API may race).
+    reload_lock: std::sync::Mutex<()>,
+    /// Set when a binary upgrade's new process took over: drain and exit.
+    upgraded: tokio::sync::Notify,
+    /// This gateway, for the tasks a reload starts.
+    me: std::sync::Weak<Gateway>,
 }
 
 impl Gateway {
-    /// Reload the config file; on any problem keep the running snapshot.
-    pub fn reload(&self) -> Result<(), ConfigError> {
+    /// Reload the config file; on any problem keep the running snapshot
+    /// (and listeners). Listeners added start accepting, listeners removed
+    /// stop and their connections drain, clusters kept keep their hosts'
+    /// state and connections (`Cluster::inherit`). Counted in
+    /// `switchyard_config_reloads_total{result="ok|rejected"}`.
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.reload_locked();
+        let result_label = if result.is_ok() { "ok" } else { "rejected" };
+        metrics::counter!("switchyard_config_reloads_total", "result" => result_label)
+            .increment(1);
+        result
+    }
+
+    fn reload_locked(&self) -> Result<ReloadSummary, ConfigError> {
         let snapshot = load(&self.config_path)?;
+        let file = self.config_path.display().to_string();
+        let bound = self
+            .listeners
+            .prepare(&snapshot.config)
+            .map_err(|p| ConfigError {
+                file: file.clone(),
+                problems: vec![p],
+            })?;
         let config = &snapshot.config;
-        let old = self.snapshot.load();
-        let old_addrs: Vec<_> = old
-            .config
-            .listeners
-            .iter()
-            .map(|l| (&l.name.value, l.address.value))
-            .collect();
-        let new_addrs: Vec<_> = config
-            .listeners
-            .iter()
-            .map(|l| (&l.name.value, l.address.value))
-            .collect();
-        if old_addrs != new_addrs {
-            tracing::warn!(
-                "listener names or addresses changed: that takes a restart; routes and clusters are reloaded"
-            );
-        }
+        let old = self.snapshot.load_full();
+        let (_, _, listeners_changed) = diff(
+            old.config
+                .listeners
+                .iter()
+                .map(|l| (l.name.value.as_str(), l)),
+            config.listeners.iter().map(|l| (l.name.value.as_str(), l)),
+        );
+        let (clusters_added, clusters_removed, clusters_changed) = diff(
+            old.config.clusters.iter().map(|c| (c.name.value.as_str(), c)),
+            config.clusters.iter().map(|c| (c.name.value.as_str(), c)),
+        );
         for c in snapshot.clusters.values() {
             c.start_health_checks();
         }
@@ -293,13 +396,87 @@ impl Gateway {
             c.inherit(old.clusters.get(name).map(|c| &**c));
         }
         self.overload.configure(&config.overload);
+        let config = snapshot.config.clone();
         self.snapshot.store(Arc::new(snapshot));
-        Ok(())
+        let mut summary = ReloadSummary {
+            listeners_changed,
+            clusters_added,
+            clusters_removed,
+            clusters_changed,
+            ..Default::default()
+        };
+        if let Some(me) = self.me.upgrade() {
+            let changes = self.listeners.apply(&config, bound, &me);
+            summary
+                .listeners_changed
+                .retain(|n| !changes.added.contains(n) && !changes.removed.contains(n));
+            summary.listeners_added = changes.added;
+            summary.listeners_removed = changes.removed;
+        }
+        Ok(summary)
+    }
+
+    /// Reload and log the outcome (SIGHUP, the file watch).
+    pub fn reload_and_log(&self, why: &str) {
+        match self.reload() {
+            Ok(summary) => {
+                tracing::info!(file = %self.config_path.display(), trigger = why, "config reloaded: {summary}")
+            }
+            Err(e) => tracing::error!(
+                trigger = why,
+                "config reload rejected, keeping the running config:\n{e}"
+            ),
+        }
+    }
+}
+
+/// Poll the config file (modification time, size and a hash of its
+/// contents) while `reload.watch` is on, and reload when it changed.
+async fn watch_file(gateway: Arc<Gateway>) {
+    use std::hash::{Hash, Hasher};
+    let stamp = |path: &Path| -> Option<(Option<std::time::SystemTime>, u64)> {
+        let meta = std::fs::metadata(path).ok()?;
+        let text = std::fs::read(path).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        Some((meta.modified().ok(), h.finish()))
+    };
+    let mut last = stamp(&gateway.config_path);
+    loop {
+        let reload = gateway.snapshot.load().config.reload.clone();
+        let interval = reload.interval.get().max(Duration::from_millis(100));
+        tokio::time::sleep(interval).await;
+        if !gateway.snapshot.load().config.reload.watch {
+            last = stamp(&gateway.config_path);
+            continue;
+        }
+        let now = stamp(&gateway.config_path);
+        // Compare contents, not only times: an edit within the file system's
+        // time granularity still changes the hash; a touch alone does not reload.
+        let changed = match (&last, &now) {
+            (Some((_, a)), Some((_, b))) => a != b,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        last = now;
+        if changed {
+            gateway.reload_and_log("file changed");
+        }
     }
 }
 
 /// Run the gateway on `path` until SIGTERM/SIGINT, then drain.
 pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    run_with(path, None).await
+}
+
+/// Run the gateway on `path`; with `takeover`, take the listening sockets
+/// of the gateway serving on that Unix socket (a binary upgrade, see
+/// [`crate::net::takeover`]), and serve the next upgrade there.
+pub async fn run_with(
+    path: &Path,
+    takeover: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
     // The recorder first, so the snapshot's metric handles register with it.
     let metrics = crate::observe::install_metrics();
     let snapshot = load(path)?;
@@ -315,19 +492,38 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let drain_timeout = config.drain_timeout.get();
-    let admin_addr = config.admin.address;
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let socket = crate::net::bind(l.address.value, l.backlog).map_err(|e| {
-            format!(
-                "listener {}: cannot bind {}: {e}",
-                l.name.value, l.address.value
-            )
-        })?;
-        tracing::info!(listener = %l.name.value, address = %l.address.value, protocols = ?l.enabled_protocols(), "listening");
-        bound.push((l.name.value.clone(), l.max_connections, socket));
+    let taken = match takeover {
+        Some(sock) => crate::net::takeover::request(sock)
+            .map_err(|e| format!("takeover {}: {e}", sock.display()))?,
+        None => None,
+    };
+    let mut inherited = HashMap::new();
+    if let Some(t) = &taken {
+        tracing::info!(sockets = t.sockets.len(), "binary upgrade: took the old process's listening sockets");
     }
+    let taken = taken.map(|mut t| {
+        inherited = std::mem::take(&mut t.sockets);
+        t
+    });
+    let bound = crate::net::listeners::Listeners::bind_all(config, &mut inherited)?;
+    let admin_addr = config.admin.address;
+    let admin_socket = match admin_addr {
+        Some(addr) => {
+            let socket = match inherited.remove(&addr) {
+                Some(s) => s,
+                None => TcpListener::bind(addr)
+                    .await
+                    .and_then(TcpListener::into_std)
+                    .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?,
+            };
+            socket.set_nonblocking(true)?;
+            tracing::info!(address = %addr, "admin server listening");
+            Some(socket)
+        }
+        None => None,
+    };
+    // Sockets the old process had that this config does not name close here.
+    drop(inherited);
     crate::upstream::health::register_mysql_check(crate::proxy::mysql::backend::health_check);
     for c in snapshot.clusters.values() {
         c.start_health_checks();
@@ -337,34 +533,73 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let (drain, _) = watch::channel(false);
     let overload = crate::net::overload::Overload::new(&snapshot.config.overload);
     tokio::spawn(overload.clone().monitor());
-    let gateway = Arc::new(Gateway {
+    let gateway = Arc::new_cyclic(|me| Gateway {
         overload,
         snapshot: ArcSwap::from_pointee(snapshot),
         config_path: path.to_owned(),
         drain,
         connections: TaskTracker::new(),
+        listeners: crate::net::listeners::Listeners::default(),
+        admin_socket,
+        reload_lock: std::sync::Mutex::new(()),
+        upgraded: tokio::sync::Notify::new(),
+        me: me.clone(),
     });
-    if let Some(addr) = admin_addr {
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
-        tracing::info!(address = %addr, "admin server listening");
-        tokio::spawn(crate::admin::serve(socket, gateway.clone(), metrics));
+    // The admin server accepts on its own descriptor of the socket; the
+    // gateway keeps the first to lend it to a binary upgrade.
+    let admin = match &gateway.admin_socket {
+        Some(s) => {
+            let socket = TcpListener::from_std(s.try_clone()?)?;
+            Some(tokio::spawn(crate::admin::serve(
+                socket,
+                gateway.clone(),
+                metrics,
+            )))
+        }
+        None => None,
+    };
+    gateway.listeners.start(bound, &gateway);
+    tokio::spawn(watch_file(gateway.clone()));
+    if let Some(t) = taken {
+        // Serving on the old sockets: the old process may drain now.
+        if let Err(e) = t.finish() {
+            tracing::warn!(error = %e, "binary upgrade: telling the old process to drain failed");
+        }
     }
-    let mut accept_loops = Vec::new();
-    for (name, max, socket) in bound {
-        accept_loops.push(tokio::spawn(crate::net::accept_loop(
-            socket,
-            name,
-            max,
-            gateway.clone(),
-        )));
+    if let Some(sock) = takeover {
+        let lender = gateway.clone();
+        let lend: crate::net::takeover::Lend = Arc::new(move || {
+            use std::os::fd::AsFd;
+            lender
+                .listeners
+                .sockets()
+                .into_iter()
+                .filter_map(|(a, s)| Some((a, s.as_fd().try_clone_to_owned().ok()?)))
+                .chain(
+                    lender
+                        .admin_socket
+                        .as_ref()
+                        .and_then(|s| Some((s.local_addr().ok()?, s.as_fd().try_clone_to_owned().ok()?))),
+                )
+                .collect()
+        });
+        let notify = gateway.clone();
+        crate::net::takeover::serve(
+            sock.to_owned(),
+            lend,
+            Box::new(move || notify.upgraded.notify_one()),
+        )
+        .map_err(|e| format!("takeover: cannot listen on {}: {e}", sock.display()))?;
     }
 
-    wait_for_shutdown(&gateway).await;
+    let upgraded = wait_for_shutdown(&gateway).await;
+    let drain_timeout = gateway.snapshot.load().config.drain_timeout.get();
     tracing::info!(timeout = ?drain_timeout, "draining");
     let _ = gateway.drain.send(true);
-    for a in &accept_loops {
+    gateway.listeners.drain_all();
+    if upgraded && let Some(a) = &admin {
+        // The new process answers the admin API now (after a SIGTERM the
+        // old one keeps answering `/ready` 503 while it drains).
         a.abort();
     }
     gateway.connections.close();
@@ -381,8 +616,10 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Wait for SIGTERM/SIGINT (`false`) or a binary upgrade's new process
+/// taking over (`true`), reloading on SIGHUP meanwhile.
 #[cfg(unix)]
-async fn wait_for_shutdown(gateway: &Gateway) {
+async fn wait_for_shutdown(gateway: &Gateway) -> bool {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -394,12 +631,10 @@ async fn wait_for_shutdown(gateway: &Gateway) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match gateway.reload() {
-                Ok(()) => tracing::info!(file = %gateway.config_path.display(), "config reloaded"),
-                Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
-            },
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = hup.recv() => gateway.reload_and_log("SIGHUP"),
+            () = gateway.upgraded.notified() => return true,
+            _ = term.recv() => return false,
+            _ = int.recv() => return false,
         }
     }
 }

@@ -21,6 +21,11 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Binary upgrade: take the listening sockets of the gateway serving
+        /// on this Unix socket, then tell it to drain and exit; serve the
+        /// next upgrade on it (see docs/operations.md).
+        #[arg(long, value_name = "SOCKET")]
+        takeover: Option<PathBuf>,
     },
     /// Check a config file and exit (0: good, 1: problems, printed as file:line:column).
     Check {
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
         config: PathBuf::from(DEFAULT_CONFIG),
+        takeover: None,
     });
     match command {
         Command::Check { config } => match switchyard::gateway::load(&config) {
@@ -46,7 +52,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, takeover } => {
             switchyard::observe::init_logging();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(switchyard::gateway::run(&config)) {
+            match runtime.block_on(switchyard::gateway::run_with(&config, takeover.as_deref())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{e}");

@@ -41,6 +41,32 @@ pub struct Config {
     /// The overload manager: memory and connection thresholds, and what to do past them.
     #[serde(default)]
     pub overload: Overload,
+    /// Reloading: whether the gateway watches its config file for changes.
+    #[serde(default)]
+    pub reload: Reload,
+}
+
+/// How the config is reloaded besides SIGHUP (`reload:`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Poll the config file (its modification time and a hash of its
+    /// contents) and reload when it changed. A file that does not load is
+    /// logged and the running config kept.
+    #[serde(default)]
+    pub watch: bool,
+    /// How often the file is polled when `watch` is on.
+    #[serde(default = "defaults::watch_interval")]
+    pub interval: Duration,
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Self {
+            watch: false,
+            interval: defaults::watch_interval(),
+        }
+    }
 }
 
 /// The overload manager (`overload:`): past either threshold new connections
@@ -1252,6 +1278,9 @@ mod defaults {
     }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn watch_interval() -> Duration {
+        Duration::from_secs(2)
     }
     pub fn max_connections() -> usize {
         100_000

@@ -2,9 +2,11 @@
 //! connection to detection and then to its protocol's driver.
 
 pub mod deadline;
+pub mod listeners;
 pub mod memory;
 pub mod overload;
 pub mod stream;
+pub mod takeover;
 pub mod tls;
 
 use std::sync::Arc;
@@ -12,7 +14,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use switchyard_codecs::Protocol;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::detect::{Outcome, detect};
 use crate::gateway::{Gateway, ListenerRuntime};
@@ -44,15 +45,16 @@ pub fn bind(addr: std::net::SocketAddr, backlog: Option<u32>) -> std::io::Result
 }
 
 /// Accept connections on `socket` forever (until the task is aborted).
+/// `ctl` holds the listener's connection limit and the signals its
+/// connections drain and are cut on ([`listeners::ListenerCtl`]).
 pub async fn accept_loop(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     name: String,
-    max_connections: usize,
+    ctl: listeners::ListenerCtl,
     gateway: Arc<Gateway>,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        let Ok(permit) = ctl.limit.clone().acquire_owned().await else {
             return;
         };
         gateway.overload.accept_allowed().await;
@@ -70,11 +72,16 @@ pub async fn accept_loop(
         let Some(listener) = snapshot.listeners.get(&name).cloned() else {
             continue;
         };
-        let drain = gateway.drain.subscribe();
+        let drain = ctl.drain.subscribe();
+        let cut = ctl.cut.clone();
         let admission = gateway.overload.admit();
         gateway.connections.spawn(async move {
             tracing::trace!(%peer, "accepted");
-            handle(stream, peer, listener, drain, &admission).await;
+            // Cut: the listener was removed and its drain timeout ran out.
+            tokio::select! {
+                () = handle(stream, peer, listener, drain, &admission) => {}
+                () = cut.cancelled() => {}
+            }
             drop(admission);
             drop(permit);
         });
