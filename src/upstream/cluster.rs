@@ -578,12 +578,35 @@ impl Cluster {
     }
 
     /// Carry host state over a config reload: hosts kept keep their slow
-    /// start; with `slow_start`, hosts new to the cluster start warming up.
+    /// start, reachability and upstream connections (idle HTTP/1.1 ones, the
+    /// shared HTTP/2 one, and those in the shared registry: Redis shared
+    /// connections, Dubbo/Bolt multiplexed ones, MySQL idle backends, when
+    /// the cluster's backend login is unchanged); with `slow_start`, hosts
+    /// new to the cluster start warming up.
     pub fn inherit(&self, previous: Option<&Cluster>) {
         let Some(previous) = previous else { return };
-        for h in &self.hosts {
-            match previous.hosts.iter().find(|p| p.address == h.address) {
-                Some(p) => {
+        let json = |c: &config::Cluster| {
+            (
+                serde_json::to_value(&c.redis).ok(),
+                serde_json::to_value(&c.mysql).ok(),
+                c.protocol,
+            )
+        };
+        let same_login = json(&self.source) == json(&previous.source);
+        let mut moved = Vec::new();
+        for (j, h) in self.hosts.iter().enumerate() {
+            let found = previous
+                .hosts
+                .iter()
+                .position(|p| p.address == h.address)
+                .and_then(|i| Some((i, previous.hosts.get(i)?)));
+            match found {
+                Some((i, p)) => {
+                    self.pool.adopt(j, &previous.pool, i);
+                    self.mux.adopt(j, &previous.mux, i);
+                    if same_login {
+                        moved.push((i, j));
+                    }
                     let at = p.recovered_at.load(Ordering::Relaxed);
                     h.recovered_at.store(at, Ordering::Relaxed);
                     h.down
@@ -591,6 +614,18 @@ impl Cluster {
                 }
                 None if self.slow_start.is_some() => h.mark_recovered(),
                 None => {}
+            }
+        }
+        // The shared connections move (type-erased, they cannot be copied):
+        // sessions still on the old snapshot keep the ones they hold.
+        let mut old = previous.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<_> = old.keys().copied().collect();
+        for (protocol, i) in keys {
+            if let Some((_, j)) = moved.iter().find(|(from, _)| *from == i)
+                && let Some(entry) = old.remove(&(protocol, i))
+            {
+                new.insert((protocol, *j), entry);
             }
         }
     }

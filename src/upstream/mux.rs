@@ -75,6 +75,15 @@ impl MuxPool {
         let conn = self.hosts.get(i)?.current.load_full()?;
         conn.is_alive().then_some(conn)
     }
+
+    /// Share `from`'s live connection to its host `from_i` as this pool's
+    /// connection to host `i` (a config reload keeping the host): new
+    /// streams keep going on it.
+    pub fn adopt(&self, i: usize, from: &MuxPool, from_i: usize) {
+        if let (Some(to), Some(conn)) = (self.hosts.get(i), from.live(from_i)) {
+            to.current.store(Some(conn));
+        }
+    }
 }
 
 impl Cluster {

@@ -88,6 +88,19 @@ impl Pool {
         }
     }
 
+    /// Move `from`'s idle connections of its host `from_i` to host `i` of
+    /// this pool (a config reload keeping the host), keeping their age.
+    pub fn adopt(&self, i: usize, from: &Pool, from_i: usize) {
+        let (Some(to), Some(queue)) = (self.hosts.get(i), from.hosts.get(from_i)) else {
+            return;
+        };
+        while let Some(idle) = queue.pop() {
+            if to.push(idle).is_err() {
+                break;
+            }
+        }
+    }
+
     /// Idle connections held for host `i`.
     pub fn idle(&self, i: usize) -> usize {
         self.hosts.get(i).map_or(0, ArrayQueue::len)
