@@ -11,6 +11,8 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -464,4 +466,182 @@ async fn twenty_reloads_under_load_lose_no_request_and_no_connection() {
     let log = gw.log();
     assert!(log.contains("listeners added: extra"), "{log}");
     assert!(log.contains("listeners removed: extra"), "{log}");
+}
+
+/// A gateway process started with `--takeover SOCKET` (killed on drop).
+struct Upgradable {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Upgradable {
+    fn start(config: &Path, socket: &Path, log: std::path::PathBuf, admin: SocketAddr) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "-c"])
+            .arg(config)
+            .arg("--takeover")
+            .arg(socket)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn the switchyard binary");
+        let pid = child.id().to_string();
+        // Ready once this process answers the admin API (the old one may too,
+        // until it hands over: tell them apart by the log line).
+        wait_for("the new gateway to serve", WAIT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gateway {pid} exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.contains("listening for a binary upgrade") && http_get(admin, "/ready").is_ok())
+                .then_some(())
+        });
+        Upgradable { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait for the process to exit by itself (bounded).
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("the old gateway to drain and exit", Duration::from_secs(30), || {
+            child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Upgradable {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// One Redis exchange on a new connection: `SET key value` and `GET key`
+/// written at once, both replies read.
+fn redis_set_get(addr: SocketAddr, key: &str, value: &str) -> std::io::Result<String> {
+    let mut conn = connect(addr)?;
+    let mut req = resp_bytes(&[b"SET", key.as_bytes(), value.as_bytes()]);
+    req.extend(resp_bytes(&[b"GET", key.as_bytes()]));
+    conn.get_mut().write_all(&req)?;
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    if line != "+OK\r\n" {
+        return Err(std::io::Error::other(format!("SET answered {line:?}")));
+    }
+    line.clear();
+    conn.read_line(&mut line)?;
+    let len: usize = line
+        .strip_prefix('$')
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("GET answered {line:?}")))?;
+    let mut body = vec![0; len + 2];
+    conn.read_exact(&mut body)?;
+    body.truncate(len);
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn binary_upgrade_under_load_loses_no_request() {
+    let web = Nginx::start(&[("f.txt", FILE)]);
+    let redis = RedisServer::start();
+    let (admin, listen) = (local(free_port()), local(free_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "admin:\n  address: {admin}\ndrain_timeout: 5s\nlisteners:\n  - name: edge\n    address: {listen}\n    protocols: [http1, redis]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: http1}}, cluster: web}}\n          - {{match: {{protocol: redis}}, cluster: redis}}\nclusters:\n  - {{name: web, hosts: [\"{}\"]}}\n  - {{name: redis, hosts: [\"{}\"]}}\n",
+            web.addr(),
+            redis.addr()
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("takeover.sock");
+    let mut old = Upgradable::start(&config_path, &socket, dir.path().join("gw1.log"), admin);
+
+    // New connections in a tight loop (each one a fresh accept: the ones in
+    // the kernel's queue at the hand-over must not be lost), and a request
+    // in flight on the old process while it drains.
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = Arc::new(Tally::default());
+    let resp = Arc::new(Tally::default());
+    let mut loads = Vec::new();
+    for n in 0..2 {
+        let (t, halt) = (http.clone(), stop.clone());
+        loads.push(std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                match get_new(listen, "/f.txt") {
+                    Ok((200, body)) if body == FILE => t.ok(),
+                    Ok((status, _)) => t.fail(format!("http {n}: status {status}")),
+                    Err(e) => t.fail(format!("http {n}: {e}")),
+                }
+            }
+        }));
+        let (t, halt) = (resp.clone(), stop.clone());
+        loads.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !halt.load(Ordering::Relaxed) {
+                let value = format!("{n}-{i}");
+                match redis_set_get(listen, &format!("up:{n}"), &value) {
+                    Ok(v) if v == value => t.ok(),
+                    Ok(v) => t.fail(format!("redis {n}: {v:?}, want {value:?}")),
+                    Err(e) => t.fail(format!("redis {n}: {e}")),
+                }
+                i += 1;
+            }
+        }));
+    }
+    let count = |t: &Tally| t.ok.load(Ordering::Relaxed);
+    wait_for("load on the first process", WAIT, || {
+        (count(&http) > 20 && count(&resp) > 20).then_some(())
+    });
+
+    // Two upgrades in a row: each new process takes the sockets, the old
+    // one drains and exits by itself.
+    let mut logs = Vec::new();
+    for generation in 2..=3 {
+        let new = Upgradable::start(
+            &config_path,
+            &socket,
+            dir.path().join(format!("gw{generation}.log")),
+            admin,
+        );
+        let status = old.wait_exit();
+        assert!(status.success(), "the old process exits cleanly: {status}");
+        let text = old.log();
+        assert!(text.contains("binary upgrade: listening sockets handed over"), "{text}");
+        assert!(text.contains("stopped"), "{text}");
+        logs.push(text);
+        assert!(
+            new.log().contains("took the old process's listening sockets"),
+            "{}",
+            new.log()
+        );
+        let (h, r) = (count(&http), count(&resp));
+        wait_for("load on the new process", WAIT, || {
+            (count(&http) > h + 20 && count(&resp) > r + 20).then_some(())
+        });
+        old = new;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.join().unwrap();
+    }
+    http.assert_clean("HTTP/1.1 requests, a new connection each, across two upgrades");
+    resp.assert_clean("Redis SET+GET, a new connection each, across two upgrades");
+    let (status, _) = http_get(admin, "/ready").unwrap();
+    assert_eq!(status, 200, "the last process serves the admin API");
 }
