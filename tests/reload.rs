@@ -645,3 +645,153 @@ fn binary_upgrade_under_load_loses_no_request() {
     let (status, _) = http_get(admin, "/ready").unwrap();
     assert_eq!(status, 200, "the last process serves the admin API");
 }
+
+/// A two-listener config for the drain and watch tests: `edge` (protocols
+/// `edge_protocols`) and, when `extra` is given, listener `extra` there;
+/// `/version` answers `version`, everything else goes to `web`.
+fn small_config(
+    admin: SocketAddr,
+    edge: SocketAddr,
+    edge_protocols: &str,
+    extra: Option<SocketAddr>,
+    version: &str,
+    web: SocketAddr,
+    top: &str,
+) -> String {
+    let mut y = format!(
+        "admin:\n  address: {admin}\ndrain_timeout: 10s\n{top}listeners:\n  - name: edge\n    address: {edge}\n    protocols: [{edge_protocols}]\n    route_table: main\n"
+    );
+    if let Some(extra) = extra {
+        y += &format!(
+            "  - name: extra\n    address: {extra}\n    protocols: [http1]\n    route_table: main\n"
+        );
+    }
+    y += &format!(
+        "route_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{path_prefix: /version}}, direct_response: {{status: 200, body: \"{version}\"}}}}\n          - {{match: {{protocol: http1}}, cluster: web}}\n          - {{match: {{protocol: redis}}, direct_response: {{status: 200, body: pong}}}}\nclusters:\n  - {{name: web, hosts: [\"{web}\"], request_timeout: 20s}}\n"
+    );
+    y
+}
+
+#[test]
+fn removed_listener_drains_and_changed_listener_applies_to_new_connections() {
+    let up = HttpUpstream::start();
+    let (admin, edge, extra) = (local(free_port()), local(free_port()), local(free_port()));
+    let gw = Gateway::start(&small_config(
+        admin,
+        edge,
+        "http1",
+        Some(extra),
+        "v1",
+        up.addr(),
+        "",
+    ));
+    // A request in flight on `extra`, and a keep-alive connection on `edge`.
+    let mut on_extra = connect(extra).unwrap();
+    on_extra
+        .get_mut()
+        .write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        .unwrap();
+    wait_for("the slow request to reach the upstream", WAIT, || {
+        let (_, body) = http_get(up.addr(), "/inflight").ok()?;
+        (body.trim() == "1").then_some(())
+    });
+    let mut on_edge = connect(edge).unwrap();
+    assert_eq!(
+        http1_exchange(&mut on_edge, "/version", false).unwrap(),
+        (200, b"v1".to_vec())
+    );
+
+    // Reload: `extra` removed; `edge` changed (Redis too) and a new route.
+    std::fs::write(
+        &gw.config_path,
+        small_config(admin, edge, "http1, redis", None, "v2", up.addr(), ""),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    wait_for("the removed listener to refuse connections", WAIT, || {
+        refused(extra).then_some(())
+    });
+    // The request in flight on the removed listener is answered, then the
+    // connection is closed (drained, not cut).
+    let mut status = String::new();
+    on_extra.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    let mut rest = Vec::new();
+    on_extra.read_to_end(&mut rest).unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest).trim_end().ends_with("slept 1500"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // The connection on `edge` keeps its settings; new ones get the new.
+    assert_eq!(
+        http1_exchange(&mut on_edge, "/version", false).unwrap(),
+        (200, b"v1".to_vec())
+    );
+    assert_eq!(get_new(edge, "/version").unwrap(), (200, b"v2".to_vec()));
+    let mut redis = RawConn::connect(edge);
+    assert_eq!(redis.command(&["PING"]), b"+pong\r\n");
+    let log = gw.log();
+    assert!(
+        log.contains("listeners removed: extra; listeners changed: edge"),
+        "{log}"
+    );
+
+    // A listener whose address is taken: the reload is rejected whole.
+    std::fs::write(
+        &gw.config_path,
+        small_config(admin, edge, "http1", Some(up.addr()), "v3", up.addr(), ""),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    wait_for("the reload to be rejected", WAIT, || {
+        (gw.metric("switchyard_config_reloads_total", &[("result", "rejected")]) == 1.0)
+            .then_some(())
+    });
+    assert!(gw.log().contains("cannot bind"), "{}", gw.log());
+    assert_eq!(get_new(edge, "/version").unwrap(), (200, b"v2".to_vec()));
+    assert_eq!(
+        gw.metric("switchyard_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+}
+
+#[test]
+fn watched_config_file_reloads_on_change_and_keeps_the_old_on_a_bad_one() {
+    let up = HttpUpstream::start();
+    let (admin, edge) = (local(free_port()), local(free_port()));
+    let watch = "reload: {watch: true, interval: 100ms}\n";
+    let gw = Gateway::start(&small_config(admin, edge, "http1", None, "v1", up.addr(), watch));
+    let version = || get_new(edge, "/version").map(|(_, b)| b).unwrap_or_default();
+    assert_eq!(version(), b"v1");
+
+    std::fs::write(
+        &gw.config_path,
+        small_config(admin, edge, "http1", None, "v2", up.addr(), watch),
+    )
+    .unwrap();
+    wait_for("the edited file to be loaded without a signal", WAIT, || {
+        (version() == b"v2").then_some(())
+    });
+    std::fs::write(&gw.config_path, "listeners: [oops").unwrap();
+    wait_for("the broken file to be rejected", WAIT, || {
+        gw.log().contains("reload rejected").then_some(())
+    });
+    assert_eq!(version(), b"v2", "a bad file keeps the running config");
+    std::fs::write(
+        &gw.config_path,
+        small_config(admin, edge, "http1", None, "v3", up.addr(), watch),
+    )
+    .unwrap();
+    wait_for("the fixed file to be loaded", WAIT, || {
+        (version() == b"v3").then_some(())
+    });
+    assert_eq!(
+        gw.metric("switchyard_config_reloads_total", &[("result", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        gw.metric("switchyard_config_reloads_total", &[("result", "rejected")]),
+        1.0
+    );
+}
