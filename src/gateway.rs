@@ -300,13 +300,10 @@ impl std::fmt::Display for ReloadSummary {
 
 /// Names in `new` and not `old`, in `old` and not `new`, and in both with
 /// different settings (compared as serialized config).
-fn diff<'a, T: serde::Serialize>(
+fn diff<'a, T: serde::Serialize + 'a>(
     old: impl Iterator<Item = (&'a str, &'a T)>,
     new: impl Iterator<Item = (&'a str, &'a T)>,
-) -> (Vec<String>, Vec<String>, Vec<String>)
-where
-    T: 'a,
-{
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let old: HashMap<&str, &T> = old.collect();
     let new: HashMap<&str, &T> = new.collect();
     let value = |t: &T| serde_json::to_value(t).ok();
@@ -361,8 +358,7 @@ impl Gateway {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.reload_locked();
         let result_label = if result.is_ok() { "ok" } else { "rejected" };
-        metrics::counter!("switchyard_config_reloads_total", "result" => result_label)
-            .increment(1);
+        metrics::counter!("switchyard_config_reloads_total", "result" => result_label).increment(1);
         result
     }
 
@@ -386,7 +382,10 @@ impl Gateway {
             config.listeners.iter().map(|l| (l.name.value.as_str(), l)),
         );
         let (clusters_added, clusters_removed, clusters_changed) = diff(
-            old.config.clusters.iter().map(|c| (c.name.value.as_str(), c)),
+            old.config
+                .clusters
+                .iter()
+                .map(|c| (c.name.value.as_str(), c)),
             config.clusters.iter().map(|c| (c.name.value.as_str(), c)),
         );
         for c in snapshot.clusters.values() {
@@ -499,7 +498,10 @@ pub async fn run_with(
     };
     let mut inherited = HashMap::new();
     if let Some(t) = &taken {
-        tracing::info!(sockets = t.sockets.len(), "binary upgrade: took the old process's listening sockets");
+        tracing::info!(
+            sockets = t.sockets.len(),
+            "binary upgrade: took the old process's listening sockets"
+        );
     }
     let taken = taken.map(|mut t| {
         inherited = std::mem::take(&mut t.sockets);
@@ -575,12 +577,9 @@ pub async fn run_with(
                 .sockets()
                 .into_iter()
                 .filter_map(|(a, s)| Some((a, s.as_fd().try_clone_to_owned().ok()?)))
-                .chain(
-                    lender
-                        .admin_socket
-                        .as_ref()
-                        .and_then(|s| Some((s.local_addr().ok()?, s.as_fd().try_clone_to_owned().ok()?))),
-                )
+                .chain(lender.admin_socket.as_ref().and_then(|s| {
+                    Some((s.local_addr().ok()?, s.as_fd().try_clone_to_owned().ok()?))
+                }))
                 .collect()
         });
         let notify = gateway.clone();
@@ -636,5 +635,40 @@ async fn wait_for_shutdown(gateway: &Gateway) -> bool {
             _ = term.recv() => return false,
             _ = int.recv() => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_added_removed_and_changed() {
+        let old = [("a", 1), ("b", 2), ("c", 3)];
+        let new = [("b", 2), ("c", 4), ("d", 5)];
+        let (added, removed, changed) = diff(
+            old.iter().map(|(n, v)| (*n, v)),
+            new.iter().map(|(n, v)| (*n, v)),
+        );
+        assert_eq!(added, ["d"]);
+        assert_eq!(removed, ["a"]);
+        assert_eq!(changed, ["c"]);
+    }
+
+    #[test]
+    fn summary_says_what_changed() {
+        let s = ReloadSummary {
+            listeners_added: vec!["extra".into()],
+            clusters_removed: vec!["old".into(), "older".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            s.to_string(),
+            "listeners added: extra; clusters removed: old, older"
+        );
+        assert_eq!(
+            ReloadSummary::default().to_string(),
+            "no listener or cluster changed"
+        );
     }
 }

@@ -60,6 +60,15 @@ impl Tally {
     }
 }
 
+/// Stops the loads when the test ends, however it ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One HTTP/1.1 exchange on `conn` (keep-alive): (status, body).
 fn http1_exchange(
     conn: &mut BufReader<TcpStream>,
@@ -199,6 +208,7 @@ async fn twenty_reloads_under_load_lose_no_request_and_no_connection() {
     let extra = local(addrs.extra);
     assert!(refused(extra), "no extra listener yet");
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = StopOnDrop(stop.clone());
     let mut loads = Vec::new();
 
     // HTTP/1.1: two keep-alive connections opened now and used throughout,
@@ -353,7 +363,9 @@ async fn twenty_reloads_under_load_lose_no_request_and_no_connection() {
                         subscribed = true
                     }
                     Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
-                        let n: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap_or(u64::MAX);
+                        let n: u64 = String::from_utf8_lossy(&p.payload)
+                            .parse()
+                            .unwrap_or(u64::MAX);
                         if n == next_seen {
                             t.ok();
                         } else {
@@ -513,9 +525,11 @@ impl Upgradable {
     /// Wait for the process to exit by itself (bounded).
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("the old gateway to drain and exit", Duration::from_secs(30), || {
-            child.try_wait().ok().flatten()
-        })
+        wait_for(
+            "the old gateway to drain and exit",
+            Duration::from_secs(30),
+            || child.try_wait().ok().flatten(),
+        )
     }
 }
 
@@ -576,6 +590,7 @@ fn binary_upgrade_under_load_loses_no_request() {
     // the kernel's queue at the hand-over must not be lost), and a request
     // in flight on the old process while it drains.
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = StopOnDrop(stop.clone());
     let http = Arc::new(Tally::default());
     let resp = Arc::new(Tally::default());
     let mut loads = Vec::new();
@@ -622,11 +637,15 @@ fn binary_upgrade_under_load_loses_no_request() {
         let status = old.wait_exit();
         assert!(status.success(), "the old process exits cleanly: {status}");
         let text = old.log();
-        assert!(text.contains("binary upgrade: listening sockets handed over"), "{text}");
+        assert!(
+            text.contains("binary upgrade: listening sockets handed over"),
+            "{text}"
+        );
         assert!(text.contains("stopped"), "{text}");
         logs.push(text);
         assert!(
-            new.log().contains("took the old process's listening sockets"),
+            new.log()
+                .contains("took the old process's listening sockets"),
             "{}",
             new.log()
         );
@@ -719,7 +738,9 @@ fn removed_listener_drains_and_changed_listener_applies_to_new_connections() {
     let mut rest = Vec::new();
     on_extra.read_to_end(&mut rest).unwrap();
     assert!(
-        String::from_utf8_lossy(&rest).trim_end().ends_with("slept 1500"),
+        String::from_utf8_lossy(&rest)
+            .trim_end()
+            .ends_with("slept 1500"),
         "{:?}",
         String::from_utf8_lossy(&rest)
     );
@@ -761,8 +782,20 @@ fn watched_config_file_reloads_on_change_and_keeps_the_old_on_a_bad_one() {
     let up = HttpUpstream::start();
     let (admin, edge) = (local(free_port()), local(free_port()));
     let watch = "reload: {watch: true, interval: 100ms}\n";
-    let gw = Gateway::start(&small_config(admin, edge, "http1", None, "v1", up.addr(), watch));
-    let version = || get_new(edge, "/version").map(|(_, b)| b).unwrap_or_default();
+    let gw = Gateway::start(&small_config(
+        admin,
+        edge,
+        "http1",
+        None,
+        "v1",
+        up.addr(),
+        watch,
+    ));
+    let version = || {
+        get_new(edge, "/version")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
     assert_eq!(version(), b"v1");
 
     std::fs::write(
@@ -770,9 +803,11 @@ fn watched_config_file_reloads_on_change_and_keeps_the_old_on_a_bad_one() {
         small_config(admin, edge, "http1", None, "v2", up.addr(), watch),
     )
     .unwrap();
-    wait_for("the edited file to be loaded without a signal", WAIT, || {
-        (version() == b"v2").then_some(())
-    });
+    wait_for(
+        "the edited file to be loaded without a signal",
+        WAIT,
+        || (version() == b"v2").then_some(()),
+    );
     std::fs::write(&gw.config_path, "listeners: [oops").unwrap();
     wait_for("the broken file to be rejected", WAIT, || {
         gw.log().contains("reload rejected").then_some(())

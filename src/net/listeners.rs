@@ -150,10 +150,7 @@ impl Listeners {
     /// listeners are bound first: when one cannot be, nothing changes and
     /// the error names it (listener, address, reason). Call it with the new
     /// snapshot already in place, so added listeners accept with it.
-    pub fn prepare(
-        &self,
-        config: &config::Config,
-    ) -> Result<Vec<Bound>, crate::config::Problem> {
+    pub fn prepare(&self, config: &config::Config) -> Result<Vec<Bound>, crate::config::Problem> {
         let running = self.lock();
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -245,7 +242,11 @@ impl Listeners {
                 r.backlog = l.backlog;
             }
             if r.max_connections != l.max_connections {
-                resize(&r.ctl.limit, r.max_connections.max(1), l.max_connections.max(1));
+                resize(
+                    &r.ctl.limit,
+                    r.max_connections.max(1),
+                    l.max_connections.max(1),
+                );
                 r.max_connections = l.max_connections;
             }
         }

@@ -83,7 +83,10 @@ pub fn request(path: &Path) -> io::Result<Option<Taken>> {
         .lines()
         .map(|l| {
             l.parse().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("takeover: bad address {l:?}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("takeover: bad address {l:?}"),
+                )
             })
         })
         .collect::<Result<_, _>>()?;
@@ -128,11 +131,7 @@ pub type Lend = Arc<dyn Fn() -> Vec<(SocketAddr, OwnedFd)> + Send + Sync>;
 /// Listen on `path` for a successor (replacing a stale socket file there);
 /// `drain` is called when one took the sockets and serves. Runs on its own
 /// thread: the exchange is a few blocking calls.
-pub fn serve(
-    path: PathBuf,
-    lend: Lend,
-    drain: Box<dyn Fn() + Send + Sync>,
-) -> io::Result<()> {
+pub fn serve(path: PathBuf, lend: Lend, drain: Box<dyn Fn() + Send + Sync>) -> io::Result<()> {
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -174,7 +173,8 @@ fn answer(conn: UnixStream, lend: &Lend) -> io::Result<bool> {
     }
     let text: String = lent.iter().map(|(a, _)| format!("{a}\n")).collect();
     let fds: Vec<BorrowedFd<'_>> = lent.iter().map(|(_, fd)| fd.as_fd()).collect();
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(io::Error::other("takeover: control buffer too small"));
