@@ -594,7 +594,7 @@ pub async fn run_with(
     let upgraded = wait_for_shutdown(&gateway).await;
     let drain_timeout = gateway.snapshot.load().config.drain_timeout.get();
     tracing::info!(timeout = ?drain_timeout, "draining");
-    let _ = gateway.drain.send(true);
+    gateway.drain.send_replace(true);
     gateway.listeners.drain_all();
     if upgraded && let Some(a) = &admin {
         // The new process answers the admin API now (after a SIGTERM the

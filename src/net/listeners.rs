@@ -64,7 +64,7 @@ impl Running {
         if let Some(a) = self.accept.take() {
             a.abort();
         }
-        let _ = self.ctl.drain.send(true);
+        self.ctl.drain.send_replace(true);
         let cut = self.ctl.cut.clone();
         tokio::spawn(async move {
             tokio::time::sleep(drain_timeout).await;
@@ -269,7 +269,7 @@ impl Listeners {
             if let Some(a) = r.accept.take() {
                 a.abort();
             }
-            let _ = r.ctl.drain.send(true);
+            r.ctl.drain.send_replace(true);
         }
     }
 
