@@ -830,3 +830,49 @@ fn watched_config_file_reloads_on_change_and_keeps_the_old_on_a_bad_one() {
         1.0
     );
 }
+
+#[test]
+fn reloads_keep_the_shared_upstream_connections_of_hosts_that_stay() {
+    let redis = RedisServer::start();
+    let web = Nginx::start(&[("f.txt", FILE)]);
+    let (admin, edge) = (local(free_port()), local(free_port()));
+    let config = |version: &str| {
+        format!(
+            "admin:\n  address: {admin}\nlisteners:\n  - name: edge\n    address: {edge}\n    protocols: [http1, redis]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{path_prefix: /version}}, direct_response: {{status: 200, body: \"{version}\"}}}}\n          - {{match: {{protocol: http1}}, cluster: web}}\n          - {{match: {{protocol: redis}}, cluster: redis}}\nclusters:\n  - {{name: redis, hosts: [\"{}\"]}}\n  - {{name: web, hosts: [\"{}\"]}}\n",
+            redis.addr(),
+            web.addr()
+        )
+    };
+    let gw = Gateway::start(&config("v0"));
+    // One direct connection to read the server's count of connections it
+    // ever accepted (INFO on this connection adds none).
+    let mut direct = RawConn::connect(redis.addr());
+    let mut accepted = || {
+        let info = String::from_utf8(direct.command(&["INFO", "stats"])).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("total_connections_received in INFO stats")
+    };
+    let exchange = |i: usize| {
+        let v = format!("value-{i}");
+        assert_eq!(redis_set_get(edge, "kept", &v).unwrap(), v);
+        assert_eq!(get_new(edge, "/f.txt").unwrap(), (200, FILE.to_vec()));
+    };
+    exchange(0);
+    let before = accepted();
+    for round in 1..=5 {
+        std::fs::write(&gw.config_path, config(&format!("v{round}"))).unwrap();
+        gw.signal("HUP");
+        let want = format!("v{round}");
+        wait_for("the reload to apply", WAIT, || {
+            (get_new(edge, "/version").ok()?.1 == want.as_bytes()).then_some(())
+        });
+        exchange(round);
+    }
+    assert_eq!(
+        accepted(),
+        before,
+        "Redis sessions after 5 reloads still use the shared upstream connection opened before them"
+    );
+}
