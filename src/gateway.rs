@@ -440,12 +440,24 @@ async fn watch_file(gateway: Arc<Gateway>) {
         text.hash(&mut h);
         Some((meta.modified().ok(), h.finish()))
     };
-    let mut last = stamp(&gateway.config_path);
+    // The file as the gateway loaded it (read right after loading: an edit
+    // in between is seen at the next change).
+    let mut last = if gateway.snapshot.load().config.reload.watch {
+        stamp(&gateway.config_path)
+    } else {
+        None
+    };
     loop {
         let reload = gateway.snapshot.load().config.reload.clone();
         let interval = reload.interval.get().max(Duration::from_millis(100));
         tokio::time::sleep(interval).await;
         if !gateway.snapshot.load().config.reload.watch {
+            // Off: the file is not read. Turned on by a reload: the file
+            // as it is then is the one running.
+            last = None;
+            continue;
+        }
+        if last.is_none() {
             last = stamp(&gateway.config_path);
             continue;
         }
@@ -454,10 +466,11 @@ async fn watch_file(gateway: Arc<Gateway>) {
         // time granularity still changes the hash; a touch alone does not reload.
         let changed = match (&last, &now) {
             (Some((_, a)), Some((_, b))) => a != b,
-            (None, Some(_)) => true,
             _ => false,
         };
-        last = now;
+        if now.is_some() {
+            last = now;
+        }
         if changed {
             gateway.reload_and_log("file changed");
         }

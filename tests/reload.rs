@@ -570,6 +570,7 @@ fn redis_set_get(addr: SocketAddr, key: &str, value: &str) -> std::io::Result<St
 #[test]
 fn binary_upgrade_under_load_loses_no_request() {
     let web = Nginx::start(&[("f.txt", FILE)]);
+    let slow = HttpUpstream::start();
     let redis = RedisServer::start();
     let (admin, listen) = (local(free_port()), local(free_port()));
     let dir = tempfile::tempdir().unwrap();
@@ -577,8 +578,9 @@ fn binary_upgrade_under_load_loses_no_request() {
     std::fs::write(
         &config_path,
         format!(
-            "admin:\n  address: {admin}\ndrain_timeout: 5s\nlisteners:\n  - name: edge\n    address: {listen}\n    protocols: [http1, redis]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: http1}}, cluster: web}}\n          - {{match: {{protocol: redis}}, cluster: redis}}\nclusters:\n  - {{name: web, hosts: [\"{}\"]}}\n  - {{name: redis, hosts: [\"{}\"]}}\n",
+            "admin:\n  address: {admin}\ndrain_timeout: 5s\nlisteners:\n  - name: edge\n    address: {listen}\n    protocols: [http1, redis]\n    route_table: main\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{path_prefix: /slow}}, cluster: slow}}\n          - {{match: {{protocol: http1}}, cluster: web}}\n          - {{match: {{protocol: redis}}, cluster: redis}}\nclusters:\n  - {{name: web, hosts: [\"{}\"]}}\n  - {{name: slow, hosts: [\"{}\"]}}\n  - {{name: redis, hosts: [\"{}\"]}}\n",
             web.addr(),
+            slow.addr(),
             redis.addr()
         ),
     )
@@ -625,14 +627,34 @@ fn binary_upgrade_under_load_loses_no_request() {
     });
 
     // Two upgrades in a row: each new process takes the sockets, the old
-    // one drains and exits by itself.
+    // one finishes the request in flight on it, drains and exits by itself.
     let mut logs = Vec::new();
     for generation in 2..=3 {
+        let mut in_flight = connect(listen).unwrap();
+        in_flight
+            .get_mut()
+            .write_all(b"GET /slow/1000 HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .unwrap();
+        wait_for("the slow request to reach the upstream", WAIT, || {
+            let (_, body) = http_get(slow.addr(), "/inflight").ok()?;
+            (body.trim() == "1").then_some(())
+        });
         let new = Upgradable::start(
             &config_path,
             &socket,
             dir.path().join(format!("gw{generation}.log")),
             admin,
+        );
+        let mut head = String::new();
+        in_flight.read_line(&mut head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        let mut rest = Vec::new();
+        in_flight.read_to_end(&mut rest).unwrap();
+        assert!(
+            String::from_utf8_lossy(&rest)
+                .trim_end()
+                .ends_with("slept 1000"),
+            "the request in flight on the old process is answered before it exits"
         );
         let status = old.wait_exit();
         assert!(status.success(), "the old process exits cleanly: {status}");
