@@ -250,6 +250,16 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     let file = path.display().to_string();
     let config = config::load_file(path)?;
     check_served(&config, &file)?;
+    for w in config::lint::warnings(&config) {
+        tracing::warn!(
+            "{file}:{}:{}: {}: {} ({})",
+            w.line,
+            w.column,
+            w.field,
+            w.message,
+            w.hint.unwrap_or_default()
+        );
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     Snapshot::build(config, base, &file)
 }

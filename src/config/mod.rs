@@ -7,6 +7,7 @@
 mod duration;
 pub mod filters;
 pub mod health;
+pub mod lint;
 mod load;
 pub mod redis;
 
