@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub config: Config,
     pub listeners: HashMap<String, Arc<ListenerRuntime>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// The bearer token admin requests must carry (`admin.token`/`token_file`).
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -105,6 +107,13 @@ impl Snapshot {
             .collect();
         let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
         let mut problems = Vec::new();
+        let admin_token = config
+            .admin
+            .resolve_token(base)
+            .map_err(|p| problems.push(p))
+            .ok()
+            .flatten()
+            .map(Arc::from);
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let Some(routes) = tables.get(&l.route_table.value).cloned() else {
@@ -208,6 +217,7 @@ impl Snapshot {
             config,
             listeners,
             clusters,
+            admin_token,
         })
     }
 }
@@ -306,6 +316,19 @@ impl Gateway {
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
+
+    /// [`Gateway::reload`], logged and counted in
+    /// `switchyard_config_reloads_total{result}` (SIGHUP and admin `POST /reload`).
+    pub fn reload_counted(&self) -> Result<(), ConfigError> {
+        let result = self.reload();
+        match &result {
+            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
+        }
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("switchyard_config_reloads_total", "result" => outcome).increment(1);
+        result
+    }
 }
 
 /// Run the gateway on `path` until SIGTERM/SIGINT, then drain.
@@ -326,7 +349,7 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let drain_timeout = config.drain_timeout.get();
-    let admin_addr = config.admin.address;
+    let admin_addr = config.admin.addr();
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = crate::net::bind(l.address.value, l.backlog).map_err(|e| {
@@ -402,14 +425,16 @@ async fn wait_for_shutdown(gateway: &Gateway) {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };
+    // The admin's `POST /drain` sets the drain flag: drain as on SIGTERM.
+    let mut drain = gateway.drain.subscribe();
     loop {
         tokio::select! {
-            _ = hup.recv() => match gateway.reload() {
-                Ok(()) => tracing::info!(file = %gateway.config_path.display(), "config reloaded"),
-                Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
-            },
+            _ = hup.recv() => {
+                let _ = gateway.reload_counted();
+            }
             _ = term.recv() => return,
             _ = int.recv() => return,
+            _ = drain.wait_for(|d| *d) => return,
         }
     }
 }
