@@ -297,6 +297,9 @@ fn reload_changes_routes_and_a_broken_config_keeps_them() {
     let first = &routes["route_tables"][0]["virtual_hosts"][0]["routes"][0];
     assert_eq!(first["direct_response"]["status"], 200, "{routes:#}");
     assert_eq!(first["match"]["protocol"], "http1", "{routes:#}");
+    assert_eq!(first["action"], "direct_response", "{routes:#}");
+    // Fields left unset are left out.
+    assert_eq!(first.get("cluster"), None, "{routes:#}");
     assert!(!paths_of_routes(&gw).contains(&"/fresh".to_owned()));
 
     let yaml = std::fs::read_to_string(&gw.config_path).unwrap();
@@ -545,4 +548,14 @@ fn admin_off_loopback_requires_a_bearer_token() {
     assert!(!a.body.contains(token), "{}", a.body);
     let a = curl_admin(admin, "GET", "/ready", &["-H", &auth]);
     assert_eq!(a.status, 200, "the unauthorized POST /drain drained");
+
+    // A reload to a loopback address without a token is accepted (the
+    // address changes only with a restart), but the server, still bound to
+    // 0.0.0.0, does not open up.
+    std::fs::write(&file, Template::default().render(&ports)).unwrap();
+    let a = curl_admin(admin, "POST", "/reload", &["-H", &auth]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = curl_admin(admin, "GET", "/config", &[]);
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.json()["error"].as_str().unwrap().contains("admin.token"));
 }

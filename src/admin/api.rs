@@ -208,8 +208,19 @@ pub fn clusters(gw: &Gateway) -> Reply {
     Reply::json(200, &json!({ "clusters": clusters }))
 }
 
-/// The route tables as configured (secrets redacted), each with the
-/// listeners that use it.
+/// What a route does: the first of these fields it sets.
+const ACTIONS: [&str; 6] = [
+    "direct_response",
+    "redirect",
+    "weighted_clusters",
+    "cluster_header",
+    "cluster",
+    "read_cluster",
+];
+
+/// The route tables as configured (secrets redacted, fields left unset
+/// omitted), each with the listeners that use it; each route also says
+/// which `action` it takes.
 pub fn routes(gw: &Gateway) -> Reply {
     let snapshot = gw.snapshot.load();
     let tables: Vec<Value> = snapshot
@@ -217,7 +228,15 @@ pub fn routes(gw: &Gateway) -> Reply {
         .route_tables
         .iter()
         .map(|t| {
-            let mut v = redact_json(serde_json::to_value(t).unwrap_or(Value::Null));
+            let mut v = prune(redact_json(serde_json::to_value(t).unwrap_or(Value::Null)));
+            for vh in v["virtual_hosts"].as_array_mut().into_iter().flatten() {
+                for r in vh["routes"].as_array_mut().into_iter().flatten() {
+                    let action = ACTIONS.iter().find(|a| r.get(**a).is_some());
+                    if let (Some(a), Value::Object(m)) = (action, r) {
+                        m.insert("action".into(), json!(a));
+                    }
+                }
+            }
             let users: Vec<&str> = snapshot
                 .config
                 .listeners
@@ -354,6 +373,26 @@ pub fn drain(gw: &Gateway) -> Reply {
     )
 }
 
+/// Drop `null`s and empty lists and maps (fields left unset).
+fn prune(v: Value) -> Value {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, prune(v)))
+                .filter(|(_, v)| !empty(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(prune).collect()),
+        v => v,
+    }
+}
+
 fn secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "password_hash", "secret", "token"]
@@ -424,6 +463,12 @@ mod tests {
             v,
             json!({"users": [{"name": "a", "password": "<redacted>"}], "key": "client_ip"})
         );
+    }
+
+    #[test]
+    fn prunes_unset_fields() {
+        let v = json!({"a": null, "b": [], "c": {"d": null}, "e": [1, {"f": []}], "g": 0});
+        assert_eq!(super::prune(v), json!({"e": [1, {}], "g": 0}));
     }
 
     #[test]

@@ -23,6 +23,9 @@ const MAX_BODY: u64 = 64 * 1024;
 
 pub async fn serve(socket: TcpListener, gateway: Arc<Gateway>, metrics: Option<PrometheusHandle>) {
     api::started();
+    // Off loopback, a token is required even if a reload dropped it (the
+    // address itself only changes with a restart).
+    let open = socket.local_addr().is_ok_and(|a| !a.ip().is_loopback());
     let metrics = Arc::new(metrics);
     loop {
         let Ok((stream, _)) = socket.accept().await else {
@@ -33,7 +36,7 @@ pub async fn serve(socket: TcpListener, gateway: Arc<Gateway>, metrics: Option<P
         tokio::spawn(async move {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                answer(stream, &gateway, &metrics),
+                answer(stream, &gateway, &metrics, open),
             )
             .await;
         });
@@ -159,6 +162,7 @@ async fn answer(
     mut stream: TcpStream,
     gateway: &Gateway,
     metrics: &Option<PrometheusHandle>,
+    open: bool,
 ) -> std::io::Result<()> {
     let req = match read_request(&mut stream).await? {
         Ok(Some(req)) => req,
@@ -181,6 +185,10 @@ async fn answer(
             ));
             r
         }
+        None if open => Reply::error(
+            403,
+            "the admin server is reachable off this machine but the running config has no admin.token: set one and reload, or restart it on 127.0.0.1",
+        ),
         _ => route(&req, gateway, metrics),
     };
     tracing::debug!(method = %req.method, path = %req.path, status = reply.status, "admin request");

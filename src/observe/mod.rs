@@ -95,7 +95,10 @@ pub fn set_log_filter(directives: &str) -> Result<String, String> {
 
 /// Connections open now per (listener, protocol), shared by every
 /// snapshot's [`ConnMetrics`] (a reload keeps the counts).
-static ACTIVE: Mutex<Option<HashMap<(String, &'static str), Arc<AtomicI64>>>> = Mutex::new(None);
+static ACTIVE: Mutex<Option<ActiveCounts>> = Mutex::new(None);
+
+/// Open connections by (listener, protocol).
+type ActiveCounts = HashMap<(String, &'static str), Arc<AtomicI64>>;
 
 /// The live count of open connections of one listener and protocol
 /// (`tcp`: passthrough); resolved once per snapshot, like the metric handles.
