@@ -1404,6 +1404,9 @@ clusters:
         assert_eq!(c.clusters[0].hosts[1].value.weight(), 3);
         assert_eq!(c.listeners[0].detect.max_bytes, 8192);
         assert_eq!(c.admin.addr().unwrap().port(), 9901);
+        // The admin server stays on this machine unless told otherwise.
+        assert!(c.admin.addr().unwrap().ip().is_loopback());
+        assert!(c.admin.token.is_none() && c.admin.token_file.is_none());
     }
 
     #[test]
