@@ -434,7 +434,9 @@ fn redact(yaml: &str) -> String {
             if ["password", "password_hash", "secret", "token", "key"]
                 .iter()
                 .any(|s| key.ends_with(s))
-                && line.contains(':')
+                && line
+                    .split_once(':')
+                    .is_some_and(|(_, v)| !matches!(v.trim(), "" | "null" | "~"))
             {
                 let (k, _) = line.split_once(':').unwrap_or((line, ""));
                 format!("{k}: \"<redacted>\"")
@@ -456,6 +458,9 @@ mod tests {
         let out = super::redact("a: 1\npassword: hunter2\n  api_token: x\nkey_prefix: user\n");
         assert!(!out.contains("hunter2") && !out.contains(": x"), "{out}");
         assert!(out.contains("key_prefix: user"), "{out}");
+        // Unset secrets show as unset.
+        let out = super::redact("token: null\ntoken_file: /etc/t\nusers:\n");
+        assert_eq!(out, "token: null\ntoken_file: /etc/t\nusers:\n");
         let v = super::redact_json(
             json!({"users": [{"name": "a", "password": "pw"}], "key": "client_ip"}),
         );
