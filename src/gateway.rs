@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub config: Config,
     pub listeners: HashMap<String, Arc<ListenerRuntime>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// The bearer token admin requests must carry (`admin.token`/`token_file`).
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -105,6 +107,13 @@ impl Snapshot {
             .collect();
         let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
         let mut problems = Vec::new();
+        let admin_token = config
+            .admin
+            .resolve_token(base)
+            .map_err(|p| problems.push(p))
+            .ok()
+            .flatten()
+            .map(Arc::from);
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let Some(routes) = tables.get(&l.route_table.value).cloned() else {
@@ -208,6 +217,7 @@ impl Snapshot {
             config,
             listeners,
             clusters,
+            admin_token,
         })
     }
 }
@@ -250,6 +260,16 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     let file = path.display().to_string();
     let config = config::load_file(path)?;
     check_served(&config, &file)?;
+    for w in config::lint::warnings(&config) {
+        tracing::warn!(
+            "{file}:{}:{}: {}: {} ({})",
+            w.line,
+            w.column,
+            w.field,
+            w.message,
+            w.hint.unwrap_or_default()
+        );
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     Snapshot::build(config, base, &file)
 }
@@ -352,14 +372,37 @@ impl Gateway {
     /// Reload the config file; on any problem keep the running snapshot
     /// (and listeners). Listeners added start accepting, listeners removed
     /// stop and their connections drain, clusters kept keep their hosts'
-    /// state and connections (`Cluster::inherit`). Counted in
-    /// `switchyard_config_reloads_total{result="ok|rejected"}`.
+    /// state and connections (`Cluster::inherit`). Returns what changed.
+    /// Neither logged nor counted: see [`Gateway::reload_counted`].
     pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.reload_locked();
-        let result_label = if result.is_ok() { "ok" } else { "rejected" };
-        metrics::counter!("switchyard_config_reloads_total", "result" => result_label).increment(1);
+        self.reload_locked()
+    }
+
+    /// [`Gateway::reload`], logged (with what changed) and counted in
+    /// `switchyard_config_reloads_total{result="ok|error"}`; `why` names
+    /// the trigger in the log.
+    pub fn reload_logged(&self, why: &str) -> Result<ReloadSummary, ConfigError> {
+        let result = self.reload();
+        match &result {
+            Ok(summary) => tracing::info!(
+                file = %self.config_path.display(),
+                trigger = why,
+                "config reloaded: {summary}"
+            ),
+            Err(e) => tracing::error!(
+                trigger = why,
+                "config reload rejected, keeping the running config:\n{e}"
+            ),
+        }
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("switchyard_config_reloads_total", "result" => outcome).increment(1);
         result
+    }
+
+    /// [`Gateway::reload`], logged and counted (the admin's `POST /reload`).
+    pub fn reload_counted(&self) -> Result<(), ConfigError> {
+        self.reload_logged("admin").map(|_| ())
     }
 
     fn reload_locked(&self) -> Result<ReloadSummary, ConfigError> {
@@ -415,17 +458,9 @@ impl Gateway {
         Ok(summary)
     }
 
-    /// Reload and log the outcome (SIGHUP, the file watch).
+    /// Reload, log and count (SIGHUP, the file watch).
     pub fn reload_and_log(&self, why: &str) {
-        match self.reload() {
-            Ok(summary) => {
-                tracing::info!(file = %self.config_path.display(), trigger = why, "config reloaded: {summary}")
-            }
-            Err(e) => tracing::error!(
-                trigger = why,
-                "config reload rejected, keeping the running config:\n{e}"
-            ),
-        }
+        let _ = self.reload_logged(why);
     }
 }
 
@@ -521,7 +556,7 @@ pub async fn run_with(
         t
     });
     let bound = crate::net::listeners::Listeners::bind_all(config, &mut inherited)?;
-    let admin_addr = config.admin.address;
+    let admin_addr = config.admin.addr();
     let admin_socket = match admin_addr {
         Some(addr) => {
             let socket = match inherited.remove(&addr) {
@@ -641,12 +676,15 @@ async fn wait_for_shutdown(gateway: &Gateway) -> bool {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };
+    // The admin's `POST /drain` sets the drain flag: drain as on SIGTERM.
+    let mut drain = gateway.drain.subscribe();
     loop {
         tokio::select! {
             _ = hup.recv() => gateway.reload_and_log("SIGHUP"),
             () = gateway.upgraded.notified() => return true,
             _ = term.recv() => return false,
             _ = int.recv() => return false,
+            _ = drain.wait_for(|d| *d) => return false,
         }
     }
 }

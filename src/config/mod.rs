@@ -7,6 +7,7 @@
 mod duration;
 pub mod filters;
 pub mod health;
+pub mod lint;
 mod load;
 pub mod redis;
 
@@ -149,14 +150,63 @@ impl Serialize for ProtocolName {
 pub struct Admin {
     /// Address to serve on; keep it on loopback. `null` disables the admin server.
     #[serde(default = "defaults::admin_address")]
-    pub address: Option<SocketAddr>,
+    pub address: Spanned<Option<SocketAddr>>,
+    /// The bearer token every admin request must carry
+    /// (`Authorization: Bearer <token>`); required off loopback.
+    #[serde(default)]
+    pub token: Option<Spanned<String>>,
+    /// A file holding the token (trailing whitespace ignored), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             address: defaults::admin_address(),
+            token: None,
+            token_file: None,
         }
+    }
+}
+
+impl Admin {
+    /// The address the admin server binds (`None`: off).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.address.value
+    }
+
+    /// The token requests must carry, read from `token` or from `token_file`
+    /// (relative to `base`, the config file's folder). `None`: no token.
+    pub fn resolve_token(&self, base: &std::path::Path) -> Result<Option<String>, Problem> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.value.clone()));
+        }
+        let Some(f) = &self.token_file else {
+            return Ok(None);
+        };
+        let path = base.join(&f.value);
+        let problem = |message: String, hint: &str| Problem {
+            line: f.referenced.line(),
+            column: f.referenced.column(),
+            field: "admin.token_file".into(),
+            message,
+            hint: Some(hint.into()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            problem(
+                format!("cannot read {}: {e}", path.display()),
+                "give a readable file holding the token (relative paths are from the config file's folder)",
+            )
+        })?;
+        let token = text.trim_end_matches(['\r', '\n', ' ', '\t']).to_owned();
+        if token.is_empty() {
+            return Err(problem(
+                format!("{} is empty", path.display()),
+                "write the token (at least 16 characters) into the file",
+            ));
+        }
+        Ok(Some(token))
     }
 }
 
@@ -1273,8 +1323,12 @@ mod defaults {
     use super::Duration;
     use std::net::SocketAddr;
 
-    pub fn admin_address() -> Option<SocketAddr> {
-        Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
+    pub fn admin_address() -> serde_saphyr::Spanned<Option<SocketAddr>> {
+        serde_saphyr::Spanned::new(
+            Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        )
     }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(10)

@@ -645,7 +645,7 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("the test config does not load:\n{e}\n---\n{yaml}"));
         let admin = config
             .admin
-            .address
+            .addr()
             .expect("the test config must set admin.address");
         assert!(
             admin.port() != 9901,
