@@ -897,3 +897,35 @@ fn reloads_keep_the_shared_upstream_connections_of_hosts_that_stay() {
         "Redis sessions after 5 reloads still use the shared upstream connection opened before them"
     );
 }
+
+#[test]
+fn removed_listener_connections_still_busy_after_drain_timeout_are_closed() {
+    let up = HttpUpstream::start();
+    let (admin, edge, extra) = (local(free_port()), local(free_port()), local(free_port()));
+    let config = |extra: Option<SocketAddr>| {
+        small_config(admin, edge, "http1", extra, "v1", up.addr(), "")
+            .replace("drain_timeout: 10s", "drain_timeout: 1s")
+    };
+    let gw = Gateway::start(&config(Some(extra)));
+    let mut busy = connect(extra).unwrap();
+    busy.get_mut()
+        .write_all(b"GET /slow/8000 HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        .unwrap();
+    wait_for("the slow request to reach the upstream", WAIT, || {
+        let (_, body) = http_get(up.addr(), "/inflight").ok()?;
+        (body.trim() == "1").then_some(())
+    });
+    std::fs::write(&gw.config_path, config(None)).unwrap();
+    gw.signal("HUP");
+    // Closed without an answer once the drain timeout ran out (well before
+    // the upstream's 8 s), while the gateway keeps serving.
+    let mut got = Vec::new();
+    let _ = busy.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "cut, not answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(get_new(edge, "/version").unwrap(), (200, b"v1".to_vec()));
+    assert!(refused(extra));
+}
