@@ -2,6 +2,7 @@
 //! metric handles (resolved once per connection, so the per-request cost is
 //! an atomic add).
 
+pub mod recent;
 pub mod rtsp;
 
 use std::time::Duration;
@@ -24,15 +25,22 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// Log to stderr; `RUST_LOG` overrides the default `info`.
+/// Log to stderr; `RUST_LOG` overrides the default `info`. Warnings and
+/// errors are also kept in [`recent::RECENT`] (the admin's `/errors`),
+/// whatever `RUST_LOG` says.
 pub fn init_logging() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let recent = recent::Layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(recent)
         .try_init();
 }
 
@@ -92,4 +100,28 @@ impl Drop for ActiveGuard {
 /// Counted when detection gives up.
 pub fn detect_failed(listener: &str, reason: &'static str) {
     metrics::counter!("switchyard_detect_failures_total", "listener" => listener.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Metric handles of one upstream cluster (resolved once per cluster and
+/// snapshot): requests sent to it, by attempt, and how long each took from
+/// the request going out to its answer.
+pub struct ClusterMetrics {
+    requests: Counter,
+    latency: Histogram,
+}
+
+impl ClusterMetrics {
+    pub fn new(cluster: &str) -> Self {
+        let c = cluster.to_owned();
+        Self {
+            requests: metrics::counter!("switchyard_upstream_requests_total", "cluster" => c.clone()),
+            latency: metrics::histogram!("switchyard_upstream_request_duration_seconds", "cluster" => c),
+        }
+    }
+
+    /// Count `requests` answered together (a Redis pipeline batch) after `took`.
+    pub fn observe(&self, requests: u64, took: Duration) {
+        self.requests.increment(requests);
+        self.latency.record(took.as_secs_f64());
+    }
 }
