@@ -1,7 +1,10 @@
 //! The admin HTTP server (loopback by default): `/ready`, `/metrics`
 //! (Prometheus text), `/config` (the running config, secrets redacted),
-//! `/clusters` (every cluster's hosts and their health, JSON).
-//! Served with our own HTTP/1 codec; one request per connection.
+//! `/clusters` (every cluster's hosts and their health, JSON), `/dashboard`
+//! (the live dashboard page), `/errors` (recent warnings and errors, JSON),
+//! `POST /reload`. Served with our own HTTP/1 codec; one request per connection.
+
+mod dashboard;
 
 use std::sync::Arc;
 
@@ -61,7 +64,12 @@ async fn answer(
             true,
         )
     };
+    let post = head.method() == b"POST";
     let resp = match head.path() {
+        b"/dashboard" => dashboard::page(),
+        b"/errors" => dashboard::errors(),
+        b"/reload" if post => dashboard::reload(gateway),
+        b"/reload" => http1::error_response(405, "use POST /reload\n", true),
         b"/ready" if *gateway.drain.borrow() => http1::error_response(503, "draining\n", true),
         b"/ready" => text("ready\n".into()),
         b"/metrics" => match metrics {
@@ -117,15 +125,38 @@ async fn answer(
                 }
             }
         }
-        b"/" => text("switchyard admin: /ready /metrics /config /clusters\n".into()),
+        b"/" => home(),
         _ => http1::error_response(
             404,
-            "not found: try /ready /metrics /config /clusters\n",
+            "not found: try /dashboard /ready /metrics /config /clusters /errors\n",
             true,
         ),
     };
     stream.write_all(&resp).await?;
     stream.shutdown().await
+}
+
+/// `GET /`: the endpoints, linked.
+fn home() -> bytes::Bytes {
+    let links = [
+        "/dashboard",
+        "/ready",
+        "/metrics",
+        "/config",
+        "/clusters",
+        "/errors",
+    ]
+    .map(|p| format!("<li><a href=\"{p}\">{p}</a></li>"))
+    .concat();
+    let body = format!(
+        "<!doctype html><title>switchyard admin</title><link rel=\"icon\" href=\"data:,\"><h1>switchyard admin</h1><ul>{links}</ul><p>POST /reload reloads the config file.</p>\n"
+    );
+    http1::response(
+        200,
+        &[("Content-Type", "text/html; charset=utf-8")],
+        body.as_bytes(),
+        true,
+    )
 }
 
 /// Blank the value of any field that looks like a secret.
