@@ -393,10 +393,7 @@ async fn exercise(
         .ok()
         .and_then(|s| s.parse().ok());
     tokio::time::sleep(Duration::from_secs(warmup.unwrap_or(0))).await;
-    let png = browser.screenshot().await.expect("a screenshot");
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    std::fs::write(&shot, &png).expect("write the screenshot");
-    eprintln!("screenshot: {}", shot.display());
+    screenshot(browser, "dashboard.png").await;
 
     // A broken config: Reload says why, keeps the running config, and the
     // error shows among the recent errors.
@@ -433,6 +430,7 @@ async fn exercise(
         },
     )
     .await;
+    screenshot(browser, "dashboard-reload-rejected.png").await;
     // The only console error: the 400 of that POST /reload.
     for e in console_errors(browser).await {
         let text = e["message"].as_str().unwrap_or_default();
@@ -466,6 +464,7 @@ async fn exercise(
     );
     let (status, body) = http_get(web, "/added").unwrap();
     assert_eq!((status, body.as_str()), (201, "added-by-reload"));
+    screenshot(browser, "dashboard-reloaded.png").await;
     // The per-cluster series the charts draw.
     assert!(
         gateway.metric(
@@ -484,7 +483,7 @@ async fn exercise(
         1.0
     );
     assert_eq!(
-        gateway.metric("switchyard_config_reloads_total", &[("result", "rejected")]),
+        gateway.metric("switchyard_config_reloads_total", &[("result", "error")]),
         1.0
     );
 
@@ -502,4 +501,12 @@ async fn exercise(
         errors.is_empty(),
         "console errors after the reload: {errors:#?}"
     );
+}
+
+/// Save what the browser shows as `target/tmp/NAME`.
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, &png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
 }

@@ -32,37 +32,42 @@ pub fn page() -> Bytes {
 
 /// `GET /errors`: the last WARN and ERROR log events, newest last.
 pub fn errors() -> Bytes {
-    json(&crate::observe::recent::RECENT.report())
+    json(200, &crate::observe::recent::RECENT.report())
 }
 
-/// `POST /reload`: reload the config file, as SIGHUP does; 200, or 400
-/// with the problems (`file:line:column: field: problem`) and the running
-/// config kept. Counted in `switchyard_config_reloads_total{result}`.
+/// `POST /reload`: reload the config file, as SIGHUP does. 200
+/// `{"reloaded": true, "file"}`, or 400 `{"reloaded": false, "error",
+/// "file", "problems": ["file:line:column: field: problem", ...]}` with the
+/// running config kept. Counted in `switchyard_config_reloads_total{result}`.
 pub fn reload(gateway: &Gateway) -> Bytes {
+    let file = gateway.config_path.display().to_string();
     match gateway.reload() {
         Ok(()) => {
             metrics::counter!("switchyard_config_reloads_total", "result" => "ok").increment(1);
-            tracing::info!(file = %gateway.config_path.display(), "config reloaded (admin)");
-            http1::response(
-                200,
-                &[("Content-Type", "text/plain; charset=utf-8")],
-                format!("reloaded {}\n", gateway.config_path.display()).as_bytes(),
-                true,
-            )
+            tracing::info!(file = %file, "config reloaded");
+            json(200, &serde_json::json!({"reloaded": true, "file": file}))
         }
         Err(e) => {
-            metrics::counter!("switchyard_config_reloads_total", "result" => "rejected")
-                .increment(1);
+            metrics::counter!("switchyard_config_reloads_total", "result" => "error").increment(1);
             tracing::error!("config reload rejected, keeping the running config:\n{e}");
-            http1::error_response(400, &format!("{e}\n"), true)
+            let problems: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+            json(
+                400,
+                &serde_json::json!({
+                    "reloaded": false,
+                    "error": "config reload rejected, keeping the running config",
+                    "file": e.file,
+                    "problems": problems,
+                }),
+            )
         }
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Bytes {
+fn json<T: serde::Serialize>(status: u16, value: &T) -> Bytes {
     match serde_json::to_string(value) {
         Ok(body) => http1::response(
-            200,
+            status,
             &[
                 ("Content-Type", "application/json"),
                 ("Cache-Control", "no-store"),
