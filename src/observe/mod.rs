@@ -37,10 +37,9 @@ pub fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let recent = recent::Layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN);
     let _ = tracing_subscriber::registry()
         .with(stderr)
-        .with(recent)
+        .with(recent::layer())
         .try_init();
 }
 

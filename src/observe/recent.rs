@@ -72,9 +72,18 @@ impl Recent {
 /// The process's ring, fed by [`Layer`].
 pub static RECENT: Recent = Recent::new(CAPACITY);
 
-/// A `tracing` layer that keeps WARN and ERROR events in [`RECENT`]
-/// (whatever `RUST_LOG` lets through to stderr).
+/// A `tracing` layer that keeps WARN and ERROR events in [`RECENT`].
 pub struct Layer;
+
+/// [`Layer`] with its own WARN filter: add it beside the stderr layer (whose
+/// filter `RUST_LOG` sets) and it keeps warnings whatever that filter says.
+pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    Layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN)
+}
 
 impl<S: Subscriber> tracing_subscriber::Layer<S> for Layer {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
@@ -151,7 +160,7 @@ mod tests {
     #[test]
     fn the_layer_keeps_warnings_and_errors_with_their_fields() {
         use tracing_subscriber::prelude::*;
-        let subscriber = tracing_subscriber::registry().with(Layer);
+        let subscriber = tracing_subscriber::registry().with(layer());
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("not kept");
             tracing::warn!(cluster = "web", "host down: {}", "127.0.0.1:1");
