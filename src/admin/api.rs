@@ -45,6 +45,8 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/logging?level=DIRECTIVES",
         "show or change the log filter",
     ),
+    ("GET", "/dashboard", "the live dashboard (HTML page)"),
+    ("GET", "/errors", "the last 100 WARN/ERROR log events"),
     ("POST", "/reload", "reload the config file (as SIGHUP)"),
     ("POST", "/drain", "drain and stop (as SIGTERM)"),
 ];

@@ -1,10 +1,11 @@
 //! The admin HTTP server (loopback by default; off loopback only behind a
 //! bearer token). Every endpoint is listed in `docs/admin.md`: reads are
 //! `GET` and answer JSON (except `/metrics`, `/config`, `/ready` and
-//! `/mysql/digests`), actions are `POST`.
+//! `/mysql/digests` and the `/dashboard` page), actions are `POST`.
 //! Served with our own HTTP/1 codec; one request per connection.
 
 mod api;
+mod dashboard;
 mod stats;
 
 use std::sync::Arc;
@@ -120,6 +121,8 @@ fn route(req: &Request, gw: &Gateway, metrics: &Option<PrometheusHandle>) -> Rep
         "/logging" => get_or_post(req, api::logging, || api::set_logging(req)),
         "/reload" => post(req, || api::reload(gw)),
         "/drain" => post(req, || api::drain(gw)),
+        "/dashboard" => get(req, dashboard::page),
+        "/errors" => get(req, dashboard::errors),
         _ => api::not_found(&req.path),
     }
 }
@@ -174,6 +177,8 @@ async fn answer(
     };
     let token = gateway.snapshot.load().admin_token.clone();
     let reply = match token {
+        // The page holds no data; it sends the token on its own fetches.
+        _ if req.path == "/dashboard" => get(&req, dashboard::page),
         Some(t) if !authorized(req.authorization.as_deref(), &t) => {
             let mut r = Reply::error(
                 401,

@@ -94,6 +94,8 @@ fn package_of(bin: &str) -> &'static str {
         "haproxy" => "haproxy",
         "nutcracker" => "nutcracker",
         "ss" => "iproute2",
+        "chromium" => "chromium",
+        "chromedriver" => "chromium-driver",
         _ => "(unknown)",
     }
 }
