@@ -199,18 +199,14 @@ pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Header>, Cod
     match start(src) {
         Start::NeedMore => Ok(None),
         Start::Absent => Err(CodecError::malformed(P, "no PROXY protocol header")),
-        Start::Header(Version::V1) if !limits.v1 => {
-            Err(CodecError::Unsupported {
-                protocol: P,
-                reason: "version 1 is not accepted here",
-            })
-        }
-        Start::Header(Version::V2) if !limits.v2 => {
-            Err(CodecError::Unsupported {
-                protocol: P,
-                reason: "version 2 is not accepted here",
-            })
-        }
+        Start::Header(Version::V1) if !limits.v1 => Err(CodecError::Unsupported {
+            protocol: P,
+            reason: "version 1 is not accepted here",
+        }),
+        Start::Header(Version::V2) if !limits.v2 => Err(CodecError::Unsupported {
+            protocol: P,
+            reason: "version 2 is not accepted here",
+        }),
         Start::Header(Version::V1) => decode_v1(src),
         Start::Header(Version::V2) => decode_v2(src, limits.max_v2),
     }
@@ -650,7 +646,10 @@ mod tests {
         let mut buf = BytesMut::from(&[v2_tcp4(), b"PING\r\n".to_vec()].concat()[..]);
         let h = decode(&mut buf, &Limits::default()).unwrap().unwrap();
         assert_eq!(h.version, Version::V2);
-        assert_eq!((h.command, h.transport), (Command::Proxy, Transport::Stream));
+        assert_eq!(
+            (h.command, h.transport),
+            (Command::Proxy, Transport::Stream)
+        );
         assert_eq!(h.addresses, inet("203.0.113.7:40000", "10.0.0.1:443"));
         assert_eq!(&buf[..], b"PING\r\n");
         for cut in 0..28 {
