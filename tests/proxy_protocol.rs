@@ -258,6 +258,15 @@ fn optional_uses_a_header_when_one_comes_first() {
     let mut c = RawConn::connect(gw.addr());
     c.send(&[v2([203, 0, 113, 7], 9), get_request("/")].concat());
     assert_eq!(c.response().status, 403);
+    // A header in pieces (a prefix of the signature first) is waited for.
+    let header = v2([203, 0, 113, 7], 9);
+    let mut c = RawConn::connect(gw.addr());
+    c.send(&header[..5]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.send(&header[5..20]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.send(&[&header[20..], &get_request("/")[..]].concat());
+    assert_eq!(c.response().status, 403);
     // An optional listener still refuses a header from an untrusted peer.
     let t = Template {
         listener: vec!["proxy_protocol: {accept: optional, trusted: [10.0.0.0/8]}"],
