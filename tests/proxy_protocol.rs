@@ -369,3 +369,25 @@ clusters:
             .is_ok()
     );
 }
+
+#[test]
+fn rate_limit_by_source_ip_counts_the_header_source() {
+    let t = Template {
+        listener: vec![
+            "proxy_protocol: {accept: required}",
+            "filters: [{rate_limit: {rate: 0.001, burst: 1, key: source_ip}}]",
+        ],
+        ..Default::default()
+    };
+    let gw = t.start();
+    let status = |header: Vec<u8>| {
+        let mut c = RawConn::connect(gw.addr());
+        c.send(&[header, get_request("/")].concat());
+        c.response().status
+    };
+    // One token per client address: the socket peer is 127.0.0.1 every time.
+    assert_eq!(status(v1("203.0.113.7", 1)), 200);
+    assert_eq!(status(v2([203, 0, 113, 7], 2)), 429);
+    assert_eq!(status(v1("198.51.100.9", 3)), 200);
+    assert_eq!(status(v2([198, 51, 100, 10], 4)), 200);
+}
