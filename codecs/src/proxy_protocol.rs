@@ -227,15 +227,17 @@ impl crate::Decoder for HeaderDecoder {
 
 fn decode_v1(src: &mut BytesMut) -> Result<Option<Header>, CodecError> {
     let window = src.get(..src.len().min(V1_MAX)).unwrap_or_default();
-    let Some(cr) = memchr::memchr(b'\r', window) else {
+    // The first CR or LF ends the line: a bare LF is an error at once, so
+    // the verdict is the same however the bytes arrive.
+    let Some(cr) = memchr::memchr2(b'\r', b'\n', window) else {
         if src.len() >= V1_MAX {
             return Err(CodecError::HeadTooLarge { limit: V1_MAX });
         }
-        if memchr::memchr(b'\n', window).is_some() {
-            return Err(CodecError::malformed(P, "v1 line ends without CR"));
-        }
         return Ok(None);
     };
+    if window.get(cr) == Some(&b'\n') {
+        return Err(CodecError::malformed(P, "v1 line ends without CR"));
+    }
     let Some(&lf) = window.get(cr + 1) else {
         return if src.len() >= V1_MAX {
             Err(CodecError::HeadTooLarge { limit: V1_MAX })
@@ -622,6 +624,8 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n",
             b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\rX",
             b"PROXY UNKNOWNX\r\n",
+            // Found by fuzzing: a bare LF inside an UNKNOWN line.
+            b"PROXY UNKNOWN ffff::1 P4\nx\r\n",
             b"GET / HTTP/1.1\r\n",
         ];
         for b in bad {
