@@ -391,3 +391,38 @@ fn rate_limit_by_source_ip_counts_the_header_source() {
     assert_eq!(status(v1("198.51.100.9", 3)), 200);
     assert_eq!(status(v2([198, 51, 100, 10], 4)), 200);
 }
+
+#[test]
+fn local_unix_and_long_v2_headers_keep_the_real_address() {
+    let t = Template {
+        listener: vec![
+            "proxy_protocol: {accept: required}",
+            "filters: [{ip_access: {allow: [127.0.0.1]}}]",
+        ],
+        ..Default::default()
+    };
+    let gw = t.start();
+    let sig = b"\r\n\r\n\0\r\nQUIT\n";
+    // v2 UNIX (232 bytes, longer than a v1 line), v2 LOCAL with 300 bytes
+    // of TLVs, v1 UNKNOWN: served as the socket's own client (127.0.0.1).
+    let mut unix = sig.to_vec();
+    unix.extend_from_slice(&[0x21, 0x31, 0, 216]);
+    unix.extend_from_slice(&[b'/'; 216]);
+    let mut local = sig.to_vec();
+    local.extend_from_slice(&[0x20, 0x11, 0x01, 12 + 0x20]);
+    local.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 1, 0, 2]);
+    local.extend_from_slice(&[0x04, 0x01, 0x1d]);
+    local.extend_from_slice(&[0u8; 0x11d]);
+    assert_eq!(local.len(), 16 + 300);
+    for header in [unix, local, b"PROXY UNKNOWN\r\n".to_vec()] {
+        let mut c = RawConn::connect(gw.addr());
+        c.send(&[header, get_request("/")].concat());
+        let r = c.response();
+        assert_eq!((r.status, &r.body[..]), (200, &b"gateway"[..]));
+    }
+    // A PROXY header naming another address is denied by the same rule.
+    let mut c = RawConn::connect(gw.addr());
+    c.send(&[v1("10.9.9.9", 1), get_request("/")].concat());
+    assert_eq!(c.response().status, 403);
+    assert_eq!(pp_outcome(&gw, "accepted"), 4.0);
+}
