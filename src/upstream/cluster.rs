@@ -608,6 +608,12 @@ impl Cluster {
         }
     }
 
+    /// The PROXY protocol header version sent first on each new connection
+    /// (`clusters[].proxy_protocol`; `None`: none).
+    pub fn proxy_protocol(&self) -> Option<config::proxy_protocol::Send> {
+        self.source.proxy_protocol
+    }
+
     /// Open a new connection to host `i`, within `connect_timeout`, under
     /// the `max_connections` circuit breaker: at the limit, an idle pooled
     /// connection is closed to make room, else the request waits (at most
