@@ -50,6 +50,8 @@ pub(crate) struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub authorization: Option<Vec<u8>>,
+    /// The client prefers HTML (a browser): `/` answers a page of links.
+    pub wants_html: bool,
     pub body: Vec<u8>,
 }
 
@@ -108,6 +110,7 @@ impl Reply {
 /// `Allow`) to other methods.
 fn route(req: &Request, gw: &Gateway, metrics: &Option<PrometheusHandle>) -> Reply {
     match req.path.as_str() {
+        "/" if req.wants_html => get(req, api::index_page),
         "/" => get(req, api::index),
         "/live" => get(req, || api::live(gw)),
         "/ready" => get(req, || api::ready(gw)),
@@ -251,6 +254,9 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Result<Option<R
         path: String::from_utf8_lossy(head.path()).into_owned(),
         query: parse_form(query.strip_prefix(b"?").unwrap_or(query)),
         authorization: head.header("authorization").map(<[u8]>::to_vec),
+        wants_html: head
+            .header("accept")
+            .is_some_and(|a| a.windows(9).any(|w| w == b"text/html")),
         body,
     })))
 }
