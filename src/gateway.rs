@@ -63,6 +63,8 @@ pub struct ListenerRuntime {
     pub filters: crate::filters::chain::FilterChain,
     /// Where `mirror` filters send copies (shared by the snapshot's listeners).
     pub mirrors: Arc<crate::proxy::mirror::Mirrors>,
+    /// The PROXY protocol header accepted before TLS and detection.
+    pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
 }
 
 impl ListenerRuntime {
@@ -188,6 +190,10 @@ impl Snapshot {
                     &format!("listener:{}", l.name.value),
                 ),
                 mirrors: mirrors.clone(),
+                proxy_protocol: l
+                    .proxy_protocol
+                    .as_ref()
+                    .map(crate::net::proxy_protocol::Accept::new),
                 metrics: protocols
                     .iter()
                     .copied()

@@ -45,6 +45,8 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/logging?level=DIRECTIVES",
         "show or change the log filter",
     ),
+    ("GET", "/dashboard", "the live dashboard (HTML page)"),
+    ("GET", "/errors", "the last 100 WARN/ERROR log events"),
     ("POST", "/reload", "reload the config file (as SIGHUP)"),
     ("POST", "/drain", "drain and stop (as SIGTERM)"),
 ];
@@ -65,6 +67,28 @@ fn endpoints() -> Value {
 
 pub fn index() -> Reply {
     Reply::json(200, &json!({ "endpoints": endpoints() }))
+}
+
+/// `/` for a browser: the endpoints as links (`GET` ones) and a line each.
+pub fn index_page() -> Reply {
+    let rows: String = ENDPOINTS
+        .iter()
+        .map(|(methods, path, what)| {
+            let bare = path.split('?').next().unwrap_or(path);
+            if methods.starts_with("GET") {
+                format!("<li><a href=\"{bare}\">{bare}</a> ({methods}): {what}</li>")
+            } else {
+                format!("<li>{methods} {bare}: {what}</li>")
+            }
+        })
+        .collect();
+    Reply::text(
+        200,
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><title>switchyard admin</title><link rel=\"icon\" href=\"data:,\"><h1>switchyard admin</h1><ul>{rows}</ul>\n"
+        ),
+    )
 }
 
 pub fn not_found(path: &str) -> Reply {

@@ -1,10 +1,11 @@
 //! The admin HTTP server (loopback by default; off loopback only behind a
 //! bearer token). Every endpoint is listed in `docs/admin.md`: reads are
 //! `GET` and answer JSON (except `/metrics`, `/config`, `/ready` and
-//! `/mysql/digests`), actions are `POST`.
+//! `/mysql/digests` and the `/dashboard` page), actions are `POST`.
 //! Served with our own HTTP/1 codec; one request per connection.
 
 mod api;
+mod dashboard;
 mod stats;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub(crate) struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub authorization: Option<Vec<u8>>,
+    /// The client prefers HTML (a browser): `/` answers a page of links.
+    pub wants_html: bool,
     pub body: Vec<u8>,
 }
 
@@ -107,6 +110,7 @@ impl Reply {
 /// `Allow`) to other methods.
 fn route(req: &Request, gw: &Gateway, metrics: &Option<PrometheusHandle>) -> Reply {
     match req.path.as_str() {
+        "/" if req.wants_html => get(req, api::index_page),
         "/" => get(req, api::index),
         "/live" => get(req, || api::live(gw)),
         "/ready" => get(req, || api::ready(gw)),
@@ -120,6 +124,8 @@ fn route(req: &Request, gw: &Gateway, metrics: &Option<PrometheusHandle>) -> Rep
         "/logging" => get_or_post(req, api::logging, || api::set_logging(req)),
         "/reload" => post(req, || api::reload(gw)),
         "/drain" => post(req, || api::drain(gw)),
+        "/dashboard" => get(req, dashboard::page),
+        "/errors" => get(req, dashboard::errors),
         _ => api::not_found(&req.path),
     }
 }
@@ -174,6 +180,8 @@ async fn answer(
     };
     let token = gateway.snapshot.load().admin_token.clone();
     let reply = match token {
+        // The page holds no data; it sends the token on its own fetches.
+        _ if req.path == "/dashboard" => get(&req, dashboard::page),
         Some(t) if !authorized(req.authorization.as_deref(), &t) => {
             let mut r = Reply::error(
                 401,
@@ -246,6 +254,9 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Result<Option<R
         path: String::from_utf8_lossy(head.path()).into_owned(),
         query: parse_form(query.strip_prefix(b"?").unwrap_or(query)),
         authorization: head.header("authorization").map(<[u8]>::to_vec),
+        wants_html: head
+            .header("accept")
+            .is_some_and(|a| a.windows(9).any(|w| w == b"text/html")),
         body,
     })))
 }

@@ -302,6 +302,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
 
+    for i in super::proxy_protocol::validate(config) {
+        c.at(i.at, i.field, i.message, Some(&i.hint));
+    }
+
     for t in &config.route_tables {
         c.unique("virtual_hosts", t.virtual_hosts.iter().map(|v| &v.name));
         for v in &t.virtual_hosts {

@@ -9,6 +9,7 @@ pub mod filters;
 pub mod health;
 pub mod lint;
 mod load;
+pub mod proxy_protocol;
 pub mod redis;
 
 pub use duration::Duration;
@@ -270,6 +271,10 @@ pub struct Listener {
     /// `fault`, `payload_limit`).
     #[serde(default)]
     pub filters: Vec<Spanned<filters::Filter>>,
+    /// Accept a PROXY protocol header (v1/v2) from the proxies in front:
+    /// its source address is then the client's address everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<proxy_protocol::Accept>,
 }
 
 /// TLS termination settings.
@@ -1025,6 +1030,11 @@ pub struct Cluster {
     /// locally with the protocol's "unavailable" answer.
     #[serde(default)]
     pub circuit_breakers: Option<CircuitBreakers>,
+    /// Send a PROXY protocol header (`v1` or `v2`) with the downstream
+    /// client's address first on each new connection to a host (clusters of
+    /// TCP passthrough, MQTT and RTSP only: see docs/config.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<proxy_protocol::Send>,
 }
 
 /// A cluster's circuit breakers (`circuit_breakers:`).

@@ -2,6 +2,7 @@
 //! metric handles (resolved once per connection, so the per-request cost is
 //! an atomic add).
 
+pub mod recent;
 pub mod rtsp;
 
 use std::collections::HashMap;
@@ -35,19 +36,21 @@ static LOG_FILTER: OnceLock<FilterHandle> = OnceLock::new();
 
 /// Log to stderr; `RUST_LOG` overrides the default `info`. The filter can
 /// be changed at runtime with [`set_log_filter`] (admin `POST /logging`).
+/// Warnings and errors are also kept in [`recent::RECENT`] (the admin's
+/// `/errors`), whatever the stderr filter says.
 pub fn init_logging() {
     use std::io::IsTerminal;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer()
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
     if tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(stderr)
+        .with(recent::layer())
         .try_init()
         .is_ok()
     {
@@ -184,4 +187,28 @@ impl Drop for ActiveGuard {
 /// Counted when detection gives up.
 pub fn detect_failed(listener: &str, reason: &'static str) {
     metrics::counter!("switchyard_detect_failures_total", "listener" => listener.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Metric handles of one upstream cluster (resolved once per cluster and
+/// snapshot): requests sent to it, by attempt, and how long each took from
+/// the request going out to its answer.
+pub struct ClusterMetrics {
+    requests: Counter,
+    latency: Histogram,
+}
+
+impl ClusterMetrics {
+    pub fn new(cluster: &str) -> Self {
+        let c = cluster.to_owned();
+        Self {
+            requests: metrics::counter!("switchyard_upstream_requests_total", "cluster" => c.clone()),
+            latency: metrics::histogram!("switchyard_upstream_request_duration_seconds", "cluster" => c),
+        }
+    }
+
+    /// Count `requests` answered together (a Redis pipeline batch) after `took`.
+    pub fn observe(&self, requests: u64, took: Duration) {
+        self.requests.increment(requests);
+        self.latency.record(took.as_secs_f64());
+    }
 }
