@@ -353,7 +353,7 @@ cell() {
         [[ $op != 0 ]] && ocpu=$(awk -v d=$((o1 - o0)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.9f", d / hz / n}')
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$r" "$v" "$p50" "$p99" "$n" "$pcpu" "$ocpu" "$err" >>"$RES"
-    log "  $w | $t: $v/s p50 $p50 p99 $p99 ms; proxy CPU/req ${pcpu} s, origin ${ocpu} s${err:+ ($err)}"
+    log "  $w | $t: $v/s p50 $p50 p99 $p99 ms; proxy CPU/req ${pcpu} s, origin ${ocpu} s$([[ $err == 0 ]] || echo " ($err)")"
 }
 [[ -n ${HA_PID:-} ]] || HA_PID=0
 
