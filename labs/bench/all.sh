@@ -79,7 +79,8 @@ if [[ -n ${LOADGEN_DIR:-} ]]; then
 elif want mqtt || want rpc || want idle; then
     log "building the load generators (cargo build --release -p switchyard-loadgen)"
     (cd "$ROOT" && cargo build --release -p switchyard-loadgen) >&2 || die "building labs/loadgen failed"
-    LG=$(dirname "$SY_BIN")
+    LG=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 fi
 for b in mqtt-bench mqtt-idle rpc-bench; do
     case $b in mqtt-bench) want mqtt || continue ;; mqtt-idle) want idle || continue ;; rpc-bench) want rpc || continue ;; esac
@@ -251,7 +252,7 @@ clusters:
 EOF
 "$SY_BIN" check "$TMP/switchyard.yaml" >"$TMP/switchyard-check.log" 2>&1 ||
     { cat "$TMP/switchyard-check.log" >&2; die "switchyard rejected its config"; }
-if want http1 || want h2 || want grpc || want mqtt || want mysql || want rpc || want idle; then
+if want http1 || want h2 || want grpc || want mqtt || want mysql || want rpc; then
     haproxy -c -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1 ||
         { cat "$TMP/haproxy-check.log" >&2; die "haproxy rejected its config"; }
 fi
@@ -279,7 +280,7 @@ if want redis; then
     MGET_KEYS=()
     for i in $(seq 1 10); do MGET_KEYS+=("mkey:$i"); redis-cli -p "$P_REDIS" set "mkey:$i" "$(printf 'v%.0s' $(seq 32))" >/dev/null; done
 fi
-if want mqtt || want idle; then
+if want mqtt; then
     start mosquitto mosquitto -c "$TMP/mosquitto.conf"
     wait_until mosquitto 10 port_open "$P_MQ"
 fi
@@ -306,7 +307,7 @@ if want mysql; then
         die "sysbench prepare failed ($TMP/sysbench-prepare.log)"
 fi
 HA_PID=0
-if [[ -s $TMP/haproxy-check.log ]] || want http1 || want h2 || want grpc || want mqtt || want mysql || want rpc || want idle; then
+if want http1 || want h2 || want grpc || want mqtt || want mysql || want rpc; then
     start haproxy haproxy -db -f "$TMP/haproxy.cfg"
     HA_PID=$(pid_of haproxy)
     wait_until haproxy 10 port_open "$P_HA_H1"
@@ -355,7 +356,6 @@ cell() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$r" "$v" "$p50" "$p99" "$n" "$pcpu" "$ocpu" "$err" >>"$RES"
     log "  $w | $t: $v/s p50 $p50 p99 $p99 ms; proxy CPU/req ${pcpu} s, origin ${ocpu} s$([[ $err == 0 ]] || echo " ($err)")"
 }
-[[ -n ${HA_PID:-} ]] || HA_PID=0
 
 # order TARGET... — the targets in round order: forward in odd rounds, reversed in even ones.
 order() {
@@ -462,16 +462,47 @@ run_round() {
 }
 
 # idle_cell TARGET — IDLE_N idle MQTT connections through TARGET; the value is the RSS growth
-# per connection (bytes) of the process that holds them (the broker when direct, else the proxy).
+# per connection (bytes) of the process that holds them (the broker when direct, else the
+# proxy). Fresh processes for every cell: a process that held connections before would reuse
+# freed memory and look cheaper.
 idle_cell() {
-    local t=$1 port=$P_MQ pid
-    pid=$(pid_of mosquitto)
-    case $t in switchyard) port=$P_SY_MQ pid=$SY_PID ;; haproxy) port=$P_HA_MQ pid=$HA_PID ;; esac
-    local out="$RAW/idle-$t-$ROUND" rss0 rss1 held=0 err=0
+    local t=$1 ports p_mq p_px p_adm
+    read -r p_mq p_px p_adm < <(free_ports 3)
+    sed -e "s|^listener .*|listener $p_mq 127.0.0.1|" "$TMP/mosquitto.conf" >"$TMP/mosquitto-idle.conf"
+    start mosquitto-idle mosquitto -c "$TMP/mosquitto-idle.conf"
+    wait_until mosquitto-idle 10 port_open "$p_mq"
+    local port=$p_mq name=mosquitto-idle
+    case $t in
+        switchyard)
+            cat >"$TMP/switchyard-idle.yaml" <<YAML
+admin: { address: "127.0.0.1:$p_adm" }
+drain_timeout: 1s
+listeners:
+  - { name: mqtt, address: "127.0.0.1:$p_px", protocols: [mqtt], route_table: mqtt, max_connections: 200000 }
+route_tables:
+  - { name: mqtt, virtual_hosts: [ { name: any, domains: ["*"], routes: [ { cluster: mosquitto } ] } ] }
+clusters:
+  - { name: mosquitto, hosts: ["127.0.0.1:$p_mq"] }
+YAML
+            start switchyard-idle "${sy_env[@]}" "$SY_BIN" run -c "$TMP/switchyard-idle.yaml"
+            wait_until switchyard-idle 20 http_ok "$p_adm" /ready
+            port=$p_px name=switchyard-idle ;;
+        haproxy)
+            printf 'global\n    nbthread 1\n    maxconn %s\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 300s\n    timeout server 300s\nfrontend mq\n    bind 127.0.0.1:%s\n    default_backend mq\nbackend mq\n    server s 127.0.0.1:%s\n' \
+                "$HA_MAXCONN" "$p_px" "$p_mq" >"$TMP/haproxy-idle.cfg"
+            start haproxy-idle haproxy -db -f "$TMP/haproxy-idle.cfg"
+            wait_until haproxy-idle 10 port_open "$p_px"
+            port=$p_px name=haproxy-idle ;;
+    esac
+    local pid out="$RAW/idle-$t-$ROUND" rss0 rss1 held=0 err=0
+    pid=$(pid_of "$name")
+    # warm-up: a few sessions opened and closed, so one-time allocations are in the baseline
+    timeout 30 "$LG/mqtt-idle" --addr "127.0.0.1:$port" -n 20 --hold 0 --sources 1 --label warmup >/dev/null 2>&1 || true
+    sleep 1
     rss0=$(rss_kb "$pid")
     rm -f "$out.ready"
     timeout 300 "$LG/mqtt-idle" --addr "127.0.0.1:$port" -n "$IDLE_N" --sources 1 --keep-alive 0 \
-        --concurrency 200 --ramp-timeout 120 --hold 300 --id-prefix "idle-$t-$ROUND-" --label "idle-$t" \
+        --concurrency 200 --ramp-timeout 120 --hold 300 --label "idle-$t" \
         --ready-file "$out.ready" >"$out.json" 2>"$out.err" &
     local lg=$!
     local deadline=$((SECONDS + 150))
@@ -488,9 +519,10 @@ idle_cell() {
     [[ $err == 0 ]] || ERRORS+=("round $ROUND: idle vs $t: $err")
     local v=NA
     ((held > 0)) && v=$(( (rss1 - rss0) * 1024 / held ))
-    printf '%s\t%s\t%s\t%s\tNA\tNA\t%s\tNA\tNA\t%s\n' "mqtt idle conn (B RSS each)" "$t" "$ROUND" "$v" "$held" "$err" >>"$RES"
-    log "  idle | $t: $held connections, RSS $rss0 -> $rss1 kB: $v B each"
-    sleep 1 # let the connections close before the next target
+    printf '%s\t%s\t%s\t%s\tNA\tNA\t%s\tNA\tNA\t%s\n' "mqtt idle conn" "$t" "$ROUND" "$v" "$held" "$err" >>"$RES"
+    log "  idle | $t: $held connections, RSS of $name $rss0 -> $rss1 kB: $v B each"
+    [[ $name == mosquitto-idle ]] || stop "$name"
+    stop mosquitto-idle
 }
 
 # callgrind_run — CALLGRIND=1: a second switchyard (one worker thread) under

@@ -75,3 +75,17 @@ median() {
     printf '%s\n' "$@" | grep -v '^NA$' | sort -g |
         awk '{a[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
+
+# stop NAME — SIGTERM the process started as NAME, SIGKILL after 3 s, and forget it.
+stop() {
+    local pid i
+    pid=$(pid_of "$1")
+    [[ $pid == 0 ]] && return 0
+    if kill -TERM "$pid" 2>/dev/null; then
+        for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for i in "${!PIDS[@]}"; do [[ ${PIDS[$i]} == "$pid" ]] && unset 'PIDS[i]'; done
+    unset 'NAMED_PID[$1]'
+}
