@@ -101,6 +101,7 @@ mkdir -p "$RAW" "$TMP/www" "$TMP/nginx" "$TMP/nginx-proxy"
 if [[ -z $OUT ]]; then OUT=$(mktemp -d /tmp/switchyard-bench-all.XXXXXX); fi
 mkdir -p "$OUT"
 RES=$TMP/cells.tsv
+IDLE_USED_PORTS=""
 : >"$RES"
 ERRORS=()
 
@@ -466,8 +467,15 @@ run_round() {
 # proxy). Fresh processes for every cell: a process that held connections before would reuse
 # freed memory and look cheaper.
 idle_cell() {
-    local t=$1 ports p_mq p_px p_adm
-    read -r p_mq p_px p_adm < <(free_ports 3)
+    local t=$1 p_mq p_px p_adm
+    # never a port an earlier idle cell used: its closed connections may sit in TIME_WAIT
+    # there, and a listener without SO_REUSEADDR (mosquitto) then cannot bind it
+    while :; do
+        read -r p_mq p_px p_adm < <(free_ports 3)
+        [[ " $IDLE_USED_PORTS " == *" $p_mq "* || " $IDLE_USED_PORTS " == *" $p_px "* ||
+            " $IDLE_USED_PORTS " == *" $p_adm "* ]] || break
+    done
+    IDLE_USED_PORTS+=" $p_mq $p_px $p_adm"
     sed -e "s|^listener .*|listener $p_mq 127.0.0.1|" "$TMP/mosquitto.conf" >"$TMP/mosquitto-idle.conf"
     start mosquitto-idle mosquitto -c "$TMP/mosquitto-idle.conf"
     wait_until mosquitto-idle 10 port_open "$p_mq"
