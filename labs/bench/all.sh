@@ -109,6 +109,18 @@ read -r P_NG1 P_NG2 P_NGP P_GRPC P_REDIS P_NUT P_NUT_STATS P_MQ P_DB P_BOLT P_DU
     P_HA_H1 P_HA_H2 P_HA_GRPC P_HA_MQ P_HA_DB P_HA_BOLT P_HA_DUBBO \
     P_SY_WEB P_SY_REDIS P_SY_MQ P_SY_DB P_SY_RPC P_SY_ADMIN < <(free_ports 24)
 
+# The RPC servers (sofa-rpc-node) listen on [::]: their ports must be free on every address.
+read -r P_BOLT P_DUBBO < <(python3 - <<'PY'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+
 # ---------------------------------------------------------------- origin files
 SIZES=(34 1024 16384)
 size_name() { case $1 in 34) echo 34B ;; 1024) echo 1KiB ;; 16384) echo 16KiB ;; esac; }
