@@ -135,6 +135,7 @@ pub(super) async fn forward(
                 wr,
                 buf,
                 decoder,
+                ..
             } = &mut *down;
             let send = async {
                 if has_body {
