@@ -16,7 +16,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// One listener `edge` (HTTP/1, HTTP/2, Redis, MQTT) writing its access log
 /// to `log`: `/app/...` goes to `web`, Redis to `redis`, MQTT to `mqtt`;
-/// other HTTP paths have no route (404).
+/// `/denied/...` is refused to loopback clients (`ip_access`, 403); other
+/// HTTP paths have no route (404).
 fn gateway(
     log: &Path,
     access: &str,
@@ -43,6 +44,7 @@ route_tables:
           - {{match: {{protocol: redis}}, cluster: redis}}
           - {{match: {{protocol: mqtt}}, cluster: mqtt}}
           - {{match: {{path_prefix: /app/}}, cluster: web}}
+          - {{match: {{path_prefix: /denied/}}, direct_response: {{status: 200, body: no}}, filters: [{{ip_access: {{deny: [127.0.0.0/8]}}}}]}}
 clusters:
   - {{name: web, hosts: [\"{web}\"], protocol: http1}}
   - {{name: redis, hosts: [\"{redis}\"]}}
@@ -143,6 +145,10 @@ fn json_records_per_protocol() {
     assert_eq!(missing["status"], 404, "{missing}");
     assert_eq!(missing["result"], "refused", "{missing}");
     assert!(missing.get("upstream").is_none(), "{missing}");
+    assert_eq!(curl(&[&gw.url("/denied/x")]), "403");
+    let denied = record(&log, "the ip_access refusal", |r| r["path"] == "/denied/x");
+    assert_eq!(denied["status"], 403, "{denied}");
+    assert_eq!(denied["result"], "refused", "{denied}");
 
     // HTTP/2 with prior knowledge.
     assert_eq!(
@@ -338,4 +344,165 @@ fn off_writes_nothing_and_bad_path_is_a_config_error() {
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("listeners[edge].access_log.queue"), "{err}");
+}
+
+/// A private MariaDB server on a free port (as tests/mysql.rs runs them),
+/// with the gateway's backend user; killed on drop.
+struct MariaDb {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PROXY_USER: &str = "sy_proxy";
+const PROXY_PASSWORD: &str = "proxy-pw-1";
+
+impl MariaDb {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        run(
+            "mariadb-install-db",
+            &[
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ],
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(require("mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("s.sock").display()))
+            .arg(format!("--port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--innodb-buffer-pool-size=16M",
+                "--skip-log-bin",
+                "--skip-name-resolve",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mariadbd");
+        let db = MariaDb {
+            child,
+            _dir: dir,
+            port,
+        };
+        wait_for("mariadbd to accept connections", WAIT, || {
+            Command::new(require("mariadb"))
+                .args([
+                    "--no-defaults",
+                    "-uroot",
+                    "-h127.0.0.1",
+                    "-N",
+                    "-e",
+                    "SELECT 1",
+                ])
+                .arg(format!("-P{port}"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+        db.sql("root", "", db.port, &format!(
+            "CREATE USER '{PROXY_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{PROXY_PASSWORD}'); \
+             GRANT ALL ON *.* TO '{PROXY_USER}'@'%'; \
+             CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));"
+        ));
+        db
+    }
+
+    /// Run SQL with the mariadb CLI on `port` as `user`; panics on failure.
+    fn sql(&self, user: &str, password: &str, port: u16, sql: &str) -> String {
+        let mut args = vec![
+            "--no-defaults".to_owned(),
+            "-N".into(),
+            "-B".into(),
+            "--skip-ssl".into(),
+            "-h127.0.0.1".into(),
+            format!("-P{port}"),
+            format!("-u{user}"),
+        ];
+        if !password.is_empty() {
+            args.push(format!("-p{password}"));
+        }
+        args.extend(["-e".to_owned(), sql.to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("mariadb", &args)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mysql_statements_carry_their_digest() {
+    let db = MariaDb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_path(&dir);
+    let ports = Ports::new();
+    let yaml = format!(
+        r#"
+admin: {{ address: "127.0.0.1:{admin}" }}
+listeners:
+  - name: db
+    address: "127.0.0.1:{listen}"
+    protocol: mysql
+    route_table: sql
+    access_log: {{ path: "{log}", format: json }}
+    mysql:
+      users:
+        - {{ username: app, password: app-pw }}
+route_tables:
+  - name: sql
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - cluster: primary
+clusters:
+  - name: primary
+    hosts: ["127.0.0.1:{db}"]
+    mysql: {{ user: {PROXY_USER}, password: {PROXY_PASSWORD} }}
+"#,
+        admin = ports.admin,
+        listen = ports.listen,
+        log = log.display(),
+        db = db.port,
+    );
+    let gw = Gateway::start(&yaml);
+    let out = db.sql(
+        "app",
+        "app-pw",
+        gw.addr().port(),
+        "INSERT INTO shop.items VALUES (7, 'secret-name'); SELECT name FROM shop.items WHERE id = 7",
+    );
+    assert_eq!(out.trim(), "secret-name");
+    let select = record(&log, "the SELECT record", |r| {
+        r["digest"].as_str().is_some_and(|d| d.contains("SELECT"))
+    });
+    let digest = select["digest"].as_str().unwrap();
+    assert!(
+        digest.contains("shop.items") && digest.contains('?'),
+        "{select}"
+    );
+    assert_eq!(select["protocol"], "mysql", "{select}");
+    assert_eq!(select["user"], "app", "{select}");
+    assert_eq!(select["packet"], "COM_QUERY", "{select}");
+    let insert = record(&log, "the INSERT record", |r| {
+        r["digest"].as_str().is_some_and(|d| d.contains("INSERT"))
+    });
+    assert!(
+        !insert.to_string().contains("secret-name"),
+        "a literal was logged: {insert}"
+    );
 }
