@@ -325,10 +325,9 @@ fn full_queue_drops_records_and_never_blocks() {
 }
 
 #[test]
-fn off_writes_nothing_and_bad_path_is_a_config_error() {
-    // A path in a folder that does not exist fails the config at load.
+fn a_queue_of_zero_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("no/such/dir/access.log");
+    let bad = dir.path().join("access.log");
     let yaml = format!(
         "listeners:\n  - name: edge\n    address: 127.0.0.1:1\n    protocols: [http1]\n    route_table: main\n    access_log: {{path: \"{}\", queue: 0}}\nroute_tables:\n  - name: main\n    virtual_hosts: []\n",
         bad.display()
@@ -505,4 +504,33 @@ clusters:
         !insert.to_string().contains("secret-name"),
         "a literal was logged: {insert}"
     );
+}
+
+#[test]
+fn reload_moves_new_connections_to_the_new_file() {
+    let p = peers();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.log");
+    let second = dir.path().join("second.log");
+    let gw = gateway(
+        &first,
+        "format: json",
+        p.web.addr(),
+        p.redis.addr(),
+        p.mqtt.addr(),
+    );
+    assert_eq!(curl(&[&gw.url("/app/hello.txt?one")]), "200");
+    record(&first, "the first record", |r| r["status"] == 200);
+    let yaml = std::fs::read_to_string(&gw.config_path)
+        .unwrap()
+        .replace(&first.display().to_string(), &second.display().to_string());
+    std::fs::write(&gw.config_path, yaml).unwrap();
+    gw.signal("HUP");
+    wait_for("the reload", WAIT, || {
+        gw.log().contains("config reloaded").then_some(())
+    });
+    assert_eq!(curl(&[&gw.url("/app/hello.txt?two")]), "200");
+    let r = record(&second, "a record in the new file", |r| r["status"] == 200);
+    assert_eq!(r["path"], "/app/hello.txt", "{r}");
+    assert_eq!(records(&first).len(), 1, "the old file got the new request");
 }

@@ -68,7 +68,6 @@ pub const FIELDS: &[&str] = &[
     "result",
     "upstream",
     "duration_ms",
-    "upstream_ms",
     "bytes_in",
     "bytes_out",
 ];

@@ -86,8 +86,6 @@ pub struct Record {
     pub outcome: Outcome,
     /// The upstream host that answered.
     pub upstream: Option<SocketAddr>,
-    /// Time spent waiting for the upstream's answer.
-    pub upstream_time: Option<Duration>,
     /// Request bytes (the declared body or payload size unless the driver
     /// counts more).
     pub bytes_in: Option<u64>,
@@ -220,7 +218,6 @@ impl AccessLog {
             grpc_status: None,
             outcome: Outcome::Ok,
             upstream: None,
-            upstream_time: None,
             bytes_in: size,
             bytes_out: None,
             packet: None,
@@ -358,7 +355,6 @@ fn value<'a>(rec: &'a Record, name: &str, time: &'a str) -> Option<Value<'a>> {
         "grpc_status" => Value::Num(rec.grpc_status?.into()),
         "result" => Value::Str(rec.outcome.name()),
         "duration_ms" => Value::Ms(rec.duration),
-        "upstream_ms" => Value::Ms(rec.upstream_time?),
         "bytes_in" => Value::Num(rec.bytes_in?),
         "bytes_out" => Value::Num(rec.bytes_out?),
         other => Value::Str(
