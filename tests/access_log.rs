@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,16 +14,12 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One listener `edge` (HTTP/1, HTTP/2, Redis, MQTT) writing its access log
-/// to `log`: `/app/...` goes to `web`, Redis to `redis`, MQTT to `mqtt`;
+/// to `log`: `/app/...` goes to `web`, `/h2up/...` to `web2` (h2c), Redis to `redis`, MQTT to `mqtt`;
 /// `/denied/...` is refused to loopback clients (`ip_access`, 403); other
 /// HTTP paths have no route (404).
-fn gateway(
-    log: &Path,
-    access: &str,
-    web: SocketAddr,
-    redis: SocketAddr,
-    mqtt: SocketAddr,
-) -> Gateway {
+fn gateway(log: &Path, access: &str, p: &Peers) -> Gateway {
+    let (web, redis, mqtt) = (p.web.addr(), p.redis.addr(), p.mqtt.addr());
+    let web2 = p.web2.addr();
     let ports = Ports::new();
     let y = format!(
         "admin:
@@ -44,9 +39,11 @@ route_tables:
           - {{match: {{protocol: redis}}, cluster: redis}}
           - {{match: {{protocol: mqtt}}, cluster: mqtt}}
           - {{match: {{path_prefix: /app/}}, cluster: web}}
+          - {{match: {{path_prefix: /h2up/}}, cluster: web2}}
           - {{match: {{path_prefix: /denied/}}, direct_response: {{status: 200, body: no}}, filters: [{{ip_access: {{deny: [127.0.0.0/8]}}}}]}}
 clusters:
   - {{name: web, hosts: [\"{web}\"], protocol: http1}}
+  - {{name: web2, hosts: [\"{web2}\"], protocol: http2}}
   - {{name: redis, hosts: [\"{redis}\"]}}
   - {{name: mqtt, hosts: [\"{mqtt}\"]}}
 ",
@@ -96,6 +93,8 @@ fn run(bin: &str, args: &[&str]) -> String {
 
 struct Peers {
     web: Nginx,
+    /// nginx over h2c.
+    web2: Nginx,
     redis: RedisServer,
     mqtt: Mosquitto,
 }
@@ -103,6 +102,7 @@ struct Peers {
 fn peers() -> Peers {
     Peers {
         web: Nginx::start(&[("app/hello.txt", b"hello access log\n")]),
+        web2: Nginx::start_h2c(&[("h2up/hello.txt", b"hello over h2c\n")], 1000),
         redis: RedisServer::start(),
         mqtt: Mosquitto::start(),
     }
@@ -117,13 +117,7 @@ fn json_records_per_protocol() {
     let p = peers();
     let dir = tempfile::tempdir().unwrap();
     let log = log_path(&dir);
-    let gw = gateway(
-        &log,
-        "format: json",
-        p.web.addr(),
-        p.redis.addr(),
-        p.mqtt.addr(),
-    );
+    let gw = gateway(&log, "format: json", &p);
     let port = gw.addr().port().to_string();
 
     // HTTP/1: proxied, then no route.
@@ -145,6 +139,14 @@ fn json_records_per_protocol() {
     assert_eq!(missing["status"], 404, "{missing}");
     assert_eq!(missing["result"], "refused", "{missing}");
     assert!(missing.get("upstream").is_none(), "{missing}");
+    // HTTP/1 to an HTTP/2 upstream.
+    assert_eq!(curl(&[&gw.url("/h2up/hello.txt")]), "200");
+    let up2 = record(&log, "the HTTP/1-to-h2 record", |r| {
+        r["path"] == "/h2up/hello.txt"
+    });
+    assert_eq!(up2["status"], 200, "{up2}");
+    assert_eq!(up2["upstream"], p.web2.addr().to_string(), "{up2}");
+    assert!(up2["bytes_out"].as_u64().unwrap() > 15, "{up2}");
     assert_eq!(curl(&[&gw.url("/denied/x")]), "403");
     let denied = record(&log, "the ip_access refusal", |r| r["path"] == "/denied/x");
     assert_eq!(denied["status"], 403, "{denied}");
@@ -215,13 +217,7 @@ fn text_format_is_readable_and_sigusr1_reopens() {
     let p = peers();
     let dir = tempfile::tempdir().unwrap();
     let log = log_path(&dir);
-    let gw = gateway(
-        &log,
-        "format: text",
-        p.web.addr(),
-        p.redis.addr(),
-        p.mqtt.addr(),
-    );
+    let gw = gateway(&log, "format: text", &p);
     assert_eq!(curl(&[&gw.url("/app/hello.txt")]), "200");
     let line = wait_for("a text line", WAIT, || {
         let text = std::fs::read_to_string(&log).ok()?;
@@ -270,13 +266,7 @@ fn full_queue_drops_records_and_never_blocks() {
     let p = peers();
     let dir = tempfile::tempdir().unwrap();
     let log = log_path(&dir);
-    let gw = gateway(
-        &log,
-        "format: json, queue: 1",
-        p.web.addr(),
-        p.redis.addr(),
-        p.mqtt.addr(),
-    );
+    let gw = gateway(&log, "format: json, queue: 1", &p);
     // 20 000 pipelined commands (16 in flight per client): far more records
     // at once than a queue of one holds.
     let port = gw.addr().port().to_string();
@@ -321,7 +311,7 @@ fn full_queue_drops_records_and_never_blocks() {
         let n = records(&log).len();
         (n as f64 + dropped >= 20000.0).then_some(n)
     });
-    assert!(written >= 1 && written < 20000, "{written} records written");
+    assert!((1..20000).contains(&written), "{written} records written");
 }
 
 #[test]
@@ -512,13 +502,7 @@ fn reload_moves_new_connections_to_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("first.log");
     let second = dir.path().join("second.log");
-    let gw = gateway(
-        &first,
-        "format: json",
-        p.web.addr(),
-        p.redis.addr(),
-        p.mqtt.addr(),
-    );
+    let gw = gateway(&first, "format: json", &p);
     assert_eq!(curl(&[&gw.url("/app/hello.txt?one")]), "200");
     record(&first, "the first record", |r| r["status"] == 200);
     let yaml = std::fs::read_to_string(&gw.config_path)
