@@ -200,7 +200,7 @@ impl AccessLog {
         client: IpAddr,
         size: Option<u64>,
     ) -> Box<Record> {
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(4);
         for (name, field) in META {
             if let Some(v) = meta.get(field) {
                 let v = v.get(..MAX_VALUE).unwrap_or(v);
@@ -340,15 +340,20 @@ impl Writer {
 /// A field's value, for formatting.
 enum Value<'a> {
     Str(&'a str),
+    /// Written as it displays (addresses: nothing to escape).
+    Addr(&'a dyn std::fmt::Display),
+    Time(SystemTime),
     Num(u64),
     Ms(Duration),
 }
 
-fn value<'a>(rec: &'a Record, name: &str, time: &'a str) -> Option<Value<'a>> {
+fn value<'a>(rec: &'a Record, name: &str) -> Option<Value<'a>> {
     Some(match name {
-        "time" => Value::Str(time),
+        "time" => Value::Time(rec.time),
         "listener" => Value::Str(&rec.log.listener),
         "protocol" => Value::Str(rec.protocol.name()),
+        "client" => Value::Addr(&rec.client),
+        "upstream" => Value::Addr(rec.upstream.as_ref()?),
         "packet" => Value::Str(rec.packet?),
         "digest" => Value::Str(rec.digest.as_deref()?),
         "status" => Value::Num(rec.status?.into()),
@@ -366,60 +371,59 @@ fn value<'a>(rec: &'a Record, name: &str, time: &'a str) -> Option<Value<'a>> {
     })
 }
 
+/// Write a value: `quote` strings (JSON), or only those a reader could
+/// not split on spaces (text).
+fn push_value(out: &mut String, v: Value<'_>, json: bool) {
+    match v {
+        Value::Str(s)
+            if json
+                || s.is_empty()
+                || s.bytes()
+                    .any(|b| b <= b' ' || b == b'"' || b == b'=' || b >= 0x7f) =>
+        {
+            push_json_str(out, s)
+        }
+        Value::Str(s) => out.push_str(s),
+        Value::Addr(a) if json => {
+            let _ = write!(out, "\"{a}\"");
+        }
+        Value::Addr(a) => {
+            let _ = write!(out, "{a}");
+        }
+        Value::Time(t) if json => {
+            out.push('"');
+            push_rfc3339(out, t);
+            out.push('"');
+        }
+        Value::Time(t) => push_rfc3339(out, t),
+        Value::Num(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Ms(d) => {
+            let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+        }
+    }
+}
+
 fn json_line(out: &mut String, rec: &Record, fields: &[&'static str]) {
-    let time = rfc3339(rec.time);
-    let mut client = String::new();
-    let mut upstream = String::new();
     out.push('{');
     let mut first = true;
     for name in fields {
-        let v = match *name {
-            "client" => {
-                let _ = write!(client, "{}", rec.client);
-                Some(Value::Str(&client))
-            }
-            "upstream" => rec.upstream.map(|u| {
-                let _ = write!(upstream, "{u}");
-                Value::Str(&upstream)
-            }),
-            _ => value(rec, name, &time),
-        };
-        let Some(v) = v else { continue };
+        let Some(v) = value(rec, name) else { continue };
         if !first {
             out.push(',');
         }
         first = false;
         let _ = write!(out, "\"{name}\":");
-        match v {
-            Value::Str(s) => push_json_str(out, s),
-            Value::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Value::Ms(d) => {
-                let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
-            }
-        }
+        push_value(out, v, true);
     }
     out.push('}');
 }
 
 fn text_line(out: &mut String, rec: &Record, fields: &[&'static str]) {
-    let time = rfc3339(rec.time);
     let mut first = true;
     for name in fields {
-        let mut tmp = String::new();
-        let v = match *name {
-            "client" => {
-                let _ = write!(tmp, "{}", rec.client);
-                Some(Value::Str(&tmp))
-            }
-            "upstream" => rec.upstream.map(|u| {
-                let _ = write!(tmp, "{u}");
-                Value::Str(&tmp)
-            }),
-            _ => value(rec, name, &time),
-        };
-        let Some(v) = v else { continue };
+        let Some(v) = value(rec, name) else { continue };
         if !first {
             out.push(' ');
         }
@@ -427,46 +431,43 @@ fn text_line(out: &mut String, rec: &Record, fields: &[&'static str]) {
         if *name != "time" {
             let _ = write!(out, "{name}=");
         }
-        match v {
-            Value::Str(s)
-                if s.is_empty()
-                    || s.bytes()
-                        .any(|b| b <= b' ' || b == b'"' || b == b'=' || b >= 0x7f) =>
-            {
-                push_json_str(out, s)
-            }
-            Value::Str(s) => out.push_str(s),
-            Value::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Value::Ms(d) => {
-                let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
-            }
-        }
+        push_value(out, v, false);
     }
 }
 
 fn push_json_str(out: &mut String, s: &str) {
-    match serde_json::to_string(s) {
-        Ok(q) => out.push_str(&q),
-        Err(_) => out.push_str("\"\""),
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
+    out.push('"');
 }
 
 /// `2026-12-04T17:30:00.123Z`.
-fn rfc3339(t: SystemTime) -> String {
+fn push_rfc3339(out: &mut String, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
         d.subsec_millis()
-    )
+    );
 }
 
 /// Howard Hinnant's days-to-civil (proleptic Gregorian).
@@ -493,6 +494,14 @@ mod tests {
         assert_eq!(civil_from_days(20_791), (2026, 12, 4));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let t = UNIX_EPOCH + Duration::from_millis(1_796_405_400_123);
-        assert_eq!(rfc3339(t), "2026-12-04T17:30:00.123Z");
+        let mut s = String::new();
+        push_rfc3339(&mut s, t);
+        assert_eq!(s, "2026-12-04T17:30:00.123Z");
+        let mut s = String::new();
+        push_json_str(&mut s, "a\"b\\c\n\u{1}é");
+        assert_eq!(
+            serde_json::from_str::<String>(&s).ok().as_deref(),
+            Some("a\"b\\c\n\u{1}é")
+        );
     }
 }
