@@ -1,6 +1,7 @@
 //! Access logs (`listeners[].access_log`): real clients (curl over HTTP/1
-//! and HTTP/2, redis-cli, mosquitto_pub, the mariadb CLI) through the
-//! gateway to real servers, and the lines the gateway writes for them.
+//! and HTTP/2, redis-cli, redis-benchmark, mosquitto_pub, the mariadb CLI,
+//! ffprobe over RTSP) through the gateway to real servers, and the lines
+//! the gateway writes for them.
 
 mod common;
 
@@ -517,4 +518,100 @@ fn reload_moves_new_connections_to_the_new_file() {
     let r = record(&second, "a record in the new file", |r| r["status"] == 200);
     assert_eq!(r["path"], "/app/hello.txt", "{r}");
     assert_eq!(records(&first).len(), 1, "the old file got the new request");
+}
+
+/// A private GStreamer RTSP server (tests/peers/rtsp_server.py, as
+/// tests/rtsp.rs runs it) serving `/cam`; killed on drop.
+struct RtspServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RtspServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtsp_server.py");
+        let log = dir.path().join("rtsp_server.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg("/cam")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn the RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)");
+        let mut server = RtspServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for("the RTSP server to listen", WAIT, || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "the RTSP server exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let ready = std::fs::read_to_string(&log).unwrap_or_default();
+            (ready.contains("ready") && std::net::TcpStream::connect(local(port)).is_ok())
+                .then_some(())
+        });
+        server
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rtsp_requests_carry_method_path_and_status() {
+    let server = RtspServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_path(&dir);
+    let ports = Ports::new();
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:{admin}\nlisteners:\n  - name: media\n    address: 127.0.0.1:{listen}\n    protocols: [rtsp]\n    route_table: main\n    access_log: {{path: \"{log}\", format: json}}\nroute_tables:\n  - name: main\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - {{match: {{protocol: rtsp}}, cluster: cams}}\nclusters:\n  - {{name: cams, hosts: [\"127.0.0.1:{cam}\"]}}\n",
+        admin = ports.admin,
+        listen = ports.listen,
+        log = log.display(),
+        cam = server.port,
+    );
+    let gw = Gateway::start(&yaml);
+    let url = format!("rtsp://{}/cam", gw.addr());
+    let out = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    );
+    assert!(out.contains("video"), "ffprobe through the gateway: {out}");
+    for method in ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"] {
+        let r = record(&log, &format!("the RTSP {method} record"), |r| {
+            r["protocol"] == "rtsp" && r["method"] == method
+        });
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["upstream"], format!("127.0.0.1:{}", server.port), "{r}");
+        assert!(
+            r["path"].as_str().is_some_and(|p| p.starts_with("/cam")),
+            "{r}"
+        );
+    }
 }
