@@ -65,6 +65,8 @@ pub struct ListenerRuntime {
     pub mirrors: Arc<crate::proxy::mirror::Mirrors>,
     /// The listener's access log, when it has one.
     pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+    /// The PROXY protocol header accepted before TLS and detection.
+    pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
 }
 
 impl ListenerRuntime {
@@ -84,6 +86,8 @@ pub struct Snapshot {
     pub config: Config,
     pub listeners: HashMap<String, Arc<ListenerRuntime>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// The bearer token admin requests must carry (`admin.token`/`token_file`).
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -107,6 +111,13 @@ impl Snapshot {
             .collect();
         let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
         let mut problems = Vec::new();
+        let admin_token = config
+            .admin
+            .resolve_token(base)
+            .map_err(|p| problems.push(p))
+            .ok()
+            .flatten()
+            .map(Arc::from);
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let Some(routes) = tables.get(&l.route_table.value).cloned() else {
@@ -203,6 +214,10 @@ impl Snapshot {
                     &format!("listener:{}", l.name.value),
                 ),
                 mirrors: mirrors.clone(),
+                proxy_protocol: l
+                    .proxy_protocol
+                    .as_ref()
+                    .map(crate::net::proxy_protocol::Accept::new),
                 metrics: protocols
                     .iter()
                     .copied()
@@ -232,6 +247,7 @@ impl Snapshot {
             config,
             listeners,
             clusters,
+            admin_token,
         })
     }
 }
@@ -274,6 +290,16 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     let file = path.display().to_string();
     let config = config::load_file(path)?;
     check_served(&config, &file)?;
+    for w in config::lint::warnings(&config) {
+        tracing::warn!(
+            "{file}:{}:{}: {}: {} ({})",
+            w.line,
+            w.column,
+            w.field,
+            w.message,
+            w.hint.unwrap_or_default()
+        );
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     Snapshot::build(config, base, &file)
 }
@@ -320,6 +346,19 @@ impl Gateway {
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
+
+    /// [`Gateway::reload`], logged and counted in
+    /// `switchyard_config_reloads_total{result}` (SIGHUP and admin `POST /reload`).
+    pub fn reload_counted(&self) -> Result<(), ConfigError> {
+        let result = self.reload();
+        match &result {
+            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
+        }
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("switchyard_config_reloads_total", "result" => outcome).increment(1);
+        result
+    }
 }
 
 /// Run the gateway on `path` until SIGTERM/SIGINT, then drain.
@@ -340,7 +379,7 @@ pub async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let drain_timeout = config.drain_timeout.get();
-    let admin_addr = config.admin.address;
+    let admin_addr = config.admin.addr();
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = crate::net::bind(l.address.value, l.backlog).map_err(|e| {
@@ -417,18 +456,20 @@ async fn wait_for_shutdown(gateway: &Gateway) {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };
+    // The admin's `POST /drain` sets the drain flag: drain as on SIGTERM.
+    let mut drain = gateway.drain.subscribe();
     loop {
         tokio::select! {
-            _ = hup.recv() => match gateway.reload() {
-                Ok(()) => tracing::info!(file = %gateway.config_path.display(), "config reloaded"),
-                Err(e) => tracing::error!("config reload rejected, keeping the running config:\n{e}"),
-            },
+            _ = hup.recv() => {
+                let _ = gateway.reload_counted();
+            }
             _ = usr1.recv() => {
                 crate::observe::access_log::reopen();
                 tracing::info!("access logs reopened");
             }
             _ = term.recv() => return,
             _ = int.recv() => return,
+            _ = drain.wait_for(|d| *d) => return,
         }
     }
 }

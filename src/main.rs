@@ -37,8 +37,19 @@ fn main() -> ExitCode {
     });
     match command {
         Command::Check { config } => match switchyard::gateway::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
+            Ok(snapshot) => {
+                let file = config.display();
+                for w in switchyard::config::lint::warnings(&snapshot.config) {
+                    eprintln!(
+                        "{file}:{}:{}: {}: warning: {} ({})",
+                        w.line,
+                        w.column,
+                        w.field,
+                        w.message,
+                        w.hint.unwrap_or_default()
+                    );
+                }
+                println!("{file}: ok");
                 ExitCode::SUCCESS
             }
             Err(e) => {

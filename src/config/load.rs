@@ -169,6 +169,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ),
         });
     }
+    validate_admin(&mut c, &config.admin);
     c.unique("listeners", config.listeners.iter().map(|l| &l.name));
     c.unique("route_tables", config.route_tables.iter().map(|t| &t.name));
     c.unique("clusters", config.clusters.iter().map(|c| &c.name));
@@ -302,6 +303,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 Some("use 1..=1048576; 8192 is plenty for every protocol"),
             );
         }
+    }
+
+    for i in super::proxy_protocol::validate(config) {
+        c.at(i.at, i.field, i.message, Some(&i.hint));
     }
 
     for t in &config.route_tables {
@@ -565,6 +570,43 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
 /// A route's `subset`, `subset_from_header` and `subset_fallback`: they need a
 /// single `cluster`, and some host of it must carry the labels named.
+/// The admin server may leave loopback only behind a bearer token.
+fn validate_admin(c: &mut Checker, admin: &super::Admin) {
+    if let (Some(t), Some(_)) = (&admin.token, &admin.token_file) {
+        c.at(
+            t.referenced,
+            "admin.token".into(),
+            "both `token` and `token_file` are set".into(),
+            Some("keep one of them"),
+        );
+    }
+    if let Some(t) = &admin.token
+        && t.value.trim().len() < 16
+    {
+        c.at(
+            t.referenced,
+            "admin.token".into(),
+            "the token is shorter than 16 characters".into(),
+            Some("use a long random token, e.g. `openssl rand -hex 32`"),
+        );
+    }
+    let Some(addr) = admin.address.value else {
+        return;
+    };
+    if !addr.ip().is_loopback() && admin.token.is_none() && admin.token_file.is_none() {
+        c.at(
+            admin.address.referenced,
+            "admin.address".into(),
+            format!(
+                "the admin server on {addr} is reachable off this machine, and it has no token"
+            ),
+            Some(
+                "set `admin.token` or `admin.token_file` (requests then need `Authorization: Bearer <token>`), or bind it to 127.0.0.1",
+            ),
+        );
+    }
+}
+
 fn validate_subset(
     config: &Config,
     c: &mut Checker,
@@ -1400,7 +1442,37 @@ clusters:
         assert_eq!(c.listeners[0].enabled_protocols().len(), 2);
         assert_eq!(c.clusters[0].hosts[1].value.weight(), 3);
         assert_eq!(c.listeners[0].detect.max_bytes, 8192);
-        assert_eq!(c.admin.address.unwrap().port(), 9901);
+        assert_eq!(c.admin.addr().unwrap().port(), 9901);
+        // The admin server stays on this machine unless told otherwise.
+        assert!(c.admin.addr().unwrap().ip().is_loopback());
+        assert!(c.admin.token.is_none() && c.admin.token_file.is_none());
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let open = format!("admin:\n  address: 0.0.0.0:9901\n{GOOD}");
+        let text = load_str(&open, "open.yaml").unwrap_err().to_string();
+        assert!(
+            text.starts_with("open.yaml:2:12: admin.address: the admin server on 0.0.0.0:9901"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set `admin.token` or `admin.token_file`"),
+            "{text}"
+        );
+        let tokened =
+            format!("admin:\n  address: 0.0.0.0:9901\n  token: 0123456789abcdef0123\n{GOOD}");
+        let c = load_str(&tokened, "t.yaml").unwrap();
+        assert_eq!(c.admin.token.unwrap().value, "0123456789abcdef0123");
+        let short = format!("admin:\n  address: 0.0.0.0:9901\n  token: abc\n{GOOD}");
+        let text = load_str(&short, "s.yaml").unwrap_err().to_string();
+        assert!(text.contains("admin.token: the token is shorter"), "{text}");
+        let filed = format!("admin:\n  address: \"[::]:9901\"\n  token_file: tok\n{GOOD}");
+        assert!(load_str(&filed, "f.yaml").is_ok());
+        let off = format!("admin:\n  address: null\n{GOOD}");
+        assert_eq!(load_str(&off, "o.yaml").unwrap().admin.addr(), None);
+        let lo = format!("admin:\n  address: 127.0.0.1:9999\n{GOOD}");
+        assert!(load_str(&lo, "l.yaml").is_ok());
     }
 
     #[test]

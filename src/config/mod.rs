@@ -8,7 +8,9 @@ pub mod access_log;
 mod duration;
 pub mod filters;
 pub mod health;
+pub mod lint;
 mod load;
+pub mod proxy_protocol;
 pub mod redis;
 
 pub use duration::Duration;
@@ -124,14 +126,63 @@ impl Serialize for ProtocolName {
 pub struct Admin {
     /// Address to serve on; keep it on loopback. `null` disables the admin server.
     #[serde(default = "defaults::admin_address")]
-    pub address: Option<SocketAddr>,
+    pub address: Spanned<Option<SocketAddr>>,
+    /// The bearer token every admin request must carry
+    /// (`Authorization: Bearer <token>`); required off loopback.
+    #[serde(default)]
+    pub token: Option<Spanned<String>>,
+    /// A file holding the token (trailing whitespace ignored), instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             address: defaults::admin_address(),
+            token: None,
+            token_file: None,
         }
+    }
+}
+
+impl Admin {
+    /// The address the admin server binds (`None`: off).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.address.value
+    }
+
+    /// The token requests must carry, read from `token` or from `token_file`
+    /// (relative to `base`, the config file's folder). `None`: no token.
+    pub fn resolve_token(&self, base: &std::path::Path) -> Result<Option<String>, Problem> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.value.clone()));
+        }
+        let Some(f) = &self.token_file else {
+            return Ok(None);
+        };
+        let path = base.join(&f.value);
+        let problem = |message: String, hint: &str| Problem {
+            line: f.referenced.line(),
+            column: f.referenced.column(),
+            field: "admin.token_file".into(),
+            message,
+            hint: Some(hint.into()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            problem(
+                format!("cannot read {}: {e}", path.display()),
+                "give a readable file holding the token (relative paths are from the config file's folder)",
+            )
+        })?;
+        let token = text.trim_end_matches(['\r', '\n', ' ', '\t']).to_owned();
+        if token.is_empty() {
+            return Err(problem(
+                format!("{} is empty", path.display()),
+                "write the token (at least 16 characters) into the file",
+            ));
+        }
+        Ok(Some(token))
     }
 }
 
@@ -199,6 +250,10 @@ pub struct Listener {
     /// (`path`, `format`, `queue`, `fields`).
     #[serde(default)]
     pub access_log: Option<access_log::AccessLog>,
+    /// Accept a PROXY protocol header (v1/v2) from the proxies in front:
+    /// its source address is then the client's address everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<proxy_protocol::Accept>,
 }
 
 /// TLS termination settings.
@@ -954,6 +1009,11 @@ pub struct Cluster {
     /// locally with the protocol's "unavailable" answer.
     #[serde(default)]
     pub circuit_breakers: Option<CircuitBreakers>,
+    /// Send a PROXY protocol header (`v1` or `v2`) with the downstream
+    /// client's address first on each new connection to a host (clusters of
+    /// TCP passthrough, MQTT and RTSP only: see docs/config.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<proxy_protocol::Send>,
 }
 
 /// A cluster's circuit breakers (`circuit_breakers:`).
@@ -1252,8 +1312,12 @@ mod defaults {
     use super::Duration;
     use std::net::SocketAddr;
 
-    pub fn admin_address() -> Option<SocketAddr> {
-        Some(SocketAddr::from(([127, 0, 0, 1], 9901)))
+    pub fn admin_address() -> serde_saphyr::Spanned<Option<SocketAddr>> {
+        serde_saphyr::Spanned::new(
+            Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        )
     }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(10)

@@ -4,6 +4,7 @@
 pub mod deadline;
 pub mod memory;
 pub mod overload;
+pub mod proxy_protocol;
 pub mod stream;
 pub mod tls;
 
@@ -90,6 +91,18 @@ async fn handle(
     drain: tokio::sync::watch::Receiver<bool>,
     admission: &overload::Admission,
 ) {
+    let mut stream = stream;
+    let (mut client, mut destination) = (peer, None);
+    if let Some(settings) = &listener.proxy_protocol {
+        let real = proxy_protocol::Endpoints {
+            client: peer,
+            destination: stream.local_addr().unwrap_or(peer),
+        };
+        match proxy_protocol::accept(&mut stream, real, settings, &listener.name).await {
+            Some(ends) => (client, destination) = (ends.client, Some(ends.destination)),
+            None => return,
+        }
+    }
     let mut buf = BytesMut::new();
     let mut stream = Stream::Tcp(stream);
     // Server-first protocols (MySQL) upgrade to TLS inside their own handshake.
@@ -155,7 +168,9 @@ async fn handle(
         listener: listener.clone(),
         metrics,
         drain,
-        client: peer.ip(),
+        client: client.ip(),
+        source: client,
+        destination,
         overload: admission.overload().clone(),
     };
     // Each driver's future is boxed, allocated once detection chose it: the

@@ -85,6 +85,15 @@ impl Stream {
         }
     }
 
+    /// The local address of the underlying TCP connection.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Ws(ws) => ws.get_ref().local_addr(),
+        }
+    }
+
     /// The TLS client certificate's subject common name, if the client sent one.
     pub fn peer_common_name(&self) -> Option<String> {
         let s = match self {

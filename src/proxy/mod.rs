@@ -37,8 +37,13 @@ pub struct Conn {
     pub metrics: ConnMetrics,
     /// Becomes `true` when the gateway starts draining.
     pub drain: watch::Receiver<bool>,
-    /// The client's address.
+    /// The client's address (from the PROXY header on listeners that accept one).
     pub client: IpAddr,
+    /// The client's address and port (as `client`).
+    pub source: std::net::SocketAddr,
+    /// The address the client connected to, when a PROXY header named it
+    /// (`None`: the downstream socket's local address).
+    pub destination: Option<std::net::SocketAddr>,
     /// The gateway's overload state: past its request threshold, every new
     /// request is answered "busy".
     pub overload: Arc<Overload>,
@@ -57,7 +62,22 @@ impl Conn {
             metrics: self.listener.metrics_for(Some(protocol)),
             drain: self.drain.clone(),
             client: self.client,
+            source: self.source,
+            destination: self.destination,
             overload: self.overload.clone(),
+        }
+    }
+
+    /// The endpoints a PROXY header sent upstream names: the client, and
+    /// where it connected (`local`, the downstream socket's local address,
+    /// unless a header said).
+    pub fn endpoints(
+        &self,
+        local: Option<std::net::SocketAddr>,
+    ) -> crate::net::proxy_protocol::Endpoints {
+        crate::net::proxy_protocol::Endpoints {
+            client: self.source,
+            destination: self.destination.or(local).unwrap_or(self.source),
         }
     }
 

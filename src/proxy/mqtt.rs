@@ -187,9 +187,16 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
     };
     let mut bound = None;
     for host in cluster.hosts_for(&first) {
-        let Ok(broker) = cluster.connect(host).await else {
+        let Ok(mut broker) = cluster.connect(host).await else {
             continue;
         };
+        let ends = conn.endpoints(client.local_addr());
+        if crate::upstream::send_proxy_header(&mut broker, &cluster, ends)
+            .await
+            .is_err()
+        {
+            continue;
+        }
         // The slot under `max_connections` lives as long as the session.
         let (broker, slot) = broker.into_parts();
         let mut broker = Stream::Tcp(broker);

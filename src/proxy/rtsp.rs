@@ -553,7 +553,14 @@ impl Proxy {
         let mut refused = 502;
         for host in cluster.hosts_for(req) {
             match cluster.connect(host).await {
-                Ok(tcp) => {
+                Ok(mut tcp) => {
+                    let ends = self.conn.endpoints(self.local);
+                    if crate::upstream::send_proxy_header(&mut tcp, &cluster, ends)
+                        .await
+                        .is_err()
+                    {
+                        continue;
+                    }
                     connected = Some((host, tcp));
                     break;
                 }

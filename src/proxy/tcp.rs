@@ -24,7 +24,12 @@ pub async fn serve(
             return;
         }
     };
-    if up.write_all(&prefix).await.is_err() {
+    let ends = conn.endpoints(down.local_addr());
+    if crate::upstream::send_proxy_header(&mut up, cluster, ends)
+        .await
+        .is_err()
+        || up.write_all(&prefix).await.is_err()
+    {
         conn.metrics.observe(started.elapsed(), true);
         return;
     }

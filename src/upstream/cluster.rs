@@ -146,6 +146,9 @@ pub struct HostReport {
 #[must_use = "the request counts as in flight only while the guard lives"]
 pub struct InFlight {
     host: Option<Arc<Host>>,
+    /// The cluster's request count and latency, recorded when it drops.
+    stats: Arc<crate::observe::ClusterMetrics>,
+    started: Instant,
 }
 
 impl Drop for InFlight {
@@ -153,6 +156,7 @@ impl Drop for InFlight {
         if let Some(h) = &self.host {
             h.active.fetch_sub(1, Ordering::Relaxed);
         }
+        self.stats.observe(1, self.started.elapsed());
     }
 }
 
@@ -253,6 +257,8 @@ pub struct Cluster {
     pub redis: Option<RedisBackend>,
     connect_failures: Counter,
     connects: Counter,
+    /// Requests sent to the cluster and their latency (shared with subset views).
+    pub stats: Arc<crate::observe::ClusterMetrics>,
     /// MySQL backend credentials and limits (clusters MySQL sessions use).
     pub mysql: Option<config::MysqlBackend>,
     /// Health checks and outlier detection (shared with subset views).
@@ -321,6 +327,7 @@ impl Cluster {
         view.health = self.health.clone();
         view.breaker = self.breaker.clone();
         view.retry_budget = self.retry_budget.clone();
+        view.stats = self.stats.clone();
         view
     }
 
@@ -393,6 +400,7 @@ impl Cluster {
             connect_failures: metrics::counter!("switchyard_upstream_connect_failures_total", "cluster" => name.clone()),
             shared: std::sync::Mutex::new(std::collections::HashMap::new()),
             connects: metrics::counter!("switchyard_upstream_connections_total", "cluster" => name.clone()),
+            stats: Arc::new(crate::observe::ClusterMetrics::new(&name)),
             mysql: c.mysql.clone(),
             health: Arc::new(super::health::ClusterHealth::new(c)),
             breaker: c
@@ -568,13 +576,18 @@ impl Cluster {
     }
 
     /// Count a request in flight to host `i` until the guard drops (what
-    /// `least_request` balances on). Drivers call it where a request is sent.
+    /// `least_request` balances on). Drivers call it where a request is sent;
+    /// when it drops, the request counts in the cluster's `stats`.
     pub fn begin(&self, i: usize) -> InFlight {
         let host = self.hosts.get(i).cloned();
         if let Some(h) = &host {
             h.active.fetch_add(1, Ordering::Relaxed);
         }
-        InFlight { host }
+        InFlight {
+            host,
+            stats: self.stats.clone(),
+            started: Instant::now(),
+        }
     }
 
     /// Carry host state over a config reload: hosts kept keep their slow
@@ -593,6 +606,12 @@ impl Cluster {
                 None => {}
             }
         }
+    }
+
+    /// The PROXY protocol header version sent first on each new connection
+    /// (`clusters[].proxy_protocol`; `None`: none).
+    pub fn proxy_protocol(&self) -> Option<config::proxy_protocol::Send> {
+        self.source.proxy_protocol
     }
 
     /// Open a new connection to host `i`, within `connect_timeout`, under

@@ -110,6 +110,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 }
 
+/// Write `cluster`'s PROXY protocol header naming `ends` on the new
+/// connection `up`, when the cluster sends one (`clusters[].proxy_protocol`;
+/// only per-connection drivers call this: see docs/config.md).
+pub async fn send_proxy_header<W: AsyncWrite + Unpin>(
+    up: &mut W,
+    cluster: &super::Cluster,
+    ends: crate::net::proxy_protocol::Endpoints,
+) -> Result<(), Error> {
+    let Some(version) = cluster.proxy_protocol() else {
+        return Ok(());
+    };
+    crate::net::proxy_protocol::send(up, version, ends)
+        .await
+        .map_err(|e| {
+            Error::upstream(
+                ErrorKind::ConnectFailed,
+                format!("cannot send the PROXY header (cluster {})", cluster.name),
+            )
+            .with_source(e)
+        })
+}
+
 /// A cluster's `max_connections` and `max_pending` breakers (shared by the
 /// cluster and its subset views).
 pub struct ConnLimit {

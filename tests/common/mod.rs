@@ -94,6 +94,8 @@ fn package_of(bin: &str) -> &'static str {
         "haproxy" => "haproxy",
         "nutcracker" => "nutcracker",
         "ss" => "iproute2",
+        "chromium" => "chromium",
+        "chromedriver" => "chromium-driver",
         _ => "(unknown)",
     }
 }
@@ -400,7 +402,12 @@ impl Nginx {
 
     /// `listen` gets `listen_opts` after the address; `extra` goes into
     /// `http {}`, `location` into `location / {}`.
-    fn start_with(files: &[(&str, &[u8])], listen_opts: &str, extra: &str, location: &str) -> Self {
+    pub fn start_with(
+        files: &[(&str, &[u8])],
+        listen_opts: &str,
+        extra: &str,
+        location: &str,
+    ) -> Self {
         let bin = require("nginx");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -645,7 +652,7 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("the test config does not load:\n{e}\n---\n{yaml}"));
         let admin = config
             .admin
-            .address
+            .addr()
             .expect("the test config must set admin.address");
         assert!(
             admin.port() != 9901,

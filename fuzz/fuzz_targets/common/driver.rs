@@ -109,6 +109,8 @@ impl Harness {
                 metrics: self.listener.metrics_for(self.listener.protocols.first().copied()),
                 drain: self.drain.clone(),
                 client: std::net::Ipv4Addr::LOCALHOST.into(),
+                source: (std::net::Ipv4Addr::LOCALHOST, 40000).into(),
+                destination: None,
                 overload: switchyard::net::overload::Overload::new(&Default::default()),
             };
             let driver = tokio::spawn(serve(Stream::Tcp(server), BytesMut::new(), conn));

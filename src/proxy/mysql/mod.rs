@@ -300,12 +300,9 @@ fn access_denied(user: &[u8], peer: &str, with_password: bool) -> ErrPacket {
 }
 
 fn peer_host(client: &Client) -> String {
-    let addr = match &client.stream {
-        Stream::Tcp(s) => s.peer_addr().ok(),
-        Stream::Tls(s) => s.get_ref().0.peer_addr().ok(),
-        Stream::Ws(_) => None,
-    };
-    addr.map_or_else(|| "unknown".into(), |a| a.ip().to_string())
+    // The client's address as the gateway knows it (the PROXY header's
+    // source on listeners that accept one), not necessarily the socket's peer.
+    client.conn.client.to_string()
 }
 
 /// The connection phase: greeting, optional TLS, login check, routing and a

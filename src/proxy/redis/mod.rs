@@ -37,7 +37,7 @@ use tokio::time::Instant as Deadline;
 use super::{Conn, drained, read_more};
 use crate::error::{Error, ErrorKind};
 use crate::filters::chain::Permit;
-use crate::observe::ConnMetrics;
+use crate::observe::{ClusterMetrics, ConnMetrics};
 use crate::router::Action;
 use crate::stream::pipeline::{self, Pipeline, ReplyReader};
 use crate::stream::session::splice;
@@ -60,6 +60,7 @@ enum Slot {
         deadline: Deadline,
         started: Instant,
         exec: Option<Box<ExecPlan>>,
+        stats: Arc<ClusterMetrics>,
     },
     /// The replies to `count` commands sent as one batch on a connection
     /// shared with other sessions ([`shared`]).
@@ -70,6 +71,7 @@ enum Slot {
         count: usize,
         deadline: Deadline,
         started: Instant,
+        stats: Arc<ClusterMetrics>,
     },
     /// The replies of a sharded run of commands: one batch per shard, put
     /// back in the client's order by the plan.
@@ -97,6 +99,7 @@ struct FanoutSlot {
     deadline: Deadline,
     started: Instant,
     limits: redis::Limits,
+    stats: Arc<ClusterMetrics>,
 }
 
 /// The upstream connections of one client session.
@@ -472,6 +475,7 @@ impl Session {
                         count,
                         deadline: Deadline::now() + timeout,
                         started,
+                        stats: cluster.stats.clone(),
                     },
                     Err(e) => {
                         tracing::debug!(error = %e, "redis: no shared upstream");
@@ -496,6 +500,7 @@ impl Session {
                             deadline: Deadline::now() + timeout,
                             started,
                             exec,
+                            stats: cluster.stats.clone(),
                         }
                     }
                     Err(e) => {
@@ -546,6 +551,7 @@ impl Session {
                     deadline: Deadline::now() + timeout,
                     started,
                     limits: self.limits,
+                    stats: cluster.stats.clone(),
                 }))
             }
         };
@@ -1236,6 +1242,7 @@ async fn write_replies(
                 deadline,
                 started,
                 exec,
+                stats,
             } => {
                 let client = (&mut wr, &mut out, &metrics);
                 let mut result = await_replies(&mut readers, conn, count, deadline, client).await;
@@ -1248,6 +1255,7 @@ async fn write_replies(
                     }
                 }
                 let took = started.elapsed();
+                stats.observe(count as u64, took);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
                     Ok(replies) => {
@@ -1269,6 +1277,7 @@ async fn write_replies(
                 count,
                 deadline,
                 started,
+                stats,
             } => {
                 let result = match replies.try_recv() {
                     Ok(r) => r,
@@ -1289,6 +1298,7 @@ async fn write_replies(
                         }
                     }
                 };
+                stats.observe(count as u64, started.elapsed());
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
                     Ok(replies) => {
@@ -1312,6 +1322,7 @@ async fn write_replies(
                     deadline,
                     started,
                     limits,
+                    stats,
                 } = *f;
                 let mut replies = Vec::with_capacity(parts.len());
                 for part in parts {
@@ -1324,6 +1335,7 @@ async fn write_replies(
                     };
                     replies.push(result.map(std::collections::VecDeque::from));
                 }
+                stats.observe(count as u64, started.elapsed());
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 let failed = if muted {
                     write_plan(&mut BytesMut::new(), plan, &mut replies, limits)
