@@ -63,6 +63,8 @@ pub struct ListenerRuntime {
     pub filters: crate::filters::chain::FilterChain,
     /// Where `mirror` filters send copies (shared by the snapshot's listeners).
     pub mirrors: Arc<crate::proxy::mirror::Mirrors>,
+    /// The listener's access log, when it has one.
+    pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     /// The PROXY protocol header accepted before TLS and detection.
     pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
 }
@@ -158,7 +160,29 @@ impl Snapshot {
             } else {
                 None
             };
+            let access_log = match &l.access_log {
+                Some(log) => {
+                    match crate::observe::access_log::AccessLog::new(&l.name.value, log, base) {
+                        Ok(a) => Some(a),
+                        Err(message) => {
+                            problems.push(config::Problem {
+                                line: log.path.referenced.line(),
+                                column: log.path.referenced.column(),
+                                field: format!("listeners[{}].access_log.path", l.name.value),
+                                message,
+                                hint: Some(
+                                    "give a writable file path (its folder must exist), or `stdout`"
+                                        .into(),
+                                ),
+                            });
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
             let runtime = ListenerRuntime {
+                access_log,
                 mysql,
                 name: l.name.value.clone(),
                 tls,
@@ -674,10 +698,11 @@ pub async fn run_with(
 #[cfg(unix)]
 async fn wait_for_shutdown(gateway: &Gateway) -> bool {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
@@ -687,6 +712,10 @@ async fn wait_for_shutdown(gateway: &Gateway) -> bool {
     loop {
         tokio::select! {
             _ = hup.recv() => gateway.reload_and_log("SIGHUP"),
+            _ = usr1.recv() => {
+                crate::observe::access_log::reopen();
+                tracing::info!("access logs reopened");
+            }
             () = gateway.upgraded.notified() => return true,
             _ = term.recv() => return false,
             _ = int.recv() => return false,

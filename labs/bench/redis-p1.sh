@@ -16,18 +16,13 @@ SHARED=${SHARED:-1}
 TESTS=${TESTS:-get,set}
 PIPELINE=${PIPELINE:-1}
 SY=${SWITCHYARD_BIN:?set SWITCHYARD_BIN to a release switchyard binary}
-PATH=$PATH:/usr/sbin
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+LAB=redis-p1
+# shellcheck source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+need redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools nutcracker:nutcracker bc:bc
+lab_tmp
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P_REDIS=$(port); P_NUT=$(port); P_NUT_STATS=$(port); P_SY0=$(port); P_SY1=$(port); P_A0=$(port); P_A1=$(port)
+read -r P_REDIS P_NUT P_NUT_STATS P_SY0 P_SY1 P_A0 P_A1 < <(free_ports 7)
 
 sy_config() { # listen admin shared
     cat <<EOF
@@ -57,25 +52,21 @@ bench:
     - 127.0.0.1:$P_REDIS:1
 EOF
 
-redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no >"$TMP/redis.log" 2>&1 &
-PIDS+=($!)
-nutcracker -c "$TMP/nut.yml" -s "$P_NUT_STATS" -o "$TMP/nut.log" &
-PID_NUT=$!; PIDS+=($PID_NUT)
-"$SY" run -c "$TMP/sy0.yaml" >"$TMP/sy0.log" 2>&1 &
-PID_SY0=$!; PIDS+=($PID_SY0)
-"$SY" run -c "$TMP/sy1.yaml" >"$TMP/sy1.log" 2>&1 &
-PID_SY1=$!; PIDS+=($PID_SY1)
-for p in $P_REDIS $P_NUT $P_SY0 $P_SY1; do
-    for _ in $(seq 50); do [[ $(redis-cli -p "$p" ping 2>/dev/null) == PONG ]] && break; sleep 0.2; done
-done
+start redis redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no
+start twemproxy nutcracker -c "$TMP/nut.yml" -s "$P_NUT_STATS" -o "$TMP/nut.log"
+start switchyard-own "$SY" run -c "$TMP/sy0.yaml"
+start switchyard-shared "$SY" run -c "$TMP/sy1.yaml"
+PID_NUT=$(pid_of twemproxy); PID_SY0=$(pid_of switchyard-own); PID_SY1=$(pid_of switchyard-shared)
+wait_until redis 10 redis_ping "$P_REDIS"
+wait_until twemproxy 10 redis_ping "$P_NUT"
+wait_until switchyard-own 20 redis_ping "$P_SY0"
+wait_until switchyard-shared 20 redis_ping "$P_SY1"
 
-cpu() { # pid -> CPU seconds (utime + stime)
-    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
-}
+cpu() { cpu_s "$1"; } # pid -> CPU seconds (utime + stime), labs/bench/lib.sh
 declare -A PID=([direct]=0 [switchyard-own]=$PID_SY0 [switchyard-shared]=$PID_SY1 [twemproxy]=$PID_NUT)
 declare -A PORT=([direct]=$P_REDIS [switchyard-own]=$P_SY0 [switchyard-shared]=$P_SY1 [twemproxy]=$P_NUT)
 ORDER=(direct switchyard-own switchyard-shared twemproxy)
-PID_REDIS=${PIDS[0]}
+PID_REDIS=$(pid_of redis)
 
 echo -e "round\ttarget\ttest\treq_per_s\tproxy_cpu_us_per_req\tredis_cpu_us_per_req"
 for r in $(seq "$ROUNDS"); do

@@ -221,6 +221,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             .map(|p| p.value.0)
             .collect();
         validate_filters(&mut c, &l.filters, &field("filters"), &clusters, &serves);
+        if let Some(log) = &l.access_log {
+            validate_access_log(&mut c, log, &field("access_log"));
+        }
         if !addresses.insert(l.address.value) {
             c.at(
                 l.address.referenced,
@@ -782,6 +785,38 @@ fn validate_retry(c: &mut Checker, retry: &Spanned<super::RetryPolicy>, field: &
 /// Values of stream filters that parse but cannot work; `clusters`: the
 /// defined cluster names; `serves`: the protocols of the listener or route
 /// (empty: any).
+fn validate_access_log(c: &mut Checker, log: &super::access_log::AccessLog, field: &str) {
+    if log.path.value.is_empty() {
+        c.at(
+            log.path.referenced,
+            format!("{field}.path"),
+            "the access log path is empty".into(),
+            Some("give a file path, or `stdout`"),
+        );
+    }
+    if log.queue.value == 0 {
+        c.at(
+            log.queue.referenced,
+            format!("{field}.queue"),
+            "a queue of 0 records drops every record".into(),
+            Some("give the most records waiting for the writer, at least 1 (default 8192)"),
+        );
+    }
+    for f in &log.fields {
+        if !super::access_log::FIELDS.contains(&f.value.as_str()) {
+            c.at(
+                f.referenced,
+                format!("{field}.fields"),
+                format!("unknown access log field `{}`", f.value),
+                Some(&format!(
+                    "known fields: {}",
+                    super::access_log::FIELDS.join(", ")
+                )),
+            );
+        }
+    }
+}
+
 fn validate_filters(
     c: &mut Checker,
     filters: &[Spanned<super::filters::Filter>],

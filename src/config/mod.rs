@@ -4,6 +4,7 @@
 //! A loaded [`Config`] is immutable; the gateway compiles it into a snapshot
 //! and swaps snapshots atomically on reload.
 
+pub mod access_log;
 mod duration;
 pub mod filters;
 pub mod health;
@@ -271,6 +272,10 @@ pub struct Listener {
     /// `fault`, `payload_limit`).
     #[serde(default)]
     pub filters: Vec<Spanned<filters::Filter>>,
+    /// One line per request, written by a thread off the data path
+    /// (`path`, `format`, `queue`, `fields`).
+    #[serde(default)]
+    pub access_log: Option<access_log::AccessLog>,
     /// Accept a PROXY protocol header (v1/v2) from the proxies in front:
     /// its source address is then the client's address everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,6 +23,7 @@ use switchyard_codecs::{Field, Metadata, Protocol};
 use super::headers::HeaderRules;
 use super::rate::{KeyedBuckets, SharedBucket};
 use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit, RateUnit};
+use crate::observe::access_log::Record;
 
 /// What the filters see of one request, whatever its protocol.
 pub struct Request<'a> {
@@ -152,6 +153,9 @@ pub struct Permit {
     /// The rules of the `headers` filters the request passed, in order
     /// (empty, unallocated, without such a filter).
     headers: Vec<Arc<HeaderRules>>,
+    /// The request's access log record (listeners with `access_log`),
+    /// sent to the writer when the permit is dropped.
+    log: Option<Box<Record>>,
 }
 
 impl Permit {
@@ -161,9 +165,49 @@ impl Permit {
         &self.headers
     }
 
-    /// Whether it holds no place (no limit on the way).
+    /// Whether it holds nothing to release when the answer is back (no
+    /// limit on the way, no access log record).
     pub fn is_empty(&self) -> bool {
-        self.inline[0].is_none()
+        self.inline[0].is_none() && self.log.is_none()
+    }
+
+    /// Attach the request's access log record.
+    pub fn set_log(&mut self, record: Box<Record>) {
+        self.log = Some(record);
+    }
+
+    /// The request's access log record, for the driver to fill in what it
+    /// knows (status, upstream host, bytes); `None` without an access log.
+    pub fn log(&mut self) -> Option<&mut Record> {
+        self.log.as_deref_mut()
+    }
+
+    /// Log the answer's status (no-op without an access log).
+    pub fn log_status(&mut self, status: u16) {
+        if let Some(r) = &mut self.log {
+            r.status = Some(status.into());
+        }
+    }
+
+    /// Log the upstream host the request went to.
+    pub fn log_upstream(&mut self, host: std::net::SocketAddr) {
+        if let Some(r) = &mut self.log {
+            r.upstream = Some(host);
+        }
+    }
+
+    /// Log a local refusal answered with `status` (breakers, no route).
+    pub fn log_refused(&mut self, status: u16) {
+        if let Some(r) = &mut self.log {
+            r.refused(status);
+        }
+    }
+
+    /// Log an upstream failure answered with `status`.
+    pub fn log_upstream_failed(&mut self, status: u16) {
+        if let Some(r) = &mut self.log {
+            r.upstream_failed(status);
+        }
     }
 
     /// The cluster a `mirror` filter chose to copy this request to, taken
@@ -184,6 +228,9 @@ impl Drop for Permit {
     fn drop(&mut self) {
         for f in self.inline.iter().flatten().chain(&self.more) {
             f.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(record) = self.log.take() {
+            record.emit();
         }
     }
 }

@@ -2,6 +2,7 @@
 //! metric handles (resolved once per connection, so the per-request cost is
 //! an atomic add).
 
+pub mod access_log;
 pub mod recent;
 pub mod rtsp;
 

@@ -41,6 +41,30 @@ struct Downstream {
     wr: WriteHalf,
     buf: BytesMut,
     decoder: RequestDecoder,
+    /// What the access log records of the current exchange.
+    tally: Tally,
+}
+
+/// The answer to the current request, as the access log records it.
+#[derive(Default)]
+struct Tally {
+    status: u16,
+    bytes_out: u64,
+    upstream: Option<std::net::SocketAddr>,
+    upstream_failed: bool,
+    local_refusal: bool,
+}
+
+impl Tally {
+    /// A local answer `resp` went out.
+    fn answered(&mut self, resp: &[u8]) {
+        self.status = resp
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.bytes_out += resp.len() as u64;
+    }
 }
 
 /// What happens to the downstream connection after an exchange.
@@ -62,6 +86,7 @@ pub async fn serve(stream: Stream, buf: BytesMut, mut conn: Conn) {
         wr,
         buf,
         decoder: RequestDecoder::new(limits),
+        tally: Tally::default(),
     };
     // After an error answer the client may still be sending: read and drop
     // its bytes for a moment before closing, so the close is a FIN and the
@@ -254,8 +279,36 @@ async fn exchange(
         Ok(permit) => permit,
         Err(refusal) => return (refuse(head, down, &refusal, &conn.metrics).await, true),
     };
+    down.tally = Tally::default();
+    let out = routed(head, path, down, conn, route, &mut permit).await;
+    if let Some(r) = permit.log() {
+        let t = &down.tally;
+        r.status = (t.status != 0).then_some(t.status.into());
+        r.bytes_out = Some(t.bytes_out);
+        r.upstream = t.upstream;
+        if t.upstream_failed {
+            r.upstream_failed(t.status);
+        } else if t.local_refusal {
+            r.refused(t.status);
+        }
+    }
+    out
+}
+
+/// [`exchange`] once the request is admitted.
+async fn routed(
+    head: &RequestHead,
+    path: Option<&[u8]>,
+    down: &mut Downstream,
+    conn: &Conn,
+    route: Option<&crate::router::Route>,
+    permit: &mut crate::filters::chain::Permit,
+) -> (After, bool) {
     let cluster = match route.map(|r| &r.action) {
-        None => return (fail(head, down, 404, "no route", &conn.metrics).await, true),
+        None => {
+            down.tally.local_refusal = true;
+            return (fail(head, down, 404, "no route", &conn.metrics).await, true);
+        }
         Some(Action::WebSocket(protocol)) => {
             return (accept_websocket(head, down, *protocol).await, false);
         }
@@ -308,7 +361,8 @@ async fn exchange(
             }
         },
     };
-    if let Err(refusal) = cluster.enter(&mut permit) {
+    if let Err(refusal) = cluster.enter(permit) {
+        down.tally.local_refusal = true;
         return (refuse(head, down, &refusal, &conn.metrics).await, true);
     }
     let timeout = route
@@ -323,7 +377,7 @@ async fn exchange(
         .as_deref()
         .or(path.filter(|_| conn.listener.http1_paths.forward_path == ForwardPath::Normalized));
     // The copy goes to the path the upstream gets (header edits aside).
-    if let Some(mirror) = conn.mirror(&mut permit) {
+    if let Some(mirror) = conn.mirror(permit) {
         mirror_copy(mirror, head, forward_path, &down.buf);
     }
     let edits = Edits {
@@ -472,6 +526,7 @@ async fn refuse(
         let resp = answer_to(head, &resp);
         if down.wr.write_all(&resp).await.is_ok() {
             metrics.bytes_out.increment(resp.len() as u64);
+            down.tally.answered(&resp);
         }
         return After::Close;
     }
@@ -518,6 +573,7 @@ async fn local(
     let written = down.wr.write_all(&resp).await;
     if written.is_ok() {
         metrics.bytes_out.increment(resp.len() as u64);
+        down.tally.answered(&resp);
     }
     match written {
         Ok(()) if keep => After::KeepAlive,
@@ -675,10 +731,12 @@ async fn forward(
                         format!("upstream connect error (cluster {})", cluster.name),
                     ),
                 };
+                down.tally.upstream_failed = true;
                 return (fail(head, down, status, &text, &conn.metrics).await, true);
             }
         };
         let _in_flight = cluster.begin(host);
+        down.tally.upstream = cluster.hosts.get(host).map(|h| h.address);
         let mut up_buf = BytesMut::with_capacity(4096);
         let mut up_dec = ResponseDecoder::new(limits);
         up_dec.expect_response_to(head.method());
@@ -700,7 +758,12 @@ async fn forward(
                 wr,
                 buf,
                 decoder,
+                tally,
             } = &mut *down;
+            let wr = &mut Counted {
+                inner: wr,
+                sent: &mut tally.bytes_out,
+            };
             let send = send_request(
                 head,
                 outgoing,
@@ -758,6 +821,10 @@ async fn forward(
             return (After::Close, true);
         }
         let body_complete = matches!(sent, Some(Ok(())));
+        let answered_status = status.load(std::sync::atomic::Ordering::Relaxed);
+        if answered_status != 0 {
+            down.tally.status = answered_status;
+        }
         match &relayed {
             Ok(_) => cluster.record(
                 host,
@@ -820,6 +887,7 @@ async fn forward(
                     ErrorKind::UpstreamTimeout => (504, "upstream request timeout"),
                     _ => (502, "upstream connection error"),
                 };
+                down.tally.upstream_failed = true;
                 let text = format!("{what} (cluster {})", cluster.name);
                 let after = if body_complete && head.has_body() {
                     // The body was read (sent upstream): answer at once,
@@ -1174,4 +1242,40 @@ async fn upgrade(down: Downstream, mut up: UpstreamTcp, up_buf: BytesMut, conn: 
     }
     let Some(down) = rd.reunite(wr) else { return };
     let _ = splice(down, up, Some(conn.listener.idle_timeout)).await;
+}
+
+/// A writer counting the bytes written through it (the access log's
+/// `bytes_out` of a relayed response).
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    sent: &'a mut u64,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            *this.sent += *n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }

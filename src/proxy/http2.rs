@@ -315,12 +315,14 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         }
     };
     let Some(route) = route else {
+        permit.log_refused(404);
         answer(&mut respond, grpc, Failure::NoRoute, None);
         drain_unread(body).await;
         return true;
     };
     let cluster = match &route.action {
         Action::Direct(d) => {
+            permit.log_status(d.status);
             direct(&mut respond, d.status, &d.content_type, d.body.clone());
             drain_unread(body).await;
             return false;
@@ -357,6 +359,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         },
     };
     if let Err(refusal) = cluster.enter(&mut permit) {
+        permit.log_refused(refusal.status);
         refuse(&mut respond, grpc, &refusal);
         drain_unread(body).await;
         return true;
@@ -401,14 +404,16 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         }
     }
     edit_request(permit.headers(), &mut parts.headers, sh.conn.client);
+    let tally = Tally::default();
     let up = Upstream {
         cluster: &cluster,
         hosts,
         deadline,
         grpc,
         edits: permit.headers(),
+        tally: &tally,
     };
-    match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
+    let failed = match cluster.protocol.unwrap_or(UpstreamProtocol::Http2) {
         UpstreamProtocol::Http2 => {
             // gRPC calls are re-sent only when the route says so.
             let retries = route.retry.as_ref().map(|p| {
@@ -422,7 +427,9 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             forward_h2(up, &parts, body, respond, retries, body_copy.take()).await
         }
         UpstreamProtocol::Http1 => forward_h1(up, &parts, body, respond, body_copy.take()).await,
-    }
+    };
+    tally.log(&mut permit, &cluster);
+    failed
 }
 
 /// Hand `mirror` an HTTP/1.1 copy of a request without a body (its
@@ -502,13 +509,83 @@ struct Upstream<'a> {
     grpc: bool,
     /// The `headers` filters' rules for the response.
     edits: &'a [Arc<HeaderRules>],
+    /// What the access log records of the answer.
+    tally: &'a Tally,
 }
 
 impl Upstream<'_> {
     /// Answer `respond` with a gateway-made failure naming the cluster.
     fn fail(&self, respond: &mut SendResponse<Bytes>, failure: Failure) -> bool {
         answer(respond, self.grpc, failure, Some(&self.cluster.name));
+        self.tally.failed(failure, self.grpc);
         true
+    }
+}
+
+/// The answer to a stream, as the access log records it (atomics: the
+/// exchange future is `Send`).
+#[derive(Default)]
+struct Tally {
+    status: std::sync::atomic::AtomicU32,
+    /// `grpc-status` + 1 (0: none).
+    grpc: std::sync::atomic::AtomicU32,
+    /// The host's index + 1 (0: none).
+    host: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+    bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn set(&self, field: &std::sync::atomic::AtomicU32, v: u32) {
+        field.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn failed(&self, failure: Failure, grpc: bool) {
+        self.set(
+            &self.status,
+            if grpc { 200 } else { failure.http().0.into() },
+        );
+        if grpc {
+            self.set(&self.grpc, failure.grpc() + 1);
+        }
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn head(&self, host: usize, status: u16, grpc: Option<&HeaderValue>) {
+        self.set(&self.status, status.into());
+        if let Some(g) = grpc.and_then(|v| v.to_str().ok()?.parse::<u32>().ok()) {
+            self.set(&self.grpc, g + 1);
+        }
+        self.host
+            .store(host + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn body(&self, pump: &Pump) {
+        self.bytes_out
+            .store(pump.sent, std::sync::atomic::Ordering::Relaxed);
+        if let Some(g) = pump.grpc_status {
+            self.set(&self.grpc, g + 1);
+        }
+    }
+
+    /// Fill in the access log record (no-op without one).
+    fn log(&self, permit: &mut crate::filters::chain::Permit, cluster: &Cluster) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(r) = permit.log() else { return };
+        let status = self.status.load(Relaxed);
+        r.status = (status != 0).then_some(status);
+        r.grpc_status = self.grpc.load(Relaxed).checked_sub(1);
+        r.upstream = self
+            .host
+            .load(Relaxed)
+            .checked_sub(1)
+            .and_then(|h| cluster.hosts.get(h))
+            .map(|h| h.address);
+        r.bytes_out = Some(self.bytes_out.load(Relaxed));
+        if self.failed.load(Relaxed) {
+            r.upstream_failed(status as u16);
+        }
     }
 }
 
@@ -889,7 +966,7 @@ async fn relay_h2(
     may_retry: bool,
     mut policy: Policy<'_, '_>,
 ) -> Attempt {
-    let mut req_pump = Pump;
+    let mut req_pump = Pump::default();
     let mut req_done = req_body.is_none();
     let deadline = tokio::time::sleep_until(policy.deadline);
     tokio::pin!(deadline);
@@ -945,6 +1022,8 @@ async fn relay_h2(
                 return Attempt::Done(true);
             }
             Step::Head(Ok(r)) => {
+                up.tally
+                    .head(host, r.status().as_u16(), r.headers().get("grpc-status"));
                 let grpc_status = r.headers().get("grpc-status").map(|v| v.as_bytes());
                 let outcome = Outcome::of_head(r.status().as_u16(), grpc_status);
                 up.cluster.record(host, outcome);
@@ -999,7 +1078,7 @@ async fn relay_h2(
             return Attempt::Done(true);
         }
     };
-    let mut resp_pump = Pump;
+    let mut resp_pump = Pump::default();
     let mut resp_done = resp_body.is_end_stream();
     while !resp_done {
         // (is the step about the request body?, how its pump ended)
@@ -1036,6 +1115,7 @@ async fn relay_h2(
         // is reset with NO_ERROR by h2 when its handles drop.
         up_send.send_reset(Reason::CANCEL);
     }
+    up.tally.body(&resp_pump);
     Attempt::Done(false)
 }
 
@@ -1111,6 +1191,7 @@ async fn forward_h1(
             }
         };
         cluster.record(host, Outcome::of_status(resp.status().as_u16()));
+        up.tally.head(host, resp.status().as_u16(), None);
         let keep_alive = resp.version() == Version::HTTP_11
             && !resp.headers().get_all(header::CONNECTION).iter().any(|v| {
                 v.as_bytes()
@@ -1129,7 +1210,7 @@ async fn forward_h1(
         };
         let mut ok = true;
         if !eos {
-            let mut pump = Pump;
+            let mut pump = Pump::default();
             let r = poll_fn(|cx| pump.poll(cx, Pin::new(&mut resp_body), &mut down_send)).await;
             match r {
                 Ok(()) => {}
@@ -1139,6 +1220,7 @@ async fn forward_h1(
                 }
                 Err(PumpError::Dst(_)) => ok = false,
             }
+            up.tally.body(&pump);
         }
         let _ = done_tx.send(ok && keep_alive);
         drop(sender);

@@ -93,6 +93,46 @@ impl Conn {
         route: Option<&Route>,
         size: Option<u64>,
     ) -> Result<Permit, Refusal> {
+        self.admit_packet(protocol, None, meta, route, size).await
+    }
+
+    /// [`Conn::admit`] for a request whose kind the metadata does not say
+    /// (an MQTT packet type), for the access log.
+    pub async fn admit_packet(
+        &self,
+        protocol: Protocol,
+        packet: Option<&'static str>,
+        meta: &(dyn Metadata + Sync),
+        route: Option<&Route>,
+        size: Option<u64>,
+    ) -> Result<Permit, Refusal> {
+        // The access log record starts here (before any filter delay) and
+        // rides in the permit until the request is done.
+        let Some(log) = &self.listener.access_log else {
+            return self.filter(protocol, meta, route, size).await;
+        };
+        let mut record = log.start(protocol, meta, self.client, size);
+        record.packet = packet;
+        match self.filter(protocol, meta, route, size).await {
+            Ok(mut permit) => {
+                permit.set_log(record);
+                Ok(permit)
+            }
+            Err(refusal) => {
+                record.refused(refusal.status);
+                record.emit();
+                Err(refusal)
+            }
+        }
+    }
+
+    async fn filter(
+        &self,
+        protocol: Protocol,
+        meta: &(dyn Metadata + Sync),
+        route: Option<&Route>,
+        size: Option<u64>,
+    ) -> Result<Permit, Refusal> {
         if self.overload.shedding_requests() {
             self.overload.count_shed_request(protocol);
             return Err(Refusal::busy());

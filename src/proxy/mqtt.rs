@@ -133,20 +133,27 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
 
     // Route once, then bind to the first broker that answers CONNECT.
     let route = conn.listener.routes.route(Protocol::Mqtt, &first);
-    if let Err(refusal) = conn.admit(Protocol::Mqtt, &first, route, None).await {
-        m.not_authorized
-            .increment(u64::from(refusal.class() == RefusalClass::Forbidden));
-        let reason = refusal_reason(&refusal, PacketType::Connect);
-        let _ = client
-            .write_all(&mqtt::connack(
-                version,
-                false,
-                code::connack_code(version, reason),
-            ))
-            .await;
-        return;
-    }
+    let admitted = conn
+        .admit_packet(Protocol::Mqtt, Some("CONNECT"), &first, route, None)
+        .await;
+    let mut permit = match admitted {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            m.not_authorized
+                .increment(u64::from(refusal.class() == RefusalClass::Forbidden));
+            let reason = refusal_reason(&refusal, PacketType::Connect);
+            let _ = client
+                .write_all(&mqtt::connack(
+                    version,
+                    false,
+                    code::connack_code(version, reason),
+                ))
+                .await;
+            return;
+        }
+    };
     let Some(cluster) = route.and_then(|r| r.action.cluster()).cloned() else {
+        permit.log_refused(503);
         m.unavailable.increment(1);
         let _ = client
             .write_all(&refuse(
@@ -206,11 +213,15 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         if let Ok(Ok(Some(connack))) = answer
             && connack.kind() == PacketType::Connack
         {
+            if let Some(h) = cluster.hosts.get(host) {
+                permit.log_upstream(h.address);
+            }
             bound = Some((broker, broker_buf, broker_decoder, connack, slot));
             break;
         }
     }
     let Some((broker, broker_buf, broker_decoder, connack, _slot)) = bound else {
+        permit.log_upstream_failed(503);
         m.unavailable.increment(1);
         let _ = client
             .write_all(&refuse(
@@ -220,6 +231,11 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
             .await;
         return;
     };
+    if let Some(r) = permit.log() {
+        r.status = connack.as_connack().map(|c| c.code().into());
+        r.bytes_out = Some(connack.wire().len() as u64);
+    }
+    drop(permit);
     if client.write_all(connack.wire()).await.is_err() {
         return;
     }
@@ -466,7 +482,14 @@ impl Session {
                 _ => None,
             };
             // A publish is done once it is written on: nothing to hold.
-            if let Err(refusal) = conn.admit(Protocol::Mqtt, &view, route, size).await {
+            let kind = match packet.body() {
+                Body::Publish(_) => "PUBLISH",
+                _ => "SUBSCRIBE",
+            };
+            let admitted = conn
+                .admit_packet(Protocol::Mqtt, Some(kind), &view, route, size)
+                .await;
+            if let Err(refusal) = admitted {
                 match packet.body() {
                     // `over_limit: close` (`mqtt.rate_limit` `disconnect`):
                     // the session ends; 0x96 is a DISCONNECT reason only.

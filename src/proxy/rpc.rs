@@ -105,6 +105,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 .filter(|p| p.idempotent && kind == MuxKind::Request);
             let (cluster, timeout) = match route.map(|r| (&r.action, r.timeout)) {
                 None => {
+                    permit.log_refused(404);
                     conn.metrics.errors.increment(1);
                     if kind == MuxKind::Request {
                         let service = frame.get(&Field::Service).unwrap_or_default();
@@ -134,6 +135,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 },
             };
             if let Err(refusal) = cluster.enter(&mut permit) {
+                permit.log_refused(refusal.status);
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
                     let _ = reply_tx
@@ -150,6 +152,7 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 .map_or(timeout, |t| t.min(timeout));
             turn = turn.wrapping_add(1);
             let Some((up, host)) = upstream::<P>(&mut cache, &cluster, &frame, turn).await else {
+                permit.log_upstream_failed(503);
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
                     let message = format!("upstream unavailable (cluster {})", cluster.name);
@@ -157,6 +160,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             };
+            if let Some(h) = cluster.hosts.get(host) {
+                permit.log_upstream(h.address);
+            }
             let frame = match permit.headers() {
                 [] => frame,
                 rules => {
@@ -653,6 +659,9 @@ impl MuxProtocol for Dubbo {
     fn payload_len(f: &dubbo::Frame) -> usize {
         f.body_len()
     }
+    fn status(f: &dubbo::Frame) -> Option<u32> {
+        f.status().map(u32::from)
+    }
     fn server_error(f: &dubbo::Frame) -> bool {
         use dubbo::status::{SERVER_ERROR, SERVER_THREADPOOL_EXHAUSTED_ERROR};
         matches!(
@@ -754,6 +763,9 @@ impl MuxProtocol for Bolt {
         f.timeout_ms()
             .and_then(|ms| u64::try_from(ms).ok())
             .map(Duration::from_millis)
+    }
+    fn status(f: &bolt::Frame) -> Option<u32> {
+        f.status().map(u32::from)
     }
     fn server_error(f: &bolt::Frame) -> bool {
         use bolt::status::{SERVER_EXCEPTION, SERVER_THREADPOOL_BUSY};

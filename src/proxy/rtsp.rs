@@ -429,18 +429,26 @@ impl Proxy {
             _ => match self.route(&req).await {
                 Ok(id) => id,
                 Err(status) => {
+                    permit.log_refused(status);
                     self.reply_local(status, cseq, &[]);
                     return;
                 }
             },
         };
         let Some(up) = self.upstreams.get(&id) else {
+            permit.log_upstream_failed(502);
             self.reply_local(502, cseq, &[]);
             return;
         };
         if up.cluster.enter(&mut permit).is_err() {
+            permit.log_refused(503);
             self.reply_local(503, cseq, &[("Retry-After", "1")]);
             return;
+        }
+        if permit.log().is_some()
+            && let Ok(addr) = up.wr.peer_addr()
+        {
+            permit.log_upstream(addr);
         }
         let (client_base, up_base, local_ip) =
             (up.client_base.clone(), up.up_base.clone(), up.local_ip);
@@ -697,10 +705,13 @@ impl Proxy {
         if ok && let Some(sid) = &session {
             self.bind_session(sid, id, resp.header("session"));
         }
-        let (teardown, mut setup, permit) = match pending {
+        let (teardown, mut setup, mut permit) = match pending {
             Some(p) => (p.teardown, p.setup, Some(p.permit)),
             None => (false, None, None),
         };
+        if let Some(p) = &mut permit {
+            p.log_status(resp.status);
+        }
         let mut headers: Vec<(&[u8], Cow<[u8]>)> = Vec::new();
         for (name, value) in resp.headers() {
             if name.eq_ignore_ascii_case(b"transport") && ok {

@@ -104,6 +104,10 @@ pub trait MuxProtocol: Send + Sync + 'static {
     fn server_error(_frame: &Self::Frame) -> bool {
         false
     }
+    /// The response's status code (Dubbo, Bolt), for the access log.
+    fn status(_frame: &Self::Frame) -> Option<u32> {
+        None
+    }
     /// The request with its headers (Dubbo attachments, Bolt header map)
     /// edited by `edit` (the `headers` filter); `None` when it has none to
     /// edit, or they cannot be read, and goes as it came.
@@ -167,7 +171,7 @@ struct Pending {
     reply: mpsc::Sender<Bytes>,
     deadline: Option<Key>,
     _in_flight: Option<crate::upstream::InFlight>,
-    _permit: Permit,
+    permit: Permit,
 }
 
 /// A request whose bytes are in the write buffer but not all on the socket
@@ -293,7 +297,7 @@ impl<P: MuxProtocol> Task<P> {
                 reply: msg.reply,
                 deadline: Some(key),
                 _in_flight: msg.in_flight,
-                _permit: msg.permit,
+                permit: msg.permit,
             };
             if let Some(old) = self.inflight.insert(id, pending) {
                 // The id space wrapped onto a request still waiting: fail that one.
@@ -362,10 +366,15 @@ impl<P: MuxProtocol> Task<P> {
                         };
                         match P::kind(&frame) {
                             MuxKind::Response => {
-                                if let Some(p) = self.inflight.remove(&P::request_id(&frame)) {
+                                if let Some(mut p) = self.inflight.remove(&P::request_id(&frame)) {
                                     if let Some(k) = p.deadline { self.deadlines.remove(&k); }
                                     (self.observe)(if P::server_error(&frame) { Answered::ServerError } else { Answered::Ok });
-                                    deliver(&p.reply, P::with_id(&frame, p.client_id));
+                                    let answer = P::with_id(&frame, p.client_id);
+                                    if let Some(r) = p.permit.log() {
+                                        r.status = P::status(&frame);
+                                        r.bytes_out = Some(answer.len() as u64);
+                                    }
+                                    deliver(&p.reply, answer);
                                     if self.inflight.is_empty() {
                                         self.idle_since = Some(Instant::now());
                                     }
@@ -417,7 +426,8 @@ impl<P: MuxProtocol> Task<P> {
                 }
                 Some(expired) = std::future::poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
                     let id = expired.into_inner();
-                    if let Some(p) = self.inflight.remove(&id) {
+                    if let Some(mut p) = self.inflight.remove(&id) {
+                        p.permit.log_upstream_failed(504);
                         (self.observe)(Answered::TimedOut);
                         deliver(&p.reply, P::error_reply(p.client_id, p.context, MuxError::Timeout, "upstream request timeout"));
                     }
@@ -441,7 +451,8 @@ impl<P: MuxProtocol> Task<P> {
 
     /// Answer every request in flight with `error`.
     async fn fail_all(&mut self, error: MuxError, message: &str) {
-        for (_, p) in self.inflight.drain() {
+        for (_, mut p) in self.inflight.drain() {
+            p.permit.log_upstream_failed(502);
             if let Some(k) = p.deadline {
                 self.deadlines.remove(&k);
             }

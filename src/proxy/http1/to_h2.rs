@@ -135,7 +135,14 @@ pub(super) async fn forward(
                 wr,
                 buf,
                 decoder,
+                tally,
             } = &mut *down;
+            tally.upstream = cluster.hosts.get(host).map(|h| h.address);
+            let wr = &mut super::Counted {
+                inner: wr,
+                sent: &mut tally.bytes_out,
+            };
+            let status = &mut tally.status;
             let send = async {
                 if has_body {
                     send_body(rd, buf, decoder, &mut up_send, chunked, metrics).await
@@ -143,7 +150,16 @@ pub(super) async fn forward(
                     Ok(())
                 }
             };
-            let relay = relay(head, resp, edits.headers, wr, deadline, timeout, metrics);
+            let relay = relay(
+                head,
+                resp,
+                edits.headers,
+                wr,
+                deadline,
+                timeout,
+                metrics,
+                status,
+            );
             tokio::pin!(send, relay);
             let mut sent: Option<Result<(), SendError>> = None;
             loop {
@@ -175,6 +191,7 @@ pub(super) async fn forward(
                 continue;
             }
             Err(RelayError::Refused | RelayError::Upstream) => {
+                down.tally.upstream_failed = true;
                 fail_after_send(
                     head,
                     down,
@@ -186,6 +203,7 @@ pub(super) async fn forward(
                 .await
             }
             Err(RelayError::Timeout) => {
+                down.tally.upstream_failed = true;
                 fail_after_send(
                     head,
                     down,
@@ -212,6 +230,7 @@ async fn failure(
 ) -> (After, bool) {
     let (status, what) = f.http();
     let text = format!("{what} (cluster {})", cluster.name);
+    down.tally.upstream_failed = true;
     (fail(head, down, status, &text, metrics).await, true)
 }
 
@@ -233,6 +252,7 @@ async fn fail_after_send(
     let written = down.wr.write_all(&resp).await;
     if written.is_ok() {
         metrics.bytes_out.increment(resp.len() as u64);
+        down.tally.answered(&resp);
     }
     let keep = keep && written.is_ok();
     (if keep { After::KeepAlive } else { After::Close }, true)
@@ -362,7 +382,9 @@ enum RelayError {
 }
 
 /// Wait for the response head (within `deadline`), then write it and its
-/// body to the client as HTTP/1.1. `Ok(keep_alive)` when it all went out.
+/// body to the client as HTTP/1.1 (its status in `answered`, for the
+/// access log). `Ok(keep_alive)` when it all went out.
+#[allow(clippy::too_many_arguments)]
 async fn relay<W: AsyncWrite + Unpin>(
     head: &RequestHead,
     resp: h2::client::ResponseFuture,
@@ -371,6 +393,7 @@ async fn relay<W: AsyncWrite + Unpin>(
     deadline: tokio::time::Instant,
     timeout: Duration,
     metrics: &ConnMetrics,
+    answered: &mut u16,
 ) -> Result<bool, RelayError> {
     let resp: Response<RecvStream> = match tokio::time::timeout_at(deadline, resp).await {
         Ok(Ok(r)) => r,
@@ -391,6 +414,7 @@ async fn relay<W: AsyncWrite + Unpin>(
     };
     let (parts, mut body) = resp.into_parts();
     let status = parts.status.as_u16();
+    *answered = status;
     let no_body = head.method().eq_ignore_ascii_case(b"HEAD")
         || status == 204
         || status == 304

@@ -129,7 +129,12 @@ pub(super) enum PumpError {
 /// one chunk per direction beyond h2's bounded send buffer, and the source's
 /// peer is held back by flow control.
 #[derive(Default)]
-pub(super) struct Pump;
+pub(super) struct Pump {
+    /// Data bytes sent so far (the access log's `bytes_out`).
+    pub(super) sent: u64,
+    /// The `grpc-status` of the trailers it sent (the access log's).
+    pub(super) grpc_status: Option<u32>,
+}
 
 impl Pump {
     /// `Ready(Ok)` once the end of the body (or its trailers) was sent.
@@ -175,6 +180,7 @@ impl Pump {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = src.is_end_stream();
+                        self.sent += data.len() as u64;
                         dst.send_data(data, end)
                             .map_err(|e| PumpError::Dst(e.reason()))?;
                         if end {
@@ -183,6 +189,9 @@ impl Pump {
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
+                            self.grpc_status = trailers
+                                .get("grpc-status")
+                                .and_then(|v| v.to_str().ok()?.parse().ok());
                             return Poll::Ready(
                                 dst.send_trailers(trailers)
                                     .map_err(|e| PumpError::Dst(e.reason())),

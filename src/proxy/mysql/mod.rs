@@ -740,7 +740,19 @@ impl Session {
                 .admit(Protocol::Mysql, &login, route, size)
                 .await
             {
-                Ok(permit) => Some(permit),
+                Ok(mut permit) => {
+                    if let Some(r) = permit.log() {
+                        if cmd == command::QUERY {
+                            let payload = p.payload();
+                            let sql = payload.get(1..).unwrap_or_default();
+                            r.digest = Some(switchyard_codecs::mysql::digest(sql, 512).into());
+                            r.packet = Some("COM_QUERY");
+                        } else {
+                            r.packet = Some("COM_STMT_EXECUTE");
+                        }
+                    }
+                    Some(permit)
+                }
                 Err(refusal) => {
                     let err = refusal_err(&refusal, false);
                     return self.skip_rest(client, &p).await
