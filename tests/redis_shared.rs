@@ -225,3 +225,108 @@ fn commands_before_a_session_leaves_the_shared_connection_run_first() {
         }
     }
 }
+
+/// The pipeline of round `i` for keys under `prefix`: shared batches and
+/// replies the gateway makes itself (`CLIENT REPLY ON`), interleaved; with
+/// `leave`, then a transaction, which moves the session to its own
+/// connection (and its replies to a writer task) mid-pipeline.
+fn mixed_pipeline(prefix: &str, i: usize, leave: bool) -> Vec<Vec<u8>> {
+    let k = format!("{prefix}:k{i}");
+    let n = format!("{prefix}:n{i}");
+    let mut cmds = vec![
+        resp(&["SET", &k, &format!("v{i}")]),
+        resp(&["CLIENT", "REPLY", "ON"]),
+        resp(&["GET", &k]),
+        resp(&["INCR", &n]),
+        resp(&["CLIENT", "REPLY", "ON"]),
+        resp(&["CLIENT", "REPLY", "ON"]),
+        resp(&["GET", &k]),
+        resp(&["ECHO", &format!("e{i}")]),
+        resp(&["CLIENT", "REPLY", "ON"]),
+    ];
+    if leave {
+        cmds.extend([
+            resp(&["INCR", &n]),
+            resp(&["CLIENT", "REPLY", "ON"]),
+            resp(&["MULTI"]),
+            resp(&["INCR", &n]),
+            resp(&["EXEC"]),
+            resp(&["CLIENT", "REPLY", "ON"]),
+            resp(&["GET", &n]),
+        ]);
+    }
+    cmds
+}
+
+/// Send `cmds` (in one write, or one write per command without waiting)
+/// and read one reply per command.
+fn run_pipeline(addr: SocketAddr, cmds: &[Vec<u8>], one_write: bool) -> Vec<Vec<u8>> {
+    let mut c = RawConn::connect(addr);
+    if one_write {
+        c.send(&cmds.concat());
+    } else {
+        for cmd in cmds {
+            c.send(cmd);
+        }
+    }
+    cmds.iter()
+        .map(|_| c.reply().expect("a reply for every command"))
+        .collect()
+}
+
+#[test]
+fn pipelined_local_and_shared_replies_come_in_order_as_from_redis() {
+    let server = RedisServer::start();
+    let gw = gateway(&server, "shared_connections: 1");
+    for i in 0..60 {
+        let (leave, one_write) = (i % 3 == 2, i % 2 == 0);
+        let want = run_pipeline(
+            server.addr(),
+            &mixed_pipeline("direct", i, leave),
+            one_write,
+        );
+        let got = run_pipeline(gw.addr(), &mixed_pipeline("gw", i, leave), one_write);
+        assert_eq!(
+            got.iter()
+                .map(|r| String::from_utf8_lossy(r))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|r| String::from_utf8_lossy(r))
+                .collect::<Vec<_>>(),
+            "round {i} (leave {leave}, one write {one_write})"
+        );
+    }
+}
+
+#[test]
+fn concurrent_pipelining_clients_on_one_shared_connection_get_their_own_replies() {
+    let server = RedisServer::start();
+    let gateway = gateway(&server, "shared_connections: 1");
+    let gw = gateway.addr();
+    let workers: Vec<_> = (0..16)
+        .map(|c| {
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let cmds = mixed_pipeline(&format!("c{c}"), i, i % 5 == 4);
+                    let got = run_pipeline(gw, &cmds, i % 2 == 0);
+                    let k = format!("c{c}:k{i}");
+                    assert_eq!(got[0], b"+OK\r\n", "client {c} round {i}");
+                    assert_eq!(got[2], bulk(&format!("v{i}")), "client {c} round {i} {k}");
+                    assert_eq!(got[3], b":1\r\n", "client {c} round {i}");
+                    assert_eq!(got[6], bulk(&format!("v{i}")), "client {c} round {i}");
+                    assert_eq!(got[7], bulk(&format!("e{i}")), "client {c} round {i}");
+                    for at in [1, 4, 5, 8] {
+                        assert_eq!(got[at], b"+OK\r\n", "client {c} round {i} at {at}");
+                    }
+                    if i % 5 == 4 {
+                        assert_eq!(got[13], b"*1\r\n:3\r\n", "client {c} round {i}");
+                        assert_eq!(got[15], bulk("3"), "client {c} round {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client failed");
+    }
+}
