@@ -58,7 +58,11 @@ fn picks(c: &mut Criterion) {
                 b.iter(|| {
                     i = i.wrapping_add(1);
                     let key = Key(keys[i % keys.len()].as_bytes());
-                    black_box(cluster.hosts_for(black_box(&key)).next())
+                    black_box(
+                        cluster
+                            .hosts_for(black_box(&key), std::net::Ipv4Addr::LOCALHOST.into())
+                            .next(),
+                    )
                 })
             });
         }

@@ -361,3 +361,48 @@ async fn maglev_keeps_each_path_on_one_upstream() {
     }
     assert_eq!(owners.len(), 2, "20 paths all on one host: {owners:?}");
 }
+
+/// `hash_on: source_ip`: each client address reaches one upstream whatever
+/// it asks for, and the clients spread over both upstreams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_hashing_keeps_each_client_on_one_upstream() {
+    let (a, b) = (HttpUpstream::start(), HttpUpstream::start());
+    let gw = Template {
+        routes: vec!["{cluster: sticky}".into()],
+        clusters: vec![format!(
+            "{{name: sticky, lb: ring_hash, hash_on: source_ip, hosts: [\"{}\", \"{}\"]}}",
+            a.addr(),
+            b.addr()
+        )],
+        ..Default::default()
+    }
+    .start();
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    for last in 2..=17u8 {
+        let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last));
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..4 {
+            // A fresh connection per request: the hash, not a kept-alive
+            // connection, holds the client to its upstream.
+            let client = reqwest::Client::builder()
+                .local_address(source)
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let r = client
+                .get(gw.url(&format!("/hello?k={k}")))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status(), 200);
+            seen.insert(r.headers()["x-upstream-port"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{source} reached {seen:?}");
+        *owners.entry(seen.into_iter().next().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        owners.len(),
+        2,
+        "16 clients all on one upstream: {owners:?}"
+    );
+}

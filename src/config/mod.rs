@@ -1125,6 +1125,9 @@ pub enum HashOn {
     Host,
     /// Request path.
     Path,
+    /// The client's IP address (after an accepted PROXY protocol header):
+    /// every connection of one client to the same host, whatever it speaks.
+    SourceIp,
 }
 
 /// One upstream host: `"IP:port"` or `{address, weight}`.

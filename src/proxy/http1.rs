@@ -696,8 +696,8 @@ async fn forward(
         1
     };
     let fresh_order = || match retry {
-        Some(_) => cluster.retry_order(head),
-        None => cluster.hosts_for(head),
+        Some(_) => cluster.retry_order(head, conn.client),
+        None => cluster.hosts_for(head, conn.client),
     };
     let mut order = fresh_order();
     let mut stale_retried = false;

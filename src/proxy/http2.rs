@@ -375,8 +375,8 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let hosts = match route.retry {
-        Some(_) => cluster.retry_order(&head),
-        None => cluster.hosts_for(&head),
+        Some(_) => cluster.retry_order(&head, sh.conn.client),
+        None => cluster.hosts_for(&head, sh.conn.client),
     };
     if let Some(rewrite) = route.rewrite.as_deref() {
         // A rewrite applies to the path the route matched on.

@@ -174,7 +174,7 @@ impl Mirror {
     /// Send a copy of a Dubbo or Bolt request under a request id of the
     /// mirror's own, on an exclusive connection (one copy at a time on it),
     /// and read frames until its response (none for a one-way request).
-    pub fn rpc<P: MuxProtocol>(self: &Arc<Self>, frame: &P::Frame) {
+    pub fn rpc<P: MuxProtocol>(self: &Arc<Self>, frame: &P::Frame, client: std::net::IpAddr) {
         let Some(place) = self.place() else { return };
         let id = self
             .next_id
@@ -182,7 +182,7 @@ impl Mirror {
             % P::MAX_ID.max(1);
         let bytes = P::with_id(frame, id);
         let one_way = P::kind(frame) == MuxKind::OneWay;
-        let host = self.cluster.hosts_for(frame).next();
+        let host = self.cluster.hosts_for(frame, client).next();
         let this = self.clone();
         tokio::spawn(async move {
             let ok = match host {

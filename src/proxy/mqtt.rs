@@ -186,7 +186,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         }
     };
     let mut bound = None;
-    for host in cluster.hosts_for(&first) {
+    for host in cluster.hosts_for(&first, conn.client) {
         let Ok(mut broker) = cluster.connect(host).await else {
             continue;
         };

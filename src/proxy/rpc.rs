@@ -145,13 +145,15 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 continue;
             }
             if let Some(mirror) = conn.mirror(&mut permit) {
-                mirror.rpc::<P>(&frame);
+                mirror.rpc::<P>(&frame, conn.client);
             }
             let timeout = P::timeout(&frame)
                 .filter(|t| !t.is_zero())
                 .map_or(timeout, |t| t.min(timeout));
             turn = turn.wrapping_add(1);
-            let Some((up, host)) = upstream::<P>(&mut cache, &cluster, &frame, turn).await else {
+            let Some((up, host)) =
+                upstream::<P>(&mut cache, &cluster, &frame, conn.client, turn).await
+            else {
                 permit.log_upstream_failed(503);
                 conn.metrics.errors.increment(1);
                 if kind == MuxKind::Request {
@@ -204,7 +206,9 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     // so never reached the server: once more on a fresh one.
                     Err(back) if !retried => {
                         retried = true;
-                        match upstream::<P>(&mut cache, &cluster, &back.frame, turn).await {
+                        match upstream::<P>(&mut cache, &cluster, &back.frame, conn.client, turn)
+                            .await
+                        {
                             Some((next, host)) => {
                                 (up, outgoing) = (next, back);
                                 outgoing.in_flight = Some(cluster.begin(host));
@@ -343,9 +347,10 @@ async fn upstream<P: MuxProtocol>(
     cache: &mut ConnCache<P>,
     cluster: &Arc<Cluster>,
     frame: &P::Frame,
+    client: std::net::IpAddr,
     turn: usize,
 ) -> Option<(MuxConn<P>, usize)> {
-    for host in cluster.hosts_for(frame) {
+    for host in cluster.hosts_for(frame, client) {
         let cached = cache
             .iter()
             .position(|(c, h, _)| Arc::ptr_eq(c, cluster) && *h == host);

@@ -551,7 +551,7 @@ impl Proxy {
         }
         let mut connected = None;
         let mut refused = 502;
-        for host in cluster.hosts_for(req) {
+        for host in cluster.hosts_for(req, self.conn.client) {
             match cluster.connect(host).await {
                 Ok(mut tcp) => {
                     let ends = self.conn.endpoints(self.local);

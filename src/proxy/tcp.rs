@@ -16,7 +16,7 @@ pub async fn serve(
     conn: &Conn,
 ) {
     let started = std::time::Instant::now();
-    let mut up = match cluster.connect_any().await {
+    let mut up = match cluster.connect_for(conn.client).await {
         Ok((_, up)) => up,
         Err(e) => {
             tracing::debug!(error = %e, "tcp passthrough: no upstream");

@@ -1,6 +1,6 @@
 //! A cluster: hosts, a balancer, a pool and the timeouts of connecting to them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -160,10 +160,25 @@ impl Drop for InFlight {
     }
 }
 
+/// A request with no fields (a whole TCP connection).
+struct NoFields;
+
+impl Metadata for NoFields {
+    fn get(&self, _: &Field) -> Option<&[u8]> {
+        None
+    }
+}
+
 /// How a hashing cluster maps a key to its hosts.
 enum Hashing {
     Ring(Ring),
     Maglev(Maglev),
+}
+
+/// What a hashing cluster hashes: a request field, or the client's address.
+enum HashKey {
+    Field(Field),
+    SourceIp,
 }
 
 /// A cluster's Redis settings, compiled.
@@ -238,7 +253,7 @@ pub struct Cluster {
     pub hosts: Vec<Arc<Host>>,
     pub balancer: Balancer,
     /// With `lb: ring_hash` or `maglev`: the table and the field hashed.
-    hashing: Option<(Hashing, Field)>,
+    hashing: Option<(Hashing, HashKey)>,
     /// Ramp recovered and new hosts up over a window.
     slow_start: Option<SlowStart>,
     /// The config this cluster was compiled from (subset views are compiled
@@ -367,11 +382,12 @@ impl Cluster {
         let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
         let name = c.name.value.clone();
         let field = match c.hash_on {
-            HashOn::ClientId => Field::ClientId,
-            HashOn::User => Field::User,
-            HashOn::Key => Field::Key,
-            HashOn::Host => Field::Host,
-            HashOn::Path => Field::Path,
+            HashOn::ClientId => HashKey::Field(Field::ClientId),
+            HashOn::User => HashKey::Field(Field::User),
+            HashOn::Key => HashKey::Field(Field::Key),
+            HashOn::Host => HashKey::Field(Field::Host),
+            HashOn::Path => HashKey::Field(Field::Path),
+            HashOn::SourceIp => HashKey::SourceIp,
         };
         let names = || -> Vec<String> { hosts.iter().map(|h| h.address.to_string()).collect() };
         let hashing = match c.lb {
@@ -537,41 +553,50 @@ impl Cluster {
         Some(pick)
     }
 
-    /// The host order for `req`: by the ring or Maglev table when the cluster
-    /// hashes and the request has the field (its owner first, then the next
-    /// distinct hosts), else as [`Cluster::pick`]. Without `failover`, only
-    /// the first host.
-    pub fn hosts_for(&self, req: &dyn Metadata) -> HostOrder<'_> {
-        self.order_for(req, self.failover)
+    /// The host order for `req` from `client`: by the ring or Maglev table
+    /// when the cluster hashes and the request has the field (or on the
+    /// client's address, `hash_on: source_ip`): its owner first, then the
+    /// next distinct hosts; else as [`Cluster::pick`]. Without `failover`,
+    /// only the first host.
+    pub fn hosts_for(&self, req: &dyn Metadata, client: IpAddr) -> HostOrder<'_> {
+        self.order_for(req, client, self.failover)
     }
 
     /// As [`Cluster::hosts_for`], but every host whether or not the cluster
     /// fails over: the hosts a request's retries walk through.
-    pub fn retry_order(&self, req: &dyn Metadata) -> HostOrder<'_> {
-        self.order_for(req, true)
+    pub fn retry_order(&self, req: &dyn Metadata, client: IpAddr) -> HostOrder<'_> {
+        self.order_for(req, client, true)
     }
 
-    fn order_for(&self, req: &dyn Metadata, all: bool) -> HostOrder<'_> {
+    fn order_for(&self, req: &dyn Metadata, client: IpAddr, all: bool) -> HostOrder<'_> {
         let left = if all { usize::MAX } else { 1 };
-        match &self.hashing {
-            Some((hashing, field)) => match (hashing, req.get(field)) {
-                (Hashing::Ring(ring), Some(key)) => HostOrder {
-                    walk: Walk::Ring {
-                        walk: ring.lookup(key),
-                        left,
-                    },
-                    skip_unavailable: self.skip_unavailable(),
-                },
-                (Hashing::Maglev(m), Some(key)) => HostOrder {
-                    walk: Walk::Maglev {
-                        walk: m.lookup(key),
-                        left,
-                    },
-                    skip_unavailable: self.skip_unavailable(),
-                },
-                (_, None) => self.pick_from(all),
+        let Some((hashing, on)) = &self.hashing else {
+            return self.pick_from(all);
+        };
+        let octets = match client {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let key = match on {
+            HashKey::Field(field) => req.get(field),
+            HashKey::SourceIp => Some(&octets[..]),
+        };
+        let Some(key) = key else {
+            return self.pick_from(all);
+        };
+        let walk = match hashing {
+            Hashing::Ring(ring) => Walk::Ring {
+                walk: ring.lookup(key),
+                left,
             },
-            None => self.pick_from(all),
+            Hashing::Maglev(m) => Walk::Maglev {
+                walk: m.lookup(key),
+                left,
+            },
+        };
+        HostOrder {
+            walk,
+            skip_unavailable: self.skip_unavailable(),
         }
     }
 
@@ -835,11 +860,22 @@ impl Cluster {
 
     /// Connect to the first reachable host in `pick()` order.
     pub async fn connect_any(&self) -> Result<(usize, UpstreamTcp), Error> {
+        self.connect_first(self.pick()).await
+    }
+
+    /// Connect a whole connection of `client` (TCP passthrough): the first
+    /// reachable host in its order (hashed on its address with `hash_on:
+    /// source_ip`, else as `pick()`).
+    pub async fn connect_for(&self, client: IpAddr) -> Result<(usize, UpstreamTcp), Error> {
+        self.connect_first(self.hosts_for(&NoFields, client)).await
+    }
+
+    async fn connect_first(&self, order: HostOrder<'_>) -> Result<(usize, UpstreamTcp), Error> {
         let mut last = Error::upstream(
             ErrorKind::NoHost,
             format!("cluster {} has no hosts", self.name),
         );
-        for i in self.pick() {
+        for i in order {
             match self.connect(i).await {
                 Ok(s) => return Ok((i, s)),
                 Err(e) if e.kind() == ErrorKind::Overflow => return Err(e),
@@ -985,7 +1021,7 @@ mod tests {
                 let mut order: Vec<usize> = if k % 2 == 0 {
                     c.pick().collect()
                 } else {
-                    c.hosts_for(&Key(["a", "b", "c", "d", "e"][k % 5]))
+                    c.hosts_for(&Key(["a", "b", "c", "d", "e"][k % 5]), LOCAL)
                         .collect()
                 };
                 order.sort_unstable();
@@ -993,7 +1029,38 @@ mod tests {
             }
         }
         let c = cluster("    lb: maglev\n    hash_on: key\n    failover: false\n", 5);
-        assert_eq!(c.hosts_for(&Key("a")).count(), 1);
+        assert_eq!(c.hosts_for(&Key("a"), LOCAL).count(), 1);
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// `hash_on: source_ip`: one client address, one host, whatever the
+    /// request; the addresses spread over the hosts; v4 and its v6-mapped
+    /// form are one client.
+    #[test]
+    fn source_ip_hashing_keeps_a_client_on_one_host() {
+        for lb in ["ring_hash", "maglev"] {
+            let c = cluster(&format!("    lb: {lb}\n    hash_on: source_ip\n"), 4);
+            let mut owners = std::collections::HashSet::new();
+            for last in 1..=64u8 {
+                let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, last));
+                let first = c.hosts_for(&Key("a"), ip).next();
+                for key in ["b", "c", "d"] {
+                    assert_eq!(c.hosts_for(&Key(key), ip).next(), first, "{lb} {ip}");
+                }
+                let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, last).to_ipv6_mapped());
+                assert_eq!(
+                    c.hosts_for(&Key("a"), mapped).next(),
+                    first,
+                    "{lb} {mapped}"
+                );
+                let mut order: Vec<usize> = c.hosts_for(&Key("a"), ip).collect();
+                order.sort_unstable();
+                assert_eq!(order, [0, 1, 2, 3], "{lb}: every host once");
+                owners.insert(first);
+            }
+            assert_eq!(owners.len(), 4, "{lb}: 64 clients on {owners:?}");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub(super) async fn forward(
     let deadline = tokio::time::Instant::now() + timeout;
     let has_body = head.has_body();
     let chunked = head.body() == BodyLength::Chunked;
-    let mut hosts = cluster.hosts_for(head);
+    let mut hosts = cluster.hosts_for(head, edits.client);
     let Some(mut host) = hosts.next() else {
         return failure(head, down, cluster, Failure::NoHost, metrics).await;
     };
