@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::mariadb::{MariaDb, PROXY_PASSWORD, PROXY_USER, mariadb_cli};
+use common::rtsp_server::RtspServer;
 use common::*;
 use serde_json::Value;
 
@@ -336,107 +338,12 @@ fn a_queue_of_zero_is_a_config_error() {
     assert!(err.contains("listeners[edge].access_log.queue"), "{err}");
 }
 
-/// A private MariaDB server on a free port (as tests/mysql.rs runs them),
-/// with the gateway's backend user; killed on drop.
-struct MariaDb {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-const PROXY_USER: &str = "sy_proxy";
-const PROXY_PASSWORD: &str = "proxy-pw-1";
-
-impl MariaDb {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        run(
-            "mariadb-install-db",
-            &[
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ],
-        );
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(require("mariadbd"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.path().join("s.sock").display()))
-            .arg(format!("--port={port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--user=root",
-                "--innodb-buffer-pool-size=16M",
-                "--skip-log-bin",
-                "--skip-name-resolve",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mariadbd");
-        let db = MariaDb {
-            child,
-            _dir: dir,
-            port,
-        };
-        wait_for("mariadbd to accept connections", WAIT, || {
-            Command::new(require("mariadb"))
-                .args([
-                    "--no-defaults",
-                    "-uroot",
-                    "-h127.0.0.1",
-                    "-N",
-                    "-e",
-                    "SELECT 1",
-                ])
-                .arg(format!("-P{port}"))
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-        });
-        db.sql("root", "", db.port, &format!(
-            "CREATE USER '{PROXY_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{PROXY_PASSWORD}'); \
-             GRANT ALL ON *.* TO '{PROXY_USER}'@'%'; \
-             CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));"
-        ));
-        db
-    }
-
-    /// Run SQL with the mariadb CLI on `port` as `user`; panics on failure.
-    fn sql(&self, user: &str, password: &str, port: u16, sql: &str) -> String {
-        let mut args = vec![
-            "--no-defaults".to_owned(),
-            "-N".into(),
-            "-B".into(),
-            "--skip-ssl".into(),
-            "-h127.0.0.1".into(),
-            format!("-P{port}"),
-            format!("-u{user}"),
-        ];
-        if !password.is_empty() {
-            args.push(format!("-p{password}"));
-        }
-        args.extend(["-e".to_owned(), sql.to_owned()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run("mariadb", &args)
-    }
-}
-
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn mysql_statements_carry_their_digest() {
     let db = MariaDb::start();
+    db.root(
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40));",
+    );
     let dir = tempfile::tempdir().unwrap();
     let log = log_path(&dir);
     let ports = Ports::new();
@@ -470,13 +377,19 @@ clusters:
         db = db.port,
     );
     let gw = Gateway::start(&yaml);
-    let out = db.sql(
+    let out = mariadb_cli(
+        gw.addr(),
         "app",
         "app-pw",
-        gw.addr().port(),
+        None,
         "INSERT INTO shop.items VALUES (7, 'secret-name'); SELECT name FROM shop.items WHERE id = 7",
     );
-    assert_eq!(out.trim(), "secret-name");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret-name");
     let select = record(&log, "the SELECT record", |r| {
         r["digest"].as_str().is_some_and(|d| d.contains("SELECT"))
     });
@@ -520,61 +433,9 @@ fn reload_moves_new_connections_to_the_new_file() {
     assert_eq!(records(&first).len(), 1, "the old file got the new request");
 }
 
-/// A private GStreamer RTSP server (tests/peers/rtsp_server.py, as
-/// tests/rtsp.rs runs it) serving `/cam`; killed on drop.
-struct RtspServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RtspServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rtsp_server.py");
-        let log = dir.path().join("rtsp_server.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg("/cam")
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn the RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)");
-        let mut server = RtspServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_for("the RTSP server to listen", WAIT, || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "the RTSP server exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let ready = std::fs::read_to_string(&log).unwrap_or_default();
-            (ready.contains("ready") && std::net::TcpStream::connect(local(port)).is_ok())
-                .then_some(())
-        });
-        server
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn rtsp_requests_carry_method_path_and_status() {
-    let server = RtspServer::start();
+    let server = RtspServer::start(&["/cam"]);
     let dir = tempfile::tempdir().unwrap();
     let log = log_path(&dir);
     let ports = Ports::new();

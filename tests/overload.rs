@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::mariadb::{MariaDb, PROXY_PASSWORD, PROXY_USER};
 use common::*;
 
 /// One listener sniffing every protocol: Redis to `redis`, MQTT to `mqtt`,
@@ -526,75 +527,9 @@ fn ten_thousand_silent_connections_are_closed_by_detection_and_give_memory_back(
 // ---------------------------------------------------------------------------
 // MySQL (a private mariadbd; the gateway answers the handshake itself)
 
-/// A private MariaDB server with user `u`/`p`, killed on drop.
-struct MariaDb {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl MariaDb {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let out = std::process::Command::new(require("mariadb-install-db"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mariadb-install-db failed");
-        let port = free_port();
-        let child = std::process::Command::new(require("mariadbd"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.path().join("s.sock").display()))
-            .arg(format!("--port={port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--user=root",
-                "--innodb-buffer-pool-size=16M",
-                "--skip-log-bin",
-                "--skip-name-resolve",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let db = MariaDb {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_for("mariadbd to take the user", Duration::from_secs(30), || {
-            std::process::Command::new(require("mariadb"))
-                .args(["--no-defaults", "-uroot", "-h127.0.0.1"])
-                .arg(format!("-P{port}"))
-                .arg("-e")
-                .arg("CREATE USER IF NOT EXISTS 'u'@'%' IDENTIFIED BY 'p'; GRANT ALL ON *.* TO 'u'@'%';")
-                .status()
-                .ok()?
-                .success()
-                .then_some(())
-        });
-        db
-    }
-}
-
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn mysql_gateway(db: &MariaDb, top: &str) -> Gateway {
     Gateway::start(&format!(
-        "admin: {{ address: \"127.0.0.1:{admin}\" }}\n{top}listeners:\n  - name: db\n    address: \"127.0.0.1:{port}\"\n    protocol: mysql\n    route_table: sql\n    request_head_timeout: 1s\n    idle_timeout: 120s\n    mysql:\n      users:\n        - {{ username: app, password: app-pw }}\nroute_tables:\n  - name: sql\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - cluster: primary\nclusters:\n  - name: primary\n    hosts: [\"127.0.0.1:{db}\"]\n    mysql: {{ user: u, password: p, max_connections: 8 }}\n",
+        "admin: {{ address: \"127.0.0.1:{admin}\" }}\n{top}listeners:\n  - name: db\n    address: \"127.0.0.1:{port}\"\n    protocol: mysql\n    route_table: sql\n    request_head_timeout: 1s\n    idle_timeout: 120s\n    mysql:\n      users:\n        - {{ username: app, password: app-pw }}\nroute_tables:\n  - name: sql\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - cluster: primary\nclusters:\n  - name: primary\n    hosts: [\"127.0.0.1:{db}\"]\n    mysql: {{ user: {PROXY_USER}, password: {PROXY_PASSWORD}, max_connections: 8 }}\n",
         admin = free_port(),
         port = free_port(),
         db = db.port,

@@ -7,6 +7,9 @@
 //! install; nothing is ever skipped.
 #![allow(dead_code)]
 
+pub mod mariadb;
+pub mod rtsp_server;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
