@@ -6,9 +6,9 @@ set -u
 cd "$(dirname "$0")/.."   # repo root
 STOP=${STOP:?}
 SLOT=${SLOT:-480}
+targets=(${TARGETS:-detect redis http1 mqtt dubbo bolt hessian2 mysql rtsp proxy_protocol})
 bin=fuzz/target/campaign/bin   # copies of the built targets (a rebuild meanwhile does not disturb them)
-mkdir -p "$bin"; for t in detect redis http1 mqtt dubbo bolt hessian2 mysql rtsp; do [ -x "$bin/$t" ] || cp "fuzz/target/x86_64-unknown-linux-gnu/release/$t" "$bin/"; done
-targets=(detect redis http1 mqtt dubbo bolt hessian2 mysql rtsp)
+mkdir -p "$bin"; for t in "${targets[@]}"; do [ -x "$bin/$t" ] || cp "fuzz/target/x86_64-unknown-linux-gnu/release/$t" "$bin/"; done
 log=fuzz/target/campaign/slots.tsv
 [ -f "$log" ] || printf 'start\ttarget\twall_s\tcpu_user_s\tcpu_sys_s\texecs\tcorpus\texit\n' > "$log"
 while :; do
