@@ -67,6 +67,8 @@ pub struct ListenerRuntime {
     pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     /// The PROXY protocol header accepted before TLS and detection.
     pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
+    /// Spans of every request, when the config has `tracing`.
+    pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
 
 impl ListenerRuntime {
@@ -118,6 +120,25 @@ impl Snapshot {
             .ok()
             .flatten()
             .map(Arc::from);
+        let tracer = match &config.tracing {
+            Some(t) => match crate::observe::trace::Tracer::new(t) {
+                Ok(t) => Some(t),
+                Err(message) => {
+                    problems.push(config::Problem {
+                        line: t.endpoint.referenced.line(),
+                        column: t.endpoint.referenced.column(),
+                        field: "tracing.endpoint".into(),
+                        message,
+                        hint: Some(
+                            "give a collector's OTLP/HTTP URL, e.g. `http://127.0.0.1:4318/v1/traces`"
+                                .into(),
+                        ),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let Some(routes) = tables.get(&l.route_table.value).cloned() else {
@@ -182,6 +203,7 @@ impl Snapshot {
                 None => None,
             };
             let runtime = ListenerRuntime {
+                tracer: tracer.clone(),
                 access_log,
                 mysql,
                 name: l.name.value.clone(),

@@ -170,6 +170,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         });
     }
     validate_admin(&mut c, &config.admin);
+    if let Some(t) = &config.tracing {
+        validate_tracing(&mut c, t);
+    }
     c.unique("listeners", config.listeners.iter().map(|l| &l.name));
     c.unique("route_tables", config.route_tables.iter().map(|t| &t.name));
     c.unique("clusters", config.clusters.iter().map(|c| &c.name));
@@ -814,6 +817,51 @@ fn validate_access_log(c: &mut Checker, log: &super::access_log::AccessLog, fiel
                 )),
             );
         }
+    }
+}
+
+/// `tracing:` values that parse but cannot work.
+fn validate_tracing(c: &mut Checker, t: &super::tracing::Tracing) {
+    if let Err(e) = crate::observe::trace::Endpoint::parse(&t.endpoint.value) {
+        c.at(
+            t.endpoint.referenced,
+            "tracing.endpoint".into(),
+            e,
+            Some("give a collector's OTLP/HTTP URL, e.g. `http://127.0.0.1:4318/v1/traces`"),
+        );
+    }
+    let ratio = t.sampling_ratio.value;
+    if !(0.0..=1.0).contains(&ratio) {
+        c.at(
+            t.sampling_ratio.referenced,
+            "tracing.sampling_ratio".into(),
+            format!("{ratio} is not a share between 0 and 1"),
+            Some("give 1.0 to record every new trace, 0.1 for one in ten"),
+        );
+    }
+    if t.batch_size.value == 0 {
+        c.at(
+            t.batch_size.referenced,
+            "tracing.batch_size".into(),
+            "a batch of 0 spans exports nothing".into(),
+            Some("give the most spans in one export request, at least 1 (default 512)"),
+        );
+    }
+    if t.queue.value == 0 {
+        c.at(
+            t.queue.referenced,
+            "tracing.queue".into(),
+            "a queue of 0 spans drops every span".into(),
+            Some("give the most spans waiting for the exporter, at least 1 (default 8192)"),
+        );
+    }
+    if t.export_interval.get().is_zero() {
+        c.at(
+            t.endpoint.referenced,
+            "tracing.export_interval".into(),
+            "an export interval of 0 exports in a busy loop".into(),
+            Some("give e.g. `1s`"),
+        );
     }
 }
 

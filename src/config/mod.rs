@@ -12,6 +12,7 @@ pub mod lint;
 mod load;
 pub mod proxy_protocol;
 pub mod redis;
+pub mod tracing;
 
 pub use duration::Duration;
 pub use load::{ConfigError, Problem, load_file, load_str};
@@ -47,6 +48,9 @@ pub struct Config {
     /// Reloading: whether the gateway watches its config file for changes.
     #[serde(default)]
     pub reload: Reload,
+    /// OpenTelemetry tracing over OTLP/HTTP (off without it).
+    #[serde(default)]
+    pub tracing: Option<tracing::Tracing>,
 }
 
 /// How the config is reloaded besides SIGHUP (`reload:`).

@@ -193,7 +193,18 @@ impl Permit {
     pub fn log_upstream(&mut self, host: std::net::SocketAddr) {
         if let Some(r) = &mut self.log {
             r.upstream = Some(host);
+            if let Some(t) = r.trace() {
+                t.attempt_host(host);
+            }
         }
+    }
+
+    /// Start an upstream attempt of a traced request (to `host` when
+    /// chosen): the `traceparent` to send upstream (an incoming
+    /// `tracestate` goes on as it came). `None` (one branch) without
+    /// tracing.
+    pub fn trace_attempt(&mut self, host: Option<std::net::SocketAddr>) -> Option<String> {
+        Some(self.log.as_deref_mut()?.trace()?.attempt(host))
     }
 
     /// Log a local refusal answered with `status` (breakers, no route).

@@ -72,7 +72,10 @@ impl Outcome {
 
 /// One request's record. Drivers set the public fields they know.
 pub struct Record {
-    log: Arc<AccessLog>,
+    /// `None`: the record only carries a trace (no access log).
+    log: Option<Arc<AccessLog>>,
+    /// The request's spans, on listeners under `tracing`.
+    trace: Option<Box<crate::observe::trace::RequestTrace>>,
     time: SystemTime,
     started: Instant,
     protocol: Protocol,
@@ -111,10 +114,33 @@ impl Record {
         self.status = Some(status.into());
     }
 
-    /// Send the record to the writer (dropped and counted when its queue is full).
+    /// Attach the request's trace.
+    pub fn set_trace(&mut self, trace: Box<crate::observe::trace::RequestTrace>) {
+        self.trace = Some(trace);
+    }
+
+    /// The request's trace, on a listener under `tracing`.
+    pub fn trace(&mut self) -> Option<&mut crate::observe::trace::RequestTrace> {
+        self.trace.as_deref_mut()
+    }
+
+    /// Send the record to the writer (dropped and counted when its queue is
+    /// full), and its trace's spans to the exporter.
     pub fn emit(mut self: Box<Self>) {
         self.duration = self.started.elapsed();
-        let log = self.log.clone();
+        if let Some(trace) = self.trace.take() {
+            trace.finish(crate::observe::trace::Ending {
+                status: self.status,
+                grpc_status: self.grpc_status,
+                failure: match self.outcome {
+                    Outcome::Ok => None,
+                    Outcome::Refused => Some("refused"),
+                    Outcome::UpstreamError => Some("upstream error"),
+                },
+                upstream: self.upstream,
+            });
+        }
+        let Some(log) = self.log.clone() else { return };
         match log.sink.tx.try_send(self) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => log.dropped.increment(1),
@@ -200,15 +226,31 @@ impl AccessLog {
         client: IpAddr,
         size: Option<u64>,
     ) -> Box<Record> {
+        Record::start(Some(self.clone()), protocol, meta, client, size)
+    }
+}
+
+impl Record {
+    /// A request's record: for `log`, or (`None`) only to carry its trace.
+    pub fn start(
+        log: Option<Arc<AccessLog>>,
+        protocol: Protocol,
+        meta: &(dyn Metadata + Sync),
+        client: IpAddr,
+        size: Option<u64>,
+    ) -> Box<Record> {
         let mut fields = Vec::with_capacity(4);
-        for (name, field) in META {
-            if let Some(v) = meta.get(field) {
-                let v = v.get(..MAX_VALUE).unwrap_or(v);
-                fields.push((*name, String::from_utf8_lossy(v).into()));
+        if log.is_some() {
+            for (name, field) in META {
+                if let Some(v) = meta.get(field) {
+                    let v = v.get(..MAX_VALUE).unwrap_or(v);
+                    fields.push((*name, String::from_utf8_lossy(v).into()));
+                }
             }
         }
         Box::new(Record {
-            log: self.clone(),
+            log,
+            trace: None,
             time: SystemTime::now(),
             started: Instant::now(),
             protocol,
@@ -350,7 +392,7 @@ enum Value<'a> {
 fn value<'a>(rec: &'a Record, name: &str) -> Option<Value<'a>> {
     Some(match name {
         "time" => Value::Time(rec.time),
-        "listener" => Value::Str(&rec.log.listener),
+        "listener" => Value::Str(&rec.log.as_ref()?.listener),
         "protocol" => Value::Str(rec.protocol.name()),
         "client" => Value::Addr(&rec.client),
         "upstream" => Value::Addr(rec.upstream.as_ref()?),

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod recent;
 pub mod rtsp;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

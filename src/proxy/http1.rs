@@ -380,10 +380,12 @@ async fn routed(
     if let Some(mirror) = conn.mirror(permit) {
         mirror_copy(mirror, head, forward_path, &down.buf);
     }
+    let traceparent = permit.trace_attempt(None);
     let edits = Edits {
         host: rewrite.and_then(|r| r.host.as_deref()),
         headers: permit.headers(),
         client: conn.client,
+        traceparent: traceparent.as_deref(),
     };
     if cluster.protocol == Some(UpstreamProtocol::Http2) {
         return to_h2::forward(head, forward_path, &edits, down, &cluster, timeout, conn).await;
@@ -396,6 +398,9 @@ async fn routed(
                 fields.set(b"Host", host);
             }
             edit_request(edits.headers, fields, edits.client);
+            if let Some(tp) = edits.traceparent {
+                fields.set(b"traceparent", tp.as_bytes());
+            }
         })
     };
     forward(
@@ -419,11 +424,13 @@ pub(super) struct Edits<'a> {
     /// The rules of the `headers` filters the request passed.
     pub(super) headers: &'a [Arc<HeaderRules>],
     pub(super) client: std::net::IpAddr,
+    /// The W3C `traceparent` of the upstream attempt (under `tracing`).
+    pub(super) traceparent: Option<&'a str>,
 }
 
 impl Edits<'_> {
     fn is_empty(&self) -> bool {
-        self.host.is_none() && self.headers.is_empty()
+        self.host.is_none() && self.headers.is_empty() && self.traceparent.is_none()
     }
 }
 

@@ -404,6 +404,12 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
         }
     }
     edit_request(permit.headers(), &mut parts.headers, sh.conn.client);
+    if let Some(tp) = permit
+        .trace_attempt(None)
+        .and_then(|v| http::HeaderValue::from_str(&v).ok())
+    {
+        parts.headers.insert("traceparent", tp);
+    }
     let tally = Tally::default();
     let up = Upstream {
         cluster: &cluster,

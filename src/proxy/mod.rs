@@ -106,13 +106,24 @@ impl Conn {
         route: Option<&Route>,
         size: Option<u64>,
     ) -> Result<Permit, Refusal> {
-        // The access log record starts here (before any filter delay) and
-        // rides in the permit until the request is done.
-        let Some(log) = &self.listener.access_log else {
+        // The access log record (and the request's trace) starts here
+        // (before any filter delay) and rides in the permit until the
+        // request is done.
+        let listener = &self.listener;
+        if listener.access_log.is_none() && listener.tracer.is_none() {
             return self.filter(protocol, meta, route, size).await;
-        };
-        let mut record = log.start(protocol, meta, self.client, size);
+        }
+        let mut record = crate::observe::access_log::Record::start(
+            listener.access_log.clone(),
+            protocol,
+            meta,
+            self.client,
+            size,
+        );
         record.packet = packet;
+        if let Some(tracer) = &listener.tracer {
+            record.set_trace(tracer.start(protocol, packet, meta, self.client, &listener.name));
+        }
         match self.filter(protocol, meta, route, size).await {
             Ok(mut permit) => {
                 permit.set_log(record);

@@ -162,15 +162,22 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                 }
                 continue;
             };
-            if let Some(h) = cluster.hosts.get(host) {
-                permit.log_upstream(h.address);
+            let address = cluster.hosts.get(host).map(|h| h.address);
+            if let Some(a) = address {
+                permit.log_upstream(a);
             }
-            let frame = match permit.headers() {
-                [] => frame,
-                rules => {
+            let traceparent = permit.trace_attempt(address);
+            let frame = match (permit.headers(), traceparent) {
+                ([], None) => frame,
+                (rules, traceparent) => {
                     let client = conn.client;
-                    P::with_headers(&frame, &mut |fields| edit_request(rules, fields, client))
-                        .unwrap_or(frame)
+                    P::with_headers(&frame, &mut |fields| {
+                        edit_request(rules, fields, client);
+                        if let Some(tp) = &traceparent {
+                            fields.set(b"traceparent", tp.as_bytes());
+                        }
+                    })
+                    .unwrap_or(frame)
                 }
             };
             if let Some(policy) = retry {

@@ -310,6 +310,77 @@ impl Drop for HttpUpstream {
     }
 }
 
+/// An OTLP/HTTP trace receiver (`tests/peers/otlp_receiver.py`): decodes
+/// what it is sent with the OpenTelemetry project's protobuf classes (PyPI
+/// `opentelemetry-proto`) and keeps one JSON object per span; killed on drop.
+pub struct OtlpReceiver {
+    child: Child,
+    pub port: u16,
+    spans: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OtlpReceiver {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let spans = dir.path().join("spans.jsonl");
+        let python = require("python3");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/otlp_receiver.py");
+        let (log, out, err) = log_file(dir.path(), "receiver.log");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&spans)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn python3 otlp_receiver.py");
+        let addr = local(port);
+        wait_for(
+            &format!("the OTLP receiver on {addr} (needs: pip install opentelemetry-proto)"),
+            WAIT,
+            || {
+                check_alive(&mut child, "otlp_receiver.py", &log);
+                connectable(addr).then_some(())
+            },
+        );
+        OtlpReceiver {
+            child,
+            port,
+            spans,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/v1/traces`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.port)
+    }
+
+    /// Every span received so far, in arrival order.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(&self.spans)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .inspect(|v: &serde_json::Value| {
+                assert!(
+                    v.get("error").is_none(),
+                    "the receiver could not decode: {v}"
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
 /// A private nginx serving static files, killed on drop.
 pub struct Nginx {
     child: Child,

@@ -60,6 +60,12 @@ pub(super) async fn forward(
             crate::proxy::http2::set_authority(req.uri_mut(), host).ok()?;
         }
         edit_request(edits.headers, req.headers_mut(), edits.client);
+        if let Some(tp) = edits
+            .traceparent
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            req.headers_mut().insert("traceparent", tp);
+        }
         Some(req)
     });
     let Some(req) = req else {
