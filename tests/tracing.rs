@@ -14,10 +14,16 @@ use serde_json::Value;
 
 const SPANS_WAIT: Duration = Duration::from_secs(20);
 
-/// A listener `edge` (HTTP/1, HTTP/2, Redis, Dubbo) with `/app/...` to
-/// `web`, Redis to `redis`, Dubbo to `rpc`; `tracing` is put in as given
-/// (empty: off).
-fn config(tracing: &str, web: SocketAddr, redis: SocketAddr, rpc: SocketAddr) -> String {
+/// A listener `edge` (HTTP/1, HTTP/2, Redis, Dubbo, MQTT) with `/app/...`
+/// to `web`, Redis to `redis`, Dubbo to `rpc`, MQTT to `mqtt`; `tracing` is
+/// put in as given (empty: off).
+fn config(
+    tracing: &str,
+    web: SocketAddr,
+    redis: SocketAddr,
+    rpc: SocketAddr,
+    mqtt: SocketAddr,
+) -> String {
     let ports = Ports::new();
     format!(
         "admin: {{address: \"127.0.0.1:{admin}\"}}
@@ -25,7 +31,7 @@ fn config(tracing: &str, web: SocketAddr, redis: SocketAddr, rpc: SocketAddr) ->
 listeners:
   - name: edge
     address: 127.0.0.1:{listen}
-    protocols: [http1, http2, redis, dubbo]
+    protocols: [http1, http2, redis, dubbo, mqtt]
     route_table: main
 route_tables:
   - name: main
@@ -35,11 +41,13 @@ route_tables:
         routes:
           - {{match: {{protocol: redis}}, cluster: redis}}
           - {{match: {{protocol: dubbo}}, cluster: rpc}}
+          - {{match: {{protocol: mqtt}}, cluster: mqtt}}
           - {{match: {{path_prefix: /app/}}, cluster: web, prefix_rewrite: /}}
 clusters:
   - {{name: web, hosts: [\"{web}\"], protocol: http1}}
   - {{name: redis, hosts: [\"{redis}\"]}}
   - {{name: rpc, hosts: [\"{rpc}\"]}}
+  - {{name: mqtt, hosts: [\"{mqtt}\"]}}
 ",
         admin = ports.admin,
         listen = ports.listen,
@@ -127,6 +135,7 @@ fn http1_request_continues_the_callers_trace_and_the_upstream_gets_the_attempt_a
         &tracing_block(&receiver),
         web.addr(),
         redis.addr(),
+        local(free_port()),
         local(free_port()),
     ));
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -248,6 +257,7 @@ fn http2_redis_and_dubbo_requests_get_their_spans_and_carriers() {
         web.addr(),
         redis.addr(),
         rpc.addr(),
+        local(free_port()),
     ));
 
     // HTTP/2 downstream (h2c with prior knowledge), HTTP/1.1 upstream.
@@ -315,7 +325,14 @@ fn off_by_default_no_traceparent_is_injected() {
     let web = HttpUpstream::start();
     let redis = RedisServer::start();
     let rpc = RpcServer::start(RpcKind::Dubbo);
-    let gw = Gateway::start(&config("", web.addr(), redis.addr(), rpc.addr()));
+    let mqtt = Mosquitto::start();
+    let gw = Gateway::start(&config(
+        "",
+        web.addr(),
+        redis.addr(),
+        rpc.addr(),
+        mqtt.addr(),
+    ));
     let headers = curl_body(&[&gw.url("/app/headers")]);
     assert!(headers.to_ascii_lowercase().contains("host:"), "{headers}");
     assert_eq!(traceparents(&headers), Vec::<String>::new());
@@ -335,6 +352,111 @@ fn off_by_default_no_traceparent_is_injected() {
     );
     assert_eq!(run.steps[0].errors, 0, "{}", run.steps[0].error_text());
     assert_eq!(run.steps[0].values[0].as_deref(), Some("-"));
+    // MQTT 5: the PUBLISH reaches the broker as it was sent.
+    publish(gw.addr(), "plain/t", &[]);
+    assert_eq!(retained(mqtt.addr(), "plain/t"), "|hello");
+}
+
+/// The retained message on `topic` as `mosquitto_sub -V 5` reads it on
+/// `broker`: `<user properties>|<payload>` (the broker keeps a retained
+/// PUBLISH's properties, so the message is read after it was sent, no
+/// subscription race).
+fn retained(broker: SocketAddr, topic: &str) -> String {
+    let out = run_ok(
+        std::process::Command::new(require("mosquitto_sub"))
+            .args([
+                "-V",
+                "5",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port().to_string(),
+            ])
+            .args(["-t", topic, "-C", "1", "-W", "20", "-F", "%P|%p"]),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `mosquitto_pub -V 5` of `hello` (retained) on `topic` through `gateway`,
+/// with user properties `props` (name, value).
+fn publish(gateway: SocketAddr, topic: &str, props: &[(&str, &str)]) {
+    let mut cmd = std::process::Command::new(require("mosquitto_pub"));
+    cmd.args([
+        "-V",
+        "5",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &gateway.port().to_string(),
+    ])
+    .args(["-t", topic, "-m", "hello", "-q", "1", "-r"]);
+    for (k, v) in props {
+        cmd.args(["-D", "publish", "user-property", k, v]);
+    }
+    run_ok(&mut cmd);
+}
+
+#[test]
+fn mqtt5_publish_carries_traceparent_as_a_user_property() {
+    let receiver = OtlpReceiver::start();
+    let mqtt = Mosquitto::start();
+    let gw = Gateway::start(&config(
+        &tracing_block(&receiver),
+        local(free_port()),
+        local(free_port()),
+        local(free_port()),
+        mqtt.addr(),
+    ));
+    // A new trace: the subscriber sees the attempt's traceparent.
+    publish(gw.addr(), "sensors/1", &[("site", "north")]);
+    let line = retained(mqtt.addr(), "sensors/1");
+    let (props, payload) = line.split_once('|').unwrap();
+    assert_eq!(payload, "hello");
+    assert!(
+        props.contains("site:north"),
+        "other user properties kept: {line}"
+    );
+    let tp = props
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("traceparent:"))
+        .unwrap_or_else(|| panic!("no traceparent user property: {line}"));
+    let (t, parent, _) = split(tp);
+    let spans = trace(&receiver, &t, |s| s.len() >= 2);
+    let (server, client) = server_and_client(&spans);
+    assert_eq!(server["name"], "mqtt PUBLISH");
+    assert_eq!(server["attributes"]["messaging.system"], "mqtt");
+    assert_eq!(
+        server["attributes"]["messaging.destination.name"],
+        "sensors/1"
+    );
+    assert_eq!(client["span_id"], parent.as_str());
+    assert_eq!(
+        client["attributes"]["server.port"],
+        i64::from(mqtt.addr().port())
+    );
+
+    // A publisher's traceparent is continued, not duplicated.
+    let trace_id = "6bf92f3577b34da6a3ce929d0e0e4738";
+    publish(
+        gw.addr(),
+        "sensors/2",
+        &[("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01"))],
+    );
+    let line = retained(mqtt.addr(), "sensors/2");
+    let tps: Vec<&str> = line
+        .split('|')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|p| p.strip_prefix("traceparent:"))
+        .collect();
+    assert_eq!(tps.len(), 1, "{line}");
+    let (t, parent, _) = split(tps[0]);
+    assert_eq!(t, trace_id);
+    let spans = trace(&receiver, trace_id, |s| s.len() >= 2);
+    let (server, client) = server_and_client(&spans);
+    assert_eq!(server["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(client["span_id"], parent.as_str());
 }
 
 #[test]

@@ -186,6 +186,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         }
     };
     let mut bound = None;
+    let mut broker_addr = None;
     for host in cluster.hosts_for(&first, conn.client) {
         let Ok(mut broker) = cluster.connect(host).await else {
             continue;
@@ -215,6 +216,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         {
             if let Some(h) = cluster.hosts.get(host) {
                 permit.log_upstream(h.address);
+                broker_addr = Some(h.address);
             }
             bound = Some((broker, broker_buf, broker_decoder, connack, slot));
             break;
@@ -256,6 +258,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         user,
         client_id,
         mount,
+        broker: broker_addr,
         aliases: TopicAliases::new(u16::MAX),
         denied_qos2: HashSet::new(),
         pending_subacks: HashMap::new(),
@@ -325,6 +328,8 @@ struct Session {
     user: Option<Bytes>,
     client_id: Bytes,
     mount: Option<Vec<u8>>,
+    /// The broker the session is bound to (for the spans of its PUBLISHes).
+    broker: Option<std::net::SocketAddr>,
     /// Client → broker topic aliases (to apply the ACL to alias-only PUBLISHes).
     aliases: TopicAliases,
     /// QoS 2 PUBLISHes answered by the gateway: their PUBREL is answered here too.
@@ -466,6 +471,7 @@ impl Session {
         let m = &self.policy.metrics;
         // PUBLISH and SUBSCRIBE are the requests the shared filters see,
         // with the session's client id and user beside their topic.
+        let mut traceparent = None;
         if let Body::Publish(_) | Body::Subscribe(_) = packet.body() {
             let view = SessionView {
                 packet: &packet,
@@ -481,7 +487,6 @@ impl Session {
                 Body::Publish(p) => Some(p.payload().len() as u64),
                 _ => None,
             };
-            // A publish is done once it is written on: nothing to hold.
             let kind = match packet.body() {
                 Body::Publish(_) => "PUBLISH",
                 _ => "SUBSCRIBE",
@@ -489,7 +494,18 @@ impl Session {
             let admitted = conn
                 .admit_packet(Protocol::Mqtt, Some(kind), &view, route, size)
                 .await;
-            if let Err(refusal) = admitted {
+            // A PUBLISH is done once it is written on; under `tracing` its
+            // MQTT 5 form carries the attempt's `traceparent` user property.
+            let refusal = match admitted {
+                Ok(mut permit) => {
+                    if self.version == Version::V5 && matches!(packet.body(), Body::Publish(_)) {
+                        traceparent = permit.trace_attempt(self.broker);
+                    }
+                    None
+                }
+                Err(refusal) => Some(refusal),
+            };
+            if let Some(refusal) = refusal {
                 match packet.body() {
                     // `over_limit: close` (`mqtt.rate_limit` `disconnect`):
                     // the session ends; 0x96 is a DISCONNECT reason only.
@@ -540,13 +556,27 @@ impl Session {
                     }
                     return Ok(());
                 }
-                match &self.mount {
-                    Some(mount) if !p.topic().is_empty() => {
-                        let mounted = topic::mount(mount, p.topic());
+                let mounted = match &self.mount {
+                    Some(mount) if !p.topic().is_empty() => Some(topic::mount(mount, p.topic())),
+                    _ => None,
+                };
+                match (mounted, traceparent) {
+                    (topic, Some(tp)) => {
+                        let topic = topic.as_deref().unwrap_or(p.topic());
+                        let rewritten = mqtt::publish_with_user_property(
+                            p,
+                            topic,
+                            b"traceparent",
+                            tp.as_bytes(),
+                        )
+                        .map_err(|_| ())?;
+                        self.to_broker.extend_from_slice(&rewritten);
+                    }
+                    (Some(mounted), None) => {
                         let rewritten = mqtt::publish_with_topic(p, &mounted).map_err(|_| ())?;
                         self.to_broker.extend_from_slice(&rewritten);
                     }
-                    _ => self.to_broker.extend_from_slice(packet.wire()),
+                    (None, None) => self.to_broker.extend_from_slice(packet.wire()),
                 }
             }
             Body::Pubrel(ack) if self.denied_qos2.remove(&ack.packet_id()) => {

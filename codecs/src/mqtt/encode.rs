@@ -150,6 +150,43 @@ pub fn publish_with_topic(publish: &Publish, topic: &[u8]) -> Result<Bytes, Code
     Ok(Bytes::from(out))
 }
 
+/// An MQTT 5 `publish` sent under `topic` (its own, or mounted) with its
+/// user properties named `name` replaced by one `name: value` (W3C trace
+/// context goes in a `traceparent` user property); the first byte, packet
+/// id, other properties (in order) and payload are copied byte-exact.
+///
+/// Errors: a topic, name or value over 65,535 bytes, or a packet over the
+/// largest remaining length.
+pub fn publish_with_user_property(
+    publish: &Publish,
+    topic: &[u8],
+    name: &[u8],
+    value: &[u8],
+) -> Result<Bytes, CodecError> {
+    let (len_at, end) = publish.properties_in_tail();
+    let mut props = publish.properties().raw_without_user_property(name);
+    props.push(super::properties::id::USER_PROPERTY);
+    props.extend_from_slice(&topic_len(name)?);
+    props.extend_from_slice(name);
+    props.extend_from_slice(&topic_len(value)?);
+    props.extend_from_slice(value);
+    remaining(props.len())?;
+    let head = publish.tail.get(..len_at).unwrap_or_default();
+    let payload = publish.tail.get(end..).unwrap_or_default();
+    let len = 2 + topic.len() + head.len() + varint_len(props.len()) + props.len() + payload.len();
+    remaining(len)?;
+    let mut out = Vec::with_capacity(1 + varint_len(len) + len);
+    out.push(publish.header);
+    put_varint(&mut out, len);
+    out.extend_from_slice(&topic_len(topic)?);
+    out.extend_from_slice(topic);
+    out.extend_from_slice(head);
+    put_varint(&mut out, props.len());
+    out.extend_from_slice(&props);
+    out.extend_from_slice(payload);
+    Ok(Bytes::from(out))
+}
+
 /// `subscribe` with its filter list replaced by `filters` (filter, options
 /// byte), e.g. each filter under a mount point; the first byte, packet id and
 /// properties are copied byte-exact.

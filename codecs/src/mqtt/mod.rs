@@ -48,8 +48,8 @@ pub mod topic;
 pub use connect::{Connack, Connect, Will};
 pub use encode::{
     ConnectEdit, Credentials, connack, connect_with, disconnect, pingreq, pingresp, puback,
-    pubcomp, publish_with_topic, pubrec, pubrel, suback, subscribe_with_filters, unsuback,
-    unsubscribe_with_filters,
+    pubcomp, publish_with_topic, publish_with_user_property, pubrec, pubrel, suback,
+    subscribe_with_filters, unsuback, unsubscribe_with_filters,
 };
 pub use packet::MAX_VARINT;
 pub use properties::{Properties, Property, PropertyValue};
@@ -345,7 +345,8 @@ impl WireHead for Packet {
 impl Metadata for Packet {
     /// Method (the packet type: `CONNECT`, `PUBLISH`, `SUBSCRIBE`, ...),
     /// ClientId and User (CONNECT), Topic (PUBLISH topic — empty for an MQTT 5
-    /// alias-only PUBLISH —, or the first filter of SUBSCRIBE/UNSUBSCRIBE).
+    /// alias-only PUBLISH —, or the first filter of SUBSCRIBE/UNSUBSCRIBE),
+    /// Header (a PUBLISH's MQTT 5 user property of that exact name).
     fn get(&self, field: &Field) -> Option<&[u8]> {
         match (field, &self.body) {
             (Field::Method, _) => Some(self.kind().name().as_bytes()),
@@ -354,6 +355,8 @@ impl Metadata for Packet {
             (Field::Topic, Body::Publish(p)) => Some(p.topic()),
             (Field::Topic, Body::Subscribe(s)) => s.filters().first().map(|(f, _)| &f[..]),
             (Field::Topic, Body::Unsubscribe(u)) => u.filters().first().map(|f| &f[..]),
+            // MQTT 5 user properties, by exact name (W3C trace context).
+            (Field::Header(name), Body::Publish(p)) => p.user_property(name.as_bytes()),
             _ => None,
         }
     }

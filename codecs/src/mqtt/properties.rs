@@ -147,6 +147,43 @@ impl Properties {
     pub fn reason_string(&self) -> Option<Bytes> {
         self.string(id::REASON_STRING)
     }
+
+    /// Where, in the raw bytes between `start` and `end` of `wire`, the
+    /// value of the first user property named `name` lies.
+    pub(super) fn user_property_at(
+        wire: &Bytes,
+        start: usize,
+        end: usize,
+        name: &[u8],
+    ) -> Option<std::ops::Range<usize>> {
+        let mut r = Reader::new(wire, start, end);
+        while !r.is_empty() {
+            let p = read_one(&mut r).ok()?;
+            if let PropertyValue::Pair(k, v) = &p.value
+                && p.id == id::USER_PROPERTY
+                && k.as_ref() == name
+            {
+                return Some(r.pos() - v.len()..r.pos());
+            }
+        }
+        None
+    }
+
+    /// The property bytes (as on the wire, no length prefix) without the
+    /// user properties named `name`.
+    pub(super) fn raw_without_user_property(&self, name: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw.len());
+        let mut r = Reader::new(&self.raw, 0, self.raw.len());
+        while !r.is_empty() {
+            let start = r.pos();
+            let Ok(p) = read_one(&mut r) else { break };
+            let named = matches!(&p.value, PropertyValue::Pair(k, _) if p.id == id::USER_PROPERTY && k.as_ref() == name);
+            if !named {
+                out.extend_from_slice(self.raw.get(start..r.pos()).unwrap_or_default());
+            }
+        }
+        out
+    }
 }
 
 /// Iterator over [`Properties`].

@@ -68,6 +68,18 @@ impl Publish {
     pub fn payload_len(&self) -> usize {
         self.tail.len() - self.payload_at
     }
+    /// The value of the first MQTT 5 user property named `name` (a view
+    /// into the packet).
+    pub fn user_property(&self, name: &[u8]) -> Option<&[u8]> {
+        let (start, end) = self.properties;
+        let at = super::properties::Properties::user_property_at(&self.tail, start, end, name)?;
+        self.tail.get(at)
+    }
+    /// Where, in `tail`, the property length starts, and where the
+    /// properties end (MQTT 5).
+    pub(super) fn properties_in_tail(&self) -> (usize, usize) {
+        (usize::from(self.packet_id.is_some()) * 2, self.properties.1)
+    }
 }
 
 pub(super) fn parse_publish(

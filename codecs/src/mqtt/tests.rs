@@ -1212,6 +1212,65 @@ fn publish_rewrite() {
 }
 
 #[test]
+fn publish_user_property_replaced_or_added() {
+    // v5 QoS 1 with properties (user properties trace-id and k2, content
+    // type, message expiry, response topic, correlation data, format).
+    let original = hex(
+        "326a000b7665632f352f70726f707300014d26000874726163652d696400066162633132332600026b320002\
+         76320300106170706c69636174696f6e2f6a736f6e020000007808000a7665632f352f72657370090007636f\
+         72722d343201017b2274656d70223a32312e357d",
+    );
+    let p = c2s(Version::V5, &original);
+    let pb = p.as_publish().unwrap();
+    let users = |p: &Publish| -> Vec<(Vec<u8>, Vec<u8>)> {
+        p.properties()
+            .user_properties()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    };
+    // `trace-id` replaced (moved last), the others kept in order.
+    let out = publish_with_user_property(pb, pb.topic(), b"trace-id", b"xyz").unwrap();
+    let q = c2s(Version::V5, &out);
+    let qb = q.as_publish().unwrap();
+    assert_eq!(
+        users(qb),
+        [
+            (b"k2".to_vec(), b"v2".to_vec()),
+            (b"trace-id".to_vec(), b"xyz".to_vec())
+        ]
+    );
+    assert_eq!(qb.payload(), pb.payload());
+    assert_eq!(qb.packet_id(), pb.packet_id());
+    assert_eq!(qb.topic(), pb.topic());
+    assert_eq!(pb.user_property(b"trace-id"), Some(&b"abc123"[..]));
+    assert_eq!(qb.user_property(b"trace-id"), Some(&b"xyz"[..]));
+    assert_eq!(qb.user_property(b"k2"), Some(&b"v2"[..]));
+    assert_eq!(qb.user_property(b"none"), None);
+    assert_eq!(
+        q.get(&crate::Field::Header("trace-id".into())),
+        Some(&b"xyz"[..])
+    );
+    let others = |p: &Publish| -> Vec<Property> {
+        p.properties()
+            .iter()
+            .filter(|p| p.id != properties::id::USER_PROPERTY)
+            .collect()
+    };
+    assert_eq!(others(qb), others(pb));
+    // Added under a new topic (a mount point) to a QoS 0 publish without properties.
+    let bare = hex("300b0003612f620068656c6c6f");
+    let p = c2s(Version::V5, &bare);
+    let pb = p.as_publish().unwrap();
+    let out = publish_with_user_property(pb, b"t/a/b", b"traceparent", b"00-x").unwrap();
+    let q = s2c(Version::V5, &out);
+    let qb = q.as_publish().unwrap();
+    assert_eq!(&qb.topic()[..], b"t/a/b");
+    assert_eq!(users(qb), [(b"traceparent".to_vec(), b"00-x".to_vec())]);
+    assert_eq!(&qb.payload()[..], b"hello");
+    assert!(publish_with_user_property(pb, b"t", b"n", &vec![b'v'; 65_536]).is_err());
+}
+
+#[test]
 fn subscribe_rewrite() {
     let original = hex("82220001152600077375622d6b657900097375622d76616c756500077665632f352f2302");
     let p = c2s(Version::V5, &original);
