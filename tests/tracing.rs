@@ -473,8 +473,7 @@ route_tables: [{{name: t, virtual_hosts: [{{name: v, domains: [\"*\"], routes: [
         &yaml("tracing: {endpoint: \"https://collector:4318/v1/traces\", sampling_ratio: 1.5, queue: 0}"),
         "gw.yaml",
     )
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     for want in [
         "gw.yaml:1:",
@@ -487,8 +486,7 @@ route_tables: [{{name: t, virtual_hosts: [{{name: v, domains: [\"*\"], routes: [
         assert!(err.contains(want), "`{want}` missing from:\n{err}");
     }
     let err = switchyard::config::load_str(&yaml("tracing: {service_name: x}"), "gw.yaml")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("endpoint"), "{err}");
     if let Err(e) = switchyard::config::load_str(

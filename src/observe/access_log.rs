@@ -129,7 +129,7 @@ impl Record {
     pub fn emit(mut self: Box<Self>) {
         self.duration = self.started.elapsed();
         if let Some(trace) = self.trace.take() {
-            trace.finish(crate::observe::trace::Ending {
+            (*trace).finish(crate::observe::trace::Ending {
                 status: self.status,
                 grpc_status: self.grpc_status,
                 failure: match self.outcome {

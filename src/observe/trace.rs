@@ -428,11 +428,11 @@ impl RequestTrace {
     }
 
     /// Finish the spans and queue them for export (sampled requests only).
-    pub fn finish(self: Box<Self>, end: Ending) {
+    pub fn finish(self, end: Ending) {
         if !self.sampled {
             return;
         }
-        let t = *self;
+        let t = self;
         // Every time is the request's start plus a monotonic offset, so the
         // attempts lie within the request.
         let ended = Instant::now();
