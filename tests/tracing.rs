@@ -496,3 +496,72 @@ route_tables: [{{name: t, virtual_hosts: [{{name: v, domains: [\"*\"], routes: [
         panic!("a good tracing block is refused:\n{e}");
     }
 }
+
+#[test]
+fn a_retried_bolt_call_has_a_client_span_per_attempt() {
+    let receiver = OtlpReceiver::start();
+    let bad = RpcServer::start_failing(RpcKind::Bolt);
+    let good = RpcServer::start(RpcKind::Bolt);
+    let ports = Ports::new();
+    // Round robin, no failover: the first call tries `bad` first.
+    let gw = Gateway::start(&format!(
+        "admin: {{address: \"127.0.0.1:{admin}\"}}
+{tracing}
+listeners:
+  - {{name: front, address: \"127.0.0.1:{listen}\", protocols: [bolt], route_table: all}}
+route_tables:
+  - name: all
+    virtual_hosts:
+      - name: any
+        domains: [\"*\"]
+        routes:
+          - {{cluster: up, retry: {{retry_on: [server_error], backoff: {{base: 1ms}}, idempotent: true}}}}
+clusters:
+  - {{name: up, failover: false, hosts: [\"{bad}\", \"{good}\"]}}
+",
+        admin = ports.admin,
+        listen = ports.listen,
+        tracing = tracing_block(&receiver),
+        bad = bad.addr(),
+        good = good.addr(),
+    ));
+    let run = rpc_client(
+        gw.addr(),
+        RpcKind::Bolt,
+        Duration::from_secs(20),
+        &["1", "com.example.Other.whoami"],
+    );
+    assert_eq!(run.steps[0].errors, 0, "{}", run.steps[0].error_text());
+    assert_eq!(run.steps[0].values, [Some(good.port.to_string())]);
+    let server = wait_for("the span of the Bolt call", SPANS_WAIT, || {
+        receiver
+            .spans()
+            .into_iter()
+            .find(|s| s["kind"] == SERVER && s["attributes"]["rpc.system"] == "sofarpc")
+    });
+    // sofa-rpc-node names the service in the Bolt header map (the method
+    // only in the body).
+    assert_eq!(
+        server["attributes"]["rpc.service"], "com.example.Other:1.0",
+        "{server}"
+    );
+    assert_eq!(server["status_code"], 0, "answered in the end: {server}");
+    let trace_id = server["trace_id"].as_str().unwrap().to_owned();
+    let spans = trace(&receiver, &trace_id, |s| s.len() >= 3);
+    let mut attempts = kind_of(&spans, CLIENT);
+    attempts.sort_by_key(|s| s["attributes"]["switchyard.attempt"].as_i64());
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    let port = |s: &Value| s["attributes"]["server.port"].as_i64();
+    let outcome = |s: &Value| s["attributes"]["switchyard.outcome"].clone();
+    assert_eq!(port(attempts[0]), Some(i64::from(bad.addr().port())));
+    assert_eq!(outcome(attempts[0]), "retried");
+    assert_eq!(attempts[0]["status_code"], 2);
+    assert_eq!(port(attempts[1]), Some(i64::from(good.addr().port())));
+    assert_eq!(outcome(attempts[1]), "ok");
+    assert_eq!(attempts[1]["status_code"], 0);
+    for a in &attempts {
+        assert_eq!(a["parent_span_id"], server["span_id"]);
+    }
+    assert_ne!(attempts[0]["span_id"], attempts[1]["span_id"]);
+    assert!(attempts[0]["end"].as_u64() <= attempts[1]["start"].as_u64());
+}

@@ -283,11 +283,11 @@ async fn call_with_retries<P: MuxProtocol>(
     policy: Arc<RetryPolicy>,
 ) {
     let Call {
-        frame,
+        mut frame,
         cluster,
         reply,
         timeout,
-        permit,
+        mut permit,
         turn,
     } = call;
     let mut retries = Retries::new(&policy, &cluster, true);
@@ -338,6 +338,17 @@ async fn call_with_retries<P: MuxProtocol>(
             let conns = shared::<P>(&cluster, next).await;
             if let Some(c) = conns.get(turn % conns.len().max(1)) {
                 (up, host) = (c.clone(), next);
+                // A new attempt: its own client span, its id upstream.
+                let address = cluster.hosts.get(host).map(|h| h.address);
+                if let Some(a) = address {
+                    permit.log_upstream(a);
+                }
+                if let Some(tp) = permit.trace_attempt(address) {
+                    frame = P::with_headers(&frame, &mut |fields| {
+                        fields.set(b"traceparent", tp.as_bytes());
+                    })
+                    .unwrap_or(frame);
+                }
                 retries.backoff().await;
                 continue;
             }
