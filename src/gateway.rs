@@ -67,6 +67,9 @@ pub struct ListenerRuntime {
     pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     /// The PROXY protocol header accepted before TLS and detection.
     pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
+    /// Sidecar interception (`transparent: redirect`): each connection's
+    /// original destination is read with `SO_ORIGINAL_DST`.
+    pub transparent: bool,
 }
 
 impl ListenerRuntime {
@@ -218,6 +221,7 @@ impl Snapshot {
                     .proxy_protocol
                     .as_ref()
                     .map(crate::net::proxy_protocol::Accept::new),
+                transparent: l.transparent.is_some(),
                 metrics: protocols
                     .iter()
                     .copied()

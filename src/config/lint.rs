@@ -196,6 +196,10 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
         && list(&earlier.services, &later.services, false)
         && list(&earlier.rpc_methods, &later.rpc_methods, false)
         && list(&earlier.schemas, &later.schemas, false)
+        // Destination conditions: covered only by none, or by the same list.
+        && (earlier.destination_ports.is_empty()
+            || earlier.destination_ports == later.destination_ports)
+        && (earlier.destination_ips.is_empty() || earlier.destination_ips == later.destination_ips)
 }
 
 /// Clusters no route, mirror, fallback or MySQL query rule names. Skipped

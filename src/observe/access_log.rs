@@ -77,6 +77,9 @@ pub struct Record {
     started: Instant,
     protocol: Protocol,
     client: IpAddr,
+    /// Where the connection was going (a transparent listener's original
+    /// destination, a PROXY header's destination), when known.
+    destination: Option<SocketAddr>,
     /// The request's metadata fields, as sent (values truncated).
     fields: Vec<(&'static str, Box<str>)>,
     /// The status of the answer: HTTP/RTSP status, Dubbo/Bolt status code,
@@ -198,6 +201,7 @@ impl AccessLog {
         protocol: Protocol,
         meta: &(dyn Metadata + Sync),
         client: IpAddr,
+        destination: Option<SocketAddr>,
         size: Option<u64>,
     ) -> Box<Record> {
         let mut fields = Vec::with_capacity(4);
@@ -213,6 +217,7 @@ impl AccessLog {
             started: Instant::now(),
             protocol,
             client,
+            destination,
             fields,
             status: None,
             grpc_status: None,
@@ -354,6 +359,7 @@ fn value<'a>(rec: &'a Record, name: &str) -> Option<Value<'a>> {
         "protocol" => Value::Str(rec.protocol.name()),
         "client" => Value::Addr(&rec.client),
         "upstream" => Value::Addr(rec.upstream.as_ref()?),
+        "destination" => Value::Addr(rec.destination.as_ref()?),
         "packet" => Value::Str(rec.packet?),
         "digest" => Value::Str(rec.digest.as_deref()?),
         "status" => Value::Num(rec.status?.into()),

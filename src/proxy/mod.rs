@@ -111,7 +111,7 @@ impl Conn {
         let Some(log) = &self.listener.access_log else {
             return self.filter(protocol, meta, route, size).await;
         };
-        let mut record = log.start(protocol, meta, self.client, size);
+        let mut record = log.start(protocol, meta, self.client, self.destination, size);
         record.packet = packet;
         match self.filter(protocol, meta, route, size).await {
             Ok(mut permit) => {

@@ -1,0 +1,289 @@
+//! Sidecar interception (issue #16): real clients connect to real servers'
+//! own addresses; iptables (set up by `labs/sidecar/intercept.sh`) redirects
+//! those connections to a `transparent: redirect` listener, which reads each
+//! one's original destination, sniffs its protocol, routes it (routes may
+//! match `destination_ports`) and forwards it to that destination through a
+//! `type: original_dst` cluster whose connections carry the `SO_MARK` the
+//! rules let pass.
+//!
+//! Each test moves its own thread into a fresh network namespace
+//! (`unshare(CLONE_NEWNET)`): every server, client and gateway it starts
+//! from then on lives there, so the iptables rules touch nothing else, the
+//! usual helpers (`RedisServer`, `Nginx`, `Mosquitto`, `Gateway`) work
+//! unchanged, and the namespace is gone when its last process exits, even
+//! after a panic.
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+
+use common::*;
+
+/// The mark the gateway's upstream sockets carry and the rules let pass.
+const MARK: &str = "1337";
+
+/// Move the calling thread, and every thread and process it starts from
+/// now on, into a network namespace of its own with loopback up.
+fn own_network_namespace() {
+    // SAFETY: unshare(2) reads no memory of ours; CLONE_NEWNET moves only
+    // the calling thread to a new network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET) failed (the sidecar tests run as root): {}",
+        std::io::Error::last_os_error()
+    );
+    run_ok(Command::new(require("ip")).args(["link", "set", "lo", "up"]));
+}
+
+/// Run `labs/sidecar/intercept.sh` with `args`.
+fn intercept(args: &[&str]) -> Output {
+    require("iptables");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/labs/sidecar/intercept.sh");
+    run_ok(Command::new("bash").arg(script).args(args))
+}
+
+/// The nat table's rules, as `iptables -S` lists them.
+fn nat_rules() -> String {
+    let out = run_ok(Command::new(require("iptables")).args(["-w", "-t", "nat", "-S"]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The gateway's outbound sidecar listener on `port` (127.0.0.1), with an
+/// access log in `log`; a route denying connections to `denied_port`.
+fn sidecar_config(port: u16, admin: u16, log: &std::path::Path, denied_port: u16) -> String {
+    format!(
+        r#"admin: {{address: "127.0.0.1:{admin}"}}
+listeners:
+  - name: outbound
+    address: "127.0.0.1:{port}"
+    transparent: redirect
+    protocols: [http1, redis, mqtt]
+    route_table: outbound
+    detect: {{timeout: 500ms, fallback: {{tcp_proxy: passthrough}}}}
+    access_log: {{path: "{log}", format: json}}
+route_tables:
+  - name: outbound
+    virtual_hosts:
+      - name: any
+        domains: ["*"]
+        routes:
+          - name: no-second-redis
+            match: {{destination_ports: [{denied_port}]}}
+            filters: [{{ip_access: {{deny: ["0.0.0.0/0"]}}}}]
+            cluster: original
+          - {{name: out, cluster: original}}
+clusters:
+  - {{name: original, type: original_dst, mark: {MARK}}}
+  - {{name: passthrough, type: original_dst, mark: {MARK}}}
+"#,
+        log = log.display()
+    )
+}
+
+#[test]
+fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
+    own_network_namespace();
+    let page = b"served by the nginx the client asked for\n";
+    let nginx = Nginx::start(&[("hello.txt", page)]);
+    let redis = RedisServer::start();
+    let denied = RedisServer::start();
+    let broker = Mosquitto::start();
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let access_log = dir.path().join("access.log");
+    let ports = Ports::new();
+    let gw = Gateway::start(&sidecar_config(
+        ports.listen,
+        ports.admin,
+        &access_log,
+        denied.port,
+    ));
+    let server_ports = [nginx.port, redis.port, denied.port, broker.port, echo.port]
+        .map(|p| p.to_string())
+        .join(",");
+    let gateway_port = ports.listen.to_string();
+    let up = [
+        "up",
+        "--ports",
+        &server_ports,
+        "--gateway-port",
+        &gateway_port,
+        "--mark",
+        MARK,
+    ];
+    intercept(&up);
+    intercept(&up);
+    let rules = nat_rules();
+    assert_eq!(
+        rules.matches("-j SWITCHYARD_OUTPUT").count(),
+        1,
+        "`up` twice leaves one jump:\n{rules}"
+    );
+    assert_eq!(
+        rules.matches("REDIRECT").count(),
+        1,
+        "and one REDIRECT:\n{rules}"
+    );
+
+    // HTTP: curl to nginx's own address gets nginx's page.
+    let out = run_ok(curl().arg(format!("http://{}/hello.txt", nginx.addr())));
+    assert_eq!(out.stdout, page);
+
+    // Redis: the server that answers is the one the client addressed.
+    let out = redis_cli(redis.addr(), &["CONFIG", "GET", "port"]);
+    assert_eq!(text(&out), format!("port\n{}", redis.port));
+    let out = redis_cli(redis.addr(), &["SET", "sidecar", "seen"]);
+    assert_eq!(text(&out), "OK");
+    let out = redis_cli(redis.addr(), &["GET", "sidecar"]);
+    assert_eq!(text(&out), "seen");
+
+    // The route on the second server's port refuses in Redis's words.
+    let out = redis_cli(denied.addr(), &["PING"]);
+    let said = text(&out);
+    assert!(
+        said.starts_with("ERR") || said.starts_with("(error) ERR"),
+        "a denied destination is refused with -ERR, got {said:?}"
+    );
+    assert!(!said.contains("PONG"), "{said}");
+
+    // MQTT: a retained message published and read back through the broker.
+    run_ok(
+        Command::new(require("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-i", "sidecar-pub", "-t", "sidecar/t", "-m", "via-sidecar"])
+            .args(["-r", "-q", "1"]),
+    );
+    let out = run_ok(
+        Command::new(require("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args([
+                "-i",
+                "sidecar-sub",
+                "-t",
+                "sidecar/t",
+                "-C",
+                "1",
+                "-W",
+                "10",
+            ]),
+    );
+    assert_eq!(text(&out), "via-sidecar");
+
+    // Bytes no codec knows pass through as TCP to their destination.
+    let unknown = b"\x00\x01 not a protocol the gateway knows\n";
+    let mut raw = RawConn::connect(echo.addr());
+    raw.send(unknown);
+    let mut echoed = vec![0u8; unknown.len()];
+    raw.stream()
+        .try_clone()
+        .unwrap()
+        .read_exact(&mut echoed)
+        .expect("the echo server's answer");
+    assert_eq!(echoed, unknown);
+    drop(raw);
+
+    // Every connection went through the gateway, once: curl 1, redis-cli 4,
+    // MQTT 2, raw 1. A loop (the gateway's own connections redirected back
+    // to it) would show more.
+    let conns = |protocol: &str| {
+        gw.metric(
+            "switchyard_downstream_connections_total",
+            &[("listener", "outbound"), ("protocol", protocol)],
+        )
+    };
+    wait_for("the passthrough connection to be counted", WAIT, || {
+        (conns("tcp") == 1.0).then_some(())
+    });
+    assert_eq!(conns("http1"), 1.0);
+    assert_eq!(conns("redis"), 4.0);
+    assert_eq!(conns("mqtt"), 2.0);
+    let upstream = gw.metric(
+        "switchyard_upstream_connections_total",
+        &[("cluster", "original")],
+    );
+    assert!(
+        (3.0..=7.0).contains(&upstream),
+        "the gateway connected out once per session at most (not to itself): {upstream}"
+    );
+
+    // The access log names each request's original destination.
+    let log = wait_for("the access log lines", WAIT, || {
+        let log = std::fs::read_to_string(&access_log).ok()?;
+        (log.lines().count() >= 7).then_some(log)
+    });
+    for (protocol, port) in [
+        ("http1", nginx.port),
+        ("redis", redis.port),
+        ("mqtt", broker.port),
+    ] {
+        let want = format!("\"destination\":\"127.0.0.1:{port}\"");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("\"protocol\":\"{protocol}\"")) && l.contains(&want)),
+            "no {protocol} line with {want} in:\n{log}"
+        );
+    }
+    let refused = format!("\"destination\":\"127.0.0.1:{}\"", denied.port);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&refused) && l.contains("\"result\":\"refused\"")),
+        "the denied request is logged refused:\n{log}"
+    );
+
+    // `down` removes the rules: clients reach the servers directly again.
+    intercept(&["down"]);
+    let rules = nat_rules();
+    assert!(!rules.contains("SWITCHYARD"), "left behind:\n{rules}");
+    let out = redis_cli(denied.addr(), &["PING"]);
+    assert_eq!(text(&out), "PONG");
+    assert_eq!(conns("redis"), 4.0, "not through the gateway any more");
+}
+
+#[test]
+fn a_connection_addressed_to_the_gateway_itself_is_not_looped_back() {
+    own_network_namespace();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let gw = Gateway::start(&sidecar_config(
+        ports.listen,
+        ports.admin,
+        &dir.path().join("access.log"),
+        1,
+    ));
+    let redis_port = redis.port.to_string();
+    let gateway_port = ports.listen.to_string();
+    intercept(&[
+        "up",
+        "--ports",
+        &redis_port,
+        "--gateway-port",
+        &gateway_port,
+        "--mark",
+        MARK,
+    ]);
+    // Straight to the listener: no original destination, so nowhere to go.
+    let gateway: SocketAddr = format!("127.0.0.1:{}", ports.listen).parse().unwrap();
+    let out = redis_cli(gateway, &["PING"]);
+    let said = text(&out);
+    assert!(said.contains("ERR"), "answered with an error, got {said:?}");
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_connections_total",
+            &[("cluster", "original")]
+        ),
+        0.0,
+        "the gateway did not connect anywhere (least of all to itself)"
+    );
+    // An intercepted one still goes through.
+    let out = redis_cli(redis.addr(), &["PING"]);
+    assert_eq!(text(&out), "PONG");
+}
