@@ -287,3 +287,77 @@ fn a_connection_addressed_to_the_gateway_itself_is_not_looped_back() {
     let out = redis_cli(redis.addr(), &["PING"]);
     assert_eq!(text(&out), "PONG");
 }
+
+#[test]
+fn rpc_calls_reach_the_server_they_were_addressed_to() {
+    own_network_namespace();
+    // Two servers of each kind: each answers `whoami` with its own port, so
+    // an answer from the wrong one (a shared connection of the other
+    // destination) would show.
+    let servers = [
+        RpcServer::start(RpcKind::Bolt),
+        RpcServer::start(RpcKind::Bolt),
+        RpcServer::start(RpcKind::Dubbo),
+        RpcServer::start(RpcKind::Dubbo),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let config = sidecar_config(ports.listen, ports.admin, &dir.path().join("access.log"), 1)
+        .replace(
+            "protocols: [http1, redis, mqtt]",
+            "protocols: [dubbo, bolt]",
+        );
+    let gw = Gateway::start(&config);
+    let server_ports = servers
+        .iter()
+        .map(|s| s.port.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let gateway_port = ports.listen.to_string();
+    intercept(&[
+        "up",
+        "--ports",
+        &server_ports,
+        "--gateway-port",
+        &gateway_port,
+        "--mark",
+        MARK,
+    ]);
+    for server in &servers {
+        let kind = server.kind;
+        let run = rpc_client(
+            server.addr(),
+            kind,
+            std::time::Duration::from_secs(10),
+            &[
+                "2",
+                "com.example.Other.whoami",
+                "--then",
+                "1",
+                "plus",
+                "20",
+                "22",
+            ],
+        );
+        let whoami: Vec<_> = run.steps[0].values.iter().flatten().cloned().collect();
+        assert_eq!(
+            whoami,
+            [server.port.to_string(), server.port.to_string()],
+            "{} on {}: {:?}",
+            kind.name(),
+            server.port,
+            run.steps[0].error_text()
+        );
+        assert_eq!(run.steps[1].values, [Some("42".to_owned())]);
+    }
+    for (protocol, n) in [("bolt", 2.0), ("dubbo", 2.0)] {
+        assert_eq!(
+            gw.metric(
+                "switchyard_downstream_connections_total",
+                &[("listener", "outbound"), ("protocol", protocol)],
+            ),
+            n,
+            "one client connection per run went through the gateway"
+        );
+    }
+}
