@@ -81,7 +81,7 @@ route_tables:
             cluster: original
           - {{name: out, cluster: original}}
 clusters:
-  - {{name: original, type: original_dst, mark: {MARK}}}
+  - {{name: original, type: original_dst, mark: {MARK}, original_dst_header: x-envoy-original-dst-host}}
   - {{name: passthrough, type: original_dst, mark: {MARK}}}
 "#,
         log = log.display()
@@ -93,6 +93,8 @@ fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
     own_network_namespace();
     let page = b"served by the nginx the client asked for\n";
     let nginx = Nginx::start(&[("hello.txt", page)]);
+    let other_page = b"served by the nginx the header named\n";
+    let other_nginx = Nginx::start(&[("hello.txt", other_page)]);
     let redis = RedisServer::start();
     let denied = RedisServer::start();
     let broker = Mosquitto::start();
@@ -136,6 +138,14 @@ fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
     // HTTP: curl to nginx's own address gets nginx's page.
     let out = run_ok(curl().arg(format!("http://{}/hello.txt", nginx.addr())));
     assert_eq!(out.stdout, page);
+    // With `original_dst_header`, a request may name its destination.
+    let out = run_ok(
+        curl()
+            .arg("-H")
+            .arg(format!("x-envoy-original-dst-host: {}", other_nginx.addr()))
+            .arg(format!("http://{}/hello.txt", nginx.addr())),
+    );
+    assert_eq!(out.stdout, other_page);
 
     // Redis: the server that answers is the one the client addressed.
     let out = redis_cli(redis.addr(), &["CONFIG", "GET", "port"]);
@@ -190,7 +200,7 @@ fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
     assert_eq!(echoed, unknown);
     drop(raw);
 
-    // Every connection went through the gateway, once: curl 1, redis-cli 4,
+    // Every connection went through the gateway, once: curl 2, redis-cli 4,
     // MQTT 2, raw 1. A loop (the gateway's own connections redirected back
     // to it) would show more.
     let conns = |protocol: &str| {
@@ -202,7 +212,7 @@ fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
     wait_for("the passthrough connection to be counted", WAIT, || {
         (conns("tcp") == 1.0).then_some(())
     });
-    assert_eq!(conns("http1"), 1.0);
+    assert_eq!(conns("http1"), 2.0);
     assert_eq!(conns("redis"), 4.0);
     assert_eq!(conns("mqtt"), 2.0);
     let upstream = gw.metric(
@@ -210,7 +220,7 @@ fn intercepted_clients_reach_their_own_servers_through_the_gateway() {
         &[("cluster", "original")],
     );
     assert!(
-        (3.0..=7.0).contains(&upstream),
+        (4.0..=8.0).contains(&upstream),
         "the gateway connected out once per session at most (not to itself): {upstream}"
     );
 

@@ -457,6 +457,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 }
             }
         }
+        if let Some(h) = &cl.original_dst_header
+            && !original_dst
+        {
+            c.at(
+                h.referenced,
+                field("original_dst_header"),
+                "only a `type: original_dst` cluster takes its destination from a header".into(),
+                Some("add `type: original_dst` (and drop `hosts`), or drop `original_dst_header`"),
+            );
+        }
         if let Some(mark) = &cl.mark
             && mark.value == 0
         {

@@ -1027,6 +1027,11 @@ pub struct Cluster {
     /// transparent listener's, or a PROXY header's), with pools per destination.
     #[serde(default, rename = "type")]
     pub kind: ClusterKind,
+    /// `type: original_dst`, HTTP only: take the destination from this
+    /// request header (`IP:port`, e.g. `x-envoy-original-dst-host`) when a
+    /// request carries a valid one, else the connection's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst_header: Option<Spanned<String>>,
     #[serde(default)]
     pub hosts: Vec<Spanned<Host>>,
     /// Set this `SO_MARK` on every connection to the hosts, so the

@@ -349,7 +349,7 @@ async fn routed(
             }
         },
         Some(action) => match action.cluster_for(head) {
-            Some(c) => c.for_destination(conn.destination),
+            Some(c) => c.for_request(conn.destination, head),
             None => {
                 return (
                     local(

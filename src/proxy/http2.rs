@@ -350,7 +350,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             return false;
         }
         action => match action.cluster_for(&head) {
-            Some(c) => c.for_destination(sh.conn.destination),
+            Some(c) => c.for_request(sh.conn.destination, &head),
             None => {
                 let failure = match action {
                     Action::ClusterHeader { .. } => Failure::ClusterNotFound,

@@ -305,6 +305,8 @@ pub struct Cluster {
     /// `type: original_dst`: the views of this cluster, one per original
     /// destination seen (`None`: a static cluster, or such a view).
     pub(super) original_dst: Option<super::original_dst::Destinations>,
+    /// The request header an HTTP request may name its destination in.
+    original_dst_header: Option<Field>,
 }
 
 impl Cluster {
@@ -354,6 +356,28 @@ impl Cluster {
             }),
             _ => self.clone(),
         }
+    }
+
+    /// As [`Cluster::for_destination`], for an HTTP request `req`: with
+    /// `original_dst_header`, the `IP:port` that header names when it
+    /// carries a valid one, else the connection's `destination`.
+    pub fn for_request(
+        self: &Arc<Self>,
+        destination: Option<SocketAddr>,
+        req: &dyn Metadata,
+    ) -> Arc<Cluster> {
+        let named = self
+            .original_dst_header
+            .as_ref()
+            .and_then(|h| req.get(h))
+            .and_then(|v| {
+                std::str::from_utf8(v)
+                    .ok()?
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .ok()
+            });
+        self.for_destination(named.or(destination))
     }
 
     /// How many original destinations a `type: original_dst` cluster keeps
@@ -471,6 +495,10 @@ impl Cluster {
             idle_timeout: c.idle_timeout.get(),
             mark: c.mark.as_ref().map(|m| m.value),
             original_dst: None,
+            original_dst_header: c
+                .original_dst_header
+                .as_ref()
+                .map(|h| Field::Header(h.value.to_ascii_lowercase())),
             name,
         }
     }
