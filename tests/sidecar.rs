@@ -371,3 +371,143 @@ fn rpc_calls_reach_the_server_they_were_addressed_to() {
         );
     }
 }
+
+/// A named network namespace for a client "elsewhere", joined to the test's
+/// own namespace by a veth pair: 10.88.0.1 on the test's side, 10.88.0.2 on
+/// the client's. Deleted on drop (its veth end goes with it).
+struct RemoteHost {
+    name: String,
+}
+
+impl RemoteHost {
+    fn create() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("sy-sc-{}-{n}", std::process::id());
+        let ip = require("ip");
+        run_ok(Command::new(&ip).args(["netns", "add", &name]));
+        let remote = RemoteHost { name };
+        let n = remote.name.as_str();
+        let steps: [&[&str]; 7] = [
+            &[
+                "link",
+                "add",
+                "sy-pod",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "sy-remote",
+                "netns",
+                n,
+            ],
+            &["addr", "add", "10.88.0.1/24", "dev", "sy-pod"],
+            &["link", "set", "sy-pod", "up"],
+            &["-n", n, "link", "set", "lo", "up"],
+            &["-n", n, "addr", "add", "10.88.0.2/24", "dev", "sy-remote"],
+            &["-n", n, "link", "set", "sy-remote", "up"],
+            &["-n", n, "route", "add", "default", "dev", "sy-remote"],
+        ];
+        for step in steps {
+            run_ok(Command::new(&ip).args(step));
+        }
+        remote
+    }
+
+    /// `program` run inside the remote namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(require("ip"));
+        c.args(["netns", "exec", &self.name]).arg(require(program));
+        c
+    }
+}
+
+impl Drop for RemoteHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn inbound_connections_reach_the_application_on_localhost_by_destination_port() {
+    own_network_namespace();
+    let remote = RemoteHost::create();
+    // The application: two HTTP services on 127.0.0.1 only, out of the
+    // remote client's reach but through the inbound listener.
+    let app = Nginx::start(&[("hello.txt", b"the application\n")]);
+    let admin_app = Nginx::start(&[("hello.txt", b"the admin service\n")]);
+    let ports = Ports::new();
+    let config = format!(
+        r#"admin: {{address: "127.0.0.1:{admin}"}}
+listeners:
+  - name: inbound
+    address: "0.0.0.0:{listen}"
+    transparent: redirect
+    protocols: [http1]
+    route_table: inbound
+route_tables:
+  - name: inbound
+    virtual_hosts:
+      - name: app
+        domains: ["*"]
+        routes:
+          - {{name: app, match: {{destination_ports: [{app}]}}, cluster: app}}
+          - name: no-admin-from-outside
+            match: {{destination_ports: [{admin_app}]}}
+            filters: [{{ip_access: {{deny: ["10.88.0.0/24"]}}}}]
+            cluster: admin-app
+clusters:
+  - {{name: app, hosts: ["127.0.0.1:{app}"], mark: {MARK}}}
+  - {{name: admin-app, hosts: ["127.0.0.1:{admin_app}"], mark: {MARK}}}
+"#,
+        admin = ports.admin,
+        listen = ports.listen,
+        app = app.port,
+        admin_app = admin_app.port,
+    );
+    let gw = Gateway::start(&config);
+    let inbound_ports = format!("{},{}", app.port, admin_app.port);
+    let gateway_port = ports.listen.to_string();
+    intercept(&[
+        "up",
+        "--inbound-ports",
+        &inbound_ports,
+        "--inbound-port",
+        &gateway_port,
+        "--mark",
+        MARK,
+    ]);
+    let rules = nat_rules();
+    assert!(
+        rules.contains("-A PREROUTING -p tcp -j SWITCHYARD_INBOUND")
+            && !rules.contains("SWITCHYARD_OUTPUT"),
+        "inbound only:\n{rules}"
+    );
+    let get = |port: u16| {
+        remote
+            .command("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(format!("http://10.88.0.1:{port}/hello.txt"))
+            .output()
+            .expect("run curl in the remote namespace")
+    };
+    let out = get(app.port);
+    assert_eq!(text(&out), "the application\n\n200", "{out:?}");
+    let out = get(admin_app.port);
+    assert!(text(&out).ends_with("403"), "refused by the route: {out:?}");
+    assert_eq!(
+        gw.metric(
+            "switchyard_downstream_connections_total",
+            &[("listener", "inbound"), ("protocol", "http1")],
+        ),
+        2.0
+    );
+    intercept(&["down"]);
+    let out = get(app.port);
+    assert!(
+        !out.status.success(),
+        "without the rule the application (on 127.0.0.1) is out of reach: {out:?}"
+    );
+}

@@ -2,8 +2,8 @@
 # Sidecar interception with iptables (nat table; Debian's `iptables`, the
 # nf_tables backend works: SO_ORIGINAL_DST comes from conntrack either way).
 #
-#   intercept.sh up   --ports 80,6379,1883 [--gateway-port 15001] [--mark 1337] [--uid UID]
-#                     [--inbound-ports 8080 --inbound-port 15006]
+#   intercept.sh up   [--ports 80,6379,1883 [--gateway-port 15001] [--mark 1337] [--uid UID]]
+#                     [--inbound-ports 8080 [--inbound-port 15006]]
 #   intercept.sh down
 #   intercept.sh show
 #
@@ -86,19 +86,25 @@ drop() {
 
 case "$action" in
     up)
-        [ -n "$ports" ] || die "give the outbound destination ports: --ports 80,6379 (ranges as 8000:8099)"
-        is_list "$ports" || die "--ports: '$ports' is not a list of ports (80,6379 or 8000:8099)"
-        is_num "$gateway_port" || die "--gateway-port: '$gateway_port' is not a port"
+        [ -n "$ports$inbound_ports" ] \
+            || die "give the outbound destination ports (--ports 80,6379; ranges as 8000:8099) and/or --inbound-ports"
         is_num "$mark" && [ "$mark" -gt 0 ] || die "--mark: '$mark' is not a mark above 0"
         [ -z "$uid" ] || is_num "$uid" || die "--uid: '$uid' is not a numeric uid"
-        fresh "$OUT_CHAIN"
-        # The gateway's own connections pass: its clusters set SO_MARK $mark.
-        nat -A "$OUT_CHAIN" -m mark --mark "$mark" -j RETURN
-        [ -z "$uid" ] || nat -A "$OUT_CHAIN" -m owner --uid-owner "$uid" -j RETURN
-        # Never redirect connections to the gateway's own port.
-        nat -A "$OUT_CHAIN" -p tcp --dport "$gateway_port" -j RETURN
-        nat -A "$OUT_CHAIN" -p tcp -m multiport --dports "$ports" -j REDIRECT --to-ports "$gateway_port"
-        ensure_jump OUTPUT "$OUT_CHAIN"
+        if [ -n "$ports" ]; then
+            is_list "$ports" || die "--ports: '$ports' is not a list of ports (80,6379 or 8000:8099)"
+            is_num "$gateway_port" || die "--gateway-port: '$gateway_port' is not a port"
+            fresh "$OUT_CHAIN"
+            # The gateway's own connections pass: its clusters set SO_MARK $mark.
+            nat -A "$OUT_CHAIN" -m mark --mark "$mark" -j RETURN
+            [ -z "$uid" ] || nat -A "$OUT_CHAIN" -m owner --uid-owner "$uid" -j RETURN
+            # Never redirect connections to the gateway's own port.
+            nat -A "$OUT_CHAIN" -p tcp --dport "$gateway_port" -j RETURN
+            nat -A "$OUT_CHAIN" -p tcp -m multiport --dports "$ports" -j REDIRECT --to-ports "$gateway_port"
+            ensure_jump OUTPUT "$OUT_CHAIN"
+        else
+            remove_jump OUTPUT "$OUT_CHAIN"
+            drop "$OUT_CHAIN"
+        fi
         if [ -n "$inbound_ports" ]; then
             is_list "$inbound_ports" || die "--inbound-ports: '$inbound_ports' is not a list of ports"
             is_num "$inbound_port" || die "--inbound-port: '$inbound_port' is not a port"
