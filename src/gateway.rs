@@ -69,6 +69,9 @@ pub struct ListenerRuntime {
     pub proxy_protocol: Option<crate::net::proxy_protocol::Accept>,
     /// Spans of every request, when the config has `tracing`.
     pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
+    /// Sidecar interception (`transparent: redirect`): each connection's
+    /// original destination is read with `SO_ORIGINAL_DST`.
+    pub transparent: bool,
 }
 
 impl ListenerRuntime {
@@ -240,6 +243,7 @@ impl Snapshot {
                     .proxy_protocol
                     .as_ref()
                     .map(crate::net::proxy_protocol::Accept::new),
+                transparent: l.transparent.is_some(),
                 metrics: protocols
                     .iter()
                     .copied()

@@ -67,6 +67,7 @@ pub const FIELDS: &[&str] = &[
     "grpc_status",
     "result",
     "upstream",
+    "destination",
     "duration_ms",
     "bytes_in",
     "bytes_out",

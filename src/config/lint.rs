@@ -98,10 +98,33 @@ fn unreachable_routes(config: &Config, out: &mut Vec<Problem>) {
                         ),
                         "add the protocol to a listener's `protocols`, or remove the route",
                     );
+                    continue;
+                }
+                let on_destination = !r.matcher.destination_ips.is_empty()
+                    || !r.matcher.destination_ports.is_empty();
+                if on_destination && served.is_some() && !knows_destination(config, &t.name.value) {
+                    warn(
+                        out,
+                        loc,
+                        field,
+                        format!(
+                            "can never match: no listener using route table `{}` knows where its connections were going",
+                            t.name.value
+                        ),
+                        "`destination_ips`/`destination_ports` need a listener with `transparent: redirect` or `proxy_protocol` (docs/sidecar.md)",
+                    );
                 }
             }
         }
     }
+}
+
+/// Whether some listener using `table` knows its connections' destinations
+/// (a transparent listener's original destination, a PROXY header's).
+fn knows_destination(config: &Config, table: &str) -> bool {
+    config.listeners.iter().any(|l| {
+        l.route_table.value == table && (l.transparent.is_some() || l.proxy_protocol.is_some())
+    })
 }
 
 /// The protocols whose requests reach `table`: those of the listeners
@@ -196,6 +219,10 @@ fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
         && list(&earlier.services, &later.services, false)
         && list(&earlier.rpc_methods, &later.rpc_methods, false)
         && list(&earlier.schemas, &later.schemas, false)
+        // Destination conditions: covered only by none, or by the same list.
+        && (earlier.destination_ports.is_empty()
+            || earlier.destination_ports == later.destination_ports)
+        && (earlier.destination_ips.is_empty() || earlier.destination_ips == later.destination_ips)
 }
 
 /// Clusters no route, mirror, fallback or MySQL query rule names. Skipped
@@ -331,6 +358,28 @@ clusters:
 "
         ));
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn finds_destination_routes_on_listeners_that_know_no_destination() {
+        let table = "route_tables:
+  - name: t
+    virtual_hosts:
+      - name: v
+        domains: ['*']
+        routes:
+          - {name: d, match: {destination_ports: [6379]}, cluster: a}
+          - {cluster: b}
+";
+        let w = warnings_of(&format!("{HEAD}{table}"));
+        assert_eq!(
+            w,
+            [
+                "route_tables[t].virtual_hosts[v].routes[0] (d): can never match: no listener using route table `t` knows where its connections were going"
+            ]
+        );
+        let transparent = HEAD.replace("route_table: t}", "route_table: t, transparent: redirect}");
+        assert!(warnings_of(&format!("{transparent}{table}")).is_empty());
     }
 
     #[test]

@@ -421,12 +421,63 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
     for cl in &config.clusters {
         let field = |f: &str| format!("clusters[{}].{f}", cl.name.value);
-        if cl.hosts.is_empty() {
+        let original_dst = cl.kind == super::ClusterKind::OriginalDst;
+        if cl.hosts.is_empty() && !original_dst {
             c.at(
                 cl.name.referenced,
                 field("hosts"),
                 "no host is listed".into(),
-                Some("add e.g. `hosts: [\"127.0.0.1:6379\"]`"),
+                Some("add e.g. `hosts: [\"127.0.0.1:6379\"]`, or `type: original_dst` for a sidecar's original destinations"),
+            );
+        }
+        if original_dst {
+            if let Some(h) = cl.hosts.first() {
+                c.at(
+                    h.referenced,
+                    field("hosts"),
+                    "a `type: original_dst` cluster sends each connection to its own original destination; it lists no hosts".into(),
+                    Some("drop `hosts`, or drop `type: original_dst`"),
+                );
+            }
+            let unsupported = [
+                ("health_check", cl.health_check.is_some()),
+                (
+                    "redis.sharding",
+                    cl.redis.as_ref().is_some_and(|r| r.sharding.is_some()),
+                ),
+                ("proxy_protocol", cl.proxy_protocol.is_some()),
+            ];
+            for (f, set) in unsupported {
+                if set {
+                    c.at(
+                        cl.name.referenced,
+                        field(f),
+                        format!(
+                            "`{f}` needs listed hosts; a `type: original_dst` cluster has none"
+                        ),
+                        Some("drop it, or list the hosts in a static cluster"),
+                    );
+                }
+            }
+        }
+        if let Some(h) = &cl.original_dst_header
+            && !original_dst
+        {
+            c.at(
+                h.referenced,
+                field("original_dst_header"),
+                "only a `type: original_dst` cluster takes its destination from a header".into(),
+                Some("add `type: original_dst` (and drop `hosts`), or drop `original_dst_header`"),
+            );
+        }
+        if let Some(mark) = &cl.mark
+            && mark.value == 0
+        {
+            c.at(
+                mark.referenced,
+                field("mark"),
+                "mark 0 is every unmarked socket's mark: interception rules cannot tell the gateway's connections by it".into(),
+                Some("use the mark of the interception script's `--mark` (e.g. 1337), or drop `mark`"),
             );
         }
         for (i, h) in cl.hosts.iter().enumerate() {
@@ -1482,6 +1533,38 @@ clusters:
             "{text}"
         );
         assert!(text.contains("retriable_statuses is set but"), "{text}");
+    }
+
+    #[test]
+    fn reports_original_dst_and_mark_mistakes_with_field_and_fix() {
+        let yaml = r#"listeners: [{name: l, address: "127.0.0.1:1", protocols: [redis], route_table: t, transparent: redirect}]
+clusters:
+  - {name: a, type: original_dst, hosts: ["127.0.0.1:2"], mark: 0}
+  - {name: b, type: original_dst, health_check: {kind: tcp}}
+  - {name: c}
+  - {name: ok, type: original_dst, mark: 1337}
+route_tables: [{name: t, virtual_hosts: [{name: v, domains: ["*"], routes: [{cluster: a}]}]}]
+"#;
+        let text = load_str(yaml, "sc.yaml").unwrap_err().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("sc.yaml:3:43: clusters[a].hosts: a `type: original_dst` cluster"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("sc.yaml:3:65: clusters[a].mark: mark 0"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("sc.yaml:4:12: clusters[b].health_check:"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("sc.yaml:5:12: clusters[c].hosts: no host is listed"),
+            "{text}"
+        );
+        assert!(lines[3].contains("`type: original_dst`"), "{text}");
     }
 
     #[test]

@@ -284,6 +284,23 @@ pub struct Listener {
     /// its source address is then the client's address everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<proxy_protocol::Accept>,
+    /// Sidecar interception: `redirect` for connections the firewall
+    /// redirected to this listener (iptables/nft NAT `REDIRECT`), whose
+    /// original destination is read back with `SO_ORIGINAL_DST`. It is what
+    /// routes' `destination_ips`/`destination_ports` match and where
+    /// `type: original_dst` clusters connect. See docs/sidecar.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparent: Option<Spanned<Transparent>>,
+}
+
+/// How a transparent listener's connections were intercepted (`TPROXY` is
+/// not supported yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transparent {
+    /// NAT `REDIRECT` (iptables or nft): the original destination is read
+    /// with `getsockopt(SO_ORIGINAL_DST)` / `IP6T_SO_ORIGINAL_DST`.
+    Redirect,
 }
 
 /// TLS termination settings.
@@ -716,6 +733,14 @@ pub struct RouteMatch {
     /// MySQL schema (the session's database at login) is one of these (exact).
     #[serde(default)]
     pub schemas: Vec<String>,
+    /// The connection's destination address (a transparent listener's
+    /// original destination, or a PROXY header's) is in one of these blocks
+    /// (`10.0.0.0/8`, `::1`). Never holds without a known destination.
+    #[serde(default)]
+    pub destination_ips: Vec<filters::Cidr>,
+    /// The connection's destination port is one of these.
+    #[serde(default)]
+    pub destination_ports: Vec<u16>,
 }
 
 /// MQTT edge policy of a listener.
@@ -1001,7 +1026,24 @@ pub struct Cluster {
     /// the next host clockwise on the ring), or fail the request/session.
     #[serde(default = "defaults::yes")]
     pub failover: bool,
+    /// `static` (the default): the `hosts` listed. `original_dst`: no hosts
+    /// listed; each connection goes to its own original destination (a
+    /// transparent listener's, or a PROXY header's), with pools per destination.
+    #[serde(default, rename = "type")]
+    pub kind: ClusterKind,
+    /// `type: original_dst`, HTTP only: take the destination from this
+    /// request header (`IP:port`, e.g. `x-envoy-original-dst-host`) when a
+    /// request carries a valid one, else the connection's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst_header: Option<Spanned<String>>,
+    #[serde(default)]
     pub hosts: Vec<Spanned<Host>>,
+    /// Set this `SO_MARK` on every connection to the hosts, so the
+    /// interception rules let the gateway's own connections pass (the
+    /// `-m mark --mark` rule of `labs/sidecar/intercept.sh`). Needs
+    /// `CAP_NET_ADMIN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Spanned<u32>>,
     /// Ramp a host's share up linearly over `window` after it becomes
     /// reachable again or is newly added (round robin, weighted, random,
     /// least request).
@@ -1069,6 +1111,17 @@ pub struct CircuitBreakers {
     /// once (`None`: no limit; 0: never wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending: Option<usize>,
+}
+
+/// Where a cluster's hosts come from (`type:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterKind {
+    /// The `hosts` listed.
+    #[default]
+    Static,
+    /// Each connection's original destination (sidecar interception).
+    OriginalDst,
 }
 
 /// `slow_start: {window: 30s}`.

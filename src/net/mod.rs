@@ -100,6 +100,9 @@ async fn handle(
 ) {
     let mut stream = stream;
     let (mut client, mut destination) = (peer, None);
+    if listener.transparent {
+        destination = original_destination(&stream);
+    }
     if let Some(settings) = &listener.proxy_protocol {
         let real = proxy_protocol::Endpoints {
             client: peer,
@@ -197,10 +200,30 @@ async fn handle(
         Some(Protocol::Rtsp) => Box::pin(proxy::rtsp::serve(stream, buf, conn)).await,
         Some(Protocol::Mysql) => Box::pin(proxy::mysql::serve(stream, buf, conn)).await,
         _ => match &listener.fallback {
-            Some(cluster) => Box::pin(proxy::tcp::serve(stream, buf, cluster, &conn)).await,
+            Some(cluster) => {
+                let cluster = cluster.for_destination(conn.destination);
+                Box::pin(proxy::tcp::serve(stream, buf, &cluster, &conn)).await
+            }
             None => drop(stream),
         },
     }
+}
+
+/// Where a connection the firewall redirected here was going
+/// (`SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST`, from conntrack's NAT entry).
+/// `None` when the connection was not redirected (it was addressed to the
+/// listener itself, or conntrack has no entry): a `type: original_dst`
+/// cluster then has nowhere to go, rather than connecting back to the
+/// gateway.
+fn original_destination(tcp: &TcpStream) -> Option<std::net::SocketAddr> {
+    let local = tcp.local_addr().ok()?;
+    let sock = socket2::SockRef::from(tcp);
+    let original = match local {
+        std::net::SocketAddr::V4(_) => sock.original_dst_v4(),
+        std::net::SocketAddr::V6(_) => sock.original_dst_v6(),
+    };
+    let found = proxy_protocol::canonical(original.ok()?.as_socket()?);
+    (found != proxy_protocol::canonical(local)).then_some(found)
 }
 
 /// Whether the client's first bytes are a TLS record, without consuming them.

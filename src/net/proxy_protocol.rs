@@ -105,7 +105,7 @@ pub async fn accept(
 
 /// IPv4-mapped IPv6 addresses as IPv4, so `ip_access` rules and logs see
 /// one form of an address.
-fn canonical(a: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(v4.into(), v6.port()),

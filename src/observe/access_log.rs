@@ -80,6 +80,9 @@ pub struct Record {
     started: Instant,
     protocol: Protocol,
     client: IpAddr,
+    /// Where the connection was going (a transparent listener's original
+    /// destination, a PROXY header's destination), when known.
+    destination: Option<SocketAddr>,
     /// The request's metadata fields, as sent (values truncated).
     fields: Vec<(&'static str, Box<str>)>,
     /// The status of the answer: HTTP/RTSP status, Dubbo/Bolt status code,
@@ -224,9 +227,10 @@ impl AccessLog {
         protocol: Protocol,
         meta: &(dyn Metadata + Sync),
         client: IpAddr,
+        destination: Option<SocketAddr>,
         size: Option<u64>,
     ) -> Box<Record> {
-        Record::start(Some(self.clone()), protocol, meta, client, size)
+        Record::start(Some(self.clone()), protocol, meta, client, destination, size)
     }
 }
 
@@ -237,6 +241,7 @@ impl Record {
         protocol: Protocol,
         meta: &(dyn Metadata + Sync),
         client: IpAddr,
+        destination: Option<SocketAddr>,
         size: Option<u64>,
     ) -> Box<Record> {
         let mut fields = Vec::with_capacity(4);
@@ -255,6 +260,7 @@ impl Record {
             started: Instant::now(),
             protocol,
             client,
+            destination,
             fields,
             status: None,
             grpc_status: None,
@@ -396,6 +402,7 @@ fn value<'a>(rec: &'a Record, name: &str) -> Option<Value<'a>> {
         "protocol" => Value::Str(rec.protocol.name()),
         "client" => Value::Addr(&rec.client),
         "upstream" => Value::Addr(rec.upstream.as_ref()?),
+        "destination" => Value::Addr(rec.destination.as_ref()?),
         "packet" => Value::Str(rec.packet?),
         "digest" => Value::Str(rec.digest.as_deref()?),
         "status" => Value::Num(rec.status?.into()),

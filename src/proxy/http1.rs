@@ -269,7 +269,10 @@ async fn exchange(
         }
         None => head,
     };
-    let route = conn.listener.routes.route(Protocol::Http1, meta);
+    let route = conn
+        .listener
+        .routes
+        .route_to(Protocol::Http1, meta, conn.destination);
     let size = match head.body() {
         BodyLength::Length(n) => Some(n),
         _ => None,
@@ -346,7 +349,7 @@ async fn routed(
             }
         },
         Some(action) => match action.cluster_for(head) {
-            Some(c) => c.clone(),
+            Some(c) => c.for_request(conn.destination, head),
             None => {
                 return (
                     local(

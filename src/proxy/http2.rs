@@ -300,7 +300,11 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
     };
     let mut head = Head::new(&parts, grpc);
     head.path = path.as_deref();
-    let route = sh.conn.listener.routes.route(Protocol::Http2, &head);
+    let route = sh
+        .conn
+        .listener
+        .routes
+        .route_to(Protocol::Http2, &head, sh.conn.destination);
     let size = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -346,7 +350,7 @@ async fn exchange(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, sh
             return false;
         }
         action => match action.cluster_for(&head) {
-            Some(c) => c.clone(),
+            Some(c) => c.for_request(sh.conn.destination, &head),
             None => {
                 let failure = match action {
                     Action::ClusterHeader { .. } => Failure::ClusterNotFound,

@@ -118,6 +118,7 @@ impl Conn {
             protocol,
             meta,
             self.client,
+            self.destination,
             size,
         );
         record.packet = packet;

@@ -132,7 +132,10 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
     }
 
     // Route once, then bind to the first broker that answers CONNECT.
-    let route = conn.listener.routes.route(Protocol::Mqtt, &first);
+    let route = conn
+        .listener
+        .routes
+        .route_to(Protocol::Mqtt, &first, conn.destination);
     let admitted = conn
         .admit_packet(Protocol::Mqtt, Some("CONNECT"), &first, route, None)
         .await;
@@ -152,7 +155,10 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
             return;
         }
     };
-    let Some(cluster) = route.and_then(|r| r.action.cluster()).cloned() else {
+    let Some(cluster) = route
+        .and_then(|r| r.action.cluster())
+        .map(|c| c.for_destination(conn.destination))
+    else {
         permit.log_refused(503);
         m.unavailable.increment(1);
         let _ = client
@@ -481,7 +487,7 @@ impl Session {
             let routes = &conn.listener.routes;
             let route = routes
                 .has_filters()
-                .then(|| routes.route(Protocol::Mqtt, &view))
+                .then(|| routes.route_to(Protocol::Mqtt, &view, conn.destination))
                 .flatten();
             let size = match packet.body() {
                 Body::Publish(p) => Some(p.payload().len() as u64),

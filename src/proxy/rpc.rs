@@ -82,7 +82,10 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     message,
                 )
             };
-            let route = conn.listener.routes.route(P::PROTOCOL, &frame);
+            let route = conn
+                .listener
+                .routes
+                .route_to(P::PROTOCOL, &frame, conn.destination);
             let size = Some(P::payload_len(&frame) as u64);
             let mut permit = match conn.admit(P::PROTOCOL, &frame, route, size).await {
                 Ok(permit) => permit,
@@ -125,7 +128,10 @@ pub async fn serve<P: MuxProtocol>(stream: Stream, mut buf: BytesMut, mut conn: 
                     continue;
                 }
                 Some((action, timeout)) => match action.cluster_for(&frame) {
-                    Some(c) => (c.clone(), timeout.unwrap_or(c.request_timeout)),
+                    Some(c) => (
+                        c.for_destination(conn.destination),
+                        timeout.unwrap_or(c.request_timeout),
+                    ),
                     None => {
                         let _ = reply_tx
                             .send(refuse(MuxError::Unavailable, "no cluster for this route"))

@@ -404,7 +404,10 @@ impl Proxy {
             self.reply_local(401, cseq, &[("WWW-Authenticate", &challenge)]);
             return;
         }
-        let route = self.listener.routes.route(Protocol::Rtsp, &req);
+        let route = self
+            .listener
+            .routes
+            .route_to(Protocol::Rtsp, &req, self.conn.destination);
         let size = Some(req.body().len() as u64);
         let mut permit = match self.conn.admit(Protocol::Rtsp, &req, route, size).await {
             Ok(permit) => permit,
@@ -519,11 +522,17 @@ impl Proxy {
     /// The upstream for a request without a known session: the one already
     /// open for its route's cluster and the client's base URL, else a new one.
     async fn route(&mut self, req: &Request) -> Result<UpstreamId, u16> {
-        let route = self.listener.routes.route(Protocol::Rtsp, req);
+        let route = self
+            .listener
+            .routes
+            .route_to(Protocol::Rtsp, req, self.conn.destination);
         let cluster = match route.map(|r| &r.action) {
             None => return Err(404),
             Some(Action::Direct(d)) => return Err(d.status),
-            Some(action) => action.cluster().cloned().ok_or(503u16)?,
+            Some(action) => action
+                .cluster()
+                .map(|c| c.for_destination(self.conn.destination))
+                .ok_or(503u16)?,
         };
         let client_base = match base_of(req.uri()) {
             Some(b) => b,

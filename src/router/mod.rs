@@ -51,6 +51,26 @@ pub struct Route {
     /// HTTP: what the upstream sees instead of the path and host the
     /// client sent (`None`: nothing to rewrite, one branch per request).
     pub rewrite: Option<Box<Rewrite>>,
+    /// `destination_ips` / `destination_ports`: conditions on the
+    /// connection's destination (`None`: none, one branch per request).
+    destination: Option<Box<DestinationMatch>>,
+}
+
+/// A route's conditions on where the connection was going (a transparent
+/// listener's original destination, or a PROXY header's destination).
+struct DestinationMatch {
+    ips: Vec<config::filters::Cidr>,
+    ports: Vec<u16>,
+}
+
+impl DestinationMatch {
+    fn holds(&self, destination: Option<std::net::SocketAddr>) -> bool {
+        let Some(d) = destination else {
+            return false;
+        };
+        (self.ips.is_empty() || self.ips.iter().any(|c| c.contains(d.ip())))
+            && (self.ports.is_empty() || self.ports.contains(&d.port()))
+    }
 }
 
 /// A route's rewrites of what goes upstream (`prefix_rewrite`,
@@ -278,8 +298,18 @@ impl Condition {
 }
 
 impl Route {
-    fn matches(&self, protocol: Protocol, req: &dyn Metadata) -> bool {
-        self.protocol.is_none_or(|p| p == protocol) && self.conditions.iter().all(|c| c.holds(req))
+    fn matches(
+        &self,
+        protocol: Protocol,
+        req: &dyn Metadata,
+        destination: Option<std::net::SocketAddr>,
+    ) -> bool {
+        self.protocol.is_none_or(|p| p == protocol)
+            && self.conditions.iter().all(|c| c.holds(req))
+            && self
+                .destination
+                .as_ref()
+                .is_none_or(|d| d.holds(destination))
     }
 }
 
@@ -335,10 +365,27 @@ impl RouteTable {
         self.has_filters
     }
 
-    /// The route for a request of `protocol`, or `None` (answer "no route").
+    /// The route for a request of `protocol` on a connection whose
+    /// destination is unknown, or `None` (answer "no route"): routes with
+    /// `destination_*` conditions never match.
     pub fn route(&self, protocol: Protocol, req: &dyn Metadata) -> Option<&Route> {
+        self.route_to(protocol, req, None)
+    }
+
+    /// The route for a request of `protocol` on a connection to
+    /// `destination` (its original destination on a transparent listener,
+    /// a PROXY header's destination), or `None` (answer "no route").
+    pub fn route_to(
+        &self,
+        protocol: Protocol,
+        req: &dyn Metadata,
+        destination: Option<std::net::SocketAddr>,
+    ) -> Option<&Route> {
         let vhost = self.virtual_host(req.get(&Field::Host))?;
-        vhost.routes.iter().find(|r| r.matches(protocol, req))
+        vhost
+            .routes
+            .iter()
+            .find(|r| r.matches(protocol, req, destination))
     }
 
     fn virtual_host(&self, host: Option<&[u8]>) -> Option<&VirtualHost> {
@@ -559,8 +606,16 @@ fn compile_route(
             host: host_rewrite,
         })
     });
+    let destination =
+        (!m.destination_ips.is_empty() || !m.destination_ports.is_empty()).then(|| {
+            Box::new(DestinationMatch {
+                ips: m.destination_ips.clone(),
+                ports: m.destination_ports.clone(),
+            })
+        });
     Route {
         rewrite,
+        destination,
         filters: crate::filters::chain::FilterChain::new(&r.filters, &format!("route:{name}")),
         name,
         protocol: m.protocol.map(|p| p.0),
@@ -681,6 +736,48 @@ route_tables:
 
     fn name(t: &RouteTable, p: Protocol, r: &Req) -> Option<String> {
         t.route(p, r).map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn destination_conditions_match_the_connections_destination() {
+        let t = compile(
+            r#"
+listeners: [{name: l, address: "127.0.0.1:1", protocols: [redis], route_table: t, transparent: redirect}]
+clusters:
+  - {name: out, type: original_dst}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {name: redis-lan, match: {destination_ips: ["10.1.0.0/16"], destination_ports: [6379]}, cluster: out}
+          - {name: port-6380, match: {destination_ports: [6380, 6381]}, cluster: out}
+          - {name: rest, cluster: out}
+"#,
+        );
+        let req = req(&[(Field::Command, "GET")]);
+        let to = |d: &str| {
+            t.route_to(Protocol::Redis, &req, Some(d.parse().unwrap()))
+                .map(|r| r.name.clone())
+        };
+        assert_eq!(to("10.1.2.3:6379").as_deref(), Some("redis-lan"));
+        assert_eq!(
+            to("10.2.2.3:6379").as_deref(),
+            Some("rest"),
+            "outside the block"
+        );
+        assert_eq!(to("10.1.2.3:6381").as_deref(), Some("port-6380"));
+        assert_eq!(
+            to("[::ffff:10.1.0.9]:6379").as_deref(),
+            Some("redis-lan"),
+            "v4-mapped"
+        );
+        assert_eq!(
+            name(&t, Protocol::Redis, &req).as_deref(),
+            Some("rest"),
+            "no destination known: destination conditions do not hold"
+        );
     }
 
     #[test]

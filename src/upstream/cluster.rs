@@ -300,6 +300,13 @@ pub struct Cluster {
             Box<dyn std::any::Any + Send + Sync>,
         >,
     >,
+    /// `SO_MARK` of every connection to the hosts (`clusters[].mark`).
+    mark: Option<u32>,
+    /// `type: original_dst`: the views of this cluster, one per original
+    /// destination seen (`None`: a static cluster, or such a view).
+    pub(super) original_dst: Option<super::original_dst::Destinations>,
+    /// The request header an HTTP request may name its destination in.
+    original_dst_header: Option<Field>,
 }
 
 impl Cluster {
@@ -321,7 +328,62 @@ impl Cluster {
             .as_ref()
             .and_then(|b| Some((b.max_connections?, b.max_pending)))
             .map(|(max, pending)| Arc::new(ConnLimit::new(&c.name.value, max, pending)));
-        Self::with_hosts(c, hosts, conn_limit)
+        let mut cluster = Self::with_hosts(c, hosts, conn_limit);
+        if c.kind == config::ClusterKind::OriginalDst {
+            cluster.original_dst = Some(super::original_dst::Destinations::default());
+        }
+        cluster
+    }
+
+    /// The cluster a connection to `destination` uses: for a `type:
+    /// original_dst` cluster, its view whose one host is `destination` (made
+    /// on first use, kept while used, so pools are per destination; `None`
+    /// destination: the cluster itself, which has no hosts, so the request
+    /// fails as for an empty cluster); any other cluster is itself.
+    pub fn for_destination(self: &Arc<Self>, destination: Option<SocketAddr>) -> Arc<Cluster> {
+        match (&self.original_dst, destination) {
+            (Some(views), Some(d)) => views.get_or_make(d, self.idle_timeout, || {
+                let mut c = self.source.clone();
+                c.hosts = Vec::new();
+                let host = Arc::new(Host::new(d, 1, &self.name));
+                let mut view = Self::with_hosts(&c, vec![host], self.conn_limit.clone());
+                // One health state, breaker and series for the cluster and its views.
+                view.health = self.health.clone();
+                view.breaker = self.breaker.clone();
+                view.retry_budget = self.retry_budget.clone();
+                view.stats = self.stats.clone();
+                view
+            }),
+            _ => self.clone(),
+        }
+    }
+
+    /// As [`Cluster::for_destination`], for an HTTP request `req`: with
+    /// `original_dst_header`, the `IP:port` that header names when it
+    /// carries a valid one, else the connection's `destination`.
+    pub fn for_request(
+        self: &Arc<Self>,
+        destination: Option<SocketAddr>,
+        req: &dyn Metadata,
+    ) -> Arc<Cluster> {
+        let named = self
+            .original_dst_header
+            .as_ref()
+            .and_then(|h| req.get(h))
+            .and_then(|v| {
+                std::str::from_utf8(v)
+                    .ok()?
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .ok()
+            });
+        self.for_destination(named.or(destination))
+    }
+
+    /// How many original destinations a `type: original_dst` cluster keeps
+    /// a view (and its pooled connections) for now.
+    pub fn destinations(&self) -> usize {
+        self.original_dst.as_ref().map_or(0, |d| d.len())
     }
 
     /// A view of this cluster over the hosts `indices` (a subset of a
@@ -431,6 +493,12 @@ impl Cluster {
             overflows: metrics::counter!("switchyard_upstream_overflow_total", "cluster" => name.clone(), "breaker" => "max_requests"),
             max_idle_per_host: c.max_idle_per_host,
             idle_timeout: c.idle_timeout.get(),
+            mark: c.mark.as_ref().map(|m| m.value),
+            original_dst: None,
+            original_dst_header: c
+                .original_dst_header
+                .as_ref()
+                .map(|h| Field::Header(h.value.to_ascii_lowercase())),
             name,
         }
     }
@@ -743,8 +811,7 @@ impl Cluster {
                 format!("cluster {} has no hosts", self.name),
             ));
         };
-        let result =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(host.address)).await;
+        let result = tokio::time::timeout(self.connect_timeout, self.open(host.address)).await;
         let err = match result {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -777,6 +844,21 @@ impl Cluster {
         Err(err)
     }
 
+    /// A TCP connection to `address`, with the cluster's `SO_MARK` when it
+    /// has one (so interception rules let the gateway's own connections
+    /// pass: see docs/sidecar.md).
+    pub async fn open(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
+        let Some(mark) = self.mark else {
+            return TcpStream::connect(address).await;
+        };
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket2::SockRef::from(&socket).set_mark(mark)?;
+        socket.connect(address).await
+    }
+
     /// Open a connection to one of host `i`'s Redis replicas (in turn over
     /// sessions, the next one when a replica cannot be reached).
     pub async fn connect_replica(&self, i: usize) -> Result<UpstreamTcp, Error> {
@@ -797,7 +879,7 @@ impl Cluster {
             let Some(&address) = replicas.get((first + k) % replicas.len()) else {
                 continue;
             };
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+            match tokio::time::timeout(self.connect_timeout, self.open(address)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     self.connects.increment(1);

@@ -543,7 +543,7 @@ async fn probe(cluster: &Arc<Cluster>, i: usize, spec: &CheckSpec) -> bool {
             None => false,
         };
     }
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
+    let Ok(mut stream) = cluster.open(addr).await else {
         return false;
     };
     let _ = stream.set_nodelay(true);

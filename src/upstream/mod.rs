@@ -7,6 +7,7 @@ pub mod health;
 mod lb;
 mod maglev;
 mod mux;
+mod original_dst;
 mod pool;
 pub mod retry;
 mod ring;

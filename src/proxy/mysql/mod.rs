@@ -610,7 +610,12 @@ impl Session {
             user: &self.user,
             schema,
         };
-        let route = client.conn.listener.routes.route(Protocol::Mysql, &login);
+        let route =
+            client
+                .conn
+                .listener
+                .routes
+                .route_to(Protocol::Mysql, &login, client.conn.destination);
         // A login is a request to the filters too (access, rate), refused
         // before any backend is touched; it holds no place once answered.
         if let Err(refusal) = client
@@ -621,9 +626,10 @@ impl Session {
             client.send_err(seq, &refusal_err(&refusal, true)).await?;
             return Ok(false);
         }
-        let Some((primary, replicas)) =
-            route.and_then(|r| Some((r.action.cluster()?.clone(), r.read_cluster.clone())))
-        else {
+        let Some((primary, replicas)) = route.and_then(|r| {
+            let primary = r.action.cluster()?.for_destination(client.conn.destination);
+            Some((primary, r.read_cluster.clone()))
+        }) else {
             let err = ErrPacket::new(
                 er::UNKNOWN,
                 b"HY000",
@@ -732,7 +738,7 @@ impl Session {
             let routes = &client.conn.listener.routes;
             let route = routes
                 .has_filters()
-                .then(|| routes.route(Protocol::Mysql, &login))
+                .then(|| routes.route_to(Protocol::Mysql, &login, client.conn.destination))
                 .flatten();
             let size = Some(p.payload().len() as u64);
             match client

@@ -822,9 +822,12 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
                     }
                 }
             }
-            let route = conn.listener.routes.route(Protocol::Redis, &cmd);
+            let route = conn
+                .listener
+                .routes
+                .route_to(Protocol::Redis, &cmd, conn.destination);
             let size = Some(cmd.wire().len() as u64);
-            let target = target(route, &cmd);
+            let target = target(route, &cmd, conn.destination);
             let admitted = match conn.admit(Protocol::Redis, &cmd, route, size).await {
                 Ok(mut permit) => match &target {
                     Target::Cluster(cluster, _) => cluster.enter(&mut permit).map(|()| permit),
@@ -1023,7 +1026,11 @@ pub async fn serve(stream: Stream, mut buf: BytesMut, mut conn: Conn) {
     }
 }
 
-fn target(route: Option<&crate::router::Route>, cmd: &Command) -> Target {
+fn target(
+    route: Option<&crate::router::Route>,
+    cmd: &Command,
+    destination: Option<std::net::SocketAddr>,
+) -> Target {
     match route.map(|r| (&r.action, r.timeout)) {
         None => {
             let name = String::from_utf8_lossy(cmd.name());
@@ -1045,7 +1052,10 @@ fn target(route: Option<&crate::router::Route>, cmd: &Command) -> Target {
             redis::error_reply(&String::from_utf8_lossy(&d.body))
         }),
         Some((action, timeout)) => match action.cluster() {
-            Some(c) => Target::Cluster(c.clone(), timeout.unwrap_or(c.request_timeout)),
+            Some(c) => Target::Cluster(
+                c.for_destination(destination),
+                timeout.unwrap_or(c.request_timeout),
+            ),
             None => Target::Reply(redis::error_reply("no cluster available for this route")),
         },
     }
