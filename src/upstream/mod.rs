@@ -13,7 +13,10 @@ mod ring;
 mod shard;
 
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
-pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp, send_proxy_header};
+pub use conn::{
+    ConnLimit, ConnSlot, Counted, UpstreamConn, UpstreamReadHalf, UpstreamStream,
+    UpstreamWriteHalf, send_proxy_header,
+};
 pub use health::Outcome;
 pub use lb::Balancer;
 pub use maglev::Maglev;

@@ -120,7 +120,7 @@ pub struct Running {
 
 /// One logged-in backend connection.
 pub struct Backend {
-    stream: crate::upstream::UpstreamTcp,
+    stream: crate::upstream::UpstreamConn,
     buf: BytesMut,
     dec: PacketDecoder,
     pub host: usize,
