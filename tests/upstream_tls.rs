@@ -4,8 +4,9 @@
 //! wrong CA or a wrong name refused with a log line that says why), nginx
 //! with `ssl_verify_client on` (mutual TLS), nginx with `ssl http2` (ALPN
 //! h2: the gateway speaks HTTP/2 upstream), redis-server with `--tls-port`
-//! and client certificates, mosquitto with a TLS listener, and active health
-//! checks over TLS. Clients are curl, redis-cli and mosquitto_pub/sub.
+//! and client certificates, mosquitto with a TLS listener, MariaDB with SSL
+//! (the in-protocol SSLRequest), and active health checks over TLS. Clients
+//! are curl, redis-cli, mosquitto_pub/sub and the mariadb CLI.
 
 mod common;
 
@@ -356,6 +357,50 @@ fn mqtt_over_tls_to_mosquitto() {
         .filter(|l| l.contains("New connection from") && l.contains(&format!("on port {tls_port}")))
         .count();
     assert!(on_tls >= 2, "{log}");
+}
+
+/// MariaDB with SSL, the gateway's account `REQUIRE SSL`: the gateway
+/// answers the greeting with an SSLRequest, does TLS, then logs in; the
+/// backend session it runs the client's statements on is encrypted.
+#[test]
+fn mysql_over_tls_to_mariadb() {
+    use common::mariadb::{MariaDb, PROXY_PASSWORD, PROXY_USER, mariadb_cli};
+    let pki = Pki::new();
+    let db = MariaDb::start_with(&[
+        format!("--ssl-cert={}", pki.file("server.pem")),
+        format!("--ssl-key={}", pki.file("server.key")),
+        format!("--ssl-ca={}", pki.file("ca.pem")),
+    ]);
+    db.root(&format!("ALTER USER '{PROXY_USER}'@'%' REQUIRE SSL;"));
+    let ports = Ports::new();
+    let gw = Gateway::start(&format!(
+        "admin: {{address: \"127.0.0.1:{admin}\"}}\n\
+         listeners:\n  - name: db\n    address: \"127.0.0.1:{port}\"\n    protocol: mysql\n    route_table: sql\n\
+         \x20   mysql:\n      users:\n        - {{username: app, password: app-pw}}\n\
+         route_tables:\n  - name: sql\n    virtual_hosts:\n      - name: any\n        domains: [\"*\"]\n        routes:\n          - cluster: primary\n\
+         clusters:\n  - name: primary\n    hosts: [\"{host}\"]\n    mysql: {{user: {PROXY_USER}, password: {PROXY_PASSWORD}}}\n\
+         \x20   tls: {{ca: {ca}, sni: upstream.test}}\n",
+        admin = ports.admin,
+        port = ports.listen,
+        host = db.addr(),
+        ca = pki.file("ca.pem"),
+    ));
+    let out = mariadb_cli(
+        gw.addr(),
+        "app",
+        "app-pw",
+        None,
+        "SELECT CURRENT_USER(); SHOW SESSION STATUS LIKE 'Ssl_version';",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert!(text.contains(&format!("{PROXY_USER}@%")), "{text}");
+    assert!(text.contains("Ssl_version\tTLSv1."), "{text}");
 }
 
 /// Active health checks speak the cluster's TLS: a host whose certificate

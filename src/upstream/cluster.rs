@@ -811,6 +811,37 @@ impl Cluster {
             .with_source(e)
         })?;
         let _ = stream.set_nodelay(true);
+        // MySQL asks for TLS inside its own handshake: its driver calls
+        // `start_tls` after the server's greeting and the SSLRequest.
+        if self.tls.is_none() || self.mysql.is_some() {
+            return Ok(UpstreamStream::Tcp(stream));
+        }
+        self.handshake(stream, address, what).await
+    }
+
+    /// Start TLS on `conn` (to `address`) now: for a protocol that asks for
+    /// it in-band (MySQL's SSLRequest). A no-op without `tls`.
+    pub async fn start_tls(
+        &self,
+        conn: UpstreamConn,
+        address: SocketAddr,
+    ) -> Result<UpstreamConn, Error> {
+        let (stream, slot) = conn.into_parts();
+        let stream = match stream {
+            UpstreamStream::Tcp(tcp) if self.tls.is_some() => {
+                self.handshake(tcp, address, "").await?
+            }
+            other => other,
+        };
+        Ok(UpstreamConn::new(stream, slot))
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        address: SocketAddr,
+        what: &str,
+    ) -> Result<UpstreamStream, Error> {
         let Some(tls) = &self.tls else {
             return Ok(UpstreamStream::Tcp(stream));
         };

@@ -131,7 +131,10 @@ mod tests {
     async fn pair(l: &TcpListener) -> (UpstreamConn, TcpStream) {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
-        (UpstreamConn::new(super::UpstreamStream::Tcp(c), None), s)
+        (
+            UpstreamConn::new(crate::upstream::UpstreamStream::Tcp(c), None),
+            s,
+        )
     }
 
     #[tokio::test]
@@ -140,13 +143,13 @@ mod tests {
         let pool = Pool::new(1, 4, Duration::from_secs(60)).always_probe();
         let (c1, s1) = pair(&l).await;
         let (c2, _s2) = pair(&l).await;
-        let c2_port = c2.local_addr().unwrap().port();
+        let c2_port = c2.tcp().local_addr().unwrap().port();
         pool.put(0, c1);
         pool.put(0, c2);
         drop(s1); // the server closes the first connection
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = pool.take(0).expect("the open connection");
-        assert_eq!(got.local_addr().unwrap().port(), c2_port);
+        assert_eq!(got.tcp().local_addr().unwrap().port(), c2_port);
         assert!(pool.take(0).is_none());
     }
 
