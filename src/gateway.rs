@@ -102,7 +102,7 @@ impl Snapshot {
             .iter()
             .map(|c| {
                 let tls = c.tls.as_ref().and_then(|t| {
-                    crate::net::tls::client(&c.name.value, t, c.http_protocol(), base)
+                    crate::upstream::tls::client(&c.name.value, t, c.http_protocol(), base)
                         .map_err(|p| problems.push(p))
                         .ok()
                 });

@@ -132,6 +132,17 @@ impl Stream {
     }
 }
 
+impl From<crate::upstream::UpstreamStream> for Stream {
+    /// An upstream connection as a session driver's stream (for its
+    /// zero-buffer idle read).
+    fn from(s: crate::upstream::UpstreamStream) -> Self {
+        match s {
+            crate::upstream::UpstreamStream::Tcp(s) => Self::Tcp(s),
+            crate::upstream::UpstreamStream::Tls(s) => Self::TlsClient(s),
+        }
+    }
+}
+
 impl ReadHalf {
     /// Put the halves back together (for upgrades that splice the connection).
     pub fn reunite(self, w: WriteHalf) -> Option<Stream> {

@@ -267,7 +267,7 @@ pub struct Cluster {
     /// The HTTP version the hosts speak (`None`: the request's own).
     pub protocol: Option<config::UpstreamProtocol>,
     /// TLS to the hosts (`None`: plain TCP), built once per snapshot.
-    tls: Option<Arc<crate::net::tls::ClientTls>>,
+    tls: Option<Arc<super::tls::ClientTls>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     /// Redis: backend login and, for sharded clusters, the shard map.
@@ -350,7 +350,7 @@ impl Cluster {
     }
 
     /// This cluster speaking TLS to its hosts with `tls` (its `tls` block, compiled).
-    pub fn with_tls(mut self, tls: Option<crate::net::tls::ClientTls>) -> Self {
+    pub fn with_tls(mut self, tls: Option<super::tls::ClientTls>) -> Self {
         self.tls = tls.map(Arc::new);
         self
     }
@@ -1214,6 +1214,24 @@ mod tests {
         let slow = SlowStart::new(Duration::from_secs(3600), 10);
         assert_eq!(new.hosts[0].warmth(&slow), 1.0);
         assert!(new.hosts[2].warmth(&slow) < 0.2);
+    }
+
+    /// A cluster's HTTP version: `protocol`, else the one its TLS ALPN
+    /// names alone; views share the TLS settings.
+    #[test]
+    fn alpn_alone_sets_the_http_version() {
+        use crate::config::UpstreamProtocol::{Http1, Http2};
+        assert_eq!(cluster("    tls: {alpn: [h2]}\n", 1).protocol, Some(Http2));
+        assert_eq!(
+            cluster("    tls: {alpn: [http/1.1]}\n", 1).protocol,
+            Some(Http1)
+        );
+        assert_eq!(cluster("    tls: {alpn: [mqtt]}\n", 1).protocol, None);
+        assert_eq!(
+            cluster("    protocol: http2\n    tls: {alpn: [h2, http/1.1]}\n", 1).protocol,
+            Some(Http2)
+        );
+        assert_eq!(cluster("", 1).protocol, None);
     }
 
     #[test]

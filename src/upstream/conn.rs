@@ -32,16 +32,6 @@ pub enum UpstreamStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl From<UpstreamStream> for crate::net::stream::Stream {
-    /// The connection as a session driver's stream (its zero-buffer idle read).
-    fn from(s: UpstreamStream) -> Self {
-        match s {
-            UpstreamStream::Tcp(s) => Self::Tcp(s),
-            UpstreamStream::Tls(s) => Self::TlsClient(s),
-        }
-    }
-}
-
 /// The read half of an [`UpstreamStream`].
 #[derive(Debug)]
 pub enum UpstreamReadHalf {

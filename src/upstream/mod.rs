@@ -11,6 +11,7 @@ mod pool;
 pub mod retry;
 mod ring;
 mod shard;
+pub mod tls;
 
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
 pub use conn::{
