@@ -2,8 +2,8 @@
 //! spawned privately with certificates the test makes (openssl): nginx with
 //! `ssl` (server verified with a CA file, by SNI name or by IP address; a
 //! wrong CA or a wrong name refused with a log line that says why), nginx
-//! with `ssl_verify_client on` (mutual TLS), nginx with `ssl http2` (ALPN
-//! h2: the gateway speaks HTTP/2 upstream), redis-server with `--tls-port`
+//! with `ssl_verify_client on` (mutual TLS), nginx with `ssl http2` and a
+//! grpcio server with TLS (ALPN h2: the gateway speaks HTTP/2 upstream), redis-server with `--tls-port`
 //! and client certificates, mosquitto with a TLS listener, MariaDB with SSL
 //! (the in-protocol SSLRequest), and active health checks over TLS. Clients
 //! are curl, redis-cli, mosquitto_pub/sub and the mariadb CLI.
@@ -234,6 +234,69 @@ fn alpn_h2_speaks_http2_to_the_upstream() {
     assert_eq!(
         curl(&gw.url("/none/x")),
         (200, "HTTP/1.1 sni= client=".to_owned())
+    );
+}
+
+/// gRPC over TLS: a grpcio server with TLS only, a grpcio client speaking
+/// h2c to the gateway, whose cluster offers `h2` over TLS.
+#[test]
+fn grpc_over_tls_to_a_grpcio_server() {
+    let pki = Pki::new();
+    let python = require("python3");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/grpc_peer.py");
+    let port = free_port();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Killed(
+        Command::new(&python)
+            .arg(&script)
+            .args(["server", &port.to_string()])
+            .env("GRPC_PEER_TLS_CERT", pki.path("server.pem"))
+            .env("GRPC_PEER_TLS_KEY", pki.path("server.key"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn grpc_peer.py server (python3 with grpcio: .ci/run installs it)"),
+    );
+    wait_for("the grpcio TLS server", WAIT, || {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("grpc_peer.py server exited with {status}");
+        }
+        std::net::TcpStream::connect(local(port)).ok()
+    });
+    let gw = gateway(
+        "http2",
+        &["{cluster: grpc}".to_owned()],
+        &cluster(
+            "grpc",
+            local(port),
+            &format!("ca: {}, sni: upstream.test, alpn: [h2]", pki.file("ca.pem")),
+        ),
+    );
+    let call = |method: &str, arg: &str| {
+        let out = Command::new(&python)
+            .arg(&script)
+            .args(["call", &gw.addr().to_string(), method, arg, "10"])
+            .output()
+            .expect("run grpc_peer.py call");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let unary = call("Unary", "over-tls");
+    assert!(unary.contains("\"code\": \"OK\""), "{unary}\n{}", gw.log());
+    assert!(
+        unary.contains("\"responses\": [\"echo:over-tls\"]"),
+        "{unary}"
+    );
+    assert!(unary.contains("\"x-served-by\": \"python\""), "{unary}");
+    let streamed = call("Stream", "3");
+    assert!(
+        streamed.contains("\"responses\": [\"msg-0\", \"msg-1\", \"msg-2\"]"),
+        "{streamed}"
     );
 }
 
