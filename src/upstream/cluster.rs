@@ -1234,6 +1234,25 @@ mod tests {
         assert_eq!(cluster("", 1).protocol, None);
     }
 
+    /// A reload keeps a host's idle connections only when the cluster's
+    /// `tls` is unchanged: they were opened with the old settings.
+    #[tokio::test]
+    async fn a_changed_tls_block_keeps_no_idle_connection() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let tls = "    tls: {sni: a.internal, insecure_skip_verify: true}\n";
+        let idle = |c: &Cluster| std::iter::from_fn(|| c.pool.take(0)).count();
+        for (next, kept) in [(tls, 1), ("    tls: {sni: b.internal}\n", 0), ("", 0)] {
+            let old = cluster(tls, 1);
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            old.pool
+                .put(0, UpstreamConn::new(UpstreamStream::Tcp(tcp), None));
+            let new = cluster(next, 1);
+            new.inherit(Some(&old));
+            assert_eq!(idle(&new), kept, "{next}");
+        }
+    }
+
     #[test]
     fn subsets_select_hosts_by_label() {
         let c = cluster("", 4);
