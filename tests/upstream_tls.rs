@@ -201,7 +201,8 @@ fn mutual_tls_with_a_client_certificate() {
 
 /// ALPN: a cluster offering only `h2` speaks HTTP/2 to nginx (`ssl http2`)
 /// whatever the client spoke; one offering both with `protocol: http2`
-/// too; one with no ALPN forwards the request's own HTTP/1.1.
+/// too, and one with `protocol: http2` and no `alpn` (h2 offered for it);
+/// one with neither forwards the request's own HTTP/1.1.
 #[test]
 fn alpn_h2_speaks_http2_to_the_upstream() {
     let pki = Pki::new();
@@ -214,11 +215,16 @@ fn alpn_h2_speaks_http2_to_the_upstream() {
             nginx.addr()
         ),
         cluster("none", nginx.addr(), &format!("ca: {ca}")),
+        format!(
+            "  - {{name: implied, protocol: http2, hosts: [\"{}\"], tls: {{ca: {ca}}}}}\n",
+            nginx.addr()
+        ),
     ];
     let routes = [
         prefix_route("h2", "h2"),
         prefix_route("both", "both"),
         prefix_route("none", "none"),
+        prefix_route("implied", "implied"),
     ];
     let gw = gateway("http1", &routes, &clusters.concat());
     for _ in 0..3 {
@@ -229,6 +235,11 @@ fn alpn_h2_speaks_http2_to_the_upstream() {
     }
     assert_eq!(
         curl(&gw.url("/both/x")),
+        (200, "HTTP/2.0 sni= client=".to_owned())
+    );
+    // `protocol: http2` with no `alpn` offers h2 (nginx needs it for HTTP/2 over TLS).
+    assert_eq!(
+        curl(&gw.url("/implied/x")),
         (200, "HTTP/2.0 sni= client=".to_owned())
     );
     assert_eq!(

@@ -214,6 +214,11 @@ pub fn client(
         .iter()
         .map(|p| p.value.as_bytes().to_vec())
         .collect();
+    // HTTP/2 over TLS is negotiated with ALPN (RFC 9113 §3.2): a cluster
+    // speaking it offers `h2` unless told otherwise.
+    if tls.alpn.is_empty() && http == Some(UpstreamProtocol::Http2) {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     let server_name = match &tls.sni {
         None => None,
         Some(sni) => Some(ServerName::try_from(sni.value.clone()).map_err(|e| {
