@@ -99,10 +99,21 @@ impl Snapshot {
     /// Compile a validated config; `base` is the config file's folder (for
     /// files it names). Fails on files that cannot be read or parsed.
     pub fn build(config: Config, base: &Path, file: &str) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
         let clusters: HashMap<String, Arc<Cluster>> = config
             .clusters
             .iter()
-            .map(|c| (c.name.value.clone(), Arc::new(Cluster::new(c))))
+            .map(|c| {
+                let tls = c.tls.as_ref().and_then(|t| {
+                    crate::upstream::tls::client(&c.name.value, t, c.http_protocol(), base)
+                        .map_err(|p| problems.push(p))
+                        .ok()
+                });
+                (
+                    c.name.value.clone(),
+                    Arc::new(Cluster::new(c).with_tls(tls)),
+                )
+            })
             .collect();
         let tables: HashMap<String, Arc<RouteTable>> = config
             .route_tables
@@ -115,7 +126,6 @@ impl Snapshot {
             })
             .collect();
         let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
-        let mut problems = Vec::new();
         let admin_token = config
             .admin
             .resolve_token(base)

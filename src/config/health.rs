@@ -133,7 +133,7 @@ impl HealthCheck {
             CheckKind::Redis
         } else if c.mysql.is_some() {
             CheckKind::Mysql
-        } else if c.protocol.is_some() {
+        } else if c.http_protocol().is_some() {
             CheckKind::Http
         } else {
             CheckKind::Tcp
@@ -209,7 +209,7 @@ pub fn problems(c: &super::Cluster) -> Vec<(Location, String, String, String)> {
                 "a mysql check logs in with the cluster's credentials, and it has none".into(),
                 "add a `mysql: {user: ..., password: ...}` block to the cluster, or use `kind: tcp`",
             ),
-            CheckKind::Grpc if c.protocol == Some(super::UpstreamProtocol::Http1) => add(
+            CheckKind::Grpc if c.http_protocol() == Some(super::UpstreamProtocol::Http1) => add(
                 h.kind.as_ref().map_or(Location::UNKNOWN, |k| k.referenced),
                 "health_check.kind",
                 "gRPC health checks speak HTTP/2, and the cluster's protocol is http1".into(),

@@ -18,7 +18,29 @@ pub fn warnings(config: &Config) -> Vec<Problem> {
     unused_clusters(config, &mut out);
     unused_route_tables(config, &mut out);
     overlapping_listeners(config, &mut out);
+    insecure_upstream_tls(config, &mut out);
     out
+}
+
+/// A cluster that speaks TLS without checking who answers.
+fn insecure_upstream_tls(config: &Config, out: &mut Vec<Problem>) {
+    for c in &config.clusters {
+        let Some(skip) = c.tls.as_ref().and_then(|t| t.insecure_skip_verify.as_ref()) else {
+            continue;
+        };
+        if skip.value {
+            warn(
+                out,
+                skip.referenced,
+                format!("clusters[{}].tls.insecure_skip_verify", c.name.value),
+                format!(
+                    "cluster `{}` accepts ANY server certificate: anyone on the path can impersonate its hosts",
+                    c.name.value
+                ),
+                "testing only: give the CA that signs the hosts' certificates (`ca: FILE`) and remove insecure_skip_verify",
+            );
+        }
+    }
 }
 
 fn warn(out: &mut Vec<Problem>, loc: Location, field: String, message: String, hint: &str) {

@@ -1086,6 +1086,66 @@ pub struct Cluster {
     /// TCP passthrough, MQTT and RTSP only: see docs/config.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<proxy_protocol::Send>,
+    /// Speak TLS to the hosts: verify them (CA file or the system roots),
+    /// SNI, a client certificate, ALPN (see docs/config.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Cluster {
+    /// The HTTP version spoken to the hosts: `protocol`, else the one the
+    /// cluster's TLS `alpn` names alone (`[h2]`: HTTP/2, `[http/1.1]`:
+    /// HTTP/1.1); `None`: the version each request came in with.
+    pub fn http_protocol(&self) -> Option<UpstreamProtocol> {
+        if self.protocol.is_some() {
+            return self.protocol;
+        }
+        let alpn = &self.tls.as_ref()?.alpn;
+        let h2 = alpn.iter().any(|p| p.value == "h2");
+        let h1 = alpn.iter().any(|p| p.value == "http/1.1");
+        match (h2, h1) {
+            (true, false) => Some(UpstreamProtocol::Http2),
+            (false, true) => Some(UpstreamProtocol::Http1),
+            _ => None,
+        }
+    }
+}
+
+/// TLS to a cluster's hosts (`clusters[].tls`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA certificates the hosts' certificates must chain to, relative
+    /// to the config file; default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Spanned<String>>,
+    /// The server name sent (SNI) and verified; default: none, the host's
+    /// IP address is verified (hosts are IP literals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<Spanned<String>>,
+    /// PEM client certificate chain (mutual TLS), relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Spanned<String>>,
+    /// ALPN protocols offered, in order of preference (`h2`, `http/1.1`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<Spanned<String>>,
+    /// Accept any server certificate (no chain or name check): testing only;
+    /// `switchyard check` warns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    /// The oldest TLS version accepted (`"1.2"`, the default, or `"1.3"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<Spanned<String>>,
+}
+
+impl UpstreamTls {
+    /// Whether server certificates go unchecked.
+    pub fn skips_verify(&self) -> bool {
+        self.insecure_skip_verify.as_ref().is_some_and(|v| v.value)
+    }
 }
 
 /// A cluster's circuit breakers (`circuit_breakers:`).

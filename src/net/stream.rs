@@ -1,4 +1,6 @@
-//! A downstream connection: plain TCP or TLS, one type for every driver.
+//! A downstream connection: plain TCP or TLS, one type for every driver
+//! (a session driver may also carry its upstream connection in it: plain
+//! TCP, or TLS as the client, `TlsClient`).
 //! Plain TCP keeps its zero-cost split halves and a read that holds no
 //! buffer while idle; TLS goes through rustls.
 
@@ -12,6 +14,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::server::TlsStream;
 
+/// A TLS connection this gateway opened as the client (to an upstream).
+pub type TlsClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
 use crate::stream::websocket::WebSocket;
 
 /// A downstream connection.
@@ -20,6 +25,8 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// A protocol carried in WebSocket messages (after an HTTP upgrade).
     Ws(Box<WebSocket<Stream>>),
+    /// TLS as the client (a session driver's upstream connection).
+    TlsClient(Box<TlsClientStream>),
 }
 
 /// The read half of a [`Stream`].
@@ -27,6 +34,7 @@ pub enum ReadHalf {
     Tcp(OwnedReadHalf),
     Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
     Ws(tokio::io::ReadHalf<Box<WebSocket<Stream>>>),
+    TlsClient(tokio::io::ReadHalf<Box<TlsClientStream>>),
 }
 
 /// The write half of a [`Stream`].
@@ -34,6 +42,7 @@ pub enum WriteHalf {
     Tcp(OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
     Ws(tokio::io::WriteHalf<Box<WebSocket<Stream>>>),
+    TlsClient(tokio::io::WriteHalf<Box<TlsClientStream>>),
 }
 
 impl Stream {
@@ -51,6 +60,10 @@ impl Stream {
             Stream::Ws(s) => {
                 let (r, w) = tokio::io::split(s);
                 (ReadHalf::Ws(r), WriteHalf::Ws(w))
+            }
+            Stream::TlsClient(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadHalf::TlsClient(r), WriteHalf::TlsClient(w))
             }
         }
     }
@@ -76,7 +89,7 @@ impl Stream {
                     other => return other,
                 }
             },
-            Stream::Tls(_) | Stream::Ws(_) => {
+            Stream::Tls(_) | Stream::Ws(_) | Stream::TlsClient(_) => {
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(4096);
                 }
@@ -91,6 +104,7 @@ impl Stream {
             Stream::Tcp(s) => s.local_addr().ok(),
             Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
             Stream::Ws(ws) => ws.get_ref().local_addr(),
+            Stream::TlsClient(s) => s.get_ref().0.local_addr().ok(),
         }
     }
 
@@ -99,7 +113,7 @@ impl Stream {
         let s = match self {
             Stream::Tls(s) => s,
             Stream::Ws(ws) => return ws.get_ref().peer_common_name(),
-            Stream::Tcp(_) => return None,
+            Stream::Tcp(_) | Stream::TlsClient(_) => return None,
         };
         let (_, session) = s.get_ref();
         let cert = session.peer_certificates()?.first()?;
@@ -111,9 +125,21 @@ impl Stream {
         let s = match self {
             Stream::Tls(s) => s,
             Stream::Ws(ws) => return ws.get_ref().alpn(),
+            Stream::TlsClient(s) => return s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
             Stream::Tcp(_) => return None,
         };
         s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    }
+}
+
+impl From<crate::upstream::UpstreamStream> for Stream {
+    /// An upstream connection as a session driver's stream (for its
+    /// zero-buffer idle read).
+    fn from(s: crate::upstream::UpstreamStream) -> Self {
+        match s {
+            crate::upstream::UpstreamStream::Tcp(s) => Self::Tcp(s),
+            crate::upstream::UpstreamStream::Tls(s) => Self::TlsClient(s),
+        }
     }
 }
 
@@ -124,6 +150,9 @@ impl ReadHalf {
             (ReadHalf::Tcp(r), WriteHalf::Tcp(w)) => r.reunite(w).ok().map(Stream::Tcp),
             (ReadHalf::Tls(r), WriteHalf::Tls(w)) => Some(Stream::Tls(r.unsplit(w))),
             (ReadHalf::Ws(r), WriteHalf::Ws(w)) => Some(Stream::Ws(r.unsplit(w))),
+            (ReadHalf::TlsClient(r), WriteHalf::TlsClient(w)) => {
+                Some(Stream::TlsClient(r.unsplit(w)))
+            }
             _ => None,
         }
     }
@@ -141,6 +170,7 @@ macro_rules! delegate_read {
                     Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
                     Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
                     Self::Ws(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::TlsClient(s) => Pin::new(s).poll_read(cx, buf),
                 }
             }
         }
@@ -159,6 +189,7 @@ macro_rules! delegate_write {
                     Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
                     Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
                     Self::Ws(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::TlsClient(s) => Pin::new(s).poll_write(cx, buf),
                 }
             }
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -166,6 +197,7 @@ macro_rules! delegate_write {
                     Self::Tcp(s) => Pin::new(s).poll_flush(cx),
                     Self::Tls(s) => Pin::new(s).poll_flush(cx),
                     Self::Ws(s) => Pin::new(s).poll_flush(cx),
+                    Self::TlsClient(s) => Pin::new(s).poll_flush(cx),
                 }
             }
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -173,6 +205,7 @@ macro_rules! delegate_write {
                     Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
                     Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
                     Self::Ws(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::TlsClient(s) => Pin::new(s).poll_shutdown(cx),
                 }
             }
             fn poll_write_vectored(
@@ -184,6 +217,7 @@ macro_rules! delegate_write {
                     Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                     Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                     Self::Ws(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                    Self::TlsClient(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                 }
             }
             fn is_write_vectored(&self) -> bool {
@@ -191,6 +225,7 @@ macro_rules! delegate_write {
                     Self::Tcp(s) => s.is_write_vectored(),
                     Self::Tls(s) => s.is_write_vectored(),
                     Self::Ws(s) => s.is_write_vectored(),
+                    Self::TlsClient(s) => s.is_write_vectored(),
                 }
             }
         }

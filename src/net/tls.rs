@@ -1,5 +1,6 @@
 //! TLS termination with rustls (ring provider): certificates and keys from
-//! PEM files, ALPN, and optional client-certificate verification.
+//! PEM files, ALPN, and optional client-certificate verification. (The TLS
+//! clusters speak to their hosts is `upstream::tls`.)
 
 use std::path::Path;
 use std::sync::Arc;

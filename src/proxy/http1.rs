@@ -24,7 +24,7 @@ use crate::router::Action;
 use crate::stream::session::splice;
 use crate::stream::websocket::WebSocket;
 use crate::upstream::retry::MAX_KEPT_BODY;
-use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy, UpstreamTcp};
+use crate::upstream::{Cluster, Failure, Outcome, Retries, RetryPolicy, UpstreamConn};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
@@ -72,7 +72,7 @@ enum After {
     KeepAlive,
     Close,
     /// 101 Switching Protocols: splice the two connections.
-    Upgrade(UpstreamTcp, BytesMut),
+    Upgrade(UpstreamConn, BytesMut),
     /// The gateway accepted a WebSocket upgrade: serve this protocol inside it.
     WebSocket(Protocol),
 }
@@ -1243,7 +1243,7 @@ fn downstream_gone(e: std::io::Error) -> Error {
 
 /// After 101 Switching Protocols: bytes already read on either side go first,
 /// then the two connections are spliced.
-async fn upgrade(down: Downstream, mut up: UpstreamTcp, up_buf: BytesMut, conn: &Conn) {
+async fn upgrade(down: Downstream, mut up: UpstreamConn, up_buf: BytesMut, conn: &Conn) {
     let Downstream {
         rd, mut wr, buf, ..
     } = down;

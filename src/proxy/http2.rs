@@ -1242,7 +1242,7 @@ async fn forward_h1(
 /// a keep-alive connection, give the connection back to the cluster's pool.
 async fn drive_h1(
     connection: hyper::client::conn::http1::Connection<
-        TokioIo<crate::upstream::UpstreamTcp>,
+        TokioIo<crate::upstream::UpstreamConn>,
         ReqBody,
     >,
     mut done: oneshot::Receiver<bool>,

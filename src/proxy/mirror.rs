@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::upstream::UpstreamTcp;
+use crate::upstream::UpstreamConn;
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -251,8 +251,8 @@ impl Mirror {
     /// pooled again; `true` when the shadow answered.
     async fn exchange<F, Fut>(&self, host: usize, mut talk: F) -> bool
     where
-        F: FnMut(UpstreamTcp, bool) -> Fut,
-        Fut: std::future::Future<Output = Option<(UpstreamTcp, bool)>>,
+        F: FnMut(UpstreamConn, bool) -> Fut,
+        Fut: std::future::Future<Output = Option<(UpstreamConn, bool)>>,
     {
         let cluster = &self.cluster;
         let attempts = async {
@@ -280,11 +280,11 @@ impl Mirror {
 /// Write `login` then `parts` and read the answer: the connection back and
 /// whether it may be reused.
 async fn ordered_exchange(
-    mut stream: UpstreamTcp,
+    mut stream: UpstreamConn,
     login: &[Bytes],
     parts: &[Bytes],
     answer: Answer,
-) -> Option<(UpstreamTcp, bool)> {
+) -> Option<(UpstreamConn, bool)> {
     for part in login.iter().chain(parts).filter(|p| !p.is_empty()) {
         stream.write_all(part).await.ok()?;
     }
@@ -295,11 +295,11 @@ async fn ordered_exchange(
 /// Write an RPC copy (`bytes`, with request id `id`) and read frames until
 /// its response, answering the server's heartbeats meanwhile.
 async fn rpc_exchange<P: MuxProtocol>(
-    mut stream: UpstreamTcp,
+    mut stream: UpstreamConn,
     bytes: &Bytes,
     id: u64,
     one_way: bool,
-) -> Option<(UpstreamTcp, bool)> {
+) -> Option<(UpstreamConn, bool)> {
     stream.write_all(bytes).await.ok()?;
     if one_way {
         return Some((stream, true));
@@ -329,7 +329,7 @@ async fn rpc_exchange<P: MuxProtocol>(
 
 /// Read one answer framed as `answer` and drop it: `Some(reusable)` when it
 /// ended cleanly, `None` on a broken or cut answer.
-async fn read_answer(stream: &mut UpstreamTcp, answer: Answer) -> Option<bool> {
+async fn read_answer(stream: &mut UpstreamConn, answer: Answer) -> Option<bool> {
     let mut buf = BytesMut::with_capacity(4096);
     match answer {
         Answer::Http1 { head_request } => {

@@ -206,7 +206,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         }
         // The slot under `max_connections` lives as long as the session.
         let (broker, slot) = broker.into_parts();
-        let mut broker = Stream::Tcp(broker);
+        let mut broker = Stream::from(broker);
         if broker.write_all(&upstream_connect).await.is_err() {
             continue;
         }

@@ -14,7 +14,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::upstream::UpstreamTcp;
+use crate::upstream::UpstreamConn;
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Field, Metadata};
 use switchyard_codecs::{bolt, dubbo};
@@ -479,7 +479,7 @@ async fn connect<P: MuxProtocol>(
     cluster: &Cluster,
     host: usize,
     wait: bool,
-) -> Option<UpstreamTcp> {
+) -> Option<UpstreamConn> {
     let timeout = cluster.connect_timeout;
     let may = with_entry::<P, _>(cluster, host, |e| {
         e.backoff.may_try(Instant::now(), timeout)

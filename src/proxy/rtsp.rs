@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::upstream::{UpstreamReadHalf, UpstreamWriteHalf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
@@ -45,7 +46,6 @@ use switchyard_codecs::rtsp::{
 use switchyard_codecs::{CodecError, Decoder, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -82,10 +82,12 @@ struct Upstream {
     client_base: Vec<u8>,
     /// `rtsp://ip:port` of the upstream host.
     up_base: Vec<u8>,
-    wr: OwnedWriteHalf,
+    wr: UpstreamWriteHalf,
     /// This gateway's address on the upstream connection (for UDP relays).
     local_ip: IpAddr,
     server_ip: IpAddr,
+    /// The upstream host's address.
+    server: SocketAddr,
     reader: JoinHandle<()>,
 }
 
@@ -274,6 +276,7 @@ fn addresses(stream: &Stream) -> Option<(SocketAddr, SocketAddr)> {
     let tcp = match stream {
         Stream::Tcp(s) => s,
         Stream::Tls(s) => s.get_ref().0,
+        Stream::TlsClient(s) => s.get_ref().0,
         Stream::Ws(_) => return None,
     };
     Some((tcp.peer_addr().ok()?, tcp.local_addr().ok()?))
@@ -448,10 +451,8 @@ impl Proxy {
             self.reply_local(503, cseq, &[("Retry-After", "1")]);
             return;
         }
-        if permit.log().is_some()
-            && let Ok(addr) = up.wr.peer_addr()
-        {
-            permit.log_upstream(addr);
+        if permit.log().is_some() {
+            permit.log_upstream(up.server);
         }
         let (client_base, up_base, local_ip) =
             (up.client_base.clone(), up.up_base.clone(), up.local_ip);
@@ -587,7 +588,7 @@ impl Proxy {
         let Some(address) = cluster.hosts.get(host).map(|h| h.address) else {
             return Err(502);
         };
-        let local_ip = tcp.local_addr().map_or(address.ip(), |a| a.ip());
+        let local_ip = tcp.tcp().local_addr().map_or(address.ip(), |a| a.ip());
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let (rd, wr) = tcp.into_split();
@@ -602,6 +603,7 @@ impl Proxy {
                 wr,
                 local_ip,
                 server_ip: address.ip(),
+                server: address,
                 reader,
             },
         );
@@ -970,7 +972,7 @@ impl Proxy {
 /// Read and decode one upstream connection, handing messages to the
 /// connection task.
 async fn read_upstream(
-    mut rd: crate::upstream::Counted<OwnedReadHalf>,
+    mut rd: crate::upstream::Counted<UpstreamReadHalf>,
     id: UpstreamId,
     limits: Limits,
     events: mpsc::Sender<UpEvent>,

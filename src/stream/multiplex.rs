@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::upstream::{Counted, UpstreamTcp};
+use crate::upstream::{Counted, UpstreamConn};
+use crate::upstream::{UpstreamReadHalf, UpstreamWriteHalf};
 use bytes::{Buf, Bytes, BytesMut};
 use switchyard_codecs::{Decoder, Metadata, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
@@ -136,7 +136,7 @@ pub type Observe = Arc<dyn Fn(Answered) + Send + Sync>;
 /// Opens a fresh connection to the host a [`MuxConn`] talks to (`None`: it
 /// could not), for the requests a closed connection never wrote.
 pub type Reconnect =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<UpstreamTcp>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<UpstreamConn>> + Send>> + Send + Sync>;
 
 /// What the connections to one host learn about its server, shared by them.
 #[derive(Debug, Default)]
@@ -210,7 +210,7 @@ impl<P: MuxProtocol> MuxConn<P> {
     /// connection that requests never written on this one are sent on;
     /// `habits` are shared by the connections to the same host.
     pub fn spawn(
-        stream: UpstreamTcp,
+        stream: UpstreamConn,
         name: String,
         reconnect: Reconnect,
         habits: Arc<HostHabits>,
@@ -264,7 +264,7 @@ struct Ended<F> {
     cut_off: VecDeque<Unwritten<F>>,
     /// Retired with nothing in flight (the host closes after responses): the
     /// connection, to see whether the server closes it.
-    retired: Option<(Counted<OwnedReadHalf>, OwnedWriteHalf)>,
+    retired: Option<(Counted<UpstreamReadHalf>, UpstreamWriteHalf)>,
 }
 
 impl<P: MuxProtocol> Task<P> {
@@ -329,7 +329,7 @@ impl<P: MuxProtocol> Task<P> {
     /// why it ended and the requests it never completely wrote.
     async fn serve(
         &mut self,
-        stream: UpstreamTcp,
+        stream: UpstreamConn,
         mut taking: bool,
         mut out: BytesMut,
         mut unwritten: VecDeque<Unwritten<P::Frame>>,
@@ -464,7 +464,7 @@ impl<P: MuxProtocol> Task<P> {
 
 async fn run<P: MuxProtocol>(
     mut task: Task<P>,
-    stream: UpstreamTcp,
+    stream: UpstreamConn,
     alive: Arc<AtomicBool>,
     name: String,
     reconnect: Reconnect,
@@ -547,7 +547,7 @@ const CLOSED_BY_UPSTREAM: &str = "closed by the upstream";
 /// Watch a retired connection: a server that does not close it soon after
 /// its last response no longer closes after responses.
 async fn linger(
-    conn: (Counted<OwnedReadHalf>, OwnedWriteHalf),
+    conn: (Counted<UpstreamReadHalf>, UpstreamWriteHalf),
     habits: Arc<HostHabits>,
     name: String,
 ) {

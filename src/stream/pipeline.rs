@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use crate::upstream::{Counted, UpstreamTcp};
+use crate::upstream::{Counted, UpstreamConn};
+use crate::upstream::{UpstreamReadHalf, UpstreamWriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::Decoder;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A reply frame the pipeline can count.
 pub trait ReplyFrame {
@@ -39,7 +39,7 @@ impl ReplyFrame for switchyard_codecs::redis::Reply {
 /// Split a connection: the write side for the command task, the read side
 /// for the reply task. `skip`: replies to drop first (to commands the gateway
 /// sent itself, e.g. a login).
-pub fn split<D>(stream: UpstreamTcp, decoder: D, skip: usize) -> (Pipeline, ReplyReader<D>) {
+pub fn split<D>(stream: UpstreamConn, decoder: D, skip: usize) -> (Pipeline, ReplyReader<D>) {
     let (rd, wr) = stream.into_split();
     let alive = Arc::new(AtomicBool::new(true));
     (
@@ -62,7 +62,7 @@ pub fn split<D>(stream: UpstreamTcp, decoder: D, skip: usize) -> (Pipeline, Repl
 
 /// The write side of a pipelined upstream connection.
 pub struct Pipeline {
-    wr: Option<OwnedWriteHalf>,
+    wr: Option<UpstreamWriteHalf>,
     out: BytesMut,
     /// Cleared by either side when the connection can no longer be used.
     alive: Arc<AtomicBool>,
@@ -97,7 +97,7 @@ impl Pipeline {
 
 /// The read side of a pipelined upstream connection.
 pub struct ReplyReader<D> {
-    rd: Counted<OwnedReadHalf>,
+    rd: Counted<UpstreamReadHalf>,
     buf: BytesMut,
     decoder: D,
     /// Replies still to drop (answers to the gateway's own commands).

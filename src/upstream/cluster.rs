@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use switchyard_codecs::{Field, Metadata};
 
-use super::conn::{ConnLimit, UpstreamTcp};
+use super::conn::{ConnLimit, UpstreamConn, UpstreamStream};
 use super::maglev::{Maglev, MaglevWalk};
 use super::ring::RingWalk;
 use super::{Balancer, Pool, Ring};
@@ -266,6 +266,8 @@ pub struct Cluster {
     pub mux: super::MuxPool,
     /// The HTTP version the hosts speak (`None`: the request's own).
     pub protocol: Option<config::UpstreamProtocol>,
+    /// TLS to the hosts (`None`: plain TCP), built once per snapshot.
+    tls: Option<Arc<super::tls::ClientTls>>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     /// Redis: backend login and, for sharded clusters, the shard map.
@@ -405,7 +407,19 @@ impl Cluster {
         view.breaker = self.breaker.clone();
         view.retry_budget = self.retry_budget.clone();
         view.stats = self.stats.clone();
+        view.tls = self.tls.clone();
         view
+    }
+
+    /// This cluster speaking TLS to its hosts with `tls` (its `tls` block, compiled).
+    pub fn with_tls(mut self, tls: Option<super::tls::ClientTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        self
+    }
+
+    /// Whether connections to the hosts are TLS.
+    pub fn speaks_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Indices of the hosts whose config carries every label of `selector`.
@@ -471,7 +485,8 @@ impl Cluster {
                 .with_limit(conn_limit.clone()),
             conn_limit,
             mux: super::MuxPool::new(hosts.len()),
-            protocol: c.protocol,
+            protocol: c.http_protocol(),
+            tls: None,
             hosts,
             connect_timeout: c.connect_timeout.get(),
             request_timeout: c.request_timeout.get(),
@@ -685,9 +700,10 @@ impl Cluster {
 
     /// Carry host state over a config reload: hosts kept keep their slow
     /// start, reachability and upstream connections (idle HTTP/1.1 ones, the
-    /// shared HTTP/2 one, and those in the shared registry: Redis shared
-    /// connections, Dubbo/Bolt multiplexed ones, MySQL idle backends, when
-    /// the cluster's backend login is unchanged); with `slow_start`, hosts
+    /// shared HTTP/2 one, when the cluster's `tls` is unchanged, and those in
+    /// the shared registry: Redis shared connections, Dubbo/Bolt multiplexed
+    /// ones, MySQL idle backends, when the cluster's backend login and `tls`
+    /// are unchanged); with `slow_start`, hosts
     /// new to the cluster start warming up.
     pub fn inherit(&self, previous: Option<&Cluster>) {
         let Some(previous) = previous else { return };
@@ -696,9 +712,13 @@ impl Cluster {
                 serde_json::to_value(&c.redis).ok(),
                 serde_json::to_value(&c.mysql).ok(),
                 c.protocol,
+                serde_json::to_value(&c.tls).ok(),
             )
         };
         let same_login = json(&self.source) == json(&previous.source);
+        // A connection opened under other TLS settings is not one of ours.
+        let same_tls = serde_json::to_value(&self.source.tls).ok()
+            == serde_json::to_value(&previous.source.tls).ok();
         let mut moved = Vec::new();
         for (j, h) in self.hosts.iter().enumerate() {
             let found = previous
@@ -708,8 +728,10 @@ impl Cluster {
                 .and_then(|i| Some((i, previous.hosts.get(i)?)));
             match found {
                 Some((i, p)) => {
-                    self.pool.adopt(j, &previous.pool, i);
-                    self.mux.adopt(j, &previous.mux, i);
+                    if same_tls {
+                        self.pool.adopt(j, &previous.pool, i);
+                        self.mux.adopt(j, &previous.mux, i);
+                    }
                     if same_login {
                         moved.push((i, j));
                     }
@@ -747,15 +769,15 @@ impl Cluster {
     /// connection is closed to make room, else the request waits (at most
     /// `connect_timeout`, unless `max_pending` requests wait already) for a
     /// connection to close. Refused with [`ErrorKind::Overflow`].
-    pub async fn connect(&self, i: usize) -> Result<UpstreamTcp, Error> {
+    pub async fn connect(&self, i: usize) -> Result<UpstreamConn, Error> {
         let slot = self.connection_slot().await?;
-        Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
+        Ok(UpstreamConn::new(self.connect_host(i).await?, slot))
     }
 
     /// As [`Cluster::connect`], but never waits for a slot: for one more
     /// connection beside the ones a multiplexed protocol shares already
     /// (refused with [`ErrorKind::Overflow`], uncounted, when none is free).
-    pub async fn connect_if_room(&self, i: usize) -> Result<UpstreamTcp, Error> {
+    pub async fn connect_if_room(&self, i: usize) -> Result<UpstreamConn, Error> {
         let slot = match &self.conn_limit {
             None => None,
             Some(limit) => match self.free_slot(limit) {
@@ -771,7 +793,7 @@ impl Cluster {
                 }
             },
         };
-        Ok(UpstreamTcp::new(self.connect_host(i).await?, slot))
+        Ok(UpstreamConn::new(self.connect_host(i).await?, slot))
     }
 
     /// A free slot, closing idle pooled connections (of any host) for one.
@@ -804,17 +826,16 @@ impl Cluster {
 
     /// Connect to host `i` (not counted by `max_connections`: the caller
     /// holds the slot, or the connection is only a probe).
-    async fn connect_host(&self, i: usize) -> Result<TcpStream, Error> {
+    async fn connect_host(&self, i: usize) -> Result<UpstreamStream, Error> {
         let Some(host) = self.hosts.get(i) else {
             return Err(Error::upstream(
                 ErrorKind::NoHost,
                 format!("cluster {} has no hosts", self.name),
             ));
         };
-        let result = tokio::time::timeout(self.connect_timeout, self.open(host.address)).await;
+        let result = tokio::time::timeout(self.connect_timeout, self.open(host.address, "")).await;
         let err = match result {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 self.connects.increment(1);
                 host.health.connected();
                 if host.down.swap(false, Ordering::Relaxed) {
@@ -823,11 +844,7 @@ impl Cluster {
                 }
                 return Ok(stream);
             }
-            Ok(Err(e)) => Error::upstream(
-                ErrorKind::ConnectFailed,
-                format!("cannot connect to {} (cluster {})", host.address, self.name),
-            )
-            .with_source(e),
+            Ok(Err(e)) => e,
             Err(_) => Error::upstream(
                 ErrorKind::ConnectTimeout,
                 format!(
@@ -844,10 +861,10 @@ impl Cluster {
         Err(err)
     }
 
-    /// A TCP connection to `address`, with the cluster's `SO_MARK` when it
+    /// A plain TCP connection to `address`, with the cluster's `SO_MARK` when it
     /// has one (so interception rules let the gateway's own connections
     /// pass: see docs/sidecar.md).
-    pub async fn open(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
+    pub async fn open_tcp(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
         let Some(mark) = self.mark else {
             return TcpStream::connect(address).await;
         };
@@ -859,9 +876,102 @@ impl Cluster {
         socket.connect(address).await
     }
 
+    /// A TCP connection to `address`, then the TLS handshake when the
+    /// cluster speaks TLS (the caller bounds both with `connect_timeout`).
+    /// A failed handshake is a failed connect, its error says why (an
+    /// unknown issuer, a name the certificate does not hold, ...).
+    /// `what` names the peer in errors (`""` or `"replica "`).
+    pub(crate) async fn open(
+        &self,
+        address: SocketAddr,
+        what: &str,
+    ) -> Result<UpstreamStream, Error> {
+        let stream = self.open_tcp(address).await.map_err(|e| {
+            Error::upstream(
+                ErrorKind::ConnectFailed,
+                format!("cannot connect to {what}{address} (cluster {})", self.name),
+            )
+            .with_source(e)
+        })?;
+        let _ = stream.set_nodelay(true);
+        // MySQL asks for TLS inside its own handshake: its driver calls
+        // `start_tls` after the server's greeting and the SSLRequest.
+        if self.tls.is_none() || self.mysql.is_some() {
+            return Ok(UpstreamStream::Tcp(stream));
+        }
+        self.handshake(stream, address, what).await
+    }
+
+    /// Start TLS on `conn` (to `address`) now: for a protocol that asks for
+    /// it in-band (MySQL's SSLRequest). A no-op without `tls`.
+    pub async fn start_tls(
+        &self,
+        conn: UpstreamConn,
+        address: SocketAddr,
+    ) -> Result<UpstreamConn, Error> {
+        let (stream, slot) = conn.into_parts();
+        let stream = match stream {
+            UpstreamStream::Tcp(tcp) if self.tls.is_some() => {
+                self.handshake(tcp, address, "").await?
+            }
+            other => other,
+        };
+        Ok(UpstreamConn::new(stream, slot))
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        address: SocketAddr,
+        what: &str,
+    ) -> Result<UpstreamStream, Error> {
+        let Some(tls) = &self.tls else {
+            return Ok(UpstreamStream::Tcp(stream));
+        };
+        let name = tls.server_name(address);
+        let stream = tls
+            .connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|e| {
+                Error::upstream(
+                    ErrorKind::ConnectFailed,
+                    format!(
+                        "TLS handshake with {what}{address} (cluster {}, server name {}) failed: {e}",
+                        self.name,
+                        name.to_str()
+                    ),
+                )
+            })?;
+        // Offered both HTTP versions: the server's choice must be the one
+        // this cluster speaks.
+        let chosen = stream.get_ref().1.alpn_protocol();
+        let speaks: &[u8] = match self.protocol {
+            Some(config::UpstreamProtocol::Http2) => b"h2",
+            Some(config::UpstreamProtocol::Http1) => b"http/1.1",
+            None => b"",
+        };
+        if let Some(chosen) = chosen
+            && !speaks.is_empty()
+            && (chosen == b"h2" || chosen == b"http/1.1")
+            && chosen != speaks
+        {
+            return Err(Error::upstream(
+                ErrorKind::ConnectFailed,
+                format!(
+                    "{what}{address} (cluster {}) chose {} over ALPN, but the cluster speaks {}",
+                    self.name,
+                    String::from_utf8_lossy(chosen),
+                    String::from_utf8_lossy(speaks)
+                ),
+            ));
+        }
+        Ok(UpstreamStream::Tls(Box::new(stream)))
+    }
+
     /// Open a connection to one of host `i`'s Redis replicas (in turn over
     /// sessions, the next one when a replica cannot be reached).
-    pub async fn connect_replica(&self, i: usize) -> Result<UpstreamTcp, Error> {
+    pub async fn connect_replica(&self, i: usize) -> Result<UpstreamConn, Error> {
         let replicas = self
             .redis
             .as_ref()
@@ -879,24 +989,15 @@ impl Cluster {
             let Some(&address) = replicas.get((first + k) % replicas.len()) else {
                 continue;
             };
-            match tokio::time::timeout(self.connect_timeout, self.open(address)).await {
+            match tokio::time::timeout(self.connect_timeout, self.open(address, "replica ")).await {
                 Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
                     self.connects.increment(1);
-                    return Ok(UpstreamTcp::new(stream, slot));
+                    return Ok(UpstreamConn::new(stream, slot));
                 }
                 Ok(Err(e)) => {
                     self.connect_failures.increment(1);
-                    last = Some(
-                        Error::upstream(
-                            ErrorKind::ConnectFailed,
-                            format!(
-                                "cannot connect to replica {address} (cluster {})",
-                                self.name
-                            ),
-                        )
-                        .with_source(e),
-                    );
+                    tracing::debug!(cluster = %self.name, error = %e, "upstream replica is not reachable");
+                    last = Some(e);
                 }
                 Err(_) => {
                     self.connect_failures.increment(1);
@@ -919,7 +1020,7 @@ impl Cluster {
     pub async fn checkout(
         &self,
         hosts: impl Iterator<Item = usize>,
-    ) -> Result<(usize, UpstreamTcp, bool), Error> {
+    ) -> Result<(usize, UpstreamConn, bool), Error> {
         let mut last = None;
         for host in hosts {
             if let Some(stream) = self.pool.take(host) {
@@ -941,18 +1042,18 @@ impl Cluster {
     }
 
     /// Connect to the first reachable host in `pick()` order.
-    pub async fn connect_any(&self) -> Result<(usize, UpstreamTcp), Error> {
+    pub async fn connect_any(&self) -> Result<(usize, UpstreamConn), Error> {
         self.connect_first(self.pick()).await
     }
 
     /// Connect a whole connection of `client` (TCP passthrough): the first
     /// reachable host in its order (hashed on its address with `hash_on:
     /// source_ip`, else as `pick()`).
-    pub async fn connect_for(&self, client: IpAddr) -> Result<(usize, UpstreamTcp), Error> {
+    pub async fn connect_for(&self, client: IpAddr) -> Result<(usize, UpstreamConn), Error> {
         self.connect_first(self.hosts_for(&NoFields, client)).await
     }
 
-    async fn connect_first(&self, order: HostOrder<'_>) -> Result<(usize, UpstreamTcp), Error> {
+    async fn connect_first(&self, order: HostOrder<'_>) -> Result<(usize, UpstreamConn), Error> {
         let mut last = Error::upstream(
             ErrorKind::NoHost,
             format!("cluster {} has no hosts", self.name),
@@ -1196,6 +1297,43 @@ mod tests {
         let slow = SlowStart::new(Duration::from_secs(3600), 10);
         assert_eq!(new.hosts[0].warmth(&slow), 1.0);
         assert!(new.hosts[2].warmth(&slow) < 0.2);
+    }
+
+    /// A cluster's HTTP version: `protocol`, else the one its TLS ALPN
+    /// names alone; views share the TLS settings.
+    #[test]
+    fn alpn_alone_sets_the_http_version() {
+        use crate::config::UpstreamProtocol::{Http1, Http2};
+        assert_eq!(cluster("    tls: {alpn: [h2]}\n", 1).protocol, Some(Http2));
+        assert_eq!(
+            cluster("    tls: {alpn: [http/1.1]}\n", 1).protocol,
+            Some(Http1)
+        );
+        assert_eq!(cluster("    tls: {alpn: [mqtt]}\n", 1).protocol, None);
+        assert_eq!(
+            cluster("    protocol: http2\n    tls: {alpn: [h2, http/1.1]}\n", 1).protocol,
+            Some(Http2)
+        );
+        assert_eq!(cluster("", 1).protocol, None);
+    }
+
+    /// A reload keeps a host's idle connections only when the cluster's
+    /// `tls` is unchanged: they were opened with the old settings.
+    #[tokio::test]
+    async fn a_changed_tls_block_keeps_no_idle_connection() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let tls = "    tls: {sni: a.internal, insecure_skip_verify: true}\n";
+        let idle = |c: &Cluster| std::iter::from_fn(|| c.pool.take(0)).count();
+        for (next, kept) in [(tls, 1), ("    tls: {sni: b.internal}\n", 0), ("", 0)] {
+            let old = cluster(tls, 1);
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            old.pool
+                .put(0, UpstreamConn::new(UpstreamStream::Tcp(tcp), None));
+            let new = cluster(next, 1);
+            new.inherit(Some(&old));
+            assert_eq!(idle(&new), kept, "{next}");
+        }
     }
 
     #[test]

@@ -16,11 +16,94 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, ErrorKind};
 
-/// An upstream connection to a cluster's host.
-pub type UpstreamTcp = Counted<TcpStream>;
+/// An upstream connection to a cluster's host, holding its slot.
+pub type UpstreamConn = Counted<UpstreamStream>;
+
+/// An upstream connection: plain TCP, or TLS when the cluster has `tls`.
+/// Plain TCP keeps its zero-cost owned halves; TLS splits through
+/// `tokio::io::split`.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The read half of an [`UpstreamStream`].
+#[derive(Debug)]
+pub enum UpstreamReadHalf {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
+}
+
+/// A borrowed read half of an [`UpstreamStream`].
+pub enum UpstreamRead<'a> {
+    Tcp(tokio::net::tcp::ReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// A borrowed write half of an [`UpstreamStream`].
+pub enum UpstreamWrite<'a> {
+    Tcp(tokio::net::tcp::WriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// The write half of an [`UpstreamStream`].
+#[derive(Debug)]
+pub enum UpstreamWriteHalf {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
+}
+
+impl UpstreamStream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on (`None`: plain TCP, or
+    /// the server chose none).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Self::Tcp(_) => None,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// Borrowed halves that can be used from two places at once.
+    pub fn split(&mut self) -> (UpstreamRead<'_>, UpstreamWrite<'_>) {
+        match self {
+            Self::Tcp(s) => {
+                let (r, w) = s.split();
+                (UpstreamRead::Tcp(r), UpstreamWrite::Tcp(w))
+            }
+            Self::Tls(s) => {
+                let (r, w) = tokio::io::split(&mut **s);
+                (UpstreamRead::Tls(r), UpstreamWrite::Tls(w))
+            }
+        }
+    }
+
+    /// Split into halves that can be used from two places at once.
+    pub fn into_split(self) -> (UpstreamReadHalf, UpstreamWriteHalf) {
+        match self {
+            Self::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (UpstreamReadHalf::Tcp(r), UpstreamWriteHalf::Tcp(w))
+            }
+            Self::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
+                (UpstreamReadHalf::Tls(r), UpstreamWriteHalf::Tls(w))
+            }
+        }
+    }
+}
 
 /// `T` (a connection or half of one) holding its cluster's connection slot,
 /// if the cluster has `max_connections`; the slot frees when this drops.
@@ -48,10 +131,10 @@ impl<T> Counted<T> {
     }
 }
 
-impl Counted<TcpStream> {
-    /// Split into owned halves; the read half keeps the slot (a connection's
+impl Counted<UpstreamStream> {
+    /// Split into halves; the read half keeps the slot (a connection's
     /// reader lives until the connection ends).
-    pub fn into_split(self) -> (Counted<OwnedReadHalf>, OwnedWriteHalf) {
+    pub fn into_split(self) -> (Counted<UpstreamReadHalf>, UpstreamWriteHalf) {
         let (rd, wr) = self.inner.into_split();
         (Counted::new(rd, self.slot), wr)
     }
@@ -109,6 +192,75 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+macro_rules! delegate_read {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+macro_rules! delegate_write {
+    ($ty:ty) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Tls(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                    Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                }
+            }
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    Self::Tcp(s) => s.is_write_vectored(),
+                    Self::Tls(s) => s.is_write_vectored(),
+                }
+            }
+        }
+    };
+}
+
+delegate_read!(UpstreamStream);
+delegate_read!(UpstreamReadHalf);
+delegate_write!(UpstreamStream);
+delegate_write!(UpstreamWriteHalf);
+delegate_read!(UpstreamRead<'_>);
+delegate_write!(UpstreamWrite<'_>);
 
 /// Write `cluster`'s PROXY protocol header naming `ends` on the new
 /// connection `up`, when the cluster sends one (`clusters[].proxy_protocol`;

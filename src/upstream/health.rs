@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::UpstreamStream;
 use bytes::{Bytes, BytesMut};
 use metrics::{Counter, Gauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::Cluster;
 use crate::config::health::CheckKind;
@@ -230,7 +230,7 @@ impl CheckSpec {
                 path: h.path.value.clone(),
                 expected_statuses: h.expected_statuses.value.clone(),
                 service: h.service.clone(),
-                h2: c.protocol == Some(UpstreamProtocol::Http2),
+                h2: c.http_protocol() == Some(UpstreamProtocol::Http2),
                 marks_hosts: true,
             });
         }
@@ -543,10 +543,15 @@ async fn probe(cluster: &Arc<Cluster>, i: usize, spec: &CheckSpec) -> bool {
             None => false,
         };
     }
-    let Ok(mut stream) = cluster.open(addr).await else {
-        return false;
+    // Over the cluster's TLS when it has some: a host whose certificate
+    // does not verify fails its checks.
+    let mut stream = match cluster.open(addr, "").await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name, host = %addr, error = %e, "health check cannot connect");
+            return false;
+        }
     };
-    let _ = stream.set_nodelay(true);
     let authority = addr.to_string();
     let result = match spec.kind {
         CheckKind::Tcp => Some(()),
@@ -568,7 +573,7 @@ async fn probe(cluster: &Arc<Cluster>, i: usize, spec: &CheckSpec) -> bool {
 
 /// Read into `buf` until `done(buf)` says what it found (at most 64 KiB).
 async fn read_until<T>(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     buf: &mut BytesMut,
     mut done: impl FnMut(&mut BytesMut) -> Option<Option<T>>,
 ) -> Option<T> {
@@ -598,7 +603,7 @@ fn status_line(buf: &[u8]) -> Option<Option<u16>> {
     Some(code)
 }
 
-async fn http1(stream: &mut TcpStream, authority: &str, spec: &CheckSpec) -> Option<()> {
+async fn http1(stream: &mut UpstreamStream, authority: &str, spec: &CheckSpec) -> Option<()> {
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
         spec.path
@@ -609,7 +614,7 @@ async fn http1(stream: &mut TcpStream, authority: &str, spec: &CheckSpec) -> Opt
     spec.expected_statuses.contains(&status).then_some(())
 }
 
-async fn rtsp(stream: &mut TcpStream, authority: &str) -> Option<()> {
+async fn rtsp(stream: &mut UpstreamStream, authority: &str) -> Option<()> {
     let req = format!(
         "OPTIONS rtsp://{authority}/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: switchyard-health-check\r\n\r\n"
     );
@@ -621,7 +626,12 @@ async fn rtsp(stream: &mut TcpStream, authority: &str) -> Option<()> {
 
 /// HTTP/2 with prior knowledge: `GET path` (healthy on an expected status)
 /// or, for gRPC, `grpc.health.v1.Health/Check` (healthy when SERVING).
-async fn h2_status(stream: TcpStream, authority: &str, spec: &CheckSpec, grpc: bool) -> Option<()> {
+async fn h2_status(
+    stream: UpstreamStream,
+    authority: &str,
+    spec: &CheckSpec,
+    grpc: bool,
+) -> Option<()> {
     let (client, connection) = h2::client::handshake(stream).await.ok()?;
     let work = async move {
         let mut client = client.ready().await.ok()?;
@@ -732,7 +742,7 @@ fn grpc_serving(data: &[u8]) -> bool {
     false
 }
 
-async fn redis(stream: &mut TcpStream, login: &[Bytes]) -> Option<()> {
+async fn redis(stream: &mut UpstreamStream, login: &[Bytes]) -> Option<()> {
     use switchyard_codecs::Decoder;
     use switchyard_codecs::redis::{ReplyDecoder, ReplyKind};
     let mut out = BytesMut::new();
@@ -757,7 +767,7 @@ async fn redis(stream: &mut TcpStream, login: &[Bytes]) -> Option<()> {
     Some(())
 }
 
-async fn mqtt(stream: &mut TcpStream) -> Option<()> {
+async fn mqtt(stream: &mut UpstreamStream) -> Option<()> {
     // MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s.
     let id = format!("switchyard-health-{:08x}", rand::random::<u32>());
     let mut connect = vec![0x10, 0];
@@ -781,7 +791,7 @@ fn connack_accepted(b: &[u8]) -> bool {
     matches!(b, [0x20, 0x02, _, 0x00, ..])
 }
 
-async fn dubbo(stream: &mut TcpStream) -> Option<()> {
+async fn dubbo(stream: &mut UpstreamStream) -> Option<()> {
     use switchyard_codecs::Decoder;
     use switchyard_codecs::dubbo;
     let id = u64::from(rand::random::<u32>());
@@ -803,7 +813,7 @@ async fn dubbo(stream: &mut TcpStream) -> Option<()> {
     .await
 }
 
-async fn bolt(stream: &mut TcpStream) -> Option<()> {
+async fn bolt(stream: &mut UpstreamStream) -> Option<()> {
     use switchyard_codecs::Decoder;
     use switchyard_codecs::bolt;
     let id = rand::random::<u32>() >> 1;

@@ -12,9 +12,13 @@ mod pool;
 pub mod retry;
 mod ring;
 mod shard;
+pub mod tls;
 
 pub use cluster::{Cluster, Host, HostOrder, InFlight, SlowStart};
-pub use conn::{ConnLimit, ConnSlot, Counted, UpstreamTcp, send_proxy_header};
+pub use conn::{
+    ConnLimit, ConnSlot, Counted, UpstreamConn, UpstreamReadHalf, UpstreamStream,
+    UpstreamWriteHalf, send_proxy_header,
+};
 pub use health::Outcome;
 pub use lb::Balancer;
 pub use maglev::Maglev;

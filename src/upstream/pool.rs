@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::net::TcpStream;
 
-use super::conn::{ConnLimit, UpstreamTcp};
+use super::conn::{ConnLimit, UpstreamConn};
 
 /// Idle connections younger than this skip the liveness probe (default).
 const FRESH: Duration = Duration::from_millis(1000);
 
 pub(super) struct Idle {
-    stream: UpstreamTcp,
+    stream: UpstreamConn,
     since: Instant,
 }
 
@@ -60,14 +60,14 @@ impl Pool {
     }
 
     /// An idle connection to host `i` that is still open, if there is one.
-    pub fn take(&self, i: usize) -> Option<UpstreamTcp> {
+    pub fn take(&self, i: usize) -> Option<UpstreamConn> {
         let queue = self.hosts.get(i)?;
         while let Some(idle) = queue.pop() {
             let age = idle.since.elapsed();
             // A connection returned moments ago is taken without the liveness
             // probe (a syscall); the proxy retries a bodiless request once if
             // the server closed it in that window anyway.
-            if age < self.idle_timeout && (age < self.fresh || is_open(&idle.stream)) {
+            if age < self.idle_timeout && (age < self.fresh || is_open(idle.stream.tcp())) {
                 return Some(idle.stream);
             }
         }
@@ -76,7 +76,7 @@ impl Pool {
 
     /// Return a connection to host `i` after a complete exchange. Dropped
     /// (closed) when the host's queue is full.
-    pub fn put(&self, i: usize, stream: UpstreamTcp) {
+    pub fn put(&self, i: usize, stream: UpstreamConn) {
         if self.limit.as_ref().is_some_and(|l| l.pending() > 0) {
             return;
         }
@@ -128,10 +128,13 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    async fn pair(l: &TcpListener) -> (UpstreamTcp, TcpStream) {
+    async fn pair(l: &TcpListener) -> (UpstreamConn, TcpStream) {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
-        (UpstreamTcp::new(c, None), s)
+        (
+            UpstreamConn::new(crate::upstream::UpstreamStream::Tcp(c), None),
+            s,
+        )
     }
 
     #[tokio::test]
@@ -140,13 +143,13 @@ mod tests {
         let pool = Pool::new(1, 4, Duration::from_secs(60)).always_probe();
         let (c1, s1) = pair(&l).await;
         let (c2, _s2) = pair(&l).await;
-        let c2_port = c2.local_addr().unwrap().port();
+        let c2_port = c2.tcp().local_addr().unwrap().port();
         pool.put(0, c1);
         pool.put(0, c2);
         drop(s1); // the server closes the first connection
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = pool.take(0).expect("the open connection");
-        assert_eq!(got.local_addr().unwrap().port(), c2_port);
+        assert_eq!(got.tcp().local_addr().unwrap().port(), c2_port);
         assert!(pool.take(0).is_none());
     }
 

@@ -47,10 +47,17 @@ pub struct MariaDb {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Extra `mariadbd` arguments (e.g. `--ssl-cert=...`).
+    extra: Vec<String>,
 }
 
 impl MariaDb {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `mariadbd` arguments.
+    pub fn start_with(extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let status = Command::new("cp")
@@ -64,6 +71,7 @@ impl MariaDb {
             child: None,
             dir,
             port: free_port(),
+            extra: extra.to_vec(),
         };
         db.spawn();
         db.root(&format!(
@@ -94,6 +102,7 @@ impl MariaDb {
                 "--skip-log-bin",
                 "--skip-name-resolve",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod pki;
 pub mod rtsp_server;
 
 use std::collections::HashSet;

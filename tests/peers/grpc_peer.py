@@ -18,12 +18,15 @@ without generated code: methods take and return raw bytes.
     grpc_peer.py server PORT unavailable
         as above, but Unary fails every call with UNAVAILABLE (a trailers-only
         answer) and counts them; Count(_) -> how many Unary calls it saw
+        With GRPC_PEER_TLS_CERT and GRPC_PEER_TLS_KEY (PEM files) set, the
+        server speaks TLS (ALPN h2) instead of h2c.
     grpc_peer.py call TARGET METHOD ARG [TIMEOUT_SECONDS]
         calls /test.Echo/METHOD (or METHOD, when it is a /path) on TARGET
         (h2c) and prints one JSON line:
         {"code": "OK", "details": ..., "responses": [...], "trailers": {...}}
 """
 import json
+import os
 import sys
 import time
 from concurrent import futures
@@ -102,7 +105,13 @@ def serve(port, mode):
             grpc.method_handlers_generic_handler("grpc.health.v1.Health", health),
         )
     )
-    server.add_insecure_port("127.0.0.1:%d" % port)
+    cert = os.environ.get("GRPC_PEER_TLS_CERT")
+    if cert:
+        with open(cert, "rb") as c, open(os.environ["GRPC_PEER_TLS_KEY"], "rb") as k:
+            credentials = grpc.ssl_server_credentials(((k.read(), c.read()),))
+        server.add_secure_port("127.0.0.1:%d" % port, credentials)
+    else:
+        server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()
     print("serving", flush=True)
     server.wait_for_termination()

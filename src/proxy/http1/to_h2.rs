@@ -264,7 +264,8 @@ async fn fail_after_send(
     (if keep { After::KeepAlive } else { After::Close }, true)
 }
 
-/// The HTTP/2 request head: method, `:scheme` http, `:authority` from an
+/// The HTTP/2 request head: method, `:scheme` (https to a TLS cluster,
+/// else http), `:authority` from an
 /// absolute-form target or `Host`, `:path` from `path` (the normalised path,
 /// when given) or the target's, with its query; no hop-by-hop fields, `TE`
 /// only as `trailers`.
@@ -277,7 +278,11 @@ fn h2_request(head: &RequestHead, path: Option<&[u8]>, cluster: &Cluster) -> Opt
     let mut path_and_query = path.unwrap_or(head.path()).to_vec();
     path_and_query.extend_from_slice(head.query());
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(if cluster.speaks_tls() {
+            "https"
+        } else {
+            "http"
+        })
         .authority(authority)
         .path_and_query(path_and_query)
         .build()

@@ -120,7 +120,7 @@ pub struct Running {
 
 /// One logged-in backend connection.
 pub struct Backend {
-    stream: crate::upstream::UpstreamTcp,
+    stream: crate::upstream::UpstreamConn,
     buf: BytesMut,
     dec: PacketDecoder,
     pub host: usize,
@@ -570,10 +570,33 @@ async fn open(
             format!("cannot reach MySQL backend {describe}: {e}"),
         )
     })?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut dec = PacketDecoder::new(Limits::default());
+    // A TLS cluster: the greeting, the SSLRequest and the TLS handshake
+    // first, then the login below goes on over TLS.
+    let (stream, greeting) = if cluster.speaks_tls() {
+        let upgrade = start_tls(cluster, stream, address, key, &mut buf, &mut dec);
+        match tokio::time::timeout(cluster.connect_timeout, upgrade).await {
+            Ok(Ok((stream, greeting))) => (stream, Some(greeting)),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(backend_err(
+                    er::UNKNOWN,
+                    b"HY000",
+                    format!(
+                        "MySQL backend {describe} did not finish the TLS handshake within {:?}",
+                        cluster.connect_timeout
+                    ),
+                ));
+            }
+        }
+    } else {
+        (stream, None)
+    };
     let mut b = Backend {
         stream,
-        buf: BytesMut::with_capacity(16 * 1024),
-        dec: PacketDecoder::new(Limits::default()),
+        buf,
+        dec,
         host,
         address,
         cluster: cluster.clone(),
@@ -590,7 +613,7 @@ async fn open(
         _permit: permit,
         pool,
     };
-    match tokio::time::timeout(cluster.connect_timeout, login(&mut b)).await {
+    match tokio::time::timeout(cluster.connect_timeout, login(&mut b, greeting)).await {
         Ok(Ok(())) => {
             b.running = Arc::new(Running {
                 cluster: cluster.clone(),
@@ -611,8 +634,86 @@ async fn open(
     }
 }
 
-/// The client side of the connection phase, with the cluster's credentials.
-async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
+/// The capabilities the gateway logs in to a backend with: the client's
+/// format capabilities the server has, and what the login needs (`SSL` on
+/// a TLS cluster).
+fn login_caps(key: &Key, server: u32, tls: bool) -> u32 {
+    (key.caps & server)
+        | cap::LONG_PASSWORD
+        | cap::PROTOCOL_41
+        | cap::TRANSACTIONS
+        | cap::SECURE_CONNECTION
+        | cap::PLUGIN_AUTH
+        | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | if tls { cap::SSL } else { 0 }
+}
+
+/// On a TLS cluster: read the backend's greeting, send the SSLRequest (the
+/// first 32 bytes of the handshake response, `CLIENT_SSL` set) and do the
+/// TLS handshake. The greeting is returned for the login that follows.
+async fn start_tls(
+    cluster: &Arc<Cluster>,
+    mut stream: crate::upstream::UpstreamConn,
+    address: std::net::SocketAddr,
+    key: Key,
+    buf: &mut BytesMut,
+    dec: &mut PacketDecoder,
+) -> Result<(crate::upstream::UpstreamConn, Packet), ErrPacket> {
+    let describe = format!("{address} (cluster {})", cluster.name);
+    let failed = |what: String| backend_err(er::UNKNOWN, b"HY000", what);
+    let greeting = loop {
+        match dec.decode(buf) {
+            Ok(Some(p)) => break p,
+            Ok(None) => {}
+            Err(e) => return Err(failed(format!("MySQL backend {describe}: {e}"))),
+        }
+        match stream.read_buf(buf).await {
+            Ok(n) if n > 0 && buf.len() <= 64 * 1024 => {}
+            _ => {
+                return Err(failed(format!(
+                    "MySQL backend {describe} closed before its greeting"
+                )));
+            }
+        }
+    };
+    // An ERR instead of a greeting: the login reports it.
+    if greeting.first_byte() == Some(0xFF) {
+        return Ok((stream, greeting));
+    }
+    let g = parse_greeting(&greeting.payload())
+        .map_err(|e| failed(format!("MySQL backend {describe}: {e}")))?;
+    if g.capabilities & cap::SSL == 0 {
+        return Err(failed(format!(
+            "MySQL backend {describe} does not offer SSL, and the cluster speaks TLS to its hosts (`tls`); configure the server with ssl_cert/ssl_key"
+        )));
+    }
+    let request = HandshakeResponse {
+        capabilities: login_caps(&key, g.capabilities, true),
+        ext_capabilities: key.ext & g.ext_capabilities,
+        max_packet: 1 << 30,
+        collation: key.collation,
+        user: Vec::new(),
+        auth: Vec::new(),
+        database: None,
+        plugin: Some(auth::NATIVE.to_vec()),
+        attrs: None,
+    };
+    let fixed = encode_handshake_response(&request);
+    let ssl_request = fixed.get(..32).unwrap_or(&fixed);
+    stream
+        .write_all(&packet(greeting.seq().wrapping_add(1), ssl_request))
+        .await
+        .map_err(|e| failed(format!("MySQL backend {describe}: {e}")))?;
+    let stream = cluster.start_tls(stream, address).await.map_err(|e| {
+        tracing::warn!(cluster = %cluster.name, backend = %address, error = %e, "MySQL backend TLS handshake failed");
+        failed(format!("cannot reach MySQL backend {describe}: {e}"))
+    })?;
+    Ok((stream, greeting))
+}
+
+/// The client side of the connection phase, with the cluster's credentials
+/// (`greeting`: read already, before TLS started).
+async fn login(b: &mut Backend, greeting: Option<Packet>) -> Result<(), ErrPacket> {
     let describe = b.describe();
     let lost = |e: std::io::Error| {
         backend_err(
@@ -628,7 +729,11 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
             "cluster has no MySQL credentials".into(),
         ));
     };
-    let greeting = b.read_packet().await.map_err(lost)?;
+    let tls = greeting.is_some();
+    let greeting = match greeting {
+        Some(g) => g,
+        None => b.read_packet().await.map_err(lost)?,
+    };
     if greeting.first_byte() == Some(0xFF) {
         // e.g. 1040 too many connections, 1129 host blocked: no account in it.
         let e = parse_err(&greeting.payload())
@@ -666,13 +771,7 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
             ),
         ));
     }
-    let caps = (b.key.caps & g.capabilities)
-        | cap::LONG_PASSWORD
-        | cap::PROTOCOL_41
-        | cap::TRANSACTIONS
-        | cap::SECURE_CONNECTION
-        | cap::PLUGIN_AUTH
-        | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA;
+    let caps = login_caps(&b.key, g.capabilities, tls);
     let password = creds.password.as_bytes();
     let scramble = |plugin: &[u8], nonce: &[u8]| -> Option<Vec<u8>> {
         if plugin == auth::NATIVE {
@@ -699,7 +798,8 @@ async fn login(b: &mut Backend) -> Result<(), ErrPacket> {
         plugin: Some(plugin.to_vec()),
         attrs: None,
     };
-    let mut seq = greeting.seq().wrapping_add(1);
+    // After an SSLRequest the response is the packet after it.
+    let mut seq = greeting.seq().wrapping_add(if tls { 2 } else { 1 });
     b.send(&packet(seq, &encode_handshake_response(&response)))
         .await
         .map_err(lost)?;

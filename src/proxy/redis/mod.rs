@@ -30,7 +30,6 @@ use bytes::{Bytes, BytesMut};
 use switchyard_codecs::redis::{self, Command, CommandDecoder, ReplyDecoder};
 use switchyard_codecs::{Decoder, Field, Metadata, Protocol, WireHead};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant as Deadline;
 
@@ -1587,7 +1586,11 @@ async fn tunnel(
 }
 
 /// Send the session's state commands and read (and drop) their replies.
-async fn replay_state(up: &mut TcpStream, state: &[Bytes], conn: &Conn) -> Result<(), ()> {
+async fn replay_state(
+    up: &mut crate::upstream::UpstreamConn,
+    state: &[Bytes],
+    conn: &Conn,
+) -> Result<(), ()> {
     if state.is_empty() {
         return Ok(());
     }

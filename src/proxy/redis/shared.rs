@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::upstream::{UpstreamReadHalf, UpstreamWriteHalf};
 use bytes::{Bytes, BytesMut};
 use switchyard_codecs::redis::{self, ReplyDecoder};
 use switchyard_codecs::{Decoder, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorKind};
@@ -116,7 +116,7 @@ impl SharedConn {
 
 /// Writes what sessions queued, as few writes as possible.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: UpstreamWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     inner: Arc<Inner>,
 ) {
@@ -160,7 +160,7 @@ async fn write_loop(
 
 /// Reads replies and hands them to their batches, in order.
 async fn read_loop(
-    mut rd: crate::upstream::Counted<OwnedReadHalf>,
+    mut rd: crate::upstream::Counted<UpstreamReadHalf>,
     inner: Arc<Inner>,
     mut decoder: ReplyDecoder,
     skip: usize,
