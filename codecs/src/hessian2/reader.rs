@@ -1,8 +1,12 @@
 //! The bounded cursor over one Hessian 2 message.
 use std::borrow::Cow;
 
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u16, u8};
+
 use super::{Limits, PROTO};
 use crate::CodecError;
+use crate::parse::{Fail, Parsed, be_uint, fail};
 
 pub(super) fn malformed(reason: &'static str) -> CodecError {
     CodecError::malformed(PROTO, reason)
@@ -148,29 +152,32 @@ impl<'a> Reader<'a> {
 
     // ---- bytes -------------------------------------------------------------
 
+    /// Run `parser` (nom, complete mode: the message is whole) over the bytes
+    /// not read yet and move past what it read. Running out of bytes is
+    /// `truncated`; a parser's own error is returned as it is.
+    fn step<T>(&mut self, parser: impl FnOnce(&'a [u8]) -> Parsed<'a, T>) -> Result<T, CodecError> {
+        let rest = self.rest();
+        match parser(rest) {
+            Ok((after, value)) => {
+                self.pos += rest.len() - after.len();
+                Ok(value)
+            }
+            Err(nom::Err::Error(Fail::Codec(e)) | nom::Err::Failure(Fail::Codec(e))) => Err(e),
+            Err(_) => Err(truncated()),
+        }
+    }
+
     pub(super) fn byte(&mut self) -> Result<u8, CodecError> {
-        let b = self.peek().ok_or_else(truncated)?;
-        self.pos += 1;
-        Ok(b)
+        self.step(u8)
     }
 
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        let end = self.pos.checked_add(n).ok_or_else(truncated)?;
-        let s = self.buf.get(self.pos..end).ok_or_else(truncated)?;
-        self.pos = end;
-        Ok(s)
+        self.step(take(n))
     }
 
     /// `n` (at most 8) bytes as a big-endian unsigned number.
     pub(super) fn be(&mut self, n: usize) -> Result<u64, CodecError> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
-    }
-
-    fn u16_len(&mut self) -> Result<usize, CodecError> {
-        Ok(self.be(2)? as usize)
+        self.step(be_uint(n))
     }
 
     // ---- numbers -----------------------------------------------------------
@@ -258,35 +265,6 @@ impl<'a> Reader<'a> {
 
     // ---- strings and binaries ---------------------------------------------
 
-    /// The end of `units` UTF-16 code units of UTF-8 starting at `from`.
-    fn utf8_end(&self, from: usize, units: usize) -> Result<usize, CodecError> {
-        let rest = self.buf.get(from..).unwrap_or_default();
-        // Every unit takes at least one byte.
-        let head = rest.get(..units).ok_or_else(truncated)?;
-        let ascii = head.iter().position(|b| !b.is_ascii()).unwrap_or(units);
-        let (mut i, mut n) = (ascii, ascii);
-        while n < units {
-            let lead = *rest.get(i).ok_or_else(truncated)?;
-            let (len, count) = match lead {
-                0x00..=0x7f => (1, 1),
-                0xc0..=0xdf => (2, 1),
-                0xe0..=0xef => (3, 1),
-                0xf0..=0xf7 => (4, 2),
-                _ => return Err(malformed("invalid UTF-8 in string")),
-            };
-            let seq = rest.get(i..i + len).ok_or_else(truncated)?;
-            if seq.iter().skip(1).any(|&b| b & 0xc0 != 0x80) {
-                return Err(malformed("invalid UTF-8 in string"));
-            }
-            i += len;
-            n += count;
-        }
-        if n > units {
-            return Err(malformed("string length splits a character"));
-        }
-        Ok(from + i)
-    }
-
     /// Walk the chunks of the string whose first tag byte was `tag`, calling
     /// `visit` with each chunk's byte range.
     fn string_chunks(
@@ -295,19 +273,8 @@ impl<'a> Reader<'a> {
         mut visit: impl FnMut(usize, usize),
     ) -> Result<(), CodecError> {
         loop {
-            let (units, last) = match tag {
-                0x00..=0x1f => (usize::from(tag), true),
-                0x30..=0x33 => (
-                    (usize::from(tag - 0x30) << 8) | usize::from(self.byte()?),
-                    true,
-                ),
-                b'S' => (self.u16_len()?, true),
-                b'R' => (self.u16_len()?, false),
-                _ => return Err(malformed("expected a string chunk")),
-            };
-            let end = self.utf8_end(self.pos, units)?;
-            visit(self.pos, end);
-            self.pos = end;
+            let (utf8, last) = self.step(|input| string_chunk(tag, input))?;
+            visit(self.pos - utf8.len(), self.pos);
             if last {
                 return Ok(());
             }
@@ -340,17 +307,8 @@ impl<'a> Reader<'a> {
         mut visit: impl FnMut(&'a [u8]),
     ) -> Result<(), CodecError> {
         loop {
-            let (len, last) = match tag {
-                0x20..=0x2f => (usize::from(tag - 0x20), true),
-                0x34..=0x37 => (
-                    (usize::from(tag - 0x34) << 8) | usize::from(self.byte()?),
-                    true,
-                ),
-                b'B' => (self.u16_len()?, true),
-                b'A' => (self.u16_len()?, false),
-                _ => return Err(malformed("expected a binary chunk")),
-            };
-            visit(self.take(len)?);
+            let (chunk, last) = self.step(|input| binary_chunk(tag, input))?;
+            visit(chunk);
             if last {
                 return Ok(());
             }
@@ -503,4 +461,80 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
+}
+
+// ---- the chunk grammars (nom, complete input) ------------------------------
+
+/// The rest of a string chunk whose tag byte was `tag`: its length (in UTF-16
+/// code units) and its UTF-8 bytes. Returns the UTF-8 bytes and whether it
+/// is the last chunk.
+fn string_chunk(tag: u8, input: &[u8]) -> Parsed<'_, (&[u8], bool)> {
+    let (rest, (units, last)) = match tag {
+        0x00..=0x1f => (input, (usize::from(tag), true)),
+        0x30..=0x33 => {
+            let (rest, low) = u8(input)?;
+            (
+                rest,
+                ((usize::from(tag - 0x30) << 8) | usize::from(low), true),
+            )
+        }
+        b'S' | b'R' => {
+            let (rest, len) = be_u16(input)?;
+            (rest, (usize::from(len), tag == b'S'))
+        }
+        _ => return fail(malformed("expected a string chunk")),
+    };
+    let (rest, utf8) = utf8_units(units, rest)?;
+    Ok((rest, (utf8, last)))
+}
+
+/// `units` UTF-16 code units of UTF-8: the bytes they take. The ASCII run at
+/// the start is found with one scan (the hot loop for long strings).
+fn utf8_units(units: usize, input: &[u8]) -> Parsed<'_, &[u8]> {
+    // Every unit takes at least one byte.
+    let (_, head) = take(units)(input)?;
+    let ascii = head.iter().position(|b| !b.is_ascii()).unwrap_or(units);
+    let (mut i, mut n) = (ascii, ascii);
+    while n < units {
+        let (_, lead) = u8(input.get(i..).unwrap_or_default())?;
+        let (len, count) = match lead {
+            0x00..=0x7f => (1, 1),
+            0xc0..=0xdf => (2, 1),
+            0xe0..=0xef => (3, 1),
+            0xf0..=0xf7 => (4, 2),
+            _ => return fail(malformed("invalid UTF-8 in string")),
+        };
+        let (_, seq) = take(len)(input.get(i..).unwrap_or_default())?;
+        if seq.iter().skip(1).any(|&b| b & 0xc0 != 0x80) {
+            return fail(malformed("invalid UTF-8 in string"));
+        }
+        i += len;
+        n += count;
+    }
+    if n > units {
+        return fail(malformed("string length splits a character"));
+    }
+    take(i)(input)
+}
+
+/// The rest of a binary chunk whose tag byte was `tag`: its bytes, and
+/// whether it is the last chunk.
+fn binary_chunk(tag: u8, input: &[u8]) -> Parsed<'_, (&[u8], bool)> {
+    let (rest, (len, last)) = match tag {
+        0x20..=0x2f => (input, (usize::from(tag - 0x20), true)),
+        0x34..=0x37 => {
+            let (rest, low) = u8(input)?;
+            (
+                rest,
+                ((usize::from(tag - 0x34) << 8) | usize::from(low), true),
+            )
+        }
+        b'B' | b'A' => {
+            let (rest, len) = be_u16(input)?;
+            (rest, (usize::from(len), tag == b'B'))
+        }
+        _ => return fail(malformed("expected a binary chunk")),
+    };
+    let (rest, chunk) = take(len)(rest)?;
+    Ok((rest, (chunk, last)))
 }
