@@ -132,4 +132,36 @@ mod tests {
         assert!(Reader::new(&[0xFC, 1]).lenenc().is_err());
         assert!(Reader::new(&[0xFF]).lenenc().is_err());
     }
+
+    #[test]
+    fn errors_name_the_payload_offset_and_what_was_expected() {
+        let syntax = |offset, expected| CodecError::Syntax {
+            protocol: "mysql",
+            offset,
+            expected,
+        };
+        let mut r = Reader::new(&[1, 2, 0xFF]);
+        assert_eq!(r.u16().unwrap(), 0x0201);
+        assert_eq!(
+            r.lenenc().unwrap_err(),
+            syntax(2, "a length-encoded integer (0xFF is not one)")
+        );
+        // A string announcing 5 bytes with one there: short from byte 1.
+        assert_eq!(
+            Reader::new(&[5, b'a']).lenenc_bytes().unwrap_err(),
+            syntax(1, "more bytes")
+        );
+        assert_eq!(
+            Reader::new(&[0xFB]).lenenc_bytes().unwrap_err(),
+            syntax(0, "a length-encoded string, not NULL")
+        );
+        let mut r = Reader::new(b"\x01abc");
+        assert_eq!(r.u8().unwrap(), 1);
+        assert_eq!(
+            r.nul_str().unwrap_err(),
+            syntax(1, "a NUL-terminated string")
+        );
+        assert_eq!(r.nul_str_or_rest(), b"abc");
+        assert!(r.is_empty());
+    }
 }
