@@ -167,8 +167,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next byte (every tag byte): hand-tuned, the hottest read.
     pub(super) fn byte(&mut self) -> Result<u8, CodecError> {
-        self.step(u8)
+        let b = self.peek().ok_or_else(truncated)?;
+        self.pos += 1;
+        Ok(b)
     }
 
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
@@ -265,6 +268,35 @@ impl<'a> Reader<'a> {
 
     // ---- strings and binaries ---------------------------------------------
 
+    /// The end of `units` UTF-16 code units of UTF-8 starting at `from`.
+    fn utf8_end(&self, from: usize, units: usize) -> Result<usize, CodecError> {
+        let rest = self.buf.get(from..).unwrap_or_default();
+        // Every unit takes at least one byte.
+        let head = rest.get(..units).ok_or_else(truncated)?;
+        let ascii = head.iter().position(|b| !b.is_ascii()).unwrap_or(units);
+        let (mut i, mut n) = (ascii, ascii);
+        while n < units {
+            let lead = *rest.get(i).ok_or_else(truncated)?;
+            let (len, count) = match lead {
+                0x00..=0x7f => (1, 1),
+                0xc0..=0xdf => (2, 1),
+                0xe0..=0xef => (3, 1),
+                0xf0..=0xf7 => (4, 2),
+                _ => return Err(malformed("invalid UTF-8 in string")),
+            };
+            let seq = rest.get(i..i + len).ok_or_else(truncated)?;
+            if seq.iter().skip(1).any(|&b| b & 0xc0 != 0x80) {
+                return Err(malformed("invalid UTF-8 in string"));
+            }
+            i += len;
+            n += count;
+        }
+        if n > units {
+            return Err(malformed("string length splits a character"));
+        }
+        Ok(from + i)
+    }
+
     /// Walk the chunks of the string whose first tag byte was `tag`, calling
     /// `visit` with each chunk's byte range.
     fn string_chunks(
@@ -272,9 +304,23 @@ impl<'a> Reader<'a> {
         mut tag: u8,
         mut visit: impl FnMut(usize, usize),
     ) -> Result<(), CodecError> {
+        // Hand-tuned, not through `step`: strings are most of a Dubbo
+        // invocation, and the nom chunk parser cost 17-24 % more
+        // instructions on object graphs (see docs/benchmarks.md).
         loop {
-            let (utf8, last) = self.step(|input| string_chunk(tag, input))?;
-            visit(self.pos - utf8.len(), self.pos);
+            let (units, last) = match tag {
+                0x00..=0x1f => (usize::from(tag), true),
+                0x30..=0x33 => (
+                    (usize::from(tag - 0x30) << 8) | usize::from(self.byte()?),
+                    true,
+                ),
+                b'S' => (self.be(2)? as usize, true),
+                b'R' => (self.be(2)? as usize, false),
+                _ => return Err(malformed("expected a string chunk")),
+            };
+            let end = self.utf8_end(self.pos, units)?;
+            visit(self.pos, end);
+            self.pos = end;
             if last {
                 return Ok(());
             }
@@ -463,62 +509,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-// ---- the chunk grammars (nom, complete input) ------------------------------
-
-/// The rest of a string chunk whose tag byte was `tag`: its length (in UTF-16
-/// code units) and its UTF-8 bytes. Returns the UTF-8 bytes and whether it
-/// is the last chunk.
-fn string_chunk(tag: u8, input: &[u8]) -> Parsed<'_, (&[u8], bool)> {
-    let (rest, (units, last)) = match tag {
-        0x00..=0x1f => (input, (usize::from(tag), true)),
-        0x30..=0x33 => {
-            let (rest, low) = u8(input)?;
-            (
-                rest,
-                ((usize::from(tag - 0x30) << 8) | usize::from(low), true),
-            )
-        }
-        b'S' | b'R' => {
-            let (rest, len) = be_u16(input)?;
-            (rest, (usize::from(len), tag == b'S'))
-        }
-        _ => return fail(malformed("expected a string chunk")),
-    };
-    let (rest, utf8) = utf8_units(units, rest)?;
-    Ok((rest, (utf8, last)))
-}
-
-/// `units` UTF-16 code units of UTF-8: the bytes they take. The ASCII run at
-/// the start is found with one scan (the hot loop for long strings).
-fn utf8_units(units: usize, input: &[u8]) -> Parsed<'_, &[u8]> {
-    // Every unit takes at least one byte.
-    let (_, head) = take(units)(input)?;
-    let ascii = head.iter().position(|b| !b.is_ascii()).unwrap_or(units);
-    let (mut i, mut n) = (ascii, ascii);
-    while n < units {
-        let (_, lead) = u8(input.get(i..).unwrap_or_default())?;
-        let (len, count) = match lead {
-            0x00..=0x7f => (1, 1),
-            0xc0..=0xdf => (2, 1),
-            0xe0..=0xef => (3, 1),
-            0xf0..=0xf7 => (4, 2),
-            _ => return fail(malformed("invalid UTF-8 in string")),
-        };
-        let (_, seq) = take(len)(input.get(i..).unwrap_or_default())?;
-        if seq.iter().skip(1).any(|&b| b & 0xc0 != 0x80) {
-            return fail(malformed("invalid UTF-8 in string"));
-        }
-        i += len;
-        n += count;
-    }
-    if n > units {
-        return fail(malformed("string length splits a character"));
-    }
-    take(i)(input)
-}
+// ---- the binary chunk grammar (nom, complete input) -------------------------
 
 /// The rest of a binary chunk whose tag byte was `tag`: its bytes, and
 /// whether it is the last chunk.
+#[inline]
 fn binary_chunk(tag: u8, input: &[u8]) -> Parsed<'_, (&[u8], bool)> {
     let (rest, (len, last)) = match tag {
         0x20..=0x2f => (input, (usize::from(tag - 0x20), true)),
