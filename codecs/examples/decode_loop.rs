@@ -88,7 +88,7 @@ fn chunked_64k() -> Vec<u8> {
     out
 }
 
-const CASES: [&str; 16] = [
+const CASES: [&str; 17] = [
     "dubbo/node-client-pipelined.c2s",
     "dubbo/node-client-error-heartbeat.c2s",
     "dubbo/python-dubbo-ssl-client.c2s",
@@ -99,6 +99,7 @@ const CASES: [&str; 16] = [
     "bolt/v1-protobuf-anthunder-client.c2s",
     "bolt/v2-crc-node-client.c2s",
     "bolt/java-v2-crc-response-sofaresponse",
+    "bolt-header-map/v1-protobuf-anthunder-client.c2s",
     "hessian2/exception/UndeclaredThrowableException",
     "hessian2/map/car_list",
     "hessian2/string/large_string_32768",
@@ -143,6 +144,16 @@ fn main() {
             for _ in 0..times {
                 let inv = frame.parse_invocation().unwrap().unwrap();
                 n += black_box(inv.method().len() + inv.attachments().len());
+            }
+        }
+        "bolt-header-map" => {
+            // As `bolt/decode/header-map-lookup`: Service + RpcMethod of one frame.
+            use switchyard_codecs::{Field, Metadata};
+            let mut buf = BytesMut::from(&vector(&format!("bolt/{name}.bin"))[..]);
+            let frame = bolt::Decoder::default().decode(&mut buf).unwrap().unwrap();
+            for _ in 0..times {
+                n += black_box(frame.get(&Field::Service)).map_or(0, <[u8]>::len);
+                n += black_box(frame.get(&Field::RpcMethod)).map_or(0, <[u8]>::len);
             }
         }
         "hessian2" => {
