@@ -239,21 +239,20 @@ mod tests {
             nom_to_codec("test", &input, array::<4>(&input)).unwrap(),
             None
         );
-        let err = nom_to_codec(
-            "test",
-            &input[..],
-            lenenc_int(&[0xFF][..]).map(|(_, v)| (&input[3..], v)),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CodecError::Syntax {
-                    protocol: "test",
-                    ..
-                }
-            ),
-            "{err:?}"
+        // A parser's own error comes out as it is.
+        let bad_magic = CodecError::malformed("test", "bad magic");
+        let own: Parsed<'_, ()> = fail(bad_magic.clone());
+        assert_eq!(nom_to_codec("test", &input, own).unwrap_err(), bad_magic);
+        // A grammar error names the offset in the input and what was expected.
+        let payload = [7u8, 0xFF];
+        let at_ff = payload.get(1..).unwrap();
+        assert_eq!(
+            nom_to_codec("test", &payload, lenenc_int(at_ff)).unwrap_err(),
+            CodecError::Syntax {
+                protocol: "test",
+                offset: 1,
+                expected: "a length-encoded integer (0xFF is not one)"
+            }
         );
         // The offset is where the parser stopped inside the input it was given.
         let payload = [0xFCu8, 1];
