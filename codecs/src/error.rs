@@ -34,6 +34,14 @@ pub enum CodecError {
         protocol: &'static str,
         reason: &'static str,
     },
+    /// The bytes break the protocol's grammar at `offset` (from the start of
+    /// the frame or payload being parsed), where `expected` should have been.
+    #[error("malformed {protocol} at byte {offset}: expected {expected}")]
+    Syntax {
+        protocol: &'static str,
+        offset: usize,
+        expected: &'static str,
+    },
     /// Valid protocol, but a feature this codec refuses (for example RTSP/2.0).
     #[error("unsupported {protocol}: {reason}")]
     Unsupported {

@@ -23,7 +23,9 @@ pub fn header_map(bytes: &[u8]) -> HeaderMap<'_> {
 }
 
 impl<'a> HeaderMap<'a> {
-    /// One length-prefixed string.
+    /// One length-prefixed string. Hand-tuned, not nom: this runs for every
+    /// routing lookup, and the nom version took +71 % instructions per
+    /// Service + RpcMethod lookup (see docs/benchmarks.md).
     fn field(&mut self) -> Result<Option<&'a [u8]>, CodecError> {
         let (len, rest) = self
             .rest

@@ -27,6 +27,10 @@
 //!   sends its own with [`heartbeat_request`], and fails requests with [`response`].
 use bytes::{Buf, Bytes, BytesMut};
 
+use nom::bytes::streaming::take;
+use nom::number::streaming::u8;
+
+use crate::parse::{Parsed, array, fail, nom_to_codec};
 use crate::{CodecError, Field, Metadata, Protocol, Verdict};
 
 mod encode;
@@ -358,6 +362,45 @@ impl Metadata for Frame {
     }
 }
 
+/// The fixed head of a frame (streaming): protocol code, [ver1], type, then
+/// the lengths at the end of the head; the fields between are skipped (the
+/// [`Frame`] accessors read them from the wire bytes), except v2's switch.
+fn head(input: &[u8]) -> Parsed<'_, Head> {
+    let (rest, proto) = u8(input)?;
+    let version = match proto {
+        1 => Version::V1,
+        2 => Version::V2,
+        _ => return fail(CodecError::malformed(PROTO, "unknown protocol code")),
+    };
+    let (rest, _ver1) = take(version.shift())(rest)?;
+    let (rest, kind) = u8(rest)?;
+    let kind = match kind {
+        TYPE_RESPONSE => Kind::Response,
+        TYPE_REQUEST => Kind::Request,
+        TYPE_ONEWAY => Kind::Oneway,
+        _ => return fail(CodecError::malformed(PROTO, "unknown command type")),
+    };
+    // cmdcode(2) ver2 requestId(4) codec [switch] timeout(4) | status(2)
+    let between = head_len(version, kind) - 8 - 2 - version.shift();
+    let (rest, fields) = take(between)(rest)?;
+    // The switch byte is the 12th of a v2 head: fields[11 - 3].
+    let crc = version == Version::V2 && fields.get(8).is_some_and(|s| s & SWITCH_CRC != 0);
+    // classLen(2) headerLen(2) contentLen(4), as one array (three nom
+    // integer parsers in a row cost 13 % more instructions per frame).
+    let (rest, &[c0, c1, h0, h1, n0, n1, n2, n3]) = array::<8>(rest)?;
+    Ok((
+        rest,
+        Head {
+            version,
+            kind,
+            class_len: usize::from(u16::from_be_bytes([c0, c1])),
+            header_len: usize::from(u16::from_be_bytes([h0, h1])),
+            content_len: u32::from_be_bytes([n0, n1, n2, n3]) as usize,
+            crc,
+        },
+    ))
+}
+
 /// The fixed head of a frame, read from the first bytes of a buffer.
 struct Head {
     version: Version,
@@ -371,39 +414,7 @@ struct Head {
 impl Head {
     /// Read the head; `Ok(None)` if not all of it is there yet.
     fn read(buf: &[u8]) -> Result<Option<Head>, CodecError> {
-        let Some(&proto) = buf.first() else {
-            return Ok(None);
-        };
-        let version = match proto {
-            1 => Version::V1,
-            2 => Version::V2,
-            _ => return Err(CodecError::malformed(PROTO, "unknown protocol code")),
-        };
-        let Some(&kind) = buf.get(1 + version.shift()) else {
-            return Ok(None);
-        };
-        let kind = match kind {
-            TYPE_RESPONSE => Kind::Response,
-            TYPE_REQUEST => Kind::Request,
-            TYPE_ONEWAY => Kind::Oneway,
-            _ => return Err(CodecError::malformed(PROTO, "unknown command type")),
-        };
-        let len = head_len(version, kind);
-        let Some(mut lens) = buf.get(len - 8..len) else {
-            return Ok(None);
-        };
-        let class_len = usize::from(lens.get_u16());
-        let header_len = usize::from(lens.get_u16());
-        let content_len = lens.get_u32() as usize;
-        let crc = version == Version::V2 && buf.get(11).is_some_and(|s| s & SWITCH_CRC != 0);
-        Ok(Some(Head {
-            version,
-            kind,
-            class_len,
-            header_len,
-            content_len,
-            crc,
-        }))
+        Ok(nom_to_codec(PROTO, buf, head(buf))?.map(|(_, head)| head))
     }
 
     /// Length of the whole frame.

@@ -10,9 +10,13 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use nom::bytes::complete::{tag, take_till1, take_while};
+use nom::number::complete::u8;
+
 use super::PROTO;
 use crate::CodecError;
 use crate::hessian2::{self, Reader};
+use crate::parse::{Parsed, expected};
 
 /// What a Dubbo request calls: views into the request body.
 ///
@@ -150,26 +154,30 @@ impl Invocation {
 /// The number of parameters in a JVM method descriptor's parameter list,
 /// such as `Ljava/lang/String;I[J` (3). An empty descriptor has none.
 pub fn parameter_count(desc: &[u8]) -> Result<usize, CodecError> {
-    let bad = || CodecError::malformed(PROTO, "bad parameter descriptor");
     let mut count = 0usize;
-    let mut i = 0usize;
-    while i < desc.len() {
-        while desc.get(i) == Some(&b'[') {
-            i += 1;
-        }
-        match desc.get(i) {
-            Some(b'Z' | b'B' | b'C' | b'D' | b'F' | b'I' | b'J' | b'S') => i += 1,
-            Some(b'L') => {
-                let rest = desc.get(i + 1..).unwrap_or_default();
-                let semi = memchr::memchr(b';', rest).ok_or_else(bad)?;
-                if semi == 0 {
-                    return Err(bad());
-                }
-                i += semi + 2;
-            }
-            _ => return Err(bad()),
-        }
+    let mut rest = desc;
+    while !rest.is_empty() {
+        let Ok((after, ())) = parameter_type(rest) else {
+            return Err(CodecError::malformed(PROTO, "bad parameter descriptor"));
+        };
+        rest = after;
         count += 1;
     }
     Ok(count)
+}
+
+/// One JVM field type (complete input): array dimensions, then a primitive
+/// letter or `L` + class name + `;`.
+fn parameter_type(input: &[u8]) -> Parsed<'_, ()> {
+    let (rest, _dimensions) = take_while(|b| b == b'[')(input)?;
+    let (rest, letter) = u8(rest)?;
+    match letter {
+        b'Z' | b'B' | b'C' | b'D' | b'F' | b'I' | b'J' | b'S' => Ok((rest, ())),
+        b'L' => {
+            let (rest, _class) = take_till1(|b| b == b';')(rest)?;
+            let (rest, _semi) = tag(&b";"[..])(rest)?;
+            Ok((rest, ()))
+        }
+        _ => expected(input, "a JVM type letter"),
+    }
 }

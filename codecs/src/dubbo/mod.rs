@@ -28,6 +28,10 @@ use std::sync::OnceLock;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use nom::bytes::streaming::{tag, take};
+use nom::number::streaming::be_u32;
+
+use crate::parse::{Fail, Parsed, fail, nom_to_codec};
 use crate::{CodecError, Field, Metadata, Protocol, Verdict};
 
 mod encode;
@@ -56,6 +60,18 @@ pub const FLAG_EVENT: u8 = 0x20;
 pub const SERIALIZATION_MASK: u8 = 0x1f;
 /// Serialization id of Hessian 2, the default and the only one looked into.
 pub const SERIALIZATION_HESSIAN2: u8 = 2;
+
+/// The 16-byte header (streaming): the magic (as much of it as is there must
+/// match), flag, status and request id (read from the wire by [`Frame`]'s
+/// accessors), and the body length it returns.
+fn header(input: &[u8]) -> Parsed<'_, u32> {
+    let (rest, _magic) = tag::<_, _, Fail<'_>>(&MAGIC[..])(input).or_else(|e| match e {
+        nom::Err::Incomplete(n) => Err(nom::Err::Incomplete(n)),
+        _ => fail(CodecError::malformed(PROTO, "bad magic")),
+    })?;
+    let (rest, _flag_status_id) = take(HEADER_LEN - 6)(rest)?;
+    be_u32(rest)
+}
 
 /// Most bytes reserved ahead for a body still arriving: a peer announcing a
 /// large body does not get it all allocated for a few bytes sent.
@@ -128,13 +144,10 @@ impl Frame {
     /// Take `wire` as one whole frame (header and exactly its body), for frames
     /// that did not come through a [`Decoder`] (tests, tools).
     pub fn parse(wire: Bytes) -> Result<Frame, CodecError> {
-        if wire.get(..2) != Some(&MAGIC[..]) {
-            return Err(CodecError::malformed(PROTO, "bad magic"));
-        }
-        let Some(mut len_bytes) = wire.get(12..HEADER_LEN) else {
-            return Err(CodecError::malformed(PROTO, "truncated"));
+        let body_len = match nom_to_codec(PROTO, &wire, header(&wire))? {
+            Some((_, body_len)) => body_len as usize,
+            None => return Err(CodecError::malformed(PROTO, "truncated")),
         };
-        let body_len = len_bytes.get_u32() as usize;
         match HEADER_LEN.saturating_add(body_len).cmp(&wire.len()) {
             std::cmp::Ordering::Equal => Ok(Frame::new(wire)),
             std::cmp::Ordering::Less => Err(CodecError::malformed(PROTO, "bytes after the frame")),
@@ -267,16 +280,10 @@ impl crate::Decoder for Decoder {
     type Item = Frame;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        // Check as much of the magic as is there.
-        let magic = src.get(..2.min(src.len())).unwrap_or_default();
-        if !MAGIC.starts_with(magic) {
-            return Err(CodecError::malformed(PROTO, "bad magic"));
-        }
-        let Some(mut len_bytes) = src.get(12..HEADER_LEN) else {
-            src.reserve(HEADER_LEN - src.len());
+        let Some((_, body_len)) = nom_to_codec(PROTO, src, header(src))? else {
+            src.reserve(HEADER_LEN.saturating_sub(src.len()));
             return Ok(None);
         };
-        let body_len = len_bytes.get_u32();
         if body_len as usize > self.limits.max_body {
             return Err(CodecError::FrameTooLarge {
                 what: "dubbo body",

@@ -32,6 +32,7 @@ mod tests;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::parse::{mysql_packet_header, nom_to_codec};
 use crate::{CodecError, Verdict};
 
 pub use command::{Command, Statement, classify, digest};
@@ -211,10 +212,9 @@ impl crate::Decoder for PacketDecoder {
     type Item = Packet;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
-        let Some(&[a, b, c, _]) = src.get(..4) else {
+        let Some((_, (len, _seq))) = nom_to_codec(PROTO, src, mysql_packet_header(src))? else {
             return Ok(None);
         };
-        let len = usize::from(a) | usize::from(b) << 8 | usize::from(c) << 16;
         let total = self.message_len.saturating_add(len);
         if total > self.limits.max_message {
             return Err(CodecError::FrameTooLarge {

@@ -3,20 +3,30 @@
 
 use bytes::{BufMut, BytesMut};
 
+use nom::Parser;
+use nom::branch::alt;
+use nom::bytes::complete::take;
+use nom::combinator::rest;
+use nom::number::complete::{le_u16, le_u32, u8};
+
 use super::PROTO;
 use crate::CodecError;
+use crate::parse::{
+    Fail, Parsed, complete_to_codec, le_uint, lenenc_int, lenenc_str, nul_terminated,
+};
 
-const SHORT: CodecError = CodecError::malformed(PROTO, "packet shorter than its fields");
-
-/// A cursor over one payload; every read is bounds-checked.
+/// A cursor over one payload; every read is a nom parser over the bytes
+/// left (complete mode: the payload is whole), and an error names the byte
+/// offset in the payload and what was expected there.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
+    payload: &'a [u8],
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf }
+        Self { payload: buf, buf }
     }
     /// Bytes not read yet.
     pub fn rest(&self) -> &'a [u8] {
@@ -25,74 +35,49 @@ impl<'a> Reader<'a> {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+    /// Run `parsed` (a parser over [`Reader::rest`]) and move past what it read.
+    fn step<T>(&mut self, parsed: Parsed<'a, T>) -> Result<T, CodecError> {
+        let (rest, value) = complete_to_codec(PROTO, self.payload, parsed)?;
+        self.buf = rest;
+        Ok(value)
+    }
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        if n > self.buf.len() {
-            return Err(SHORT);
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
+        self.step(take(n)(self.buf))
     }
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let (&b, tail) = self.buf.split_first().ok_or(SHORT)?;
-        self.buf = tail;
-        Ok(b)
+        self.step(u8(self.buf))
     }
     pub fn u16(&mut self) -> Result<u16, CodecError> {
-        Ok(self.uint(2)? as u16)
+        self.step(le_u16(self.buf))
     }
     pub fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(self.uint(4)? as u32)
+        self.step(le_u32(self.buf))
     }
     /// A little-endian unsigned integer of `n` (≤ 8) bytes.
     pub fn uint(&mut self, n: usize) -> Result<u64, CodecError> {
-        let bytes = self.take(n)?;
-        Ok(bytes
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        self.step(le_uint(n)(self.buf))
     }
     /// A length-encoded integer; `None` for the NULL marker `0xFB`.
     pub fn lenenc(&mut self) -> Result<Option<u64>, CodecError> {
-        match self.u8()? {
-            0xFB => Ok(None),
-            0xFC => self.uint(2).map(Some),
-            0xFD => self.uint(3).map(Some),
-            0xFE => self.uint(8).map(Some),
-            0xFF => Err(CodecError::malformed(
-                PROTO,
-                "0xFF is not a length-encoded integer",
-            )),
-            b => Ok(Some(u64::from(b))),
-        }
+        self.step(lenenc_int(self.buf))
     }
     /// A length-encoded string (NULL is an error here).
     pub fn lenenc_bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = self
-            .lenenc()?
-            .ok_or(CodecError::malformed(PROTO, "unexpected NULL"))?;
-        self.take(usize::try_from(n).map_err(|_| SHORT)?)
+        self.step(lenenc_str(self.buf))
     }
     /// A NUL-terminated string (without the NUL).
     pub fn nul_str(&mut self) -> Result<&'a [u8], CodecError> {
-        let end = memchr::memchr(0, self.buf)
-            .ok_or(CodecError::malformed(PROTO, "string without its NUL"))?;
-        let s = self.take(end)?;
-        self.take(1)?;
-        Ok(s)
+        self.step(nul_terminated(self.buf))
     }
     /// A NUL-terminated string, or the rest when no NUL follows (lenient, as
     /// servers are with trailing plugin names).
     pub fn nul_str_or_rest(&mut self) -> &'a [u8] {
-        match memchr::memchr(0, self.buf) {
-            Some(end) => {
-                let s = self.buf.get(..end).unwrap_or_default();
-                self.buf = self.buf.get(end + 1..).unwrap_or_default();
-                s
-            }
-            None => std::mem::take(&mut self.buf),
-        }
+        let (rest, s) = alt((nul_terminated, rest::<&'a [u8], Fail<'a>>))
+            .parse_complete(self.buf)
+            .unwrap_or_default();
+        self.buf = rest;
+        s
     }
 }
 
@@ -146,5 +131,37 @@ mod tests {
         assert_eq!(Reader::new(&[0xFB]).lenenc().unwrap(), None);
         assert!(Reader::new(&[0xFC, 1]).lenenc().is_err());
         assert!(Reader::new(&[0xFF]).lenenc().is_err());
+    }
+
+    #[test]
+    fn errors_name_the_payload_offset_and_what_was_expected() {
+        let syntax = |offset, expected| CodecError::Syntax {
+            protocol: "mysql",
+            offset,
+            expected,
+        };
+        let mut r = Reader::new(&[1, 2, 0xFF]);
+        assert_eq!(r.u16().unwrap(), 0x0201);
+        assert_eq!(
+            r.lenenc().unwrap_err(),
+            syntax(2, "a length-encoded integer (0xFF is not one)")
+        );
+        // A string announcing 5 bytes with one there: short from byte 1.
+        assert_eq!(
+            Reader::new(&[5, b'a']).lenenc_bytes().unwrap_err(),
+            syntax(1, "more bytes")
+        );
+        assert_eq!(
+            Reader::new(&[0xFB]).lenenc_bytes().unwrap_err(),
+            syntax(0, "a length-encoded string, not NULL")
+        );
+        let mut r = Reader::new(b"\x01abc");
+        assert_eq!(r.u8().unwrap(), 1);
+        assert_eq!(
+            r.nul_str().unwrap_err(),
+            syntax(1, "a NUL-terminated string")
+        );
+        assert_eq!(r.nul_str_or_rest(), b"abc");
+        assert!(r.is_empty());
     }
 }
