@@ -50,7 +50,7 @@ pub struct ListenerRuntime {
     /// Redis client authentication at the gateway (listeners with `redis.users`).
     pub redis_auth: Option<Arc<crate::filters::redis_auth::RedisAuth>>,
     /// TLS termination, when the listener has a `tls` block.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<crate::net::tls::Terminator>>,
     /// The MQTT edge policy (listeners with `mqtt` enabled).
     pub mqtt: Option<Arc<crate::filters::mqtt::MqttPolicy>>,
     /// RTSP settings (limits, UDP relay, gateway auth).
@@ -93,6 +93,11 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// The bearer token admin requests must carry (`admin.token`/`token_file`).
     pub admin_token: Option<Arc<str>>,
+    /// What compiling found questionable in the files the config names (a
+    /// certificate not valid for a server name it is listed for).
+    pub warnings: Vec<config::Problem>,
+    /// Stops the certificate file watchers of this snapshot when it goes.
+    cert_watch: Option<tokio_util::sync::DropGuard>,
 }
 
 impl Snapshot {
@@ -126,6 +131,7 @@ impl Snapshot {
             })
             .collect();
         let mirrors = Arc::new(crate::proxy::mirror::Mirrors::new(&config, &clusters));
+        let mut warnings = Vec::new();
         let admin_token = config
             .admin
             .resolve_token(base)
@@ -174,10 +180,13 @@ impl Snapshot {
                 None
             };
             let tls = match &l.tls {
-                Some(t) => match crate::net::tls::acceptor(&l.name.value, t, base) {
-                    Ok(a) => Some(a),
+                Some(t) => match crate::net::tls::terminator(&l.name.value, t, base) {
+                    Ok((terminator, found)) => {
+                        warnings.extend(found);
+                        Some(Arc::new(terminator))
+                    }
                     Err(p) => {
-                        problems.push(p);
+                        problems.extend(p);
                         None
                     }
                 },
@@ -284,7 +293,22 @@ impl Snapshot {
             listeners,
             clusters,
             admin_token,
+            warnings,
+            cert_watch: None,
         })
+    }
+
+    /// Start watching the listeners' certificate files (each `tls` block's
+    /// `check_interval`); the watchers stop when this snapshot is dropped.
+    /// Needs a tokio runtime.
+    pub fn start_cert_watch(&mut self) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        for l in self.listeners.values() {
+            if let Some(t) = &l.tls {
+                tokio::spawn(t.certificates.clone().watch(stop.clone()));
+            }
+        }
+        self.cert_watch = Some(stop.drop_guard());
     }
 }
 
@@ -337,7 +361,18 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
         );
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    Snapshot::build(config, base, &file)
+    let snapshot = Snapshot::build(config, base, &file)?;
+    for w in &snapshot.warnings {
+        tracing::warn!(
+            "{file}:{}:{}: {}: {} ({})",
+            w.line,
+            w.column,
+            w.field,
+            w.message,
+            w.hint.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(snapshot)
 }
 
 /// What a reload changed, logged and returned to whoever asked for it
@@ -472,7 +507,7 @@ impl Gateway {
     }
 
     fn reload_locked(&self) -> Result<ReloadSummary, ConfigError> {
-        let snapshot = load(&self.config_path)?;
+        let mut snapshot = load(&self.config_path)?;
         let file = self.config_path.display().to_string();
         let bound = self
             .listeners
@@ -505,6 +540,7 @@ impl Gateway {
         }
         self.overload.configure(&config.overload);
         let config = snapshot.config.clone();
+        snapshot.start_cert_watch();
         self.snapshot.store(Arc::new(snapshot));
         let mut summary = ReloadSummary {
             listeners_changed,
@@ -592,7 +628,8 @@ pub async fn run_with(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // The recorder first, so the snapshot's metric handles register with it.
     let metrics = crate::observe::install_metrics();
-    let snapshot = load(path)?;
+    let mut snapshot = load(path)?;
+    snapshot.start_cert_watch();
     let config = &snapshot.config;
     if let Some(handle) = metrics.clone() {
         // Histograms keep raw samples until they are drained into buckets:

@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         Command::Check { config } => match switchyard::gateway::load(&config) {
             Ok(snapshot) => {
                 let file = config.display();
-                for w in switchyard::config::lint::warnings(&snapshot.config) {
+                let lints = switchyard::config::lint::warnings(&snapshot.config);
+                for w in lints.into_iter().chain(snapshot.warnings.iter().cloned()) {
                     eprintln!(
                         "{file}:{}:{}: {}: warning: {} ({})",
                         w.line,

@@ -170,12 +170,36 @@ pub fn listeners(gw: &Gateway) -> Reply {
             let mut active: BTreeMap<&str, i64> = protocols.iter().map(|p| (p.name(), 0)).collect();
             active.extend(crate::observe::active_connections(name));
             let total: i64 = active.values().sum();
+            let certificates: Vec<Value> = snapshot
+                .listeners
+                .get(name)
+                .and_then(|l| l.tls.as_ref())
+                .map(|t| {
+                    t.certificates
+                        .table()
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            json!({
+                                "server_names": e.server_names,
+                                "default": e.server_names.is_empty(),
+                                "cert": e.cert_path.display().to_string(),
+                                "subject": e.info.subject,
+                                "dns_names": e.info.dns_names,
+                                "serial": e.info.serial,
+                                "not_after": e.info.not_after.map(crate::net::tls::rfc3339),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             json!({
                 "name": name,
                 "address": l.address.value.to_string(),
                 "protocols": protocols.iter().copied().map(Protocol::name).collect::<Vec<_>>(),
                 "fixed_protocol": l.protocol.is_some(),
                 "tls": l.tls.is_some(),
+                "certificates": certificates,
                 "route_table": l.route_table.value,
                 "fallback": match &l.detect.fallback {
                     Fallback::Reject => json!("reject"),

@@ -50,6 +50,7 @@ pub const FIELDS: &[&str] = &[
     "listener",
     "protocol",
     "client",
+    "sni",
     "method",
     "host",
     "path",

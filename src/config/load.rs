@@ -2,7 +2,7 @@
 //! cross-references, duplicates and values. Every problem is reported as
 //! `file:line:column: field: what is wrong (hint)`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -297,6 +297,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "rtsp.max_head_bytes under 256 or rtsp.max_body_bytes over 16777216".into(),
                 Some("the defaults (16384 and 65536) fit any SDP a camera sends"),
             );
+        }
+        if let Some(tls) = &l.tls {
+            validate_tls(&mut c, tls, l.name.referenced, &field("tls"));
         }
         if l.detect.max_bytes == 0 || l.detect.max_bytes > 1024 * 1024 {
             c.at(
@@ -625,6 +628,104 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 /// A route's `subset`, `subset_from_header` and `subset_fallback`: they need a
 /// single `cluster`, and some host of it must carry the labels named.
 /// The admin server may leave loopback only behind a bearer token.
+/// Whether `name` can be a `server_names` entry: a DNS name of letters,
+/// digits, `-` and `.` labels, or `*.` and such a name of two labels or more.
+pub fn check_server_name(name: &str) -> Result<(), String> {
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    if name.len() > 253 || rest.is_empty() {
+        return Err(format!("`{name}` is not a server name"));
+    }
+    if rest.contains('*') {
+        return Err(format!(
+            "`{name}`: a wildcard is only `*.` before the rest of the name"
+        ));
+    }
+    if name.starts_with("*.") && !rest.contains('.') {
+        return Err(format!(
+            "`{name}`: a wildcard needs two labels after it (`*.example.com`)"
+        ));
+    }
+    for label in rest.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("`{name}` is not a server name (label `{label}`)"));
+        }
+    }
+    if rest.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "`{name}` is an IP address: clients send no SNI for addresses"
+        ));
+    }
+    Ok(())
+}
+
+/// A `tls` block: a default pair given whole, at least one certificate,
+/// well-formed server names, each name once.
+fn validate_tls(c: &mut Checker, tls: &super::Tls, at: Location, field: &str) {
+    match (&tls.cert, &tls.key) {
+        (Some(cert), None) => c.at(
+            cert.referenced,
+            format!("{field}.key"),
+            "`cert` is set without its `key`".into(),
+            Some("add `key: FILE` (the certificate's private key, PEM)"),
+        ),
+        (None, Some(key)) => c.at(
+            key.referenced,
+            format!("{field}.cert"),
+            "`key` is set without its `cert`".into(),
+            Some("add `cert: FILE` (the certificate chain, PEM, leaf first)"),
+        ),
+        (None, None) if tls.certificates.is_empty() => c.at(
+            at,
+            format!("{field}.cert"),
+            "no certificate: neither `cert`/`key` nor `certificates` is set".into(),
+            Some("add `cert: FILE` and `key: FILE`, or `certificates: [{server_names: [NAME], cert: FILE, key: FILE}]`"),
+        ),
+        _ => {}
+    }
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, entry) in tls.certificates.iter().enumerate() {
+        let efield = format!("{field}.certificates[{i}]");
+        if entry.server_names.is_empty() {
+            c.at(
+                entry.cert.referenced,
+                format!("{efield}.server_names"),
+                "no server name is listed".into(),
+                Some("list the names clients ask for, e.g. `server_names: [api.example.com, \"*.example.com\"]`"),
+            );
+        }
+        for (j, name) in entry.server_names.iter().enumerate() {
+            let nfield = format!("{efield}.server_names[{j}]");
+            if let Err(problem) = check_server_name(&name.value) {
+                c.at(
+                    name.referenced,
+                    nfield.clone(),
+                    problem,
+                    Some("a DNS name (`api.example.com`) or a wildcard of one leading label (`*.example.com`)"),
+                );
+                continue;
+            }
+            let key = name.value.to_ascii_lowercase();
+            if let Some(first) = seen.get(&key) {
+                c.at(
+                    name.referenced,
+                    nfield,
+                    format!("`{}` is listed already, at {first}", name.value),
+                    Some("list each server name under one certificate only"),
+                );
+            } else {
+                seen.insert(key, nfield);
+            }
+        }
+    }
+}
+
 fn validate_admin(c: &mut Checker, admin: &super::Admin) {
     if let (Some(t), Some(_)) = (&admin.token, &admin.token_file) {
         c.at(

@@ -15,7 +15,7 @@ pub mod redis;
 pub mod tracing;
 
 pub use duration::Duration;
-pub use load::{ConfigError, Problem, load_file, load_str};
+pub use load::{ConfigError, Problem, check_server_name, load_file, load_str};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -307,10 +307,18 @@ pub enum Transparent {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// PEM certificate chain (leaf first), relative to the config file.
-    pub cert: Spanned<String>,
-    /// PEM private key, relative to the config file.
-    pub key: Spanned<String>,
+    /// PEM certificate chain (leaf first), relative to the config file: the
+    /// default certificate, served when the client names no server or a name
+    /// no entry of `certificates` covers. Give it with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of `cert`, relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Spanned<String>>,
+    /// More certificates, each served to clients whose SNI server name is one
+    /// of its `server_names` (exact names before `*.` wildcards).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<SniCertificate>,
     /// PEM CA certificates that sign client certificates; when set, clients
     /// may (or, with `require_client_cert`, must) present one.
     #[serde(default)]
@@ -320,6 +328,24 @@ pub struct Tls {
     /// ALPN protocols offered, in order of preference (e.g. `h2`, `http/1.1`, `mqtt`).
     #[serde(default)]
     pub alpn: Vec<String>,
+    /// How often the certificate and key files are looked at (modification
+    /// time, size, a hash of the contents); a changed pair is loaded and
+    /// served to new connections. `0s`: only reloads read them.
+    #[serde(default = "defaults::cert_check_interval")]
+    pub check_interval: Duration,
+}
+
+/// One certificate of `listeners[].tls.certificates`, chosen by SNI.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// Server names this certificate is served for: `a.example`, or
+    /// `*.b.example` for any one label before `.b.example`.
+    pub server_names: Vec<Spanned<String>>,
+    /// PEM certificate chain (leaf first), relative to the config file.
+    pub cert: Spanned<String>,
+    /// PEM private key, relative to the config file.
+    pub key: Spanned<String>,
 }
 
 impl Listener {
@@ -1470,6 +1496,9 @@ mod defaults {
     }
     pub fn watch_interval() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn cert_check_interval() -> Duration {
+        Duration::from_secs(5)
     }
     pub fn max_connections() -> usize {
         100_000

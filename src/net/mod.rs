@@ -121,11 +121,11 @@ async fn handle(
             .protocols
             .first()
             .is_some_and(|p| p.server_speaks_first());
-    if let (Some(acceptor), Stream::Tcp(tcp), false) = (&listener.tls, &stream, server_first)
+    if let (Some(terminator), Stream::Tcp(tcp), false) = (&listener.tls, &stream, server_first)
         && starts_with_tls(tcp, listener.detect_timeout).await
     {
         let Stream::Tcp(tcp) = stream else { return };
-        match tokio::time::timeout(listener.detect_timeout, acceptor.accept(tcp)).await {
+        match tokio::time::timeout(listener.detect_timeout, terminator.accept(tcp)).await {
             Ok(Ok(tls)) => stream = Stream::Tls(Box::new(tls)),
             _ => {
                 detect_failed(&listener.name, "tls_handshake");
@@ -182,6 +182,7 @@ async fn handle(
         source: client,
         destination,
         overload: admission.overload().clone(),
+        sni: stream.server_name().map(Arc::from),
     };
     // Each driver's future is boxed, allocated once detection chose it: the
     // connection's task then stays as small as detection needs (a silent

@@ -120,6 +120,14 @@ impl Stream {
         super::tls::subject_common_name(cert.as_ref())
     }
 
+    /// The server name the client sent in its TLS ClientHello (SNI).
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Stream::Tls(s) => s.get_ref().1.server_name(),
+            Stream::Ws(_) | Stream::Tcp(_) => None,
+        }
+    }
+
     /// The ALPN protocol the TLS handshake agreed on.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         let s = match self {

@@ -101,6 +101,8 @@ pub struct Record {
     pub packet: Option<&'static str>,
     /// MySQL statement digest (literals replaced by `?`).
     pub digest: Option<Box<str>>,
+    /// The TLS server name (SNI) the client asked for.
+    pub sni: Option<std::sync::Arc<str>>,
     duration: Duration,
 }
 
@@ -270,6 +272,7 @@ impl Record {
             bytes_out: None,
             packet: None,
             digest: None,
+            sni: None,
             duration: Duration::ZERO,
         })
     }
@@ -405,6 +408,7 @@ fn value<'a>(rec: &'a Record, name: &str) -> Option<Value<'a>> {
         "destination" => Value::Addr(rec.destination.as_ref()?),
         "packet" => Value::Str(rec.packet?),
         "digest" => Value::Str(rec.digest.as_deref()?),
+        "sni" => Value::Str(rec.sni.as_deref()?),
         "status" => Value::Num(rec.status?.into()),
         "grpc_status" => Value::Num(rec.grpc_status?.into()),
         "result" => Value::Str(rec.outcome.name()),

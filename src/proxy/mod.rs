@@ -47,6 +47,8 @@ pub struct Conn {
     /// The gateway's overload state: past its request threshold, every new
     /// request is answered "busy".
     pub overload: Arc<Overload>,
+    /// The server name the client asked for in its TLS ClientHello (SNI).
+    pub sni: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -65,6 +67,7 @@ impl Conn {
             source: self.source,
             destination: self.destination,
             overload: self.overload.clone(),
+            sni: self.sni.clone(),
         }
     }
 
@@ -121,6 +124,7 @@ impl Conn {
             self.destination,
             size,
         );
+        record.sni = self.sni.clone();
         record.packet = packet;
         if let Some(tracer) = &listener.tracer {
             record.set_trace(tracer.start(protocol, packet, meta, self.client, &listener.name));

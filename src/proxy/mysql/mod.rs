@@ -311,7 +311,12 @@ fn peer_host(client: &Client) -> String {
 /// and the connection ends.
 async fn handshake(front: &Arc<Front>, mut client: Client) -> Option<(Session, Client)> {
     let nonce = nonce();
-    let tls = client.conn.listener.tls.clone();
+    let tls = client
+        .conn
+        .listener
+        .tls
+        .as_ref()
+        .map(|t| t.acceptor.clone());
     // What the backends say of themselves (learned on every backend login;
     // probed once when none was reached yet).
     let backends = backend::server_info(&front.backends).await;
