@@ -890,6 +890,21 @@ async fn every_qos_reaches_a_subscriber(v: V) {
         &[("listener", "mq"), ("direction", "client_to_broker")],
     );
     assert_eq!(passed, cases.len() as f64);
+    // The cluster's requests: both CONNECTs and every PUBLISH forwarded;
+    // timed: the CONNECTs (to their CONNACK) and the QoS 1/2 PUBLISHes (to
+    // the broker's PUBACK/PUBREC), not the QoS 0 one, which has no answer.
+    let cluster = [("cluster", "brokers")];
+    assert_eq!(
+        gw.metric("switchyard_upstream_requests_total", &cluster),
+        2.0 + cases.len() as f64
+    );
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_request_duration_seconds_count",
+            &cluster
+        ),
+        2.0 + cases.iter().filter(|(_, qos, _)| *qos > 0).count() as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -282,6 +282,28 @@ fn read_write_split_sends_plain_reads_to_the_replica_and_pins_sessions() {
             &[("listener", "db"), ("target", "replica")]
         ) >= 3.0
     );
+    // Each command forwarded is one request of the cluster it went to,
+    // counted and timed in the per-cluster series.
+    for (cluster, target) in [("primary", "primary"), ("replicas", "replica")] {
+        let forwarded = gw.metric(
+            "switchyard_mysql_queries_total",
+            &[("listener", "db"), ("target", target)],
+        );
+        let series = [("cluster", cluster)];
+        assert_eq!(
+            gw.metric("switchyard_upstream_requests_total", &series),
+            forwarded,
+            "{cluster}"
+        );
+        assert_eq!(
+            gw.metric(
+                "switchyard_upstream_request_duration_seconds_count",
+                &series
+            ),
+            forwarded,
+            "{cluster}"
+        );
+    }
 }
 
 #[test]

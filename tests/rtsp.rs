@@ -318,6 +318,20 @@ fn udp_setup_names_gateway_ports_and_urls_only() {
         gw.metric("switchyard_rtsp_sessions_active", &[("listener", "media")]),
         0.0
     );
+    // Each request is one request of the cluster, counted and timed to its
+    // response: DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN.
+    let series = [("cluster", "cams")];
+    assert_eq!(
+        gw.metric("switchyard_upstream_requests_total", &series),
+        5.0
+    );
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_request_duration_seconds_count",
+            &series
+        ),
+        5.0
+    );
     wait_for("the relay's ports to be freed", WAIT, || {
         std::net::UdpSocket::bind(("127.0.0.1", rtp)).ok()
     });

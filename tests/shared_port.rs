@@ -140,6 +140,25 @@ fn unrecognised_bytes_fall_back_to_tcp_proxy() {
             .expect("the echo through the tcp_proxy fallback");
         assert_eq!(got, msg);
     }
+    // A passthrough connection is one request of its cluster, counted and
+    // timed when it closes.
+    let echo_series = [("cluster", "echo")];
+    assert_eq!(
+        gw.metric("switchyard_upstream_requests_total", &echo_series),
+        0.0
+    );
+    drop(c);
+    wait_for("the passthrough connection to be counted", WAIT, || {
+        let n = gw.metric("switchyard_upstream_requests_total", &echo_series);
+        (n == 1.0).then_some(())
+    });
+    assert_eq!(
+        gw.metric(
+            "switchyard_upstream_request_duration_seconds_count",
+            &echo_series
+        ),
+        1.0
+    );
     // HTTP on the same listener is still parsed and answered by the gateway.
     let mut h = RawConn::connect(gw.addr());
     h.send(&get_request("/"));

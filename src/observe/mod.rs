@@ -213,4 +213,15 @@ impl ClusterMetrics {
         self.requests.increment(requests);
         self.latency.record(took.as_secs_f64());
     }
+
+    /// Count requests that have no answer to time (an MQTT QoS 0 PUBLISH).
+    pub fn count(&self, requests: u64) {
+        self.requests.increment(requests);
+    }
+
+    /// Record the latency of a request counted before (an MQTT QoS 1/2
+    /// PUBLISH, when the broker acknowledges it).
+    pub fn latency(&self, took: Duration) {
+        self.latency.record(took.as_secs_f64());
+    }
 }

@@ -210,6 +210,7 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         if broker.write_all(&upstream_connect).await.is_err() {
             continue;
         }
+        let sent = Instant::now();
         let mut broker_decoder = mqtt::Decoder::with_version(limits, version);
         let mut broker_buf = BytesMut::new();
         let answer = tokio::time::timeout(
@@ -224,6 +225,8 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
                 permit.log_upstream(h.address);
                 broker_addr = Some(h.address);
             }
+            // The cluster's requests: the CONNECT (timed to its CONNACK) ...
+            cluster.stats.observe(1, sent.elapsed());
             bound = Some((broker, broker_buf, broker_decoder, connack, slot));
             break;
         }
@@ -268,6 +271,8 @@ pub async fn serve(mut client: Stream, mut buf: BytesMut, mut conn: Conn) {
         aliases: TopicAliases::new(u16::MAX),
         denied_qos2: HashSet::new(),
         pending_subacks: HashMap::new(),
+        stats: cluster.stats.clone(),
+        unacked: HashMap::new(),
         to_broker: BytesMut::new(),
         to_client: BytesMut::new(),
         close: None,
@@ -343,6 +348,11 @@ struct Session {
     /// SUBSCRIBEs forwarded with some filters removed: per packet id, the
     /// gateway's code for each original filter (`None`: the broker's next code).
     pending_subacks: HashMap<u16, Vec<Option<u8>>>,
+    /// The cluster's request series: each PUBLISH forwarded is a request.
+    stats: Arc<crate::observe::ClusterMetrics>,
+    /// QoS 1/2 PUBLISHes forwarded and not yet acknowledged by the broker
+    /// (PUBACK / PUBREC), by packet id: their latency is recorded then.
+    unacked: HashMap<u16, Instant>,
     to_broker: BytesMut,
     to_client: BytesMut,
     close: Option<Close>,
@@ -584,6 +594,12 @@ impl Session {
                     }
                     (None, None) => self.to_broker.extend_from_slice(packet.wire()),
                 }
+                // ... and each PUBLISH forwarded, timed to the broker's
+                // PUBACK/PUBREC when it has a QoS.
+                self.stats.count(1);
+                if qos > 0 {
+                    self.unacked.insert(packet_id, Instant::now());
+                }
             }
             Body::Pubrel(ack) if self.denied_qos2.remove(&ack.packet_id()) => {
                 self.to_client.extend_from_slice(&mqtt::pubcomp(
@@ -713,6 +729,12 @@ impl Session {
                         s.packet_id(),
                         &codes,
                     ));
+                }
+                Body::Puback(ack) | Body::Pubrec(ack) => {
+                    if let Some(sent) = self.unacked.remove(&ack.packet_id()) {
+                        self.stats.latency(sent.elapsed());
+                    }
+                    self.to_client.extend_from_slice(packet.wire());
                 }
                 Body::Publish(p) => {
                     let m = &self.policy.metrics;

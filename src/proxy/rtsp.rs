@@ -78,6 +78,8 @@ enum UpEvent {
 /// One upstream RTSP connection of this client connection.
 struct Upstream {
     cluster: Arc<Cluster>,
+    /// The cluster's host it is connected to.
+    host: usize,
     /// `rtsp://host:port` as the client addresses the gateway.
     client_base: Vec<u8>,
     /// `rtsp://ip:port` of the upstream host.
@@ -118,6 +120,9 @@ struct Pending {
     deadline: tokio::time::Instant,
     /// Its place under the filters' concurrency limits, until answered.
     permit: Permit,
+    /// One request of the cluster, recorded (count, latency) when answered
+    /// or failed.
+    _request: crate::upstream::InFlight,
 }
 
 /// The two port pairs of a UDP relay, before the server has answered.
@@ -504,12 +509,14 @@ impl Proxy {
         let Some(up) = self.upstreams.get_mut(&id) else {
             return;
         };
+        let request = up.cluster.begin(up.host);
         if up.wr.write_all(&msg).await.is_err() {
             self.upstream_closed(id, None);
             self.reply_local(502, cseq, &[]);
             return;
         }
         self.pending.push_back(Pending {
+            _request: request,
             upstream: id,
             cseq: cseq.map(Bytes::copy_from_slice),
             teardown,
@@ -598,6 +605,7 @@ impl Proxy {
             id,
             Upstream {
                 cluster,
+                host,
                 client_base,
                 up_base: format!("rtsp://{address}").into_bytes(),
                 wr,

@@ -16,14 +16,17 @@ pub async fn serve(
     conn: &Conn,
 ) {
     let started = std::time::Instant::now();
-    let mut up = match cluster.connect_for(conn.client).await {
-        Ok((_, up)) => up,
+    let (host, mut up) = match cluster.connect_for(conn.client).await {
+        Ok(x) => x,
         Err(e) => {
             tracing::debug!(error = %e, "tcp passthrough: no upstream");
             conn.metrics.observe(started.elapsed(), true);
             return;
         }
     };
+    // The cluster's per-cluster series count a passthrough connection as one
+    // request, from connect to close.
+    let _request = cluster.begin(host);
     let ends = conn.endpoints(down.local_addr());
     if crate::upstream::send_proxy_header(&mut up, cluster, ends)
         .await

@@ -1259,6 +1259,9 @@ async fn exchange(
     expect: Expect,
     deprecate_eof: bool,
 ) -> Result<Option<u16>, Failure> {
+    // Each command forwarded is one request of its cluster, timed to the
+    // end of its response.
+    let _request = b.cluster.begin(b.host);
     let mut sent = first.seq();
     let lost = |e: std::io::Error, sent: u8| Failure::Backend(e.to_string(), sent);
     b.send(first.wire()).await.map_err(|e| lost(e, sent))?;
