@@ -1532,6 +1532,54 @@ fn sorted(set: &HashSet<&str>) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn server_names_are_dns_names_or_one_leading_wildcard() {
+        for ok in ["a.example", "*.b.example", "x-1.example.com", "localhost"] {
+            assert_eq!(check_server_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "*.com",
+            "a.*.example",
+            "*a.example",
+            "a..example",
+            "-a.example",
+            "a_b.example",
+            "127.0.0.1",
+            "a.example.",
+        ] {
+            assert!(check_server_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_blocks_need_a_certificate_and_each_name_once() {
+        let with = |tls: &str| {
+            format!(
+                "listeners:\n  - name: edge\n    address: 127.0.0.1:7000\n    protocols: [http1]\n    route_table: main\n    tls: {tls}\nroute_tables:\n  - name: main\n    virtual_hosts: []\n"
+            )
+        };
+        let err = |tls: &str| load_str(&with(tls), "t.yaml").unwrap_err().to_string();
+        assert!(err("{alpn: [h2]}").contains("listeners[edge].tls.cert: no certificate"));
+        assert!(
+            err("{cert: c.pem}")
+                .contains("listeners[edge].tls.key: `cert` is set without its `key`")
+        );
+        let dup = err(
+            "{certificates: [{server_names: [a.example], cert: a, key: a}, {server_names: [\"*.b.example\", A.EXAMPLE], cert: b, key: b}]}",
+        );
+        assert!(
+            dup.contains("t.yaml:6:103: listeners[edge].tls.certificates[1].server_names[1]: `A.EXAMPLE` is listed already, at listeners[edge].tls.certificates[0].server_names[0]"),
+            "{dup}"
+        );
+        assert!(
+            err("{certificates: [{server_names: [\"*.*.x\"], cert: b, key: b}]}")
+                .contains("listeners[edge].tls.certificates[0].server_names[0]")
+        );
+        assert!(load_str(&with("{cert: c, key: k, certificates: [{server_names: [a.example], cert: a, key: a}]}"), "t.yaml").is_ok());
+    }
+
     const GOOD: &str = r#"
 listeners:
   - name: edge

@@ -768,3 +768,147 @@ fn skip(input: &[u8]) -> Option<&[u8]> {
     let tag = *input.first()?;
     tlv(input, tag).map(|(_, rest)| rest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openssl req -x509 -newkey ec ... -subj /CN=a.example -set_serial
+    /// 0x0ABCDEF123 -days 3650 -addext subjectAltName=DNS:a.example,DNS:*.b.example,IP:127.0.0.1`
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBljCCAT2gAwIBAgIFCrze8SMwCgYIKoZIzj0EAwIwFDESMBAGA1UEAwwJYS5l
+eGFtcGxlMB4XDTI2MTIwNDIwNTgxNloXDTM2MTIwMTIwNTgxNlowFDESMBAGA1UE
+AwwJYS5leGFtcGxlMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEP92BuWXlZB8P
+gtHHK3Bf39UrMSoqoqG2DRe1Kf4NNuUZsO7sE1xpRQEK5+fK7JtFR773DY1cbPLo
+10KOrp45EaN8MHowHQYDVR0OBBYEFO8EWoWWmLL+bDfwUnOKYUo10ov8MB8GA1Ud
+IwQYMBaAFO8EWoWWmLL+bDfwUnOKYUo10ov8MA8GA1UdEwEB/wQFMAMBAf8wJwYD
+VR0RBCAwHoIJYS5leGFtcGxlggsqLmIuZXhhbXBsZYcEfwAAATAKBggqhkjOPQQD
+AgNHADBEAiBP6ijq9TAItwL9SMw6SNUYC9Cs4aPfp2i0xBBOLos3DgIgTtcG0u37
+jywiCYL1dMOC5Mm3KEyaq5F58EfDZSbWrNc=
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgQ1WbctriNeI+7mrZ
+f2uDpUJA9rKL17cQc9RGR3ReB+uhRANCAAQ/3YG5ZeVkHw+C0ccrcF/f1SsxKiqi
+obYNF7Up/g025Rmw7uwTXGlFAQrn58rsm0VHvvcNjVxs8ujXQo6unjkR
+-----END PRIVATE KEY-----
+";
+
+    fn der() -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reads_what_openssl_prints() {
+        let info = CertInfo::of(der().as_ref());
+        assert_eq!(info.subject.as_deref(), Some("a.example"));
+        assert_eq!(info.serial, "0ABCDEF123");
+        assert_eq!(info.dns_names, ["a.example", "*.b.example"]);
+        // `date -d "Dec  1 20:58:16 2036 GMT" +%s`
+        assert_eq!(info.not_after, Some(2_111_777_896));
+        assert_eq!(rfc3339(2_111_777_896), "2036-12-01T20:58:16Z");
+    }
+
+    #[test]
+    fn garbage_and_truncated_certificates_read_as_empty_without_panicking() {
+        let der = der();
+        let bytes = der.as_ref();
+        for n in 0..bytes.len() {
+            let _ = CertInfo::of(&bytes[..n]);
+        }
+        assert_eq!(
+            CertInfo::of(b"\x30\x84\xff\xff\xff\xff"),
+            CertInfo::default()
+        );
+    }
+
+    #[test]
+    fn san_coverage_follows_wildcards_one_label_deep() {
+        let info = CertInfo::of(der().as_ref());
+        for name in ["a.example", "A.Example", "x.b.example", "*.b.example"] {
+            assert!(info.covers(name), "{name}");
+        }
+        for name in [
+            "b.example",
+            "y.x.b.example",
+            "c.example",
+            "*.example",
+            "127.0.0.1",
+        ] {
+            assert!(!info.covers(name), "{name}");
+        }
+    }
+
+    fn entry(names: &[&str]) -> Arc<Entry> {
+        let provider = rustls::crypto::ring::default_provider();
+        let key = PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+        let certified = CertifiedKey::from_der(vec![der()], key, &provider).unwrap();
+        Arc::new(Entry {
+            key: Arc::new(certified),
+            info: CertInfo::default(),
+            server_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            stamp: PairStamp(None, None),
+        })
+    }
+
+    fn picked(table: &Table, name: Option<&str>) -> Option<Vec<String>> {
+        table.pick(name).map(|e| e.server_names.clone())
+    }
+
+    #[test]
+    fn exact_names_before_wildcards_before_the_default() {
+        let table = Table::new(vec![
+            entry(&[]),
+            entry(&["*.b.example"]),
+            entry(&["x.b.example", "a.example"]),
+        ]);
+        let exact = Some(vec!["x.b.example".to_owned(), "a.example".to_owned()]);
+        let wild = Some(vec!["*.b.example".to_owned()]);
+        let default = Some(Vec::new());
+        assert_eq!(picked(&table, Some("x.b.example")), exact);
+        assert_eq!(picked(&table, Some("A.EXAMPLE")), exact);
+        assert_eq!(picked(&table, Some("y.b.example")), wild);
+        assert_eq!(picked(&table, Some("z.y.b.example")), default);
+        assert_eq!(picked(&table, Some("b.example")), default);
+        assert_eq!(picked(&table, None), default);
+
+        let no_default = Table::new(vec![entry(&["*.b.example"])]);
+        assert_eq!(picked(&no_default, Some("y.b.example")), wild);
+        assert_eq!(picked(&no_default, Some("a.example")), None);
+        assert_eq!(picked(&no_default, None), None);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificate_s_names_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        std::fs::write(&cert, CERT).unwrap();
+        // Another P-256 key (from `openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256`).
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgKaXa6QdMc4wlfBod
+fJJ/q64yQJRkWq12fTg0YE6fNvmhRANCAARfkLVOfdF9XrysoScJbpzdwkmxt+A2
+CyK2kx4BQSG2ACJhHp5GXJ/cjrX+xNhjiV469tGG9tH4AI+uIuGEU8Vb
+-----END PRIVATE KEY-----
+",
+        )
+        .unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        match load_pair(&cert, &key, &provider) {
+            Err(e) => {
+                assert_eq!((e.which, e.file.as_path()), ("key", key.as_path()));
+            }
+            Ok(_) => panic!("a foreign key must not load"),
+        }
+        std::fs::write(&key, KEY).unwrap();
+        let (_, info, _) = load_pair(&cert, &key, &provider).unwrap();
+        assert_eq!(info.serial, "0ABCDEF123");
+        std::fs::write(&cert, "not PEM").unwrap();
+        let e = load_pair(&cert, &key, &provider).err().unwrap();
+        assert_eq!((e.which, e.file.as_path()), ("cert", cert.as_path()));
+    }
+}
