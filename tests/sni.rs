@@ -141,7 +141,8 @@ fn x509_facts(text: &[u8]) -> Option<Seen> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run openssl x509");
-    child.stdin.take().unwrap().write_all(text).ok()?;
+    // A write error (openssl gave up early) shows in its exit status.
+    let _ = child.stdin.take().unwrap().write_all(text);
     let out = child.wait_with_output().expect("openssl x509");
     if !out.status.success() {
         return None;

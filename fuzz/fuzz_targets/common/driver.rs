@@ -112,6 +112,7 @@ impl Harness {
                 source: (std::net::Ipv4Addr::LOCALHOST, 40000).into(),
                 destination: None,
                 overload: switchyard::net::overload::Overload::new(&Default::default()),
+                sni: None,
             };
             let driver = tokio::spawn(serve(Stream::Tcp(server), BytesMut::new(), conn));
             let (mut rd, mut wr) = client.split();
