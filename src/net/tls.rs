@@ -248,7 +248,8 @@ impl Certificates {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.check_interval) => {}
+                // At most ten looks a second, whatever the config says.
+                () = tokio::time::sleep(self.check_interval.max(Duration::from_millis(100))) => {}
             }
             let table = self.table.load_full();
             let mut entries = table.entries.clone();
