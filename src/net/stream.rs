@@ -124,7 +124,8 @@ impl Stream {
     pub fn server_name(&self) -> Option<&str> {
         match self {
             Stream::Tls(s) => s.get_ref().1.server_name(),
-            Stream::Ws(_) | Stream::Tcp(_) => None,
+            // Our own upstream connection: the name is the one we sent.
+            _ => None,
         }
     }
 

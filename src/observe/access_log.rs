@@ -232,7 +232,14 @@ impl AccessLog {
         destination: Option<SocketAddr>,
         size: Option<u64>,
     ) -> Box<Record> {
-        Record::start(Some(self.clone()), protocol, meta, client, destination, size)
+        Record::start(
+            Some(self.clone()),
+            protocol,
+            meta,
+            client,
+            destination,
+            size,
+        )
     }
 }
 
