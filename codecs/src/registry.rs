@@ -177,7 +177,9 @@ registry! {
     },
 }
 
-/// The fallback entry `codec()` never needs (every id indexes the table).
+/// The fallback entry `codec()` never needs (every id indexes the table);
+/// a constant, so an empty table would fail the build, not panic.
+#[allow(clippy::indexing_slicing)]
 const UNREACHABLE: &Codec = &CODECS[0];
 
 impl Protocol {
@@ -224,7 +226,10 @@ impl Protocol {
 }
 
 /// [`Protocol::DECLARED`] sorted by priority (stable: equal priorities keep
-/// their declaration order). Runs at compile time.
+/// their declaration order). Runs at compile time only (it initialises
+/// [`Protocol::ALL`]), where an index out of range fails the build: it
+/// cannot panic at run time.
+#[allow(clippy::indexing_slicing)]
 const fn by_priority() -> [Protocol; CODECS.len()] {
     let mut out = Protocol::DECLARED;
     let mut prio = [0u8; CODECS.len()];
