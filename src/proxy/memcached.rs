@@ -273,67 +273,71 @@ struct Upstreams {
 }
 
 impl Upstreams {
-    /// The connection for (cluster, host), opened if there is none.
+    /// The index of the connection for (cluster, host), opened if there is none.
     async fn get(
         &mut self,
         cluster: &Arc<Cluster>,
         host: Option<usize>,
         limits: memcached::Limits,
-    ) -> Result<&mut Upstream, String> {
-        self.conns
-            .retain(|u| !u.replies.is_failed() && u.pipeline.is_open());
-        let at = self
+    ) -> Result<usize, String> {
+        if let Some(i) = self
             .conns
             .iter()
-            .position(|u| Arc::ptr_eq(&u.cluster, cluster) && u.host == host);
-        let at = match at {
-            Some(i) => i,
-            None => {
-                let stream = match host {
-                    Some(h) => cluster.connect(h).await,
-                    None => cluster.connect_any().await.map(|(_, s)| s),
-                };
-                let stream = stream.map_err(|e| {
-                    let addr = host
-                        .and_then(|h| cluster.hosts.get(h))
-                        .map_or_else(|| cluster.name.clone(), |h| h.address.to_string());
-                    format!("cannot reach {addr}: {e}")
-                })?;
-                let (pipeline, replies) = pipeline::split(stream, ReplyDecoder::new(limits), 0);
-                self.conns.push(Upstream {
-                    cluster: cluster.clone(),
-                    host,
-                    pipeline,
-                    replies,
-                });
-                self.conns.len() - 1
-            }
+            .position(|u| Arc::ptr_eq(&u.cluster, cluster) && u.host == host)
+        {
+            return Ok(i);
+        }
+        let stream = match host {
+            Some(h) => cluster.connect(h).await,
+            None => cluster.connect_any().await.map(|(_, s)| s),
         };
-        self.conns
-            .get_mut(at)
-            .ok_or_else(|| "no connection".to_owned())
+        let stream = stream.map_err(|e| {
+            let addr = host
+                .and_then(|h| cluster.hosts.get(h))
+                .map_or_else(|| cluster.name.clone(), |h| h.address.to_string());
+            format!("cannot reach {addr}: {e}")
+        })?;
+        let (pipeline, replies) = pipeline::split(stream, ReplyDecoder::new(limits), 0);
+        self.conns.push(Upstream {
+            cluster: cluster.clone(),
+            host,
+            pipeline,
+            replies,
+        });
+        Ok(self.conns.len() - 1)
     }
 
     /// Send every part, then collect each part's replies.
     async fn exchange(&mut self, parts: &mut [Part], limits: memcached::Limits) {
-        let mut sent = vec![false; parts.len()];
+        // Connections that failed in an earlier batch are replaced now.
+        self.conns
+            .retain(|u| !u.replies.is_failed() && u.pipeline.is_open());
+        let started = Instant::now();
+        let mut sent = vec![None; parts.len()];
         for (part, sent) in parts.iter_mut().zip(sent.iter_mut()) {
             match self.get(&part.cluster, part.host, limits).await {
-                Ok(up) => {
+                Ok(i) => {
+                    let Some(up) = self.conns.get_mut(i) else {
+                        continue;
+                    };
                     up.pipeline.send(&part.requests).await;
-                    *sent = true;
+                    if up.pipeline.is_open() {
+                        *sent = Some(i);
+                    } else {
+                        up.replies.fail("writing to the upstream failed");
+                        part.replies = Err("writing to the upstream failed".into());
+                    }
                 }
                 Err(why) => part.replies = Err(why),
             }
         }
         for (part, sent) in parts.iter_mut().zip(sent) {
-            if !sent || part.expect == 0 {
-                continue;
-            }
-            let Ok(up) = self.get(&part.cluster, part.host, limits).await else {
-                part.replies = Err("the upstream connection closed".into());
+            let Some(up) = sent.and_then(|i| self.conns.get_mut(i)) else {
                 continue;
             };
+            if part.expect == 0 {
+                continue;
+            }
             let mut left = part.expect;
             let mut out = Vec::with_capacity(left);
             let replies = &mut up.replies;
@@ -349,6 +353,9 @@ impl Upstreams {
                     ))
                 }
             };
+            part.cluster
+                .stats
+                .observe(part.requests.len() as u64, started.elapsed());
         }
     }
 }
