@@ -17,18 +17,6 @@ use crate::config::{self, Config, ConfigError, Fallback};
 use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
-/// Protocols with a driver in this build.
-pub const SERVED: [Protocol; 8] = [
-    Protocol::Http1,
-    Protocol::Http2,
-    Protocol::Redis,
-    Protocol::Mqtt,
-    Protocol::Dubbo,
-    Protocol::Bolt,
-    Protocol::Rtsp,
-    Protocol::Mysql,
-];
-
 /// A listener's compiled settings, as of one snapshot.
 pub struct ListenerRuntime {
     pub name: String,
@@ -47,6 +35,7 @@ pub struct ListenerRuntime {
     pub http1: switchyard_codecs::http1::Limits,
     pub redis: switchyard_codecs::redis::Limits,
     pub redis_max_pipeline: usize,
+    pub memcached: switchyard_codecs::memcached::Limits,
     /// Redis client authentication at the gateway (listeners with `redis.users`).
     pub redis_auth: Option<Arc<crate::filters::redis_auth::RedisAuth>>,
     /// TLS termination, when the listener has a `tls` block.
@@ -249,6 +238,7 @@ impl Snapshot {
                     ..Default::default()
                 },
                 redis_max_pipeline: l.redis.max_pipeline,
+                memcached: l.memcached.codec(),
                 redis_auth: crate::filters::redis_auth::RedisAuth::new(&l.redis.users)
                     .map(Arc::new),
                 mqtt,
@@ -321,16 +311,16 @@ pub fn check_served(config: &Config, file: &str) -> Result<(), ConfigError> {
             let proto = p.value.0;
             let passthrough_tls =
                 proto == Protocol::Tls && !matches!(l.detect.fallback, Fallback::Reject);
-            if !SERVED.contains(&proto) && !passthrough_tls {
+            if crate::proxy::registry::driver(proto).is_none() && !passthrough_tls {
                 problems.push(config::Problem {
                     line: p.referenced.line(),
                     column: p.referenced.column(),
                     field: format!("listeners[{}].protocols", l.name.value),
                     message: format!("{proto} has no driver in this build yet"),
-                    hint: Some(
-                        "served today: http1, http2, redis, mqtt, dubbo, bolt, rtsp, mysql; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback"
-                            .into(),
-                    ),
+                    hint: Some(format!(
+                        "served today: {}; to terminate TLS give the listener a `tls` block; `tls` in `protocols` passes TLS through to the tcp_proxy fallback",
+                        crate::proxy::registry::served_names()
+                    )),
                 });
             }
         }

@@ -654,64 +654,13 @@ fn reads_go_to_replicas_and_fall_back_to_the_primary() {
     assert!(primaries.iter().map(|p| get_calls(p.addr())).sum::<u64>() >= 100);
 }
 
-/// twemproxy (nutcracker) on a free port, killed on drop.
-struct Twemproxy {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Twemproxy {
-    /// A ketama / fnv1a_64 pool over `servers` (`(address, weight)`), hash tag `{}`.
-    fn start(servers: &[(SocketAddr, u32)]) -> Self {
-        let bin = require("nutcracker");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let list: String = servers
-            .iter()
-            .map(|(a, w)| format!("    - {a}:{w}\n"))
-            .collect();
-        let conf = dir.path().join("nutcracker.yml");
-        std::fs::write(
-            &conf,
-            format!(
-                "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{{}}\"\n  redis: true\n  auto_eject_hosts: false\n  servers:\n{list}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-s", &free_port().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("nutcracker to listen", Duration::from_secs(10), || {
-            RawConn::try_connect(local(port)).ok().map(|_| ())
-        });
-        Twemproxy {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Twemproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn ketama_places_keys_where_twemproxy_does() {
     let shards: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let weights = [1, 2, 1];
     let servers: Vec<(SocketAddr, u32)> =
         shards.iter().map(RedisServer::addr).zip(weights).collect();
-    let twem = Twemproxy::start(&servers);
+    let twem = Twemproxy::redis(&servers);
     let hosts: Vec<String> = servers
         .iter()
         .map(|(a, w)| format!("{{address: \"{a}\", weight: {w}}}"))

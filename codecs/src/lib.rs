@@ -29,12 +29,14 @@ pub mod fields;
 pub mod hessian2;
 pub mod http1;
 pub mod http2;
+pub mod memcached;
 pub mod meta;
 pub mod mqtt;
 pub mod mysql;
 pub mod parse;
 pub mod proxy_protocol;
 pub mod redis;
+pub mod registry;
 pub mod rtsp;
 pub mod tls;
 pub mod websocket;
@@ -42,6 +44,7 @@ pub mod websocket;
 pub use detect::{Protocol, Shape, Verdict, sniff};
 pub use error::CodecError;
 pub use meta::{Field, Metadata};
+pub use registry::{CODECS, Codec};
 
 use bytes::{Bytes, BytesMut};
 

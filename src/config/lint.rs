@@ -19,6 +19,7 @@ pub fn warnings(config: &Config) -> Vec<Problem> {
     unused_route_tables(config, &mut out);
     overlapping_listeners(config, &mut out);
     insecure_upstream_tls(config, &mut out);
+    well_known_ports(config, &mut out);
     out
 }
 
@@ -344,9 +345,58 @@ fn overlapping_listeners(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+/// A listener on a protocol's well-known port (from the protocol registry,
+/// e.g. 11211 for memcached) that does not serve that protocol, nor any
+/// other protocol claiming the port: most likely a protocol left out.
+fn well_known_ports(config: &Config, out: &mut Vec<Problem>) {
+    for l in &config.listeners {
+        let port = l.address.value.port();
+        let enabled = l.enabled_protocols();
+        let claims = |p: &Protocol| p.codec().ports.contains(&port);
+        if enabled.iter().any(claims) {
+            continue;
+        }
+        if let Some(p) = Protocol::ALL.iter().find(|p| claims(p)) {
+            warn(
+                out,
+                l.address.referenced,
+                format!("listeners[{}].address", l.name.value),
+                format!(
+                    "port {port} is {p}'s well-known port, but this listener does not serve {p}"
+                ),
+                &format!("add `{p}` to `protocols` (or use another port if this is intended)"),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_of_a_well_known_port_without_its_protocol() {
+        let yaml = |port: u16, protocols: &str| {
+            format!(
+                "listeners:
+  - {{name: l, address: \"127.0.0.1:{port}\", protocols: [{protocols}], route_table: t}}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - {{name: v, domains: ['*'], routes: [{{match: {{protocol: http1}}, direct_response: {{status: 200}}}}]}}
+"
+            )
+        };
+        let w = warnings_of(&yaml(11211, "http1"));
+        assert_eq!(
+            w,
+            [
+                "listeners[l].address: port 11211 is memcached's well-known port, but this listener does not serve memcached"
+            ]
+        );
+        assert!(warnings_of(&yaml(11211, "http1, memcached")).is_empty());
+        assert!(warnings_of(&yaml(10000, "http1")).is_empty());
+    }
 
     fn warnings_of(yaml: &str) -> Vec<String> {
         let config = super::super::load_str(yaml, "t.yaml").expect("config loads");

@@ -257,7 +257,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         p.referenced,
                         field("protocols"),
                         format!("{} cannot be sniffed: its server speaks first", p.value.0),
-                        Some("give it a listener of its own with `protocol: mysql`"),
+                        Some(&format!(
+                            "give it a listener of its own with `protocol: {}`",
+                            p.value.0
+                        )),
                     );
                 }
             }
@@ -545,6 +548,25 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     Some("use `lb: round_robin`, `weighted_round_robin`, `random` or `least_request`, or drop `slow_start`"),
                 );
             }
+        }
+        if let Some(tag) = cl.memcached.as_ref().and_then(|m| m.hash_tag.as_ref()) {
+            let t = tag.value.as_bytes();
+            if t.len() != 2 || t.first() == t.get(1) {
+                c.at(
+                    tag.referenced,
+                    field("memcached.hash_tag"),
+                    format!("`{}` is not two different characters", tag.value),
+                    Some("write the open and close characters, e.g. `hash_tag: \"{}\"`, or leave it out"),
+                );
+            }
+        }
+        if cl.memcached.is_some() && cl.redis.is_some() {
+            c.at(
+                cl.name.referenced,
+                field("memcached"),
+                "a cluster cannot be both a Redis and a memcached pool".into(),
+                Some("give each its own cluster"),
+            );
         }
         if let Some(r) = &cl.redis {
             let tag = r.hash_tag.value.as_bytes();
@@ -1312,8 +1334,7 @@ fn validate_http_actions(c: &mut Checker, r: &super::Route, rfield: &str) {
 
 /// The protocols whose requests carry headers a `headers` filter edits.
 fn has_headers(p: switchyard_codecs::Protocol) -> bool {
-    use switchyard_codecs::Protocol::*;
-    matches!(p, Http1 | Http2 | Dubbo | Bolt | Rtsp | Tls)
+    p.has_headers()
 }
 
 /// A `headers` filter: names that are field names and not protected,

@@ -10,6 +10,7 @@ pub mod filters;
 pub mod health;
 pub mod lint;
 mod load;
+pub mod memcached;
 pub mod proxy_protocol;
 pub mod redis;
 pub mod tracing;
@@ -258,6 +259,9 @@ pub struct Listener {
     /// Redis limits on this listener.
     #[serde(default)]
     pub redis: RedisLimits,
+    /// memcached limits on this listener.
+    #[serde(default)]
+    pub memcached: memcached::MemcachedLimits,
     /// MQTT edge policy on this listener: auth, topic ACL, rate limits, mount point.
     #[serde(default)]
     pub mqtt: Mqtt,
@@ -1094,6 +1098,9 @@ pub struct Cluster {
     /// Redis: sharding, health checks and backend credentials.
     #[serde(default)]
     pub redis: Option<redis::ClusterRedis>,
+    /// memcached: keys sharded over the hosts by ketama.
+    #[serde(default)]
+    pub memcached: Option<memcached::ClusterMemcached>,
     /// MySQL backend credentials and limits (clusters MySQL routes send to).
     #[serde(default)]
     pub mysql: Option<MysqlBackend>,

@@ -47,8 +47,10 @@ pub enum ReadFrom {
 #[serde(rename_all = "snake_case")]
 pub enum KeyHash {
     /// twemproxy's default `fnv1a_64` (32-bit): the same placement as a
-    /// twemproxy pool over the same servers.
+    /// twemproxy pool over the same servers. Spelt as twemproxy spells it
+    /// (`fnv1a_64`, as the docs always said; `fnv1a64` is still accepted).
     #[default]
+    #[serde(rename = "fnv1a_64", alias = "fnv1a64")]
     Fnv1a64,
     /// The first four bytes of the key's MD5 (libketama's): spreads keys that
     /// differ only in their last characters (`user:1`, `user:2`) better.

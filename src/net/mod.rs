@@ -133,7 +133,7 @@ async fn handle(
             }
         }
     }
-    let alpn = stream.alpn().and_then(|p| alpn_protocol(&p));
+    let alpn = stream.alpn().and_then(|p| Protocol::from_alpn(&p));
     let protocol = if listener.fixed {
         listener.protocols.first().copied()
     } else if let Some(p) = alpn.filter(|p| listener.protocols.contains(p)) {
@@ -184,23 +184,11 @@ async fn handle(
         overload: admission.overload().clone(),
         sni: stream.server_name().map(Arc::from),
     };
-    // Each driver's future is boxed, allocated once detection chose it: the
-    // connection's task then stays as small as detection needs (a silent
-    // connection costs its few hundred bytes, not the largest driver's state).
-    match protocol {
-        Some(Protocol::Http1) => Box::pin(proxy::http1::serve(stream, buf, conn)).await,
-        Some(Protocol::Http2) => Box::pin(proxy::http2::serve(stream, buf, conn)).await,
-        Some(Protocol::Redis) => Box::pin(proxy::redis::serve(stream, buf, conn)).await,
-        Some(Protocol::Mqtt) => Box::pin(proxy::mqtt::serve(stream, buf, conn)).await,
-        Some(Protocol::Dubbo) => {
-            Box::pin(proxy::rpc::serve::<proxy::rpc::Dubbo>(stream, buf, conn)).await
-        }
-        Some(Protocol::Bolt) => {
-            Box::pin(proxy::rpc::serve::<proxy::rpc::Bolt>(stream, buf, conn)).await
-        }
-        Some(Protocol::Rtsp) => Box::pin(proxy::rtsp::serve(stream, buf, conn)).await,
-        Some(Protocol::Mysql) => Box::pin(proxy::mysql::serve(stream, buf, conn)).await,
-        _ => match &listener.fallback {
+    // The registry's driver for the protocol (its future boxed once
+    // detection chose it); no protocol: the fallback, if any.
+    match protocol.and_then(proxy::registry::driver) {
+        Some(driver) => (driver.serve)(stream, buf, conn).await,
+        None => match &listener.fallback {
             Some(cluster) => {
                 let cluster = cluster.for_destination(conn.destination);
                 Box::pin(proxy::tcp::serve(stream, buf, &cluster, &conn)).await
@@ -246,14 +234,4 @@ async fn starts_with_tls(tcp: &TcpStream, timeout: std::time::Duration) -> bool 
         }
     };
     matches!(tokio::time::timeout(timeout, peek).await, Ok(Some(true)))
-}
-
-/// The protocol an ALPN id names.
-fn alpn_protocol(id: &[u8]) -> Option<Protocol> {
-    match id {
-        b"http/1.1" | b"http/1.0" => Some(Protocol::Http1),
-        b"h2" => Some(Protocol::Http2),
-        b"mqtt" | b"x-amzn-mqtt-ca" => Some(Protocol::Mqtt),
-        _ => None,
-    }
 }

@@ -8,10 +8,12 @@
 
 pub mod http1;
 pub mod http2;
+pub mod memcached;
 pub mod mirror;
 pub mod mqtt;
 pub mod mysql;
 pub mod redis;
+pub mod registry;
 pub mod rpc;
 pub mod rtsp;
 pub mod tcp;

@@ -272,6 +272,8 @@ pub struct Cluster {
     pub request_timeout: Duration,
     /// Redis: backend login and, for sharded clusters, the shard map.
     pub redis: Option<RedisBackend>,
+    /// memcached: the pool's ketama shard map (`None`: hosts are copies).
+    pub memcached: Option<super::Shards>,
     connect_failures: Counter,
     connects: Counter,
     /// Requests sent to the cluster and their latency (shared with subset views).
@@ -472,8 +474,13 @@ impl Cluster {
             _ => None,
         };
         let redis = c.redis.as_ref().map(|r| RedisBackend::new(r, c, &hosts));
+        let memcached = c
+            .memcached
+            .as_ref()
+            .map(|m| super::Shards::memcached(m, names(), weights.clone()));
         Self {
             redis,
+            memcached,
             balancer: Balancer::new(c.lb, &weights),
             hashing,
             slow_start: c

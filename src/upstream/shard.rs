@@ -19,6 +19,7 @@ use switchyard_codecs::redis::{SLOTS, crc16, hash_tag};
 
 use md5::{Digest, Md5};
 
+use crate::config::memcached::ClusterMemcached;
 use crate::config::redis::{ClusterRedis, KeyHash, Sharding};
 
 /// Which host owns each key, for the hosts currently in the map.
@@ -124,6 +125,35 @@ impl Shards {
             interval,
             map: ArcSwap::from_pointee(map),
         })
+    }
+
+    /// A memcached pool's shards: ketama over `names[i]` with `weights[i]`,
+    /// as a twemproxy memcached pool (`distribution: ketama`); no ejection.
+    pub fn memcached(m: &ClusterMemcached, names: Vec<String>, weights: Vec<u32>) -> Self {
+        // No tag: a byte no key holds (memcached keys have no control characters).
+        let tag = match m.hash_tag.as_ref().map(|t| t.value.as_bytes()) {
+            Some([open, close]) => (*open, *close),
+            _ => (0, 0),
+        };
+        let all: Vec<usize> = (0..names.len()).collect();
+        let map = build(Sharding::Ketama, m.hash, tag, &names, &weights, all);
+        Self {
+            health: (0..names.len())
+                .map(|_| Health {
+                    failures: AtomicU32::new(0),
+                    ejected: AtomicBool::new(false),
+                })
+                .collect(),
+            sharding: Sharding::Ketama,
+            hash: m.hash,
+            tag,
+            names,
+            weights,
+            auto_eject: false,
+            eject_after: u32::MAX,
+            interval: std::time::Duration::from_secs(1),
+            map: ArcSwap::from_pointee(map),
+        }
     }
 
     /// The current map (hold it for one command, not across awaits).

@@ -97,6 +97,8 @@ fn package_of(bin: &str) -> &'static str {
         "sysbench" => "sysbench",
         "haproxy" => "haproxy",
         "nutcracker" => "nutcracker",
+        "memcached" => "memcached",
+        "memcslap" | "memcstat" => "libmemcached-tools",
         "ss" | "ip" => "iproute2",
         "iptables" => "iptables",
         "chromium" => "chromium",
@@ -162,6 +164,142 @@ fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio, Stdio) {
 
 // ---------------------------------------------------------------------------
 // Peer servers
+
+/// twemproxy (nutcracker) on a free port, killed on drop: a ketama /
+/// fnv1a_64 pool without host ejection, the peer proxy for Redis and memcached.
+pub struct Twemproxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Twemproxy {
+    /// A Redis pool over `servers` (`(address, weight)`), hash tag `{}`.
+    pub fn redis(servers: &[(SocketAddr, u32)]) -> Self {
+        Self::start(servers, "  hash_tag: \"{}\"\n  redis: true\n")
+    }
+
+    /// A memcached pool over `servers` (`(address, weight)`), no hash tag.
+    pub fn memcached(servers: &[(SocketAddr, u32)]) -> Self {
+        Self::start(servers, "")
+    }
+
+    fn start(servers: &[(SocketAddr, u32)], extra: &str) -> Self {
+        let bin = require("nutcracker");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let list: String = servers
+            .iter()
+            .map(|(a, w)| format!("    - {a}:{w}\n"))
+            .collect();
+        let conf = dir.path().join("nutcracker.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "pool:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n{extra}  auto_eject_hosts: false\n  servers:\n{list}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-s", &free_port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("nutcracker to listen", Duration::from_secs(10), || {
+            RawConn::try_connect(local(port)).ok().map(|_| ())
+        });
+        Twemproxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        local(self.port)
+    }
+}
+
+impl Drop for Twemproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private memcached on a free port, killed on drop.
+pub struct MemcachedServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl MemcachedServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        MemcachedServer { child, port, dir }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let bin = require("memcached");
+        let (log, out, err) = log_file(dir, "memcached.log");
+        let mut child = Command::new(bin)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-m",
+                "64",
+                "-t",
+                "1",
+            ])
+            .args(["-u", "root"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn memcached");
+        let addr = local(port);
+        wait_for(&format!("memcached on {addr} to answer"), WAIT, || {
+            check_alive(&mut child, "memcached", &log);
+            let mut c = RawConn::try_connect(addr).ok()?;
+            c.send(b"version\r\n");
+            let mut line = Vec::new();
+            std::io::BufRead::read_until(&mut c.reader, b'\n', &mut line).ok()?;
+            line.starts_with(b"VERSION ").then_some(())
+        });
+        child
+    }
+
+    /// Kill the server (it stays down until `restart`).
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+
+    /// Kill the server and start a fresh, empty one on the same port.
+    pub fn restart(&mut self) {
+        stop(&mut self.child);
+        self.child = Self::spawn(self.port, self.dir.path());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        local(self.port)
+    }
+}
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
 
 /// A private redis-server on a free port, killed on drop.
 pub struct RedisServer {
