@@ -1141,8 +1141,41 @@ fn validate_filters(
                 "give the largest payload allowed, in bytes",
             ),
             Filter::Headers(h) => validate_headers(h, serves, &mut bad),
+            Filter::ExtAuthz(a) => validate_ext_authz(a, &mut bad),
             _ => {}
         }
+    }
+}
+
+/// An `ext_authz` filter: an address to connect to, a timeout, a status.
+fn validate_ext_authz(a: &super::filters::ExtAuthz, bad: &mut impl FnMut(&str, String, &str)) {
+    if !crate::filters::ext_authz::valid_address(&a.grpc.address) {
+        bad(
+            "grpc.address",
+            format!("`{}` is not HOST:PORT", a.grpc.address),
+            "give the authorization service's address, e.g. `127.0.0.1:9191` or `authz.local:9191`",
+        );
+    }
+    if a.grpc.timeout.get().is_zero() {
+        bad(
+            "grpc.timeout",
+            "a timeout of 0 fails every check".into(),
+            "leave it out (200ms) or give the longest a check may take, e.g. `250ms`",
+        );
+    }
+    if !(200..=599).contains(&a.status_on_error) {
+        bad(
+            "status_on_error",
+            format!("{} is not an HTTP status", a.status_on_error),
+            "use a status from 200 to 599, e.g. 503 (the default) or 403",
+        );
+    }
+    if a.max_pending == 0 {
+        bad(
+            "max_pending",
+            "a bound of 0 checks sends every request to the failure mode".into(),
+            "leave it out (1024) or give the most checks waiting at once, at least 1",
+        );
     }
 }
 
