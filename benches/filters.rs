@@ -57,12 +57,8 @@ fn bench(c: &mut Criterion) {
     let none = chain("filters: []");
     let five = chain(FIVE);
     let mut g = c.benchmark_group("filter_chain");
-    g.bench_function("empty", |b| {
-        b.iter(|| black_box(verdict(&none)))
-    });
-    g.bench_function("five_filters", |b| {
-        b.iter(|| black_box(verdict(&five)))
-    });
+    g.bench_function("empty", |b| b.iter(|| black_box(verdict(&none))));
+    g.bench_function("five_filters", |b| b.iter(|| black_box(verdict(&five))));
     g.finish();
 }
 

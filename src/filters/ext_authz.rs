@@ -177,7 +177,15 @@ impl ExtAuthz {
         self.duration.record(start.elapsed().as_secs_f64());
         match answer {
             Err(_) => Outcome::TimedOut,
-            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Outcome::TimedOut,
+            // The deadline sent as `grpc-timeout`, passed on either side.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) =>
+            {
+                Outcome::TimedOut
+            }
             Ok(Err(_)) => Outcome::Failed("the service answered the check with an error"),
             Ok(Ok(answer)) => verdict(req, answer.into_inner()),
         }
@@ -213,9 +221,7 @@ impl ExtAuthz {
                 .map(|e| e.source)
                 .or(Some(SocketAddr::new(req.client, 0)))
                 .map(socket),
-            principal: tls
-                .and_then(|t| t.principal.clone())
-                .unwrap_or_default(),
+            principal: tls.and_then(|t| t.principal.clone()).unwrap_or_default(),
             certificate: tls
                 .and_then(|t| t.certificate.as_deref())
                 .filter(|_| self.include_peer_certificate)
@@ -302,10 +308,7 @@ fn http_request(req: &Request<'_>, tls: bool) -> Option<HttpRequest> {
         headers,
         scheme: if tls { "https" } else { "http" }.into(),
         protocol: protocol.into(),
-        size: req
-            .size
-            .and_then(|s| i64::try_from(s).ok())
-            .unwrap_or(-1),
+        size: req.size.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1),
         ..Default::default()
     })
 }
@@ -539,7 +542,11 @@ mod tests {
         let ok = CheckResponse {
             status: Some(Status::default()),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: vec![h("X-Authz", "ok"), h("content-length", "1"), h("x-bad", "a\r\nb")],
+                headers: vec![
+                    h("X-Authz", "ok"),
+                    h("content-length", "1"),
+                    h("x-bad", "a\r\nb"),
+                ],
                 headers_to_remove: vec!["authorization".into()],
                 ..Default::default()
             })),
