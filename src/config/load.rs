@@ -1789,6 +1789,41 @@ route_tables: [{name: t, virtual_hosts: [{name: v, domains: ["*"], routes: [{clu
     }
 
     #[test]
+    fn ext_authz_filters_name_the_field_and_the_fix() {
+        let with = |f: &str| {
+            GOOD.replace(
+                "route_table: main\n",
+                &format!("route_table: main\n    filters: [{{ext_authz: {f}}}]\n"),
+            )
+        };
+        let ok = with("{grpc: {address: \"authz.local:9191\", timeout: 50ms}}");
+        assert!(load_str(&ok, "ok.yaml").is_ok());
+        let cases = [
+            (
+                "{grpc: {address: \"authz.local\"}}",
+                "listeners[edge].filters[0].ext_authz.grpc.address: `authz.local` is not HOST:PORT",
+            ),
+            (
+                "{grpc: {address: \"a:1\", timeout: 0ms}}",
+                "ext_authz.grpc.timeout: a timeout of 0 fails every check",
+            ),
+            (
+                "{grpc: {address: \"a:1\"}, status_on_error: 99}",
+                "ext_authz.status_on_error: 99 is not an HTTP status",
+            ),
+            (
+                "{grpc: {address: \"a:1\"}, max_pending: 0}",
+                "ext_authz.max_pending: a bound of 0 checks",
+            ),
+        ];
+        for (filter, want) in cases {
+            let text = load_str(&with(filter), "bad.yaml").unwrap_err().to_string();
+            assert!(text.starts_with("bad.yaml:"), "{text}");
+            assert!(text.contains(want), "{filter}: want {want:?} in {text}");
+        }
+    }
+
+    #[test]
     fn reports_unknown_cluster_with_line_and_hint() {
         let bad = GOOD.replace("cluster: cache", "cluster: cach");
         let err = load_str(&bad, "bad.yaml").unwrap_err();

@@ -482,6 +482,51 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn checks_over_max_pending_get_the_failure_mode_at_once() {
+        // A service that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let c: cfg::ExtAuthz = serde_saphyr::from_str(&format!(
+            "{{grpc: {{address: '{addr}', timeout: 30s}}, max_pending: 1}}"
+        ))
+        .unwrap();
+        let authz = ExtAuthz::new(&c, "test");
+        let m = Meta(vec![]);
+        let r = req(Protocol::Redis, &m);
+        let mut first = Box::pin(authz.check(&r));
+        // Poll the first check until it waits on the service.
+        assert!(futures_poll(first.as_mut()).await.is_none());
+        assert_eq!(authz.pending.load(Ordering::Relaxed), 1);
+        let Err(second) = authz.check(&r).await else {
+            panic!("a second check over the bound is refused")
+        };
+        assert_eq!(
+            (second.status, &*second.message),
+            (503, "authorization service unavailable")
+        );
+        drop(first);
+        assert_eq!(
+            authz.pending.load(Ordering::Relaxed),
+            0,
+            "the place is given back"
+        );
+    }
+
+    /// Poll `f` once (after letting the runtime run a little).
+    async fn futures_poll<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+        tokio::select! {
+            out = f => Some(out),
+            () = tokio::time::sleep(Duration::from_millis(100)) => None,
+        }
+    }
+
     #[test]
     fn addresses_are_host_and_port() {
         assert!(valid_address("127.0.0.1:9191"));
