@@ -269,7 +269,6 @@ fn context_fields(protocol: Protocol) -> &'static [(&'static str, Field)] {
         Protocol::Mysql => &[
             ("mysql.user", Field::User),
             ("mysql.schema", Field::Database),
-            ("mysql.command", Field::Command),
         ],
         Protocol::Rtsp => &[("rtsp.method", Field::Method), ("rtsp.path", Field::Path)],
         _ => &[],
