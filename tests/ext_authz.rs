@@ -20,6 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::grpc_peer::{GrpcServer, grpc_call};
 use common::*;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatus,
@@ -271,77 +272,6 @@ fn mqtt_sub_one(broker: &Mosquitto, id: &str) -> std::process::Child {
         broker.log().contains(&subscribed).then_some(())
     });
     child
-}
-
-// ---------------------------------------------------------------------------
-// gRPC peer (grpcio; tests/peers/grpc_peer.py)
-
-fn grpc_python() -> std::path::PathBuf {
-    let python = require("python3");
-    let ok = Command::new(&python)
-        .args(["-c", "import grpc"])
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the Python grpcio package is missing: `python3 -m pip install grpcio` (.ci/run does)"
-    );
-    python
-}
-
-fn grpc_script() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/grpc_peer.py")
-}
-
-struct GrpcServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GrpcServer {
-    fn start() -> Self {
-        let port = free_port();
-        let mut child = Command::new(grpc_python())
-            .arg(grpc_script())
-            .args(["server", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn grpc_peer.py server");
-        wait_for("the grpcio server", WAIT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("grpc_peer.py server exited with {status}");
-            }
-            std::net::TcpStream::connect(local(port)).ok()
-        });
-        GrpcServer { child, port }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        local(self.port)
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One grpcio call through `target`: the JSON line grpc_peer.py prints.
-fn grpc_call(target: SocketAddr, method: &str, arg: &str) -> serde_json::Value {
-    let out = run(Command::new(grpc_python()).arg(grpc_script()).args([
-        "call",
-        &target.to_string(),
-        method,
-        arg,
-        "10",
-    ]));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("grpc_peer.py call {method}: {e}: {}", text(&out)))
 }
 
 // ---------------------------------------------------------------------------
