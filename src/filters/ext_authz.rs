@@ -557,6 +557,54 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_identity_and_addresses_go_into_the_peers() {
+        let tls = crate::net::stream::TlsPeer {
+            sni: Some("api.example".into()),
+            principal: Some("client-7".into()),
+            certificate: Some(vec![0x30, 0x03, 0x02, 0x01, 0x07]),
+        };
+        let m = Meta(vec![(Field::Method, "GET"), (Field::Path, "/x")]);
+        let mut r = req(Protocol::Http1, &m);
+        r.endpoints = Some(super::super::chain::Endpoints {
+            source: "10.0.0.7:40001".parse().unwrap(),
+            destination: Some("10.0.0.1:443".parse().unwrap()),
+            tls: Some(&tls),
+        });
+        let c: cfg::ExtAuthz = serde_saphyr::from_str(
+            "{grpc: {address: '127.0.0.1:1'}, include_peer_certificate: true}",
+        )
+        .unwrap();
+        let a = ExtAuthz::new(&c, "test")
+            .check_request(&r)
+            .attributes
+            .unwrap();
+        let source = a.source.unwrap();
+        assert_eq!(source.principal, "client-7");
+        assert_eq!(
+            source.certificate,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(a.tls_session.unwrap().sni, "api.example");
+        let http = a.request.unwrap().http.unwrap();
+        assert_eq!((http.scheme.as_str(), http.path.as_str()), ("https", "/x"));
+        let Some(address::Address::SocketAddress(d)) =
+            a.destination.unwrap().address.unwrap().address
+        else {
+            panic!("a socket address")
+        };
+        assert_eq!(
+            (d.address.as_str(), d.port_specifier),
+            (
+                "10.0.0.1",
+                Some(socket_address::PortSpecifier::PortValue(443))
+            )
+        );
+        // Without include_peer_certificate the certificate stays home.
+        let a = filter().check_request(&r).attributes.unwrap();
+        assert_eq!(a.source.unwrap().certificate, "");
+    }
+
+    #[test]
     fn denials_are_worded_per_protocol() {
         let m = Meta(vec![]);
         let Outcome::Denied(r) = verdict(&req(Protocol::Http1, &m), denied(418, "no tea")) else {
