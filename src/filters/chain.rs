@@ -49,7 +49,19 @@ pub struct Endpoints<'a> {
     /// The address it connected to (a PROXY header's, else the local socket's).
     pub destination: Option<SocketAddr>,
     /// The client's TLS identity, on TLS listeners.
-    pub tls: Option<&'a crate::net::stream::TlsPeer>,
+    pub tls: Option<&'a TlsPeer>,
+}
+
+/// A TLS client as the handshake named it: what an external authorization
+/// check reports as the source's identity.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPeer {
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The client certificate's subject common name.
+    pub principal: Option<String>,
+    /// The client certificate (DER).
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// A request answered by the gateway instead of its upstream.

@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_tls_identity_and_addresses_go_into_the_peers() {
-        let tls = crate::net::stream::TlsPeer {
+        let tls = super::super::chain::TlsPeer {
             sni: Some("api.example".into()),
             principal: Some("client-7".into()),
             certificate: Some(vec![0x30, 0x03, 0x02, 0x01, 0x07]),

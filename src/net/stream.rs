@@ -130,7 +130,7 @@ impl Stream {
     }
 
     /// What the TLS handshake told of the client (`None` over plain TCP).
-    pub fn tls_peer(&self) -> Option<TlsPeer> {
+    pub fn tls_peer(&self) -> Option<crate::filters::chain::TlsPeer> {
         let s = match self {
             Stream::Tls(s) => s,
             Stream::Ws(ws) => return ws.get_ref().tls_peer(),
@@ -138,7 +138,7 @@ impl Stream {
         };
         let (_, session) = s.get_ref();
         let cert = session.peer_certificates().and_then(|c| c.first());
-        Some(TlsPeer {
+        Some(crate::filters::chain::TlsPeer {
             sni: session.server_name().map(str::to_owned),
             principal: cert.and_then(|c| super::tls::subject_common_name(c.as_ref())),
             certificate: cert.map(|c| c.as_ref().to_vec()),
@@ -166,18 +166,6 @@ impl From<crate::upstream::UpstreamStream> for Stream {
             crate::upstream::UpstreamStream::Tls(s) => Self::TlsClient(s),
         }
     }
-}
-
-/// A TLS client as the handshake named it: what an external authorization
-/// check reports as the source's identity.
-#[derive(Debug, Clone, Default)]
-pub struct TlsPeer {
-    /// The server name the client asked for (SNI).
-    pub sni: Option<String>,
-    /// The client certificate's subject common name.
-    pub principal: Option<String>,
-    /// The client certificate (DER).
-    pub certificate: Option<Vec<u8>>,
 }
 
 impl ReadHalf {

@@ -47,7 +47,7 @@ pub struct Conn {
     /// The downstream socket's local address.
     pub local: Option<std::net::SocketAddr>,
     /// The client's TLS identity (TLS listeners).
-    pub tls: Option<Arc<crate::net::stream::TlsPeer>>,
+    pub tls: Option<Arc<crate::filters::chain::TlsPeer>>,
     /// The gateway's overload state: past its request threshold, every new
     /// request is answered "busy".
     pub overload: Arc<Overload>,
