@@ -42,4 +42,11 @@ impl Field {
 pub trait Metadata {
     /// The value of `field`, if this request has one.
     fn get(&self, field: &Field) -> Option<&[u8]>;
+
+    /// Call `f` with every header (name, value) in order, for requests with
+    /// headers (an external authorization check sends them all); the
+    /// default has none.
+    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        let _ = f;
+    }
 }

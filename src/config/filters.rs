@@ -11,6 +11,7 @@
 //!   - payload_limit: {max_bytes: 1048576}
 //!   - mirror: {cluster: shadow, percent: 10}
 //!   - headers: {request: {set: {x-env: prod}}, response: {remove: [server]}}
+//!   - ext_authz: {grpc: {address: "127.0.0.1:9191", timeout: 200ms}}
 //! ```
 
 use std::net::IpAddr;
@@ -41,6 +42,9 @@ pub enum Filter {
     /// Set, add and remove request and response headers (HTTP/1, HTTP/2 and
     /// gRPC metadata, Dubbo attachments, Bolt header maps, RTSP).
     Headers(Headers),
+    /// Ask an authorization service (Envoy's `envoy.service.auth.v3`
+    /// `Authorization/Check` over gRPC) before the request goes upstream.
+    ExtAuthz(ExtAuthz),
 }
 
 impl Filter {
@@ -54,6 +58,7 @@ impl Filter {
             Filter::PayloadLimit(_) => "payload_limit",
             Filter::Mirror(_) => "mirror",
             Filter::Headers(_) => "headers",
+            Filter::ExtAuthz(_) => "ext_authz",
         }
     }
 }
@@ -466,6 +471,61 @@ impl HeaderEdits {
             && !self.forwarded_for
             && !self.request_id
     }
+}
+
+/// `ext_authz`: every request is checked by an authorization service
+/// before it goes upstream (docs/ext_authz.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthz {
+    /// The service, spoken to with Envoy's gRPC `Authorization/Check`.
+    pub grpc: ExtAuthzGrpc,
+    /// On an error or timeout of the check (or more than `max_pending`
+    /// checks waiting): `true` lets the request through, `false` (the
+    /// default) refuses it with `status_on_error`.
+    #[serde(default)]
+    pub failure_mode_allow: bool,
+    /// The refusal when the check fails and `failure_mode_allow` is false,
+    /// as an HTTP status (default 503: gRPC UNAVAILABLE, MQTT server busy
+    /// or quota exceeded, Redis `-ERR`, Dubbo/Bolt busy).
+    #[serde(default = "default_status_on_error")]
+    pub status_on_error: u16,
+    /// Send the client's TLS certificate (PEM) in `source.certificate`
+    /// (its subject common name always goes in `source.principal`).
+    #[serde(default)]
+    pub include_peer_certificate: bool,
+    /// Most checks waiting for their answer at once; one more gets the
+    /// failure mode at once.
+    #[serde(default = "default_ext_authz_max_pending")]
+    pub max_pending: usize,
+    /// Added to every check's `context_extensions` (e.g. the listener's
+    /// or route's name, for the policy to tell them apart).
+    #[serde(default)]
+    pub context_extensions: std::collections::BTreeMap<String, String>,
+}
+
+/// `ext_authz.grpc`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzGrpc {
+    /// `HOST:PORT` of the authorization service (plaintext HTTP/2; one
+    /// shared, multiplexed connection per filter).
+    pub address: String,
+    /// Longest a check may take; past it the failure mode decides.
+    #[serde(default = "default_ext_authz_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_status_on_error() -> u16 {
+    503
+}
+
+fn default_ext_authz_max_pending() -> usize {
+    1024
+}
+
+fn default_ext_authz_timeout() -> Duration {
+    Duration::from_millis(200)
 }
 
 /// Fields a `headers` filter may not touch: hop-by-hop fields, the

@@ -1163,8 +1163,41 @@ fn validate_filters(
                 "give the largest payload allowed, in bytes",
             ),
             Filter::Headers(h) => validate_headers(h, serves, &mut bad),
+            Filter::ExtAuthz(a) => validate_ext_authz(a, &mut bad),
             _ => {}
         }
+    }
+}
+
+/// An `ext_authz` filter: an address to connect to, a timeout, a status.
+fn validate_ext_authz(a: &super::filters::ExtAuthz, bad: &mut impl FnMut(&str, String, &str)) {
+    if !crate::filters::ext_authz::valid_address(&a.grpc.address) {
+        bad(
+            "grpc.address",
+            format!("`{}` is not HOST:PORT", a.grpc.address),
+            "give the authorization service's address, e.g. `127.0.0.1:9191` or `authz.local:9191`",
+        );
+    }
+    if a.grpc.timeout.get().is_zero() {
+        bad(
+            "grpc.timeout",
+            "a timeout of 0 fails every check".into(),
+            "leave it out (200ms) or give the longest a check may take, e.g. `250ms`",
+        );
+    }
+    if !(200..=599).contains(&a.status_on_error) {
+        bad(
+            "status_on_error",
+            format!("{} is not an HTTP status", a.status_on_error),
+            "use a status from 200 to 599, e.g. 503 (the default) or 403",
+        );
+    }
+    if a.max_pending == 0 {
+        bad(
+            "max_pending",
+            "a bound of 0 checks sends every request to the failure mode".into(),
+            "leave it out (1024) or give the most checks waiting at once, at least 1",
+        );
     }
 }
 
@@ -1774,6 +1807,41 @@ route_tables: [{name: t, virtual_hosts: [{name: v, domains: ["*"], routes: [{clu
         assert_eq!(load_str(&off, "o.yaml").unwrap().admin.addr(), None);
         let lo = format!("admin:\n  address: 127.0.0.1:9999\n{GOOD}");
         assert!(load_str(&lo, "l.yaml").is_ok());
+    }
+
+    #[test]
+    fn ext_authz_filters_name_the_field_and_the_fix() {
+        let with = |f: &str| {
+            GOOD.replace(
+                "route_table: main\n",
+                &format!("route_table: main\n    filters: [{{ext_authz: {f}}}]\n"),
+            )
+        };
+        let ok = with("{grpc: {address: \"authz.local:9191\", timeout: 50ms}}");
+        assert!(load_str(&ok, "ok.yaml").is_ok());
+        let cases = [
+            (
+                "{grpc: {address: \"authz.local\"}}",
+                "listeners[edge].filters[0].ext_authz.grpc.address: `authz.local` is not HOST:PORT",
+            ),
+            (
+                "{grpc: {address: \"a:1\", timeout: 0ms}}",
+                "ext_authz.grpc.timeout: a timeout of 0 fails every check",
+            ),
+            (
+                "{grpc: {address: \"a:1\"}, status_on_error: 99}",
+                "ext_authz.status_on_error: 99 is not an HTTP status",
+            ),
+            (
+                "{grpc: {address: \"a:1\"}, max_pending: 0}",
+                "ext_authz.max_pending: a bound of 0 checks",
+            ),
+        ];
+        for (filter, want) in cases {
+            let text = load_str(&with(filter), "bad.yaml").unwrap_err().to_string();
+            assert!(text.starts_with("bad.yaml:"), "{text}");
+            assert!(text.contains(want), "{filter}: want {want:?} in {text}");
+        }
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //!
 //! A `headers` filter refuses nothing: it hands the permit its edits,
 //! which each driver applies as it writes the request and the response.
+//! An `ext_authz` filter's check is awaited where the chain reaches it
+//! ([`admit`]); the filters after it run once it allowed the request.
 //!
 //! Filters are immutable config plus atomics (a keyed rate limit adds a
 //! sharded table); a chain without filters costs one branch per request.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use metrics::Counter;
 use switchyard_codecs::{Field, Metadata, Protocol};
 
+use super::ext_authz::ExtAuthz;
 use super::headers::HeaderRules;
 use super::rate::{KeyedBuckets, SharedBucket};
 use crate::config::filters::{self as cfg, Cidr, RateKey, RateOverLimit, RateUnit};
@@ -34,6 +37,31 @@ pub struct Request<'a> {
     pub client: IpAddr,
     /// The body or payload size the request declares, when it has one.
     pub size: Option<u64>,
+    /// The connection's addresses and TLS identity (for `ext_authz`).
+    pub endpoints: Option<Endpoints<'a>>,
+}
+
+/// Where a request came from and went to.
+#[derive(Clone, Copy)]
+pub struct Endpoints<'a> {
+    /// The client's address and port.
+    pub source: SocketAddr,
+    /// The address it connected to (a PROXY header's, else the local socket's).
+    pub destination: Option<SocketAddr>,
+    /// The client's TLS identity, on TLS listeners.
+    pub tls: Option<&'a TlsPeer>,
+}
+
+/// A TLS client as the handshake named it: what an external authorization
+/// check reports as the source's identity.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPeer {
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The client certificate's subject common name.
+    pub principal: Option<String>,
+    /// The client certificate (DER).
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// A request answered by the gateway instead of its upstream.
@@ -325,6 +353,8 @@ enum Kind {
         percent: f64,
     },
     Headers(Arc<HeaderRules>),
+    /// Awaited by [`admit`], not checked in [`Kind::check`].
+    ExtAuthz(Arc<ExtAuthz>),
 }
 
 /// A filter's `match:`, compiled.
@@ -395,7 +425,7 @@ impl FilterChain {
                     )
                 };
                 Filter {
-                    kind: Kind::new(f),
+                    kind: Kind::new(f, scope),
                     pass: counter("pass"),
                     refused: counter("refuse"),
                     delayed: counter("delay"),
@@ -409,9 +439,21 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
-    /// Run `req` through the filters in order, adding to `delay` and `permit`.
-    fn run(&self, req: &Request, delay: &mut Duration, permit: &mut Permit) -> Result<(), Refusal> {
-        for f in &self.filters {
+    /// Run `req` through the filters in order from the `from`th, adding to
+    /// `delay` and `permit`: `Ok(None)` when all passed, `Ok(Some(i))` at
+    /// filter `i`, an external check to await ([`FilterChain::ask`]) before
+    /// going on from `i + 1`.
+    fn run(
+        &self,
+        req: &Request,
+        from: usize,
+        delay: &mut Duration,
+        permit: &mut Permit,
+    ) -> Result<Option<usize>, Refusal> {
+        for (i, f) in self.filters.iter().enumerate().skip(from) {
+            if matches!(f.kind, Kind::ExtAuthz(_)) {
+                return Ok(Some(i));
+            }
             match f.kind.check(req, permit) {
                 Step::Pass => f.pass.increment(1),
                 Step::Delay(d) => {
@@ -424,36 +466,53 @@ impl FilterChain {
                 }
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Await filter `i`'s external check of `req`.
+    async fn ask(&self, i: usize, req: &Request<'_>, permit: &mut Permit) -> Result<(), Refusal> {
+        let Some(f) = self.filters.get(i) else {
+            return Ok(());
+        };
+        let Kind::ExtAuthz(authz) = &f.kind else {
+            return Ok(());
+        };
+        match authz.check(req).await {
+            Ok(edits) => {
+                f.pass.increment(1);
+                permit.headers.extend(edits);
+                Ok(())
+            }
+            Err(r) => {
+                f.refused.increment(1);
+                Err(r)
+            }
+        }
     }
 }
 
 /// Run `req` through `chains` in order (the listener's, then the route's):
 /// `Ok` with the permit to hold while it is in flight (after any delay the
-/// filters asked for), or the refusal to answer it with.
+/// filters asked for), or the refusal to answer it with. Every driver
+/// awaits this one future: an `ext_authz` check and a delay wait here,
+/// per request on multiplexed connections, in order on ordered ones.
 pub async fn admit(
     chains: [Option<&FilterChain>; 2],
     req: &Request<'_>,
 ) -> Result<Permit, Refusal> {
-    let (permit, delay) = check(chains, req)?;
+    let mut permit = Permit::default();
+    let mut delay = Duration::ZERO;
+    for chain in chains.into_iter().flatten() {
+        let mut from = 0;
+        while let Some(i) = chain.run(req, from, &mut delay, &mut permit)? {
+            chain.ask(i, req, &mut permit).await?;
+            from = i + 1;
+        }
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     Ok(permit)
-}
-
-/// The verdict of `chains` on `req` without waiting: the permit and how
-/// long to hold the request first, or the refusal.
-pub fn check(
-    chains: [Option<&FilterChain>; 2],
-    req: &Request<'_>,
-) -> Result<(Permit, Duration), Refusal> {
-    let mut permit = Permit::default();
-    let mut delay = Duration::ZERO;
-    for chain in chains.into_iter().flatten() {
-        chain.run(req, &mut delay, &mut permit)?;
-    }
-    Ok((permit, delay))
 }
 
 fn chance(percent: f64) -> bool {
@@ -461,7 +520,7 @@ fn chance(percent: f64) -> bool {
 }
 
 impl Kind {
-    fn new(f: &cfg::Filter) -> Self {
+    fn new(f: &cfg::Filter, scope: &str) -> Self {
         match f {
             cfg::Filter::IpAccess(a) => Kind::IpAccess {
                 allow: a.allow.clone(),
@@ -503,6 +562,7 @@ impl Kind {
                 percent: m.percent,
             },
             cfg::Filter::Headers(h) => Kind::Headers(HeaderRules::new(h)),
+            cfg::Filter::ExtAuthz(a) => Kind::ExtAuthz(ExtAuthz::new(a, scope)),
         }
     }
 
@@ -593,6 +653,7 @@ impl Kind {
                 permit.headers.push(rules.clone());
                 Step::Pass
             }
+            Kind::ExtAuthz(_) => Step::Pass,
         }
     }
 }
@@ -624,6 +685,7 @@ mod tests {
             meta,
             client: client.parse().unwrap(),
             size,
+            endpoints: None,
         }
     }
 
@@ -690,7 +752,7 @@ mod tests {
         let mut permit = Permit::default();
         let mut outcomes = Vec::new();
         for _ in 0..5 {
-            outcomes.push(c.run(&r, &mut delay, &mut permit).is_ok());
+            outcomes.push(c.run(&r, 0, &mut delay, &mut permit).is_ok());
         }
         assert_eq!(outcomes, [true, true, true, false, false]);
     }

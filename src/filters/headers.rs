@@ -91,6 +91,29 @@ impl HeaderRules {
             response: Edits::new(&c.response),
         })
     }
+
+    /// Request edits decided per request (an `ext_authz` service's answer):
+    /// names lowercased and checked by the caller.
+    pub fn request_edits(
+        remove: Vec<String>,
+        set: Vec<(String, Bytes)>,
+        add: Vec<(String, Bytes)>,
+    ) -> Arc<Self> {
+        let boxed = |v: Vec<(String, Bytes)>| {
+            v.into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v))
+                .collect()
+        };
+        Arc::new(Self {
+            request: Edits {
+                remove: remove.into_iter().map(String::into_boxed_str).collect(),
+                set: boxed(set),
+                add: boxed(add),
+                ..Edits::default()
+            },
+            response: Edits::default(),
+        })
+    }
 }
 
 /// Apply the request edits of `rules` (in the order the filters ran) for a

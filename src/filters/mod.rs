@@ -4,6 +4,8 @@
 //!
 //! * [`chain`]: the request view every driver hands to the filters, the
 //!   ordered chains of a listener and a route, and their verdicts.
+//! * [`ext_authz`]: the `ext_authz` filter, a check with an external
+//!   authorization service (Envoy's gRPC API).
 //! * [`users`]: a user database (mosquitto password-file formats) for edge auth.
 //! * [`acl`]: topic access rules for publish and subscribe, with `%u`/`%c`.
 //! * [`rate`]: token buckets for per-client and per-listener limits.
@@ -11,6 +13,7 @@
 
 pub mod acl;
 pub mod chain;
+pub mod ext_authz;
 pub mod headers;
 pub mod mqtt;
 pub mod rate;

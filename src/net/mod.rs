@@ -181,6 +181,8 @@ async fn handle(
         client: client.ip(),
         source: client,
         destination,
+        local: stream.local_addr(),
+        tls: stream.tls_peer().map(Arc::new),
         overload: admission.overload().clone(),
         sni: stream.server_name().map(Arc::from),
     };

@@ -129,6 +129,22 @@ impl Stream {
         }
     }
 
+    /// What the TLS handshake told of the client (`None` over plain TCP).
+    pub fn tls_peer(&self) -> Option<crate::filters::chain::TlsPeer> {
+        let s = match self {
+            Stream::Tls(s) => s,
+            Stream::Ws(ws) => return ws.get_ref().tls_peer(),
+            Stream::Tcp(_) | Stream::TlsClient(_) => return None,
+        };
+        let (_, session) = s.get_ref();
+        let cert = session.peer_certificates().and_then(|c| c.first());
+        Some(crate::filters::chain::TlsPeer {
+            sni: session.server_name().map(str::to_owned),
+            principal: cert.and_then(|c| super::tls::subject_common_name(c.as_ref())),
+            certificate: cert.map(|c| c.as_ref().to_vec()),
+        })
+    }
+
     /// The ALPN protocol the TLS handshake agreed on.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         let s = match self {

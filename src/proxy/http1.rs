@@ -212,6 +212,10 @@ impl Metadata for Normalized<'_> {
             other => self.head.get(other),
         }
     }
+
+    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        self.head.for_each_header(f);
+    }
 }
 
 /// Wait for the next request head, within the idle timeout, and once its

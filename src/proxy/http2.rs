@@ -230,6 +230,12 @@ impl Metadata for Head<'_> {
             _ => None,
         }
     }
+
+    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (name, value) in &self.parts.headers {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
 }
 
 /// Whether a request is a gRPC call.

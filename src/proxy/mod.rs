@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use switchyard_codecs::{Metadata, Protocol};
 
-use crate::filters::chain::{Permit, Refusal, Request, admit};
+use crate::filters::chain::{Endpoints, Permit, Refusal, Request, admit};
 use crate::gateway::ListenerRuntime;
 use crate::net::overload::Overload;
 use crate::observe::ConnMetrics;
@@ -46,6 +46,10 @@ pub struct Conn {
     /// The address the client connected to, when a PROXY header named it
     /// (`None`: the downstream socket's local address).
     pub destination: Option<std::net::SocketAddr>,
+    /// The downstream socket's local address.
+    pub local: Option<std::net::SocketAddr>,
+    /// The client's TLS identity (TLS listeners).
+    pub tls: Option<Arc<crate::filters::chain::TlsPeer>>,
     /// The gateway's overload state: past its request threshold, every new
     /// request is answered "busy".
     pub overload: Arc<Overload>,
@@ -68,6 +72,8 @@ impl Conn {
             client: self.client,
             source: self.source,
             destination: self.destination,
+            local: self.local,
+            tls: self.tls.clone(),
             overload: self.overload.clone(),
             sni: self.sni.clone(),
         }
@@ -164,6 +170,11 @@ impl Conn {
             meta,
             client: self.client,
             size,
+            endpoints: Some(Endpoints {
+                source: self.source,
+                destination: self.destination.or(self.local),
+                tls: self.tls.as_deref(),
+            }),
         };
         admit([Some(&self.listener.filters), route_filters], &req).await
     }

@@ -7,6 +7,7 @@
 //! install; nothing is ever skipped.
 #![allow(dead_code)]
 
+pub mod grpc_peer;
 pub mod mariadb;
 pub mod pki;
 pub mod rtsp_server;

@@ -236,6 +236,12 @@ impl Metadata for RequestHead {
             _ => None,
         }
     }
+
+    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (name, value) in self.headers() {
+            f(name, value);
+        }
+    }
 }
 
 /// A decoded response head.

@@ -111,6 +111,8 @@ impl Harness {
                 client: std::net::Ipv4Addr::LOCALHOST.into(),
                 source: (std::net::Ipv4Addr::LOCALHOST, 40000).into(),
                 destination: None,
+                local: None,
+                tls: None,
                 overload: switchyard::net::overload::Overload::new(&Default::default()),
                 sni: None,
             };
