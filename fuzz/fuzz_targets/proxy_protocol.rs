@@ -56,9 +56,15 @@ fuzz_target!(|input: &[u8]| {
                 let mut out = BytesMut::new();
                 pp::write_v2(&mut out, h.command, h.transport, &h.addresses, &h.tlvs)
                     .expect("a decoded header fits");
-                let again = pp::decode(&mut out, &Limits { max_v2: 70_000, ..Limits::default() })
-                    .expect("re-encoded v2 decodes")
-                    .expect("whole");
+                let again = pp::decode(
+                    &mut out,
+                    &Limits {
+                        max_v2: 70_000,
+                        ..Limits::default()
+                    },
+                )
+                .expect("re-encoded v2 decodes")
+                .expect("whole");
                 let want = match h.command {
                     Command::Local => Addresses::Unspec,
                     Command::Proxy => h.addresses.clone(),
@@ -75,7 +81,10 @@ fuzz_target!(|input: &[u8]| {
                 let v1 = pp::decode(&mut out, &Limits::default())
                     .expect("re-encoded v1 decodes")
                     .expect("whole");
-                if let Addresses::Inet { source, destination } = &h.addresses
+                if let Addresses::Inet {
+                    source,
+                    destination,
+                } = &h.addresses
                     && source.is_ipv4() == destination.is_ipv4()
                 {
                     assert_eq!(&v1.addresses, &h.addresses);
