@@ -34,6 +34,14 @@ pub enum CodecError {
         protocol: &'static str,
         reason: &'static str,
     },
+    /// A parser stopped at `offset` (from the start of the frame or head it
+    /// was parsing) where it expected something else.
+    #[error("malformed {protocol} at byte {offset}: expected {expected}")]
+    Expected {
+        protocol: &'static str,
+        offset: usize,
+        expected: &'static str,
+    },
     /// Valid protocol, but a feature this codec refuses (for example RTSP/2.0).
     #[error("unsupported {protocol}: {reason}")]
     Unsupported {

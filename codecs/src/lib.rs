@@ -32,6 +32,7 @@ pub mod http2;
 pub mod meta;
 pub mod mqtt;
 pub mod mysql;
+pub(crate) mod parse;
 pub mod proxy_protocol;
 pub mod redis;
 pub mod rtsp;
