@@ -106,6 +106,15 @@ pub(crate) fn finish<'a, O>(
     }
 }
 
+/// How many more bytes a streaming parser said it needs (0 if it did not
+/// say, or did not ask): what to reserve before reading again.
+pub(crate) fn needed<O>(result: &PResult<'_, O>) -> usize {
+    match result {
+        Err(nom::Err::Incomplete(Needed::Size(n))) => n.get(),
+        _ => 0,
+    }
+}
+
 /// A complete-mode parse of `input` (a body of known length): incomplete
 /// input is malformed. Returns the value and the unparsed rest.
 pub(crate) fn complete<'a, O>(
