@@ -181,7 +181,7 @@ pub(crate) enum LineFault {
 ///
 /// Incomplete while neither an LF nor `max_content + 2` bytes are there;
 /// `on_fault` names the codec's error for a bare LF or an over-long line.
-#[inline]
+#[inline(always)]
 pub(crate) fn crlf_line(
     input: &[u8],
     max_content: usize,
