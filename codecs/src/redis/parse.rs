@@ -83,10 +83,9 @@ const TOO_LONG: &str = "line too long";
 
 /// Strict RESP integer: `-?[0-9]+`, no overflow.
 ///
-/// The digit loop is hand-written, not nom's `opt(tag("-"))` + `digit1` +
-/// a fold: it runs for every length line, and the combinators cost 10 to 15 %
-/// more instructions per command (measured, see docs/benchmarks.md).
-/// [`resp_int`] is the nom parser over it.
+/// The digit loop is the old hand-written one, called from the nom parser
+/// [`resp_int`]: it runs for every length line, and what decides the cost
+/// there is that the whole line parse inlines (docs/benchmarks.md).
 #[inline]
 pub(super) fn parse_int(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits.split_first() {
