@@ -485,9 +485,12 @@ fn parse_start_line(line: &[u8], base: &[u8]) -> Result<StartLine, CodecError> {
     parse::complete(PROTOCOL, line, start_line(line, base)).map(|(start, _)| start)
 }
 
+/// The first, second and (if any) third word of a start line.
+type Words<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
 /// `first SP second [SP third]`: the words of a start line; the third runs
 /// to the end of the line (a reason phrase has spaces).
-fn words(line: &[u8]) -> PResult<'_, (&[u8], &[u8], Option<&[u8]>)> {
+fn words(line: &[u8]) -> PResult<'_, Words<'_>> {
     let word = || complete::take_till(|b| b == b' ');
     let space = || complete::tag(&b" "[..]);
     let (rest, first) = word().parse(line)?;
