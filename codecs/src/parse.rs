@@ -226,6 +226,109 @@ pub fn nul_terminated(input: &[u8]) -> Parsed<'_, &[u8]> {
     }
 }
 
+/// A hard failure carrying `error`, as a `nom::Err` (for `map_err` and `?`).
+pub fn failure(error: CodecError) -> nom::Err<Fail<'static>> {
+    nom::Err::Failure(Fail::Codec(error))
+}
+
+/// "Need `needed` more bytes" from a streaming parser.
+pub fn incomplete<T>(needed: usize) -> Result<T, nom::Err<Fail<'static>>> {
+    Err(nom::Err::Incomplete(
+        std::num::NonZeroUsize::new(needed).map_or(Needed::Unknown, Needed::Size),
+    ))
+}
+
+/// The [`crate::Decoder`] contract from a parser's outcome over `input`, in
+/// the shape a decoder returns: `Ok(Some((value, consumed)))`, `Ok(None)`
+/// when the parser needs more bytes, or the [`CodecError`] it failed with
+/// (like [`nom_to_codec`], which returns the rest instead of the count).
+pub fn finish<'a, T>(
+    protocol: &'static str,
+    input: &'a [u8],
+    result: Parsed<'a, T>,
+) -> Result<Option<(T, usize)>, CodecError> {
+    match result {
+        Ok((rest, value)) => Ok(Some((value, input.len() - rest.len()))),
+        Err(nom::Err::Incomplete(_)) => Ok(None),
+        Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(to_codec(protocol, input, e)),
+    }
+}
+
+/// A complete-mode parse of `input` (a body of known length) as value and
+/// unparsed rest: [`complete_to_codec`] with the pair in decoder order.
+pub fn complete<'a, T>(
+    protocol: &'static str,
+    input: &'a [u8],
+    result: Parsed<'a, T>,
+) -> Result<(T, &'a [u8]), CodecError> {
+    complete_to_codec(protocol, input, result).map(|(rest, value)| (value, rest))
+}
+
+// ---- Line and varint combinators of the text and MQTT codecs (Redis, MQTT) ----
+
+/// What [`crlf_line`] found instead of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFault {
+    /// An LF without a CR before it.
+    BareLf,
+    /// More than the allowed content bytes without an LF.
+    TooLong,
+}
+
+/// A streaming CRLF-terminated line of at most `max_content` bytes before
+/// the CRLF: the content, and the rest after the LF. The LF is found with
+/// `memchr` (the hot loop of every line protocol); `scanned` bytes at the
+/// start are known to hold no LF (a resume point from an earlier
+/// incomplete search, 0 if none).
+///
+/// Incomplete while neither an LF nor `max_content + 2` bytes are there;
+/// `on_fault` names the codec's error for a bare LF or an over-long line.
+#[inline(always)]
+pub fn crlf_line(
+    input: &[u8],
+    max_content: usize,
+    scanned: usize,
+    on_fault: impl FnOnce(LineFault) -> CodecError,
+) -> Parsed<'_, &[u8]> {
+    let window_end = max_content.saturating_add(2).min(input.len());
+    let from = scanned.min(window_end);
+    let found = input
+        .get(from..window_end)
+        .and_then(|w| memchr::memchr(b'\n', w))
+        .map(|i| from + i);
+    match found {
+        Some(lf) => match lf.checked_sub(1).map(|cr| (cr, input.get(cr))) {
+            Some((cr, Some(b'\r'))) => {
+                let (content, _) = input.split_at(cr);
+                let rest = input.get(lf + 1..).unwrap_or_default();
+                Ok((rest, content))
+            }
+            _ => fail(on_fault(LineFault::BareLf)),
+        },
+        None if input.len() >= max_content.saturating_add(2) => fail(on_fault(LineFault::TooLong)),
+        None => incomplete(1),
+    }
+}
+
+/// A streaming MQTT variable byte integer (1 to 4 bytes, 7 bits each, least
+/// significant first): the value and the rest. A fifth continuation byte is
+/// malformed.
+#[inline]
+pub fn mqtt_varint(input: &[u8]) -> Parsed<'_, u32> {
+    let mut value: u32 = 0;
+    for (i, &b) in input.iter().take(4).enumerate() {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((input.get(i + 1..).unwrap_or_default(), value));
+        }
+    }
+    if input.len() >= 4 {
+        expected(input, "variable byte integer of at most 4 bytes")
+    } else {
+        incomplete(1)
+    }
+}
+
 use nom::Parser as _;
 
 #[cfg(test)]
@@ -265,6 +368,93 @@ mod tests {
                 expected: "more bytes"
             }
         );
+    }
+
+    fn line_fault(f: LineFault) -> CodecError {
+        CodecError::malformed(
+            "test",
+            match f {
+                LineFault::BareLf => "bare LF",
+                LineFault::TooLong => "too long",
+            },
+        )
+    }
+
+    fn line(input: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, CodecError> {
+        finish("test", input, crlf_line(input, max, 0, line_fault))
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(line(b"OK\r\nrest", 10), Ok(Some((&b"OK"[..], 4))));
+        assert_eq!(line(b"OK\r", 10), Ok(None));
+        assert_eq!(line(b"OK", 2), Ok(None));
+        assert_eq!(line(b"abcd\r\n", 4), Ok(Some((&b"abcd"[..], 6))));
+        assert_eq!(
+            line(b"abcde\r\n", 4),
+            Err(CodecError::malformed("test", "too long"))
+        );
+        assert_eq!(
+            line(b"OK\n", 10),
+            Err(CodecError::malformed("test", "bare LF"))
+        );
+        assert_eq!(
+            line(b"\n", 10),
+            Err(CodecError::malformed("test", "bare LF"))
+        );
+        // A resume point past the start still finds the same line.
+        let input = b"0123456789\r\n";
+        assert_eq!(
+            finish("test", input, crlf_line(input, 20, 8, line_fault)),
+            Ok(Some((&b"0123456789"[..], 12)))
+        );
+    }
+
+    #[test]
+    fn varints() {
+        let v = |b: &[u8]| finish("test", b, mqtt_varint(b));
+        assert_eq!(v(&[0x00]), Ok(Some((0, 1))));
+        assert_eq!(v(&[0x7f, 0xff]), Ok(Some((127, 1))));
+        assert_eq!(v(&[0x80, 0x01]), Ok(Some((128, 2))));
+        assert_eq!(v(&[0xff, 0xff, 0xff, 0x7f]), Ok(Some((268_435_455, 4))));
+        assert_eq!(v(&[0x80, 0x80]), Ok(None));
+        assert_eq!(v(&[]), Ok(None));
+        assert_eq!(
+            v(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(CodecError::Syntax {
+                protocol: "test",
+                offset: 0,
+                expected: "variable byte integer of at most 4 bytes"
+            })
+        );
+    }
+
+    #[test]
+    fn finish_and_complete_name_the_offset_and_what_was_expected() {
+        use nom::Parser;
+        use nom::bytes::streaming::tag;
+        use nom::error::context;
+        let input = b"AB-CD";
+        let mut p = (tag(&b"AB"[..]), context("a space", tag(&b" "[..])));
+        assert_eq!(
+            finish("test", input, p.parse(input)),
+            Err(CodecError::Syntax {
+                protocol: "test",
+                offset: 2,
+                expected: "a space"
+            })
+        );
+        // Streaming: a prefix of what is wanted is "need more".
+        assert_eq!(finish("test", b"A", p.parse(b"A")), Ok(None));
+        // Complete mode: it is malformed.
+        assert!(matches!(
+            complete("test", b"A", p.parse(b"A")),
+            Err(CodecError::Syntax { .. })
+        ));
+        // The codec's own error passes through unchanged.
+        let own = CodecError::HeadTooLarge { limit: 3 };
+        let own_fail: Parsed<'_, ()> = fail(own.clone());
+        assert_eq!(finish("test", input, own_fail), Err(own));
     }
 
     #[test]

@@ -17,9 +17,16 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::Parser;
+use nom::branch::alt;
+use nom::bytes::{complete, streaming};
+use nom::combinator::{eof, value};
+use nom::number::{complete as number_complete, streaming as number};
+use nom::sequence::{preceded, terminated};
 
 use crate::CodecError;
+use crate::parse::{self, Fail, Parsed};
 
 const P: &str = "PROXY protocol";
 
@@ -226,31 +233,10 @@ impl crate::Decoder for HeaderDecoder {
 }
 
 fn decode_v1(src: &mut BytesMut) -> Result<Option<Header>, CodecError> {
-    let window = src.get(..src.len().min(V1_MAX)).unwrap_or_default();
-    // The first CR or LF ends the line: a bare LF is an error at once, so
-    // the verdict is the same however the bytes arrive.
-    let Some(cr) = memchr::memchr2(b'\r', b'\n', window) else {
-        if src.len() >= V1_MAX {
-            return Err(CodecError::HeadTooLarge { limit: V1_MAX });
-        }
+    let Some((addresses, used)) = parse::finish(P, src, v1_header(src))? else {
         return Ok(None);
     };
-    if window.get(cr) == Some(&b'\n') {
-        return Err(CodecError::malformed(P, "v1 line ends without CR"));
-    }
-    let Some(&lf) = window.get(cr + 1) else {
-        return if src.len() >= V1_MAX {
-            Err(CodecError::HeadTooLarge { limit: V1_MAX })
-        } else {
-            Ok(None)
-        };
-    };
-    if lf != b'\n' {
-        return Err(CodecError::malformed(P, "v1 line: CR not followed by LF"));
-    }
-    let line = window.get(V1_PREFIX.len()..cr).unwrap_or_default();
-    let addresses = parse_v1(line)?;
-    let wire = src.split_to(cr + 2).freeze();
+    let wire = src.split_to(used).freeze();
     Ok(Some(Header {
         version: Version::V1,
         command: Command::Proxy,
@@ -261,34 +247,64 @@ fn decode_v1(src: &mut BytesMut) -> Result<Option<Header>, CodecError> {
     }))
 }
 
-/// `TCP4 src dst sport dport`, `TCP6 ...` or `UNKNOWN[ anything]`.
-fn parse_v1(line: &[u8]) -> Result<Addresses, CodecError> {
-    if let Some(rest) = line.strip_prefix(b"UNKNOWN") {
-        return if rest.is_empty() || rest.first() == Some(&b' ') {
-            Ok(Addresses::Unspec)
+/// `PROXY <addresses>\r\n`, at most [`V1_MAX`] bytes.
+fn v1_header(input: &[u8]) -> Parsed<'_, Addresses> {
+    let (rest, _) = streaming::tag(&V1_PREFIX[..]).parse(input)?;
+    let (after, line) = v1_line(input.len(), rest)?;
+    let (_, addresses) = v1_addresses(line)?;
+    Ok((after, addresses))
+}
+
+/// The rest of the v1 line up to its CRLF; `whole` is the length of the
+/// input the header started in. The first CR or LF ends the line: a bare
+/// LF is an error at once, so the verdict is the same however the bytes
+/// arrive. The scan is `memchr2`, bounded by [`V1_MAX`].
+fn v1_line(whole: usize, input: &[u8]) -> Parsed<'_, &[u8]> {
+    let too_large = || CodecError::HeadTooLarge { limit: V1_MAX };
+    let window = input
+        .get(..input.len().min(V1_MAX - V1_PREFIX.len()))
+        .unwrap_or_default();
+    let Some(cr) = memchr::memchr2(b'\r', b'\n', window) else {
+        return if whole >= V1_MAX {
+            parse::fail(too_large())
         } else {
-            Err(CodecError::malformed(P, "v1: unknown protocol family"))
+            parse::incomplete(1)
+        };
+    };
+    let (line, end) = window.split_at(cr);
+    match end {
+        [b'\n', ..] => parse::fail(CodecError::malformed(P, "v1 line ends without CR")),
+        [_] if whole >= V1_MAX => parse::fail(too_large()),
+        [_] => parse::incomplete(1),
+        [_, b'\n', ..] => Ok((input.get(cr + 2..).unwrap_or_default(), line)),
+        _ => parse::fail(CodecError::malformed(P, "v1 line: CR not followed by LF")),
+    }
+}
+
+/// `TCP4 src dst sport dport`, `TCP6 ...` or `UNKNOWN[ anything]`.
+fn v1_addresses(line: &[u8]) -> Parsed<'_, Addresses> {
+    let unknown_family = || CodecError::malformed(P, "v1: unknown protocol family");
+    if let Ok((rest, _)) = complete::tag::<_, _, Fail>(&b"UNKNOWN"[..]).parse(line) {
+        return match rest {
+            [] | [b' ', ..] => Ok((&[], Addresses::Unspec)),
+            _ => parse::fail(unknown_family()),
         };
     }
-    let mut parts = line.split(|&b| b == b' ');
-    let family = parts.next().unwrap_or_default();
-    let v6 = match family {
-        b"TCP4" => false,
-        b"TCP6" => true,
-        _ => return Err(CodecError::malformed(P, "v1: unknown protocol family")),
-    };
-    let (Some(s), Some(d), Some(sp), Some(dp), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(CodecError::malformed(
-            P,
-            "v1: want `family source destination source_port destination_port`",
-        ));
-    };
+    let (fields, v6) = alt((
+        value(false, complete::tag(&b"TCP4"[..])),
+        value(true, complete::tag(&b"TCP6"[..])),
+    ))
+    .parse(line)
+    .map_err(|_: nom::Err<Fail<'_>>| parse::failure(unknown_family()))?;
+    let field = || preceded(complete::tag(&b" "[..]), complete::take_till(|b| b == b' '));
+    let (_, (s, d, sp, dp)) = terminated((field(), field(), field(), field()), eof)
+        .parse(fields)
+        .map_err(|_: nom::Err<Fail<'_>>| {
+            parse::failure(CodecError::malformed(
+                P,
+                "v1: want `family source destination source_port destination_port`",
+            ))
+        })?;
     let ip = |b: &[u8]| -> Result<IpAddr, CodecError> {
         let s = std::str::from_utf8(b).map_err(|_| CodecError::malformed(P, "v1: bad address"))?;
         if v6 {
@@ -301,10 +317,13 @@ fn parse_v1(line: &[u8]) -> Result<Addresses, CodecError> {
                 .map_err(|_| CodecError::malformed(P, "v1: bad IPv4 address"))
         }
     };
-    Ok(Addresses::Inet {
-        source: SocketAddr::new(ip(s)?, port(sp)?),
-        destination: SocketAddr::new(ip(d)?, port(dp)?),
-    })
+    let inet = || -> Result<Addresses, CodecError> {
+        Ok(Addresses::Inet {
+            source: SocketAddr::new(ip(s)?, port(sp)?),
+            destination: SocketAddr::new(ip(d)?, port(dp)?),
+        })
+    };
+    inet().map(|a| (&[][..], a)).map_err(|e| parse::failure(e))
 }
 
 /// A decimal port: 1-5 digits, no leading zero (except `0` itself), ≤ 65535.
@@ -323,115 +342,164 @@ fn port(b: &[u8]) -> Result<u16, CodecError> {
     u16::try_from(n).map_err(|_| bad())
 }
 
+/// The fixed part of a v2 header, checked.
+struct V2Head {
+    command: Command,
+    transport: Transport,
+    family: u8,
+    addr_len: usize,
+    /// The whole header: the fixed part, addresses and TLVs.
+    total: usize,
+}
+
+/// The 16-byte fixed part of a v2 header, then (streaming) its `len`
+/// bytes: the checks run on the fixed part, before the rest is awaited.
+fn v2_header(max: usize) -> impl Fn(&[u8]) -> Parsed<'_, V2Head> {
+    move |input| {
+        let (rest, (_, ver_cmd, fam, len)) = (
+            streaming::take(V2_SIGNATURE.len()),
+            number::be_u8,
+            number::be_u8,
+            number::be_u16,
+        )
+            .parse(input)?;
+        let at = |e| parse::fail(e);
+        if ver_cmd >> 4 != 2 {
+            return at(CodecError::Unsupported {
+                protocol: P,
+                reason: "v2 header with a version other than 2",
+            });
+        }
+        let command = match ver_cmd & 0x0f {
+            0 => Command::Local,
+            1 => Command::Proxy,
+            _ => return at(CodecError::malformed(P, "v2: unknown command")),
+        };
+        let transport = match fam & 0x0f {
+            0 => Transport::Unspec,
+            1 => Transport::Stream,
+            2 => Transport::Datagram,
+            _ => return at(CodecError::malformed(P, "v2: unknown transport protocol")),
+        };
+        let addr_len = match fam >> 4 {
+            0 => 0,
+            1 => 12,
+            2 => 36,
+            3 => 2 * UNIX_ADDR_LEN,
+            _ => return at(CodecError::malformed(P, "v2: unknown address family")),
+        };
+        let len = usize::from(len);
+        let total = V2_HEAD + len;
+        if total > max {
+            return at(CodecError::FrameTooLarge {
+                what: "PROXY protocol v2 header",
+                size: total as u64,
+                limit: max,
+            });
+        }
+        if len < addr_len {
+            return at(CodecError::malformed(
+                P,
+                "v2: length shorter than the address block",
+            ));
+        }
+        let (rest, _) = streaming::take(len).parse(rest)?;
+        Ok((
+            rest,
+            V2Head {
+                command,
+                transport,
+                family: fam >> 4,
+                addr_len,
+                total,
+            },
+        ))
+    }
+}
+
 fn decode_v2(src: &mut BytesMut, max: usize) -> Result<Option<Header>, CodecError> {
-    let Some(head) = src.get(..V2_HEAD) else {
+    let result = v2_header(max)(src);
+    let missing = result.as_ref().err().and_then(parse::needed).unwrap_or(0);
+    let Some((head, _)) = parse::finish(P, src, result)? else {
+        src.reserve(missing);
         return Ok(None);
     };
-    let ver_cmd = head.get(12).copied().unwrap_or(0);
-    let fam = head.get(13).copied().unwrap_or(0);
-    let len = usize::from(u16::from_be_bytes([
-        head.get(14).copied().unwrap_or(0),
-        head.get(15).copied().unwrap_or(0),
-    ]));
-    if ver_cmd >> 4 != 2 {
-        return Err(CodecError::Unsupported {
-            protocol: P,
-            reason: "v2 header with a version other than 2",
-        });
-    }
-    let command = match ver_cmd & 0x0f {
-        0 => Command::Local,
-        1 => Command::Proxy,
-        _ => return Err(CodecError::malformed(P, "v2: unknown command")),
-    };
-    let transport = match fam & 0x0f {
-        0 => Transport::Unspec,
-        1 => Transport::Stream,
-        2 => Transport::Datagram,
-        _ => return Err(CodecError::malformed(P, "v2: unknown transport protocol")),
-    };
-    let addr_len = match fam >> 4 {
-        0 => 0,
-        1 => 12,
-        2 => 36,
-        3 => 2 * UNIX_ADDR_LEN,
-        _ => return Err(CodecError::malformed(P, "v2: unknown address family")),
-    };
-    let total = V2_HEAD + len;
-    if total > max {
-        return Err(CodecError::FrameTooLarge {
-            what: "PROXY protocol v2 header",
-            size: total as u64,
-            limit: max,
-        });
-    }
-    if len < addr_len {
-        return Err(CodecError::malformed(
-            P,
-            "v2: length shorter than the address block",
-        ));
-    }
-    if src.len() < total {
-        src.reserve(total - src.len());
-        return Ok(None);
-    }
-    let wire = src.split_to(total).freeze();
-    let body = wire.slice(V2_HEAD..);
-    let mut a = body.slice(..addr_len);
-    let addresses = match (command, fam >> 4) {
+    let wire = src.split_to(head.total).freeze();
+    let body = wire.get(V2_HEAD..).unwrap_or_default();
+    let (addrs, tlv_area) = body.split_at(head.addr_len.min(body.len()));
+    let addresses = match (head.command, head.family) {
         (Command::Local, _) | (_, 0) => Addresses::Unspec,
-        (_, 1) => {
-            let s = Ipv4Addr::from(a.get_u32());
-            let d = Ipv4Addr::from(a.get_u32());
-            let (sp, dp) = (a.get_u16(), a.get_u16());
-            Addresses::Inet {
-                source: SocketAddr::new(s.into(), sp),
-                destination: SocketAddr::new(d.into(), dp),
+        (_, 1) => parse::complete(P, addrs, inet::<Ipv4Addr, 4>(addrs))?.0,
+        (_, 2) => parse::complete(P, addrs, inet::<Ipv6Addr, 16>(addrs))?.0,
+        _ => {
+            let (source, destination) = addrs.split_at(UNIX_ADDR_LEN.min(addrs.len()));
+            Addresses::Unix {
+                source: wire.slice_ref(source),
+                destination: wire.slice_ref(destination),
             }
         }
-        (_, 2) => {
-            let s = Ipv6Addr::from(a.get_u128());
-            let d = Ipv6Addr::from(a.get_u128());
-            let (sp, dp) = (a.get_u16(), a.get_u16());
-            Addresses::Inet {
-                source: SocketAddr::new(s.into(), sp),
-                destination: SocketAddr::new(d.into(), dp),
-            }
-        }
-        _ => Addresses::Unix {
-            source: a.slice(..UNIX_ADDR_LEN),
-            destination: a.slice(UNIX_ADDR_LEN..),
-        },
     };
-    let tlvs = parse_tlvs(body.slice(addr_len..))?;
+    let (tlvs, _) = parse::complete(P, tlv_area, tlv_list(&wire, tlv_area))?;
     Ok(Some(Header {
         version: Version::V2,
-        command,
-        transport,
+        command: head.command,
+        transport: head.transport,
         addresses,
         tlvs,
         wire,
     }))
 }
 
-/// The TLVs of `area`, which they must fill exactly.
-pub fn parse_tlvs(mut area: Bytes) -> Result<Vec<Tlv>, CodecError> {
+/// Source and destination addresses of `N` bytes each, then their ports.
+fn inet<A, const N: usize>(input: &[u8]) -> Parsed<'_, Addresses>
+where
+    A: From<[u8; N]> + Into<IpAddr>,
+{
+    let octets = || complete::take(N).map(|b: &[u8]| <[u8; N]>::try_from(b).unwrap_or([0; N]));
+    let (rest, (s, d, sp, dp)) = (
+        octets(),
+        octets(),
+        number_complete::be_u16,
+        number_complete::be_u16,
+    )
+        .parse(input)?;
+    Ok((
+        rest,
+        Addresses::Inet {
+            source: SocketAddr::new(A::from(s).into(), sp),
+            destination: SocketAddr::new(A::from(d).into(), dp),
+        },
+    ))
+}
+
+/// The TLVs of `area` (a slice of `wire`), which they must fill exactly.
+fn tlv_list<'a>(wire: &'a Bytes, area: &'a [u8]) -> Parsed<'a, Vec<Tlv>> {
     let mut out = Vec::new();
-    while !area.is_empty() {
-        if area.len() < 3 {
-            return Err(CodecError::malformed(P, "v2: truncated TLV"));
-        }
-        let kind = area.get_u8();
-        let len = usize::from(area.get_u16());
-        if area.len() < len {
-            return Err(CodecError::malformed(P, "v2: TLV longer than the header"));
-        }
+    let mut rest = area;
+    while !rest.is_empty() {
+        let (after, (kind, len)) = (number_complete::be_u8, number_complete::be_u16)
+            .parse(rest)
+            .map_err(|_: nom::Err<Fail<'_>>| {
+                parse::failure(CodecError::malformed(P, "v2: truncated TLV"))
+            })?;
+        let (after, value) =
+            complete::take(len)
+                .parse(after)
+                .map_err(|_: nom::Err<Fail<'_>>| {
+                    parse::failure(CodecError::malformed(P, "v2: TLV longer than the header"))
+                })?;
         out.push(Tlv {
             kind,
-            value: area.split_to(len),
+            value: wire.slice_ref(value),
         });
+        rest = after;
     }
-    Ok(out)
+    Ok((rest, out))
+}
+
+/// The TLVs of `area`, which they must fill exactly.
+pub fn parse_tlvs(area: Bytes) -> Result<Vec<Tlv>, CodecError> {
+    parse::complete(P, &area, tlv_list(&area, &area)).map(|(tlvs, _)| tlvs)
 }
 
 /// Write a v1 header for `addresses`: `TCP4`/`TCP6` when both are of one IP

@@ -1,8 +1,14 @@
 //! Framing (the fixed header) and the field reader every body parser uses.
 use bytes::Bytes;
 
+use nom::Parser;
+use nom::bytes::complete as nom_bytes;
+use nom::multi::length_data;
+use nom::number::{complete, streaming};
+
 use super::{PacketType, Version};
 use crate::CodecError;
+use crate::parse::{self, Fail, Parsed, mqtt_varint};
 
 pub(super) const PROTO: &str = "mqtt";
 
@@ -30,19 +36,16 @@ pub(super) struct FixedHeader {
 
 /// Read a variable byte integer at the start of `buf`: `Ok(None)` while it is
 /// incomplete, an error on a fifth byte. Returns the value and its length.
+#[inline]
 pub(super) fn varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
-    let mut value: u32 = 0;
-    for i in 0..4 {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
+    match mqtt_varint(buf) {
+        Ok((rest, value)) => Ok(Some((value, buf.len() - rest.len()))),
+        Err(nom::Err::Incomplete(_)) => Ok(None),
+        Err(_) => Err(malformed(VARINT_TOO_LONG)),
     }
-    Err(malformed("variable byte integer longer than 4 bytes"))
 }
+
+const VARINT_TOO_LONG: &str = "variable byte integer longer than 4 bytes";
 
 /// Append `value` as a variable byte integer (minimal length). Values over
 /// [`MAX_VARINT`] are not representable; the caller checks.
@@ -78,33 +81,49 @@ pub(super) fn fixed_header(
     buf: &[u8],
     version: Option<Version>,
 ) -> Result<Option<FixedHeader>, CodecError> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
+    match parse::finish(PROTO, buf, fixed_header_parser(buf, version)) {
+        Ok(Some((header, _))) => Ok(Some(header)),
+        Ok(None) => Ok(None),
+        Err(CodecError::Syntax { .. }) => Err(malformed(VARINT_TOO_LONG)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The fixed header as a streaming nom parser: the first byte (checked at
+/// once), then the remaining length.
+#[inline]
+fn fixed_header_parser(input: &[u8], version: Option<Version>) -> Parsed<'_, FixedHeader> {
+    let (rest, first) = streaming::be_u8(input)?;
+    let at = |e| parse::fail(e);
+    let Some(kind) = PacketType::from_type(first >> 4) else {
+        return at(malformed("reserved packet type 0"));
     };
-    let kind = PacketType::from_type(first >> 4).ok_or(malformed("reserved packet type 0"))?;
     let flags = first & 0x0f;
     match version {
         None if kind != PacketType::Connect => {
-            return Err(malformed("first packet must be CONNECT"));
+            return at(malformed("first packet must be CONNECT"));
         }
         Some(_) if kind == PacketType::Connect => {
-            return Err(malformed("CONNECT after the first packet"));
+            return at(malformed("CONNECT after the first packet"));
         }
         Some(Version::V31 | Version::V311) if kind == PacketType::Auth => {
-            return Err(malformed("AUTH is MQTT 5 only"));
+            return at(malformed("AUTH is MQTT 5 only"));
         }
         _ => {}
     }
-    check_flags(kind, flags, version)?;
-    let Some((remaining, len)) = varint(buf.get(1..).unwrap_or_default())? else {
-        return Ok(None);
-    };
-    Ok(Some(FixedHeader {
-        kind,
-        flags,
-        header_len: 1 + len,
-        remaining: remaining as usize,
-    }))
+    if let Err(e) = check_flags(kind, flags, version) {
+        return at(e);
+    }
+    let (rest, remaining) = mqtt_varint(rest)?;
+    Ok((
+        rest,
+        FixedHeader {
+            kind,
+            flags,
+            header_len: input.len() - rest.len(),
+            remaining: remaining as usize,
+        },
+    ))
 }
 
 /// The fixed-header flags each packet type must carry. MQTT 3.1 did not
@@ -189,43 +208,39 @@ impl<'a> Reader<'a> {
         self.pos >= self.end
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        if n > self.remaining() {
-            return Err(malformed(TRUNCATED));
+    /// Run a complete-mode nom parser on what is left; running out of
+    /// bytes is [`TRUNCATED`].
+    #[inline]
+    fn run<O>(
+        &mut self,
+        mut parser: impl Parser<&'a [u8], Output = O, Error = Fail<'a>>,
+    ) -> Result<O, CodecError> {
+        let input = self.wire.get(self.pos..self.end).unwrap_or_default();
+        match parser.parse_complete(input) {
+            Ok((rest, value)) => {
+                self.pos = self.end - rest.len();
+                Ok(value)
+            }
+            Err(_) => Err(malformed(TRUNCATED)),
         }
-        let out = self
-            .wire
-            .get(self.pos..self.pos + n)
-            .ok_or(malformed(TRUNCATED))?;
-        self.pos += n;
-        Ok(out)
     }
 
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let b = self.bytes(1)?;
-        b.first().copied().ok_or(malformed(TRUNCATED))
+        self.run(complete::be_u8)
     }
 
     pub fn u16(&mut self) -> Result<u16, CodecError> {
-        let b = self.bytes(2)?;
-        match *b {
-            [hi, lo] => Ok(u16::from_be_bytes([hi, lo])),
-            _ => Err(malformed(TRUNCATED)),
-        }
+        self.run(complete::be_u16)
     }
 
     pub fn u32(&mut self) -> Result<u32, CodecError> {
-        let b = self.bytes(4)?;
-        match *b {
-            [a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d])),
-            _ => Err(malformed(TRUNCATED)),
-        }
+        self.run(complete::be_u32)
     }
 
     /// A variable byte integer inside the packet.
     pub fn varint(&mut self) -> Result<u32, CodecError> {
-        let window = self.wire.get(self.pos..self.end).unwrap_or_default();
-        match varint(window)? {
+        let input = self.wire.get(self.pos..self.end).unwrap_or_default();
+        match varint(input)? {
             Some((value, len)) => {
                 self.pos += len;
                 Ok(value)
@@ -235,19 +250,27 @@ impl<'a> Reader<'a> {
     }
 
     /// `n` bytes as a view.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the body parsers take fields by type")
+    )]
     pub fn take(&mut self, n: usize) -> Result<Bytes, CodecError> {
-        if n > self.remaining() {
-            return Err(malformed(TRUNCATED));
-        }
-        let out = self.wire.slice(self.pos..self.pos + n);
-        self.pos += n;
-        Ok(out)
+        self.view(nom_bytes::take(n))
     }
 
     /// Binary data: a two-byte length, then that many bytes.
     pub fn binary(&mut self) -> Result<Bytes, CodecError> {
-        let len = self.u16()?;
-        self.take(usize::from(len))
+        self.view(length_data(complete::be_u16))
+    }
+
+    /// What `parser` takes, as a view of the packet.
+    #[inline]
+    fn view(
+        &mut self,
+        parser: impl Parser<&'a [u8], Output = &'a [u8], Error = Fail<'a>>,
+    ) -> Result<Bytes, CodecError> {
+        let out = self.run(parser)?;
+        Ok(self.wire.slice_ref(out))
     }
 
     /// A UTF-8 string: a two-byte length, then valid UTF-8 without U+0000.
@@ -262,11 +285,7 @@ impl<'a> Reader<'a> {
 
     /// Step over `n` bytes.
     pub fn skip(&mut self, n: usize) -> Result<(), CodecError> {
-        if n > self.remaining() {
-            return Err(malformed(TRUNCATED));
-        }
-        self.pos += n;
-        Ok(())
+        self.run(nom_bytes::take(n)).map(|_| ())
     }
 
     /// Everything left, as a view.

@@ -156,6 +156,7 @@ impl CommandDecoder {
 
     /// The `*<count>` (`multibulk`) or `$<len>` line whose type byte is at
     /// `at`, with Redis's error words; a long line is scanned only once.
+    #[inline]
     fn length_line(
         &mut self,
         buf: &[u8],

@@ -1,5 +1,8 @@
 //! Small RESP lexing helpers shared by the command and reply decoders.
+use nom::error::{ErrorKind, ParseError};
+
 use crate::CodecError;
+use crate::parse::{Fail, LineFault, Parsed, crlf_line};
 
 /// Longest content of a length/count line (`$<len>` / `*<count>`): an i64
 /// needs 20 characters; anything longer is not a length.
@@ -39,45 +42,47 @@ pub(super) enum NoLine {
 /// `max_content` content bytes. The search for the LF starts at `scan_from` if
 /// that is further on (a resume point from an earlier incomplete search).
 ///
-/// A line ending in a bare LF is malformed.
+/// A line ending in a bare LF is malformed. The line itself is the shared nom
+/// parser [`crate::parse::crlf_line`]; this adapter keeps the positions the
+/// resumable decoders work with.
+#[inline(always)]
 pub(super) fn find_line(
     buf: &[u8],
     start: usize,
     scan_from: usize,
     max_content: usize,
 ) -> Result<Result<Line, NoLine>, CodecError> {
-    // Content, CR and LF.
-    let window_end = start
-        .saturating_add(max_content)
-        .saturating_add(2)
-        .min(buf.len());
-    let from = scan_from.max(start);
-    let found = buf
-        .get(from..window_end)
-        .and_then(|w| memchr::memchr(b'\n', w))
-        .map(|i| from + i);
-    match found {
-        Some(lf) => {
-            if lf > start && buf.get(lf - 1) == Some(&b'\r') {
-                Ok(Ok(Line {
-                    start,
-                    end: lf - 1,
-                    next: lf + 1,
-                }))
-            } else {
-                Err(malformed("line not terminated by CRLF"))
-            }
-        }
-        None if buf.len() >= start.saturating_add(max_content).saturating_add(2) => {
-            Ok(Err(NoLine::TooLong))
-        }
-        None => Ok(Err(NoLine::Incomplete {
-            scanned: window_end.max(from),
+    let input = buf.get(start..).unwrap_or_default();
+    let scanned = scan_from.saturating_sub(start);
+    let fault = |f: LineFault| match f {
+        LineFault::BareLf => malformed(BARE_LF),
+        LineFault::TooLong => malformed(TOO_LONG),
+    };
+    match crlf_line(input, max_content, scanned, fault) {
+        Ok((rest, content)) => Ok(Ok(Line {
+            start,
+            end: start + content.len(),
+            next: buf.len() - rest.len(),
         })),
+        Err(nom::Err::Incomplete(_)) => Ok(Err(NoLine::Incomplete {
+            scanned: buf.len().max(scan_from.max(start)),
+        })),
+        Err(nom::Err::Failure(Fail::Codec(CodecError::Malformed {
+            reason: TOO_LONG, ..
+        }))) => Ok(Err(NoLine::TooLong)),
+        Err(nom::Err::Error(_) | nom::Err::Failure(_)) => Err(malformed(BARE_LF)),
     }
 }
 
+const BARE_LF: &str = "line not terminated by CRLF";
+const TOO_LONG: &str = "line too long";
+
 /// Strict RESP integer: `-?[0-9]+`, no overflow.
+///
+/// The digit loop is the old hand-written one, called from the nom parser
+/// [`resp_int`]: it runs for every length line, and what decides the cost
+/// there is that the whole line parse inlines (docs/benchmarks.md).
+#[inline]
 pub(super) fn parse_int(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits.split_first() {
         Some((b'-', rest)) => (true, rest),
@@ -106,6 +111,18 @@ pub(super) fn parse_int(digits: &[u8]) -> Option<i64> {
     }
 }
 
+/// A strict RESP integer filling all of `input`, as a nom parser.
+#[inline]
+pub(super) fn resp_int(input: &[u8]) -> Parsed<'_, i64> {
+    match parse_int(input) {
+        Some(n) => Ok((input.get(input.len()..).unwrap_or_default(), n)),
+        None => Err(nom::Err::Error(Fail::from_error_kind(
+            input,
+            ErrorKind::Digit,
+        ))),
+    }
+}
+
 /// Parse the length/count line whose type byte is at `at`.
 ///
 /// `Ok(None)`: incomplete. Errors: a line too long to be a length, or not an integer.
@@ -113,9 +130,9 @@ pub(super) fn len_line(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, Co
     match find_line(buf, at + 1, 0, MAX_LEN_LINE)? {
         Ok(line) => {
             let digits = buf.get(line.start..line.end).unwrap_or_default();
-            match parse_int(digits) {
-                Some(n) => Ok(Some((n, line.next))),
-                None => Err(malformed("invalid length")),
+            match resp_int(digits) {
+                Ok((_, n)) => Ok(Some((n, line.next))),
+                Err(_) => Err(malformed("invalid length")),
             }
         }
         Err(NoLine::Incomplete { .. }) => Ok(None),

@@ -26,8 +26,15 @@ pub use encode::{error_response, reason_phrase, write_interleaved, write_request
 pub use sniff::sniff;
 
 use bytes::{Buf, Bytes, BytesMut};
+use nom::Parser;
+use nom::bytes::{complete, streaming};
+use nom::combinator::{opt, rest as rest_of_line, success};
+use nom::multi::length_data;
+use nom::number::streaming as number;
+use nom::sequence::preceded;
 
 use crate::meta::{Field, Metadata};
+use crate::parse::{self, Fail, Parsed};
 use crate::{CodecError, Decoder};
 
 const PROTOCOL: &str = "rtsp";
@@ -328,14 +335,12 @@ impl Decoder for MessageDecoder {
         match src.first() {
             None => Ok(None),
             Some(b'$') => {
-                let Some(&[_, channel, hi, lo]) = src.get(..4) else {
+                let result = interleaved(src);
+                let missing = result.as_ref().err().and_then(parse::needed).unwrap_or(0);
+                let Some((channel, len)) = parse::finish(PROTOCOL, src, result)? else {
+                    src.reserve(missing);
                     return Ok(None);
                 };
-                let len = 4 + usize::from(u16::from_be_bytes([hi, lo]));
-                if src.len() < len {
-                    src.reserve(len - src.len());
-                    return Ok(None);
-                }
                 let wire = src.split_to(len).freeze();
                 Ok(Some(Message::Interleaved(Interleaved { channel, wire })))
             }
@@ -463,50 +468,90 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// An interleaved frame, streaming: `$`, the channel, a big-endian length
+/// and that many bytes. Returns the channel.
+fn interleaved(input: &[u8]) -> Parsed<'_, u8> {
+    let (rest, (_, channel, _)) = (
+        streaming::tag(&b"$"[..]),
+        number::be_u8,
+        length_data(number::be_u16),
+    )
+        .parse(input)?;
+    Ok((rest, channel))
+}
+
 /// Parse a start line (without its line end); `base` is the head it is part of.
 fn parse_start_line(line: &[u8], base: &[u8]) -> Result<StartLine, CodecError> {
-    let mut parts = line.splitn(3, |&b| b == b' ');
-    let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
-        return Err(malformed("start line without a space"));
-    };
-    let third = parts.next();
+    parse::complete(PROTOCOL, line, start_line(line, base)).map(|(start, _)| start)
+}
+
+/// The first, second and (if any) third word of a start line.
+type Words<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// `first SP second [SP third]`: the words of a start line; the third runs
+/// to the end of the line (a reason phrase has spaces).
+fn words(line: &[u8]) -> Parsed<'_, Words<'_>> {
+    let word = || complete::take_till(|b| b == b' ');
+    let space = || complete::tag(&b" "[..]);
+    let (rest, first) = word().parse(line)?;
+    let (rest, _) = space()
+        .parse(rest)
+        .map_err(|_: nom::Err<Fail<'_>>| parse::failure(malformed("start line without a space")))?;
+    (success(first), word(), opt(preceded(space(), rest_of_line))).parse(rest)
+}
+
+/// A request line (`METHOD URI RTSP/1.0`) or a status line
+/// (`RTSP/1.0 200 OK`), as a nom parser.
+fn start_line<'a>(line: &'a [u8], base: &[u8]) -> Parsed<'a, StartLine> {
+    let (rest, (first, second, third)) = words(line)?;
+    let at = |e| parse::fail(e);
     if first.starts_with(b"RTSP/") {
-        let version = Version::parse(first).ok_or(malformed("bad version in status line"))?;
+        let Some(version) = Version::parse(first) else {
+            return at(malformed("bad version in status line"));
+        };
         let status = match second {
             [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
                 u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
             }
-            _ => return Err(malformed("bad status code")),
+            _ => return at(malformed("bad status code")),
         };
         if status < 100 {
-            return Err(malformed("bad status code"));
+            return at(malformed("bad status code"));
         }
         // No reason phrase: an empty range right after the code (inside `base`).
         let reason = third.unwrap_or(second.get(second.len()..).unwrap_or_default());
         if reason.iter().any(|&b| b < 0x20 && b != b'\t') {
-            return Err(malformed("control character in reason phrase"));
+            return at(malformed("control character in reason phrase"));
         }
-        return Ok(StartLine::Response {
-            status,
-            reason: Span::of(base, reason),
-            version,
-        });
+        return Ok((
+            rest,
+            StartLine::Response {
+                status,
+                reason: Span::of(base, reason),
+                version,
+            },
+        ));
     }
     let Some(version) = third else {
-        return Err(malformed("request line without a version"));
+        return at(malformed("request line without a version"));
     };
     if first.is_empty() || !first.iter().all(|&b| is_token(b)) {
-        return Err(malformed("bad method"));
+        return at(malformed("bad method"));
     }
     if second.is_empty() || !second.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
-        return Err(malformed("bad request URI"));
+        return at(malformed("bad request URI"));
     }
-    let version = Version::parse(version).ok_or(malformed("bad version in request line"))?;
-    Ok(StartLine::Request {
-        method: Span::of(base, first),
-        uri: Span::of(base, second),
-        version,
-    })
+    let Some(version) = Version::parse(version) else {
+        return at(malformed("bad version in request line"));
+    };
+    Ok((
+        rest,
+        StartLine::Request {
+            method: Span::of(base, first),
+            uri: Span::of(base, second),
+            version,
+        },
+    ))
 }
 
 /// Parse a complete head (start line through the blank line).
