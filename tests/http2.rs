@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::grpc_peer::{GrpcServer, grpc_python, grpc_script};
 use common::*;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -413,63 +414,6 @@ async fn handle(
 
 // ---------------------------------------------------------------------------
 // Python grpcio peer
-
-fn grpc_python() -> std::path::PathBuf {
-    let python = require("python3");
-    let ok = Command::new(&python)
-        .args(["-c", "import grpc"])
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the Python grpcio package is missing: `python3 -m pip install grpcio` (.ci/run does)"
-    );
-    python
-}
-
-fn grpc_script() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/grpc_peer.py")
-}
-
-/// The grpcio server, killed on drop.
-struct GrpcServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GrpcServer {
-    fn start() -> Self {
-        let python = grpc_python();
-        let port = free_port();
-        let mut child = Command::new(python)
-            .arg(grpc_script())
-            .args(["server", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn grpc_peer.py server");
-        wait_for("the grpcio server", WAIT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("grpc_peer.py server exited with {status}");
-            }
-            std::net::TcpStream::connect(local(port)).ok()
-        });
-        GrpcServer { child, port }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        local(self.port)
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One grpcio call: the JSON line `grpc_peer.py call` prints.
 async fn grpc_call(target: SocketAddr, method: &str, arg: &str, timeout: Option<f64>) -> String {
@@ -1422,7 +1366,7 @@ async fn grpc_health_checks_take_a_not_serving_host_out_and_bring_it_back() {
         )],
         &[],
     );
-    let (pa, pb) = (a.port.to_string(), b.port.to_string());
+    let (pa, pb) = (a.addr().port().to_string(), b.addr().port().to_string());
     let whoami = |n: usize| {
         let addr = gw.addr();
         async move {

@@ -9,119 +9,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::pki::Pki;
 use common::*;
 
-/// A CA and leaf certificates signed by it, made with the openssl CLI.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = Pki { dir };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=SNI Test CA",
-        ]);
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new(require("openssl"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Issue `NAME.pem` and `NAME.key` (a fresh key) for `cn` with these
-    /// DNS names, valid for `days`.
-    fn issue(&self, name: &str, cn: &str, dns: &[&str], days: u32) {
-        let ext = format!(
-            "subjectAltName={}\n",
-            dns.iter()
-                .map(|d| format!("DNS:{d}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        std::fs::write(self.dir.path().join(format!("{name}.ext")), ext).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            &format!("0x{:x}", rand_serial()),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            &days.to_string(),
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn p(&self, file: &str) -> String {
-        self.path(file).display().to_string()
-    }
-
-    /// `openssl x509` facts of a PEM file: (serial, subject).
-    fn facts(&self, file: &str) -> Seen {
-        let pem = std::fs::read(self.path(file)).unwrap();
-        x509_facts(&pem).expect("a certificate")
-    }
-}
-
-fn rand_serial() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    h.finish() >> 1
+/// `openssl x509` facts of a PEM file of `pki`: (serial, subject, notAfter).
+fn facts(pki: &Pki, file: &str) -> Seen {
+    let pem = std::fs::read(pki.path(file)).unwrap();
+    x509_facts(&pem).expect("a certificate")
 }
 
 /// What a client saw of a server certificate.
@@ -191,7 +89,7 @@ fn curl(pki: &Pki, addr: SocketAddr, name: &str) -> (i32, String, String) {
             "--max-time",
             "10",
             "--cacert",
-            &pki.p("ca.pem"),
+            &pki.file("ca.pem"),
             "--resolve",
             &format!("{name}:{}:127.0.0.1", addr.port()),
             &format!("https://{name}:{}/", addr.port()),
@@ -219,12 +117,12 @@ fn gateway(tls: &str, extra_listener: &str) -> Gateway {
 fn three_names(pki: &Pki) -> String {
     format!(
         "cert: \"{}\", key: \"{}\", certificates: [{{server_names: [a.example], cert: \"{}\", key: \"{}\"}}, {{server_names: [\"*.b.example\"], cert: \"{}\", key: \"{}\"}}]",
-        pki.p("default.pem"),
-        pki.p("default.key"),
-        pki.p("a.pem"),
-        pki.p("a.key"),
-        pki.p("b.pem"),
-        pki.p("b.key"),
+        pki.file("default.pem"),
+        pki.file("default.key"),
+        pki.file("a.pem"),
+        pki.file("a.key"),
+        pki.file("b.pem"),
+        pki.file("b.key"),
     )
 }
 
@@ -241,9 +139,9 @@ fn each_server_name_gets_its_certificate() {
     let gw = gateway(&three_names(&pki), "");
     let addr = gw.addr();
     let (default, a, b) = (
-        pki.facts("default.pem"),
-        pki.facts("a.pem"),
-        pki.facts("b.pem"),
+        facts(&pki, "default.pem"),
+        facts(&pki, "a.pem"),
+        facts(&pki, "b.pem"),
     );
 
     assert_eq!(s_client(addr, Some("a.example")).unwrap(), a);
@@ -293,14 +191,14 @@ fn without_a_default_an_unknown_name_gets_unrecognized_name() {
     issue_three(&pki);
     let tls = format!(
         "certificates: [{{server_names: [a.example], cert: \"{}\", key: \"{}\"}}]",
-        pki.p("a.pem"),
-        pki.p("a.key")
+        pki.file("a.pem"),
+        pki.file("a.key")
     );
     let gw = gateway(&tls, "");
     let addr = gw.addr();
     assert_eq!(
         s_client(addr, Some("a.example")).unwrap(),
-        pki.facts("a.pem")
+        facts(&pki, "a.pem")
     );
     let (code, body, err) = curl(&pki, addr, "a.example");
     assert_eq!((code, body.as_str()), (0, "served"), "{err}");
@@ -457,14 +355,14 @@ fn a_rotated_certificate_is_served_to_new_connections_and_a_broken_one_is_not() 
     let tls = format!("{}, check_interval: 100ms", three_names(&pki));
     let gw = gateway(&tls, "");
     let addr = gw.addr();
-    let first = pki.facts("a.pem");
+    let first = facts(&pki, "a.pem");
     let mut kept = KeptConnection::open(&pki, addr, "a.example");
     assert_eq!(kept.get("a.example"), "served");
     assert_eq!(kept.serial(), first.serial);
 
     // A renewal: a new key and certificate, longer valid, moved into place.
     pki.issue("a-new", "a.example", &["a.example"], 30);
-    let renewed = pki.facts("a-new.pem");
+    let renewed = facts(&pki, "a-new.pem");
     assert_ne!(renewed.serial, first.serial);
     assert_ne!(renewed.not_after, first.not_after);
     rename_over(&pki.path("a-new.key"), &pki.path("a.key"));
@@ -488,7 +386,7 @@ fn a_rotated_certificate_is_served_to_new_connections_and_a_broken_one_is_not() 
     // Other names were not touched.
     assert_eq!(
         s_client(addr, Some("x.b.example")).unwrap(),
-        pki.facts("b.pem")
+        facts(&pki, "b.pem")
     );
 
     // A broken replacement: a key that is not the certificate's.
@@ -503,7 +401,7 @@ fn a_rotated_certificate_is_served_to_new_connections_and_a_broken_one_is_not() 
     });
     let log = gw.log();
     assert!(
-        log.contains("TLS certificate reload failed") && log.contains(&pki.p("a.key")),
+        log.contains("TLS certificate reload failed") && log.contains(&pki.file("a.key")),
         "the error names the key file:\n{log}"
     );
     assert_eq!(s_client(addr, Some("a.example")).unwrap(), renewed);
@@ -535,7 +433,7 @@ fn sighup_reloads_the_certificates_too() {
     let gw = gateway(&tls, "");
     let addr = gw.addr();
     pki.issue("a-new", "a.example", &["a.example"], 30);
-    let renewed = pki.facts("a-new.pem");
+    let renewed = facts(&pki, "a-new.pem");
     rename_over(&pki.path("a-new.key"), &pki.path("a.key"));
     rename_over(&pki.path("a-new.pem"), &pki.path("a.pem"));
     gw.signal("HUP");
@@ -575,10 +473,10 @@ fn check_warns_of_a_certificate_not_valid_for_its_names_and_refuses_duplicates()
     issue_three(&pki);
     let tls = format!(
         "      certificates:\n        - server_names: [a.example, c.example]\n          cert: \"{}\"\n          key: \"{}\"\n        - server_names: [\"*.b.example\"]\n          cert: \"{}\"\n          key: \"{}\"\n",
-        pki.p("a.pem"),
-        pki.p("a.key"),
-        pki.p("b.pem"),
-        pki.p("b.key")
+        pki.file("a.pem"),
+        pki.file("a.key"),
+        pki.file("b.pem"),
+        pki.file("b.key")
     );
     let config = check_config(&tls);
     let (line, column) = config
@@ -598,10 +496,10 @@ fn check_warns_of_a_certificate_not_valid_for_its_names_and_refuses_duplicates()
 
     let dup = format!(
         "      certificates:\n        - server_names: [a.example]\n          cert: \"{}\"\n          key: \"{}\"\n        - server_names: [\"*.b.example\", A.example]\n          cert: \"{}\"\n          key: \"{}\"\n",
-        pki.p("a.pem"),
-        pki.p("a.key"),
-        pki.p("b.pem"),
-        pki.p("b.key")
+        pki.file("a.pem"),
+        pki.file("a.key"),
+        pki.file("b.pem"),
+        pki.file("b.key")
     );
     let (code, out) = check(&check_config(&dup));
     assert_eq!(code, 1, "{out}");
@@ -615,13 +513,13 @@ fn check_warns_of_a_certificate_not_valid_for_its_names_and_refuses_duplicates()
     // A key that does not fit names the key file and field.
     let mismatch = format!(
         "      cert: \"{}\"\n      key: \"{}\"\n",
-        pki.p("a.pem"),
-        pki.p("b.key")
+        pki.file("a.pem"),
+        pki.file("b.key")
     );
     let (code, out) = check(&check_config(&mismatch));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("listeners[edge].tls.key") && out.contains(&pki.p("b.key")),
+        out.contains("listeners[edge].tls.key") && out.contains(&pki.file("b.key")),
         "{out}"
     );
 }

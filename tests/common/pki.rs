@@ -89,7 +89,23 @@ impl Pki {
         ]);
     }
 
+    /// Issue `NAME.pem` and `NAME.key` (a fresh key), signed by `ca`, for
+    /// server `cn` with these DNS names, valid for `days` (each issue gets
+    /// its own serial).
+    pub fn issue(&self, name: &str, cn: &str, dns: &[&str], days: u32) {
+        let names: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        let ext = format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth\n",
+            names.join(",")
+        );
+        self.leaf_for(name, "ca", cn, &ext, days);
+    }
+
     fn leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
+        self.leaf_for(name, ca, cn, ext, 2);
+    }
+
+    fn leaf_for(&self, name: &str, ca: &str, cn: &str, ext: &str, days: u32) {
         let ext_file = format!("{name}.ext");
         fs::write(
             self.dir.path().join(&ext_file),
@@ -123,7 +139,7 @@ impl Pki {
             "-out",
             &format!("{name}.pem"),
             "-days",
-            "2",
+            &days.to_string(),
             "-extfile",
             &ext_file,
         ]);
