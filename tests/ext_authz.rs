@@ -47,7 +47,13 @@ fn subject(req: &CheckRequest) -> String {
     if let Some(http) = a.request.as_ref().and_then(|r| r.http.as_ref()) {
         parts.push(http.path.clone());
     }
-    for key in ["redis.key", "mqtt.client_id", "mqtt.topic"] {
+    for key in [
+        "redis.key",
+        "mqtt.client_id",
+        "mqtt.topic",
+        "mysql.user",
+        "mysql.schema",
+    ] {
         if let Some(v) = a.context_extensions.get(key) {
             parts.push(v.clone());
         }
@@ -542,4 +548,100 @@ fn mqtt_clients_to_mosquitto_allowed_denied_and_timed_out() {
     };
     assert!(count("denied") >= 3.0, "two CONNECTs and a PUBLISH");
     assert!(count("timeout") >= 1.0);
+}
+
+/// MySQL through the gateway's front end: the login and each statement are
+/// checked; a denied login is ERR 1045 (access denied), a denied statement
+/// ERR 1142 (command denied), as MariaDB words its own; a timed-out check
+/// is refused (failure mode deny) on `strict` and let through on `lenient`.
+#[test]
+fn mariadb_cli_to_mariadb_login_and_statements_allowed_denied_and_timed_out() {
+    use common::mariadb::{MariaDb, PROXY_PASSWORD, PROXY_USER, mariadb_cli};
+    let authz = AuthzServer::start();
+    let db = MariaDb::start();
+    db.root("CREATE DATABASE deny_db; CREATE DATABASE slow_db; CREATE DATABASE app_db;");
+    let listener = |name: &str, port: u16, allow: bool| {
+        format!(
+            "  - name: {name}
+    address: 127.0.0.1:{port}
+    protocol: mysql
+    route_table: sql
+    filters:
+      - ext_authz: {{grpc: {{address: \"{service}\", timeout: 300ms}}, failure_mode_allow: {allow}}}
+    mysql:
+      users:
+        - {{username: app, password: app-pw}}
+        - {{username: deny_me, password: app-pw}}
+",
+            service = authz.addr
+        )
+    };
+    let (strict, lenient) = (free_port(), free_port());
+    let gw = Gateway::start(&format!(
+        "admin:
+  address: 127.0.0.1:{admin}
+listeners:
+{s}{l}route_tables:
+  - name: sql
+    virtual_hosts:
+      - name: any
+        domains: [\"*\"]
+        routes:
+          - cluster: primary
+clusters:
+  - name: primary
+    hosts: [\"{primary}\"]
+    mysql: {{user: {PROXY_USER}, password: {PROXY_PASSWORD}}}
+",
+        admin = free_port(),
+        s = listener("strict", strict, false),
+        l = listener("lenient", lenient, true),
+        primary = db.addr(),
+    ));
+    let strict = gw.listener("strict");
+    let cli = |addr, user: &str, schema: Option<&str>, sql: &str| {
+        let out = mariadb_cli(addr, user, "app-pw", schema, sql);
+        (
+            out.status.success(),
+            format!("{}{}", text(&out), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+
+    let (ok, out) = cli(strict, "app", Some("app_db"), "SELECT 40 + 2");
+    assert!(ok && out.trim() == "42", "allowed: {out}");
+    let (ok, out) = cli(strict, "deny_me", None, "SELECT 1");
+    assert!(
+        !ok && out.contains("ERROR 1045 (28000)") && out.contains("denied by policy: deny_me"),
+        "a denied login: {out}"
+    );
+    let (ok, out) = cli(strict, "app", None, "USE deny_db; SELECT 1");
+    assert!(
+        !ok && out.contains("ERROR 1142 (42000)") && out.contains("denied by policy"),
+        "a denied statement: {out}"
+    );
+    let (ok, out) = cli(strict, "app", None, "USE slow_db; SELECT 1");
+    assert!(
+        !ok && out.contains("ERROR"),
+        "a timed-out check, failure mode deny: {out}"
+    );
+    let (ok, out) = cli(gw.listener("lenient"), "app", None, "USE slow_db; SELECT 7");
+    assert!(
+        ok && out.trim() == "7",
+        "a timed-out check, failure mode allow: {out}"
+    );
+
+    let check = authz
+        .seen()
+        .into_iter()
+        .find(|c| subject(c).contains("deny_db"))
+        .expect("the check of a statement in deny_db");
+    let ext = check.attributes.unwrap().context_extensions;
+    assert_eq!(
+        (
+            ext["protocol"].as_str(),
+            ext["mysql.user"].as_str(),
+            ext["mysql.schema"].as_str()
+        ),
+        ("mysql", "app", "deny_db")
+    );
 }

@@ -76,6 +76,10 @@ pub struct Refusal {
     /// Close the client's connection after the answer (session protocols;
     /// multiplexed ones refuse just the one request).
     pub close: bool,
+    /// An authorization service judged this request and said no (not the
+    /// client's address, a limit or a fault): protocols with a distinct
+    /// "access denied" answer use it (MySQL 1045 at login, 1142 after).
+    pub denied_by_policy: bool,
 }
 
 /// What kind of refusal, for protocols without HTTP statuses.
@@ -102,7 +106,14 @@ impl Refusal {
             grpc_status: None,
             message: message.into(),
             close: false,
+            denied_by_policy: false,
         }
+    }
+
+    /// The same refusal, as an authorization service's denial.
+    pub fn by_policy(mut self) -> Self {
+        self.denied_by_policy = true;
+        self
     }
 
     /// The same refusal, with the client's connection closed after it.
@@ -551,6 +562,7 @@ impl Kind {
                             grpc_status: a.grpc_status,
                             message: a.message.as_str().into(),
                             close: false,
+                            denied_by_policy: false,
                         },
                     )
                 }),

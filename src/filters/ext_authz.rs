@@ -383,7 +383,7 @@ fn refusal(protocol: Protocol, status: Option<u16>, body: String, message: Strin
         Protocol::Redis => format!("NOPERM {text}"),
         _ => text,
     };
-    Refusal::new(status, &text)
+    Refusal::new(status, &text).by_policy()
 }
 
 /// The request header edits of an `ok_response`: `append: true` adds a

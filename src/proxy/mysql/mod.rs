@@ -258,11 +258,17 @@ pub async fn serve(stream: Stream, buf: BytesMut, conn: Conn) {
 }
 
 /// The ERR packet for a request the filters refused, as MariaDB words its
-/// own refusals: access (1130 at login, 1227 for a statement), rate (1226),
+/// own refusals: an authorization service's denial (1045 access denied at
+/// login, 1142 command denied for a statement), other access refusals
+/// (1130 host not allowed at login, 1227 for a statement), rate (1226),
 /// size (1153), busy (1040); anything else 1105 with the refusal's text.
 fn refusal_err(refusal: &Refusal, login: bool) -> ErrPacket {
     let text = format!("switchyard: {}", refusal.message);
     match refusal.class() {
+        RefusalClass::Forbidden if refusal.denied_by_policy && login => {
+            ErrPacket::new(1045, b"28000", text)
+        }
+        RefusalClass::Forbidden if refusal.denied_by_policy => ErrPacket::new(1142, b"42000", text),
         RefusalClass::Forbidden if login => ErrPacket::new(1130, b"HY000", text),
         RefusalClass::Forbidden => ErrPacket::new(1227, b"42000", text),
         RefusalClass::TooMany => ErrPacket::new(1226, b"42000", text),
@@ -1314,5 +1320,24 @@ async fn exchange(
                 return Ok(flags);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_denial_is_access_denied_and_an_address_refusal_host_not_allowed() {
+        let address = Refusal::new(403, "client address not allowed");
+        let policy = Refusal::new(403, "denied by policy").by_policy();
+        let codes = |r: &Refusal| (refusal_err(r, true).code, refusal_err(r, false).code);
+        assert_eq!(codes(&address), (1130, 1227));
+        assert_eq!(codes(&policy), (1045, 1142));
+        assert_eq!(&refusal_err(&policy, true).sql_state, b"28000");
+        assert_eq!(
+            refusal_err(&policy, false).message,
+            b"switchyard: denied by policy".to_vec()
+        );
     }
 }
